@@ -70,6 +70,7 @@ class Dense:
     slope: float = 0.0  # LeakyReLU negative slope
     dropout_pre: float = 0.0  # dropout between the Linear and its activation
     dropout: float = 0.0  # dropout after the activation
+    end: int = -1  # position of the last module of this layer's group (Linear, act, Dropout)
 
     @property
     def weight(self) -> Tensor:
@@ -156,7 +157,7 @@ def parse(
                     f"Linear gives {layers[-1]['linear'].out_features}"
                 )
             name = names[id(module.weight)].rsplit(".", 1)[0]
-            layers.append(dict(position=i, name=name, linear=module))
+            layers.append(dict(position=i, name=name, linear=module, end=i))
         elif isinstance(module, nn.Dropout):
             p = float(module.p)
             if not layers:
@@ -164,6 +165,7 @@ def parse(
             else:
                 key = "dropout" if "activation" in layers[-1] else "dropout_pre"
                 layers[-1][key] = 1 - (1 - layers[-1].get(key, 0.0)) * (1 - p)
+                layers[-1]["end"] = i
         elif isinstance(module, nn.Flatten):
             if layers:
                 raise ValueError(f"{method}: {where} must come before the first Linear")
@@ -185,6 +187,7 @@ def parse(
                 )
             layers[-1]["activation"] = act
             layers[-1]["slope"] = float(getattr(module, "negative_slope", 0.0))
+            layers[-1]["end"] = i
         else:
             raise TypeError(
                 f"{method}: unsupported {where}; supported modules are "
@@ -277,8 +280,12 @@ def spec(model: nn.Module) -> list[dict]:
         seen[id(m)] = i
         if isinstance(m, nn.Linear):
             records.append(
-                dict(type="Linear", in_features=m.in_features, out_features=m.out_features,
-                     bias=m.bias is not None)
+                dict(
+                    type="Linear",
+                    in_features=m.in_features,
+                    out_features=m.out_features,
+                    bias=m.bias is not None,
+                )
             )
         elif isinstance(m, nn.LeakyReLU):
             records.append(dict(type="LeakyReLU", negative_slope=m.negative_slope))
@@ -324,7 +331,6 @@ def from_spec(records: Sequence[dict]) -> nn.Sequential:
                 raise ValueError(f"architecture record {i} ({kind}): {e}") from None
         else:
             raise ValueError(
-                f"architecture record {i}: unknown module type {kind!r}; "
-                f"known: {sorted(_BUILDERS)}"
+                f"architecture record {i}: unknown module type {kind!r}; known: {sorted(_BUILDERS)}"
             )
     return nn.Sequential(*modules)

@@ -1,0 +1,320 @@
+"""The ``prunelab`` command line.
+
+    prunelab list
+    prunelab run STUDY|all [--quick] [--seed N] [--out DIR] [--config FILE.toml] [--OPTION ...]
+    prunelab train --data NAME --widths 2,20,2 --out FILE
+    prunelab report RUN_DIR
+
+Each study's options are generated from its ``Config`` dataclass (``prunelab run STUDY --help``).
+Precedence: defaults, then ``--quick`` presets, then the TOML file, then options on the line.
+"""
+
+from __future__ import annotations
+
+import inspect
+import tomllib
+import typing
+from pathlib import Path
+from types import ModuleType
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperCommand, TyperGroup
+
+from . import checkpoint, data, models, report, train
+from .studies import STUDIES
+from .studies.base import config_fields, make_config
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.secho(f"error: {message}", fg="red", err=True)
+    return typer.Exit(2)
+
+
+class _StudyGroup(TyperGroup):
+    """``prunelab run``: an unknown study is an error that lists the valid ones."""
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        name = args[0] if args else None
+        if name is not None and not name.startswith("-") and self.get_command(ctx, name) is None:
+            raise _fail(f"unknown study {name!r}; choose from {', '.join([*STUDIES, 'all'])}")
+        return super().resolve_command(ctx, args)
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return [*STUDIES, "all"]
+
+
+class _StudyCommand(TyperCommand):
+    """A study subcommand: an unknown option is an error that lists the valid ones."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except Exception as e:
+            # click's NoSuchOption (typer vendors click privately, so match it by name)
+            if type(e).__name__ != "NoSuchOption":
+                raise
+            valid = sorted(o for p in self.params for o in p.opts if o.startswith("--"))
+            raise _fail(
+                f"unknown option {getattr(e, 'option_name', '?')!r} for "
+                f"{ctx.info_name}; valid options: {', '.join(valid)}"
+            ) from None
+
+
+app = typer.Typer(
+    help="prunelab: take parts out of neural networks and understand what happens.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+run_app = typer.Typer(
+    cls=_StudyGroup,
+    no_args_is_help=True,
+    help="Run a study (or all) and write results.json, figures and report.html.",
+)
+app.add_typer(run_app, name="run")
+
+
+def _read_toml(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    if not path.is_file():
+        raise _fail(f"--config {str(path)!r} does not exist")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise _fail(f"--config {str(path)!r} is not valid TOML: {e}") from None
+
+
+def _study_overrides(study: ModuleType, toml: dict[str, Any]) -> dict[str, Any]:
+    """Top-level scalar keys that are fields of the study, then its own ``[study]`` table."""
+    fields = config_fields(study.Config)
+    top = {
+        k: v for k, v in toml.items() if not isinstance(v, dict) and k.replace("-", "_") in fields
+    }
+    return top | dict(toml.get(study.NAME, {}))
+
+
+def _run_study(
+    study: ModuleType, *, quick: bool, out: Path, overrides: dict[str, Any], progress: bool
+) -> Path:
+    try:
+        config = make_config(study.Config, quick=quick, overrides=overrides)
+    except (KeyError, ValueError) as e:
+        raise _fail(str(e.args[0]) if e.args else str(e)) from None
+    run_dir = out / study.NAME
+    typer.echo(f"running {study.NAME}{' (quick)' if quick else ''} -> {run_dir}")
+    results = study.run(config, run_dir, progress=progress)
+    path = report.write_run(study, config, results, run_dir)
+    for key, value in study.headline(results).items():
+        typer.echo(f"  {key}: {value:.4g}" if isinstance(value, float) else f"  {key}: {value}")
+    typer.echo(f"  report: {path}")
+    return run_dir
+
+
+def _option_type(kind: Any) -> Any:
+    return str if typing.get_origin(kind) is tuple else kind
+
+
+def _make_study_command(study: ModuleType):
+    """A typer command whose options mirror ``study.Config``'s fields."""
+    params = [
+        inspect.Parameter(
+            "quick",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=False,
+            annotation=Annotated[
+                bool, typer.Option("--quick", help="small, fast settings (a smoke run)")
+            ],
+        ),
+        inspect.Parameter(
+            "out",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=Path("runs"),
+            annotation=Annotated[
+                Path, typer.Option("--out", help="parent folder of the run folder")
+            ],
+        ),
+        inspect.Parameter(
+            "config",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=None,
+            annotation=Annotated[
+                Path | None,
+                typer.Option(
+                    "--config", help=f"TOML file of options (top level or a [{study.NAME}] table)"
+                ),
+            ],
+        ),
+        inspect.Parameter(
+            "progress",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=True,
+            annotation=Annotated[
+                bool, typer.Option("--progress/--no-progress", help="show progress bars")
+            ],
+        ),
+    ]
+    for name, (kind, f) in config_fields(study.Config).items():
+        flag = "--" + name.replace("_", "-")
+        help_text = f.metadata.get("help", "")
+        default = f.default
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        params.append(
+            inspect.Parameter(
+                name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=None,
+                annotation=Annotated[
+                    _option_type(kind) | None,
+                    typer.Option(flag, help=f"{help_text} [default: {shown}]", show_default=False),
+                ],
+            )
+        )
+
+    def command(**kwargs: Any) -> None:
+        quick, out, config, progress = (
+            kwargs.pop(k) for k in ("quick", "out", "config", "progress")
+        )
+        overrides = _study_overrides(study, _read_toml(config))
+        overrides |= {k: v for k, v in kwargs.items() if v is not None}
+        _run_study(study, quick=quick, out=out, overrides=overrides, progress=progress)
+
+    command.__signature__ = inspect.Signature(params)  # typer reads options from here
+    command.__doc__ = f"{study.SUMMARY}"
+    return command
+
+
+for _study in STUDIES.values():
+    run_app.command(_study.NAME, cls=_StudyCommand, help=_study.SUMMARY)(
+        _make_study_command(_study)
+    )
+
+
+@run_app.command("all", cls=_StudyCommand)
+def run_all(
+    quick: Annotated[bool, typer.Option("--quick", help="small, fast settings")] = False,
+    seed: Annotated[int | None, typer.Option("--seed", help="seed for every study")] = None,
+    out: Annotated[Path, typer.Option("--out", help="parent folder of the run folders")] = Path(
+        "runs"
+    ),
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="TOML file: top-level options apply to every study that has them, "
+            "[study-name] tables to one study",
+        ),
+    ] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+) -> None:
+    """Run every study in order and write index.html linking the reports."""
+    toml = _read_toml(config)
+    unknown = [k for k, v in toml.items() if isinstance(v, dict) and k not in STUDIES]
+    if unknown:
+        raise _fail(
+            f"--config has tables {unknown} that are not studies; studies: {', '.join(STUDIES)}"
+        )
+    run_dirs = []
+    for study in STUDIES.values():
+        overrides = _study_overrides(study, toml)
+        if seed is not None:
+            overrides["seed"] = seed
+        run_dirs.append(
+            _run_study(study, quick=quick, out=out, overrides=overrides, progress=progress)
+        )
+    index = report.write_index(out, run_dirs)
+    typer.echo(f"index: {index}")
+
+
+@app.command("list")
+def list_studies() -> None:
+    """List the studies, one line each."""
+    width = max(map(len, STUDIES))
+    for name, study in STUDIES.items():
+        typer.echo(f"{name:<{width}}  {study.SUMMARY}")
+
+
+@app.command("train")
+def train_command(
+    data_name: Annotated[str, typer.Option("--data", help=f"one of {', '.join(data.LOADERS)}")],
+    widths: Annotated[
+        str,
+        typer.Option(
+            help="hidden and output widths, or all widths, e.g. "
+            "2,20,2 (the input width is checked against the data)"
+        ),
+    ],
+    out: Annotated[Path, typer.Option(help="checkpoint file to write (.safetensors)")],
+    activation: Annotated[
+        str, typer.Option(help=f"one of {', '.join(models.ACTIVATIONS)}")
+    ] = "relu",
+    dropout: Annotated[float, typer.Option(help="dropout after each hidden layer")] = 0.0,
+    epochs: Annotated[int, typer.Option()] = 20,
+    lr: Annotated[float, typer.Option()] = 0.01,
+    batch_size: Annotated[int, typer.Option()] = 32,
+    optimizer: Annotated[str, typer.Option(help="adam or sgd")] = "adam",
+    weight_decay: Annotated[float, typer.Option()] = 0.0,
+    seed: Annotated[int, typer.Option()] = 0,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+) -> None:
+    """Train an MLP on a built-in data set and save a checkpoint for later studies."""
+    try:
+        split = data.load(data_name, seed=seed)
+        sizes = [int(w) for w in widths.replace(" ", "").split(",") if w]
+        d_in = split.train.x.flatten(1).shape[1]
+        if sizes[0] != d_in:
+            raise ValueError(
+                f"--widths {widths!r} starts with {sizes[0]} but {data_name!r} has "
+                f"{d_in} input features"
+            )
+        model = models.mlp(sizes, activation=activation, dropout=dropout, seed=seed)
+        history = train.fit(
+            model,
+            split.train,
+            epochs=epochs,
+            lr=lr,
+            batch_size=batch_size,
+            optimizer=optimizer,
+            weight_decay=weight_decay,
+            seed=seed,
+            progress=progress,
+        )
+    except (KeyError, ValueError, TypeError) as e:
+        raise _fail(str(e.args[0]) if e.args else str(e)) from None
+    scores = train.evaluate(model, split.test)
+    checkpoint.save(
+        out,
+        model,
+        data=data_name,
+        seed=seed,
+        widths=sizes,
+        train=dict(
+            epochs=epochs,
+            lr=lr,
+            batch_size=batch_size,
+            optimizer=optimizer,
+            weight_decay=weight_decay,
+            activation=activation,
+            dropout=dropout,
+        ),
+    )
+    typer.echo(
+        f"train loss {history.loss[-1]:.4f}; test loss {scores['loss']:.4f}, "
+        f"test accuracy {scores['accuracy']:.4f}"
+    )
+    typer.echo(f"saved {out}")
+
+
+@app.command("report")
+def report_command(run_dir: Annotated[Path, typer.Argument(help="a run folder")]) -> None:
+    """Re-render report.html (and figures) of a run folder from its results.json."""
+    try:
+        path = report.rerender(run_dir)
+    except (FileNotFoundError, ValueError) as e:
+        raise _fail(str(e)) from None
+    typer.echo(f"report: {path}")
+
+
+def main() -> None:
+    app()

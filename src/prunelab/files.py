@@ -1,0 +1,109 @@
+"""Atomic file writes and JSON encoding of results (tensors, dataclasses, numpy values).
+
+Every file prunelab writes goes through :func:`atomic_write`: the bytes go to a temporary file in
+the same folder, are flushed to disk, and the temporary file is renamed over the target, so an
+interrupted run never leaves a half-written result behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import tempfile
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
+    """Write ``data`` to ``path`` atomically (temporary file, fsync, rename). Returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = data.encode() if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def to_jsonable(value: Any) -> Any:
+    """Convert tensors, arrays, dataclasses, tuples and non-finite floats to plain JSON values.
+
+    Non-finite floats become the strings ``"nan"``, ``"inf"``, ``"-inf"`` (JSON has no literal
+    for them); :func:`from_jsonable` turns them back.
+    """
+    if isinstance(value, Tensor):
+        return to_jsonable(value.detach().cpu().tolist())
+    if isinstance(value, np.ndarray):
+        return to_jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return to_jsonable(value.item())
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _float(v: Any) -> Any:
+    if isinstance(v, str) and v in ("nan", "inf", "-inf"):
+        return float(v)
+    if isinstance(v, list):
+        return [_float(u) for u in v]
+    return v
+
+
+def from_jsonable(kind: Any, value: Any) -> Any:
+    """Rebuild a value of type ``kind`` (a dataclass, ``Tensor``, container hint) from JSON."""
+    if value is None:
+        return None
+    origin = typing.get_origin(kind)
+    if kind is Tensor:
+        return torch.tensor(_float(value))
+    if dataclasses.is_dataclass(kind):
+        hints = typing.get_type_hints(kind)
+        fields = {f.name for f in dataclasses.fields(kind) if f.init}
+        return kind(**{k: from_jsonable(hints[k], v) for k, v in value.items() if k in fields})
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(kind) if a is not type(None)]
+        return from_jsonable(options[0], value) if len(options) == 1 else _float(value)
+    if origin is list:
+        (item,) = typing.get_args(kind) or (Any,)
+        return [from_jsonable(item, v) for v in value]
+    if origin is tuple:
+        args = typing.get_args(kind)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(from_jsonable(args[0], v) for v in value)
+        return tuple(from_jsonable(a, v) for a, v in zip(args, value, strict=False))
+    if origin is dict:
+        _, item = typing.get_args(kind) or (Any, Any)
+        return {k: from_jsonable(item, v) for k, v in value.items()}
+    if kind is float:
+        return float(_float(value))
+    return _float(value)
+
+
+def write_json(path: str | os.PathLike, value: Any) -> Path:
+    """Atomically write ``value`` (see :func:`to_jsonable`) as indented JSON."""
+    return atomic_write(path, json.dumps(to_jsonable(value), indent=1, allow_nan=False) + "\n")

@@ -1,0 +1,202 @@
+"""Run folders and HTML reports. Renders a study's ``Results``; computes nothing new.
+
+A run folder holds ``results.json`` (config, every number, versions, seed), one PNG per figure
+and a self-contained ``report.html`` with the figures embedded. ``run all`` adds ``index.html``
+linking every report with its headline numbers. All writes are atomic.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import io
+import json
+import numbers
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from .checkpoint import versions
+from .files import atomic_write, from_jsonable, to_jsonable, write_json
+from .studies import STUDIES
+from .studies.base import Plot, Section, Table
+
+CSS = """
+body{font:16px/1.5 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1040px;
+margin:2rem auto;padding:0 1rem;color:#1d2327;background:#fff}
+h1{font-size:1.7rem;margin-bottom:.2rem} h2{margin-top:2.2rem;border-bottom:1px solid #dde;
+padding-bottom:.2rem} .meta{color:#5a6570;font-size:.9rem}
+table{border-collapse:collapse;margin:1rem 0;font-variant-numeric:tabular-nums}
+th,td{border-bottom:1px solid #e3e6ea;padding:.3rem .7rem;text-align:right}
+th{background:#f5f7f9} td:first-child,th:first-child{text-align:left}
+caption{caption-side:bottom;color:#5a6570;font-size:.9rem;text-align:left;padding-top:.3rem}
+figure{margin:1.2rem 0} figure img{max-width:100%;height:auto;border:1px solid #eef}
+figcaption{color:#5a6570;font-size:.9rem} details{margin:1rem 0} code{background:#f3f4f6;
+padding:0 .2rem;border-radius:3px} .headline td:first-child{font-weight:600}
+"""
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return html.escape(str(value))
+    if isinstance(value, numbers.Integral):
+        return f"{value:,}"
+    v = float(value)
+    if v != v:
+        return "nan"
+    if v == 0 or 1e-3 <= abs(v) < 1e5:
+        return f"{v:.4g}"
+    return f"{v:.3e}"
+
+
+def _table(table: Table) -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in row) + "</tr>" for row in table.rows
+    )
+    cap = f"<caption>{html.escape(table.caption)}</caption>" if table.caption else ""
+    return f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _png(plot: Plot) -> bytes:
+    buf = io.BytesIO()
+    plot.figure.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def render(
+    study: ModuleType,
+    config: Any,
+    results: Any,
+    run_dir: str | os.PathLike,
+    *,
+    meta: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write the figures (PNG) and ``report.html`` for ``results`` into ``run_dir``."""
+    run_dir = Path(run_dir)
+    sections: Sequence[Section] = study.sections(results, config)
+    meta = dict(meta or {})
+    parts = [
+        f"<h1>{html.escape(study.TITLE)}</h1>",
+        f"<p class=meta>prunelab study <code>{html.escape(study.NAME)}</code> · seed "
+        f"{html.escape(str(getattr(config, 'seed', '')))} · "
+        f"{html.escape(str(meta.get('created', '')))} · "
+        + " · ".join(f"{k} {html.escape(str(v))}" for k, v in meta.get("versions", {}).items())
+        + "</p>",
+    ]
+    headline = study.headline(results)
+    if headline:
+        parts.append(
+            _table(Table(["headline", "value"], [[k, v] for k, v in headline.items()])).replace(
+                "<table>", "<table class=headline>", 1
+            )
+        )
+    for section in sections:
+        parts.append(f"<h2>{html.escape(section.title)}</h2>")
+        parts += [f"<p>{html.escape(t)}</p>" for t in section.text]
+        parts += [_table(t) for t in section.tables]
+        for plot in section.plots:
+            png = _png(plot)
+            atomic_write(run_dir / f"{plot.name}.png", png)
+            data = base64.b64encode(png).decode()
+            cap = f"<figcaption>{html.escape(plot.caption)}</figcaption>" if plot.caption else ""
+            parts.append(
+                f'<figure><img alt="{html.escape(plot.name)}" '
+                f'src="data:image/png;base64,{data}">{cap}</figure>'
+            )
+    rows = [
+        [k, json.dumps(v) if isinstance(v, list | tuple) else v]
+        for k, v in to_jsonable(config).items()
+    ]
+    parts.append(
+        "<details><summary>Configuration</summary>"
+        + _table(Table(["option", "value"], rows))
+        + "</details>"
+    )
+    page = (
+        f"<!doctype html><html lang=en><meta charset=utf-8>"
+        f"<meta name=viewport content='width=device-width,initial-scale=1'>"
+        f"<title>{html.escape(study.TITLE)}</title><style>{CSS}</style><body>"
+        + "\n".join(parts)
+        + "</body></html>\n"
+    )
+    return atomic_write(run_dir / "report.html", page)
+
+
+def write_run(study: ModuleType, config: Any, results: Any, run_dir: str | os.PathLike) -> Path:
+    """Write ``results.json`` and the report for one finished study into ``run_dir``."""
+    run_dir = Path(run_dir)
+    meta = {
+        "created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "versions": versions(),
+    }
+    write_json(
+        run_dir / "results.json",
+        {
+            "study": study.NAME,
+            "seed": getattr(config, "seed", None),
+            **meta,
+            "headline": study.headline(results),
+            "config": config,
+            "results": results,
+        },
+    )
+    return render(study, config, results, run_dir, meta=meta)
+
+
+def load_run(run_dir: str | os.PathLike) -> tuple[ModuleType, Any, Any, dict]:
+    """Read a run folder back: ``(study module, config, results, raw json)``."""
+    path = Path(run_dir) / "results.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{str(run_dir)!r} is not a run folder: no results.json in it")
+    raw = json.loads(path.read_text())
+    name = raw.get("study")
+    if name not in STUDIES:
+        raise ValueError(f"{str(path)!r} names study {name!r}; known studies: {sorted(STUDIES)}")
+    study = STUDIES[name]
+    config = from_jsonable(study.Config, raw["config"])
+    results = from_jsonable(study.Results, raw["results"])
+    return study, config, results, raw
+
+
+def rerender(run_dir: str | os.PathLike) -> Path:
+    """Re-render ``report.html`` (and figures) of an existing run folder from its results.json."""
+    study, config, results, raw = load_run(run_dir)
+    return render(
+        study,
+        config,
+        results,
+        run_dir,
+        meta={"created": raw.get("created", ""), "versions": raw.get("versions", {})},
+    )
+
+
+def write_index(out_dir: str | os.PathLike, run_dirs: Sequence[str | os.PathLike]) -> Path:
+    """Write ``index.html`` in ``out_dir`` linking each run's report with its headline numbers."""
+    out_dir = Path(out_dir)
+    parts = [
+        "<h1>prunelab runs</h1>",
+        f"<p class=meta>{dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}</p>",
+    ]
+    for run_dir in run_dirs:
+        run_dir = Path(run_dir)
+        raw = json.loads((run_dir / "results.json").read_text())
+        study = STUDIES[raw["study"]]
+        link = os.path.relpath(run_dir / "report.html", out_dir)
+        parts.append(
+            f"<h2><a href='{html.escape(link)}'>{html.escape(study.TITLE)}</a></h2>"
+            f"<p>{html.escape(study.SUMMARY)}</p>"
+        )
+        parts.append(
+            _table(
+                Table(["headline", "value"], [[k, v] for k, v in raw.get("headline", {}).items()])
+            )
+        )
+    page = (
+        f"<!doctype html><html lang=en><meta charset=utf-8><title>prunelab runs</title>"
+        f"<style>{CSS}</style><body>" + "\n".join(parts) + "</body></html>\n"
+    )
+    return atomic_write(out_dir / "index.html", page)
