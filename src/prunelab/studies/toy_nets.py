@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 from pathlib import Path
 
 import torch
@@ -44,7 +45,7 @@ class Config:
     grid: int = option(200, "heatmap resolution (grid points per side over [-2, 2])")
     lim: float = option(2.0, "heatmaps cover [-lim, lim]^2 (training data lies in [-1, 1]^2)")
 
-    QUICK = {"n_test": 4000, "grid": 120}
+    QUICK: ClassVar[dict] = {"n_test": 4000, "grid": 120}
 
     def __post_init__(self) -> None:
         if self.spirals_widths[0] != 2 or self.spirals_widths[-1] != 2:
