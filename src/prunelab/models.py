@@ -13,6 +13,7 @@ position and the supported set.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -247,7 +248,7 @@ def mlp(
         raise ValueError(f"dropout must be in [0, 1); got {dropout}")
     g = torch.Generator().manual_seed(seed)
     modules: list[nn.Module] = []
-    for i, (d_in, d_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
+    for i, (d_in, d_out) in enumerate(itertools.pairwise(widths)):
         linear = nn.utils.skip_init(nn.Linear, d_in, d_out, dtype=dtype)
         bound = 1.0 / math.sqrt(d_in)
         with torch.no_grad():
