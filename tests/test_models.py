@@ -1,0 +1,154 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from prunelab import models
+
+
+def test_mlp_structure_and_seeded_init():
+    m = models.mlp((3, 5, 4, 2), activation="tanh", dropout=0.2, seed=1)
+    kinds = [type(x).__name__ for x in m]
+    assert kinds == ["Linear", "Tanh", "Dropout", "Linear", "Tanh", "Dropout", "Linear"]
+    for lin in (m[0], m[3], m[6]):
+        bound = 1 / math.sqrt(lin.in_features)
+        assert lin.weight.abs().max() <= bound and lin.bias.abs().max() <= bound
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(
+            m.parameters(),
+            models.mlp((3, 5, 4, 2), activation="tanh", dropout=0.2, seed=1).parameters(),
+        )
+    )
+    other = models.mlp((3, 5, 4, 2), activation="tanh", seed=2)
+    assert not torch.equal(m[0].weight, other[0].weight)
+
+
+def test_mlp_leaves_global_rng_alone():
+    state = torch.get_rng_state()
+    models.mlp((4, 8, 2), seed=3)
+    assert torch.equal(state, torch.get_rng_state())
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (dict(widths=(3,)), "at least two"),
+        (dict(widths=(3, 0, 2)), "at least two positive"),
+        (dict(widths=(3, 2), activation="swish"), "choose from"),
+        (dict(widths=(3, 2), dropout=1.0), "dropout"),
+    ],
+)
+def test_mlp_errors(bad, match):
+    with pytest.raises(ValueError, match=match):
+        models.mlp(**bad)
+
+
+def test_parse_records_layers_dropout_and_slopes():
+    m = nn.Sequential(
+        nn.Flatten(),
+        nn.Dropout(0.1),
+        nn.Linear(4, 3),
+        nn.Dropout(0.5),
+        nn.LeakyReLU(0.2),
+        nn.Dropout(0.3),
+        nn.Linear(3, 2),
+    )
+    net = models.parse(m)
+    assert net.flatten and net.input_dropout == pytest.approx(0.1)
+    first, out = net.layers
+    assert (first.position, first.activation, first.slope) == (2, "leaky_relu", 0.2)
+    assert first.dropout_pre == pytest.approx(0.5) and first.dropout == pytest.approx(0.3)
+    assert first.end == 5 and out.end == 6 and out.activation == "identity"
+    assert net.hidden_sizes == [3] and net.in_features == 4 and net.out_features == 2
+    x = torch.randn(5, 2, 2)
+    assert net.inputs(x).shape == (5, 4)
+
+
+def test_parse_functional_forward_matches_module():
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(3, 4), nn.GELU(), nn.Linear(4, 4), nn.Sigmoid(), nn.Linear(4, 2))
+    net = models.parse(m)
+    x = torch.randn(7, 3)
+    a = x
+    for layer in net.layers:
+        a = layer.phi(a @ layer.weight.T + layer.bias)
+    torch.testing.assert_close(a, m(x))
+
+
+def test_parse_names_unsupported_module_position_and_supported_set():
+    m = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Softmax(dim=1))
+    with pytest.raises(TypeError, match=r"module 2 \(Softmax\).*Linear, ReLU"):
+        models.parse(m, method="ablation")
+    with pytest.raises(TypeError, match="ablation"):
+        models.parse(m, method="ablation")
+
+
+@pytest.mark.parametrize(
+    "m, match",
+    [
+        (nn.Sequential(nn.ReLU(), nn.Linear(2, 2)), "before any Linear"),
+        (
+            nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Tanh(), nn.Linear(2, 2)),
+            "another activation",
+        ),
+        (nn.Sequential(nn.Linear(2, 3), nn.Linear(4, 2)), "expects 4 inputs"),
+        (nn.Sequential(nn.Dropout(0.1)), "no Linear"),
+        (nn.Sequential(nn.Linear(2, 2), nn.Flatten(), nn.Linear(2, 2)), "before the first Linear"),
+    ],
+)
+def test_parse_structure_errors(m, match):
+    with pytest.raises(ValueError, match=match):
+        models.parse(m)
+
+
+def test_parse_rejects_non_sequential_and_unsupported_activation():
+    with pytest.raises(TypeError, match="nn.Sequential"):
+        models.parse(nn.Linear(2, 2))
+    with pytest.raises(ValueError, match=r"activation 'tanh'.*\['relu'\]"):
+        models.parse(models.mlp((2, 3, 2), activation="tanh"), activations=["relu"])
+
+
+def test_shared_module_parses_as_two_layers_with_one_name():
+    lin = nn.Linear(3, 3)
+    m = nn.Sequential(lin, nn.ReLU(), lin, nn.ReLU(), nn.Linear(3, 2))
+    net = models.parse(m)
+    assert [layer.position for layer in net.layers] == [0, 2, 4]
+    assert net.layers[0].name == net.layers[1].name == "0"
+    assert net.layers[0].linear is net.layers[1].linear
+
+
+def test_spec_round_trip_keeps_structure_and_sharing():
+    lin = nn.Linear(3, 3, bias=False)
+    m = nn.Sequential(
+        nn.Flatten(),
+        lin,
+        nn.LeakyReLU(0.3),
+        nn.Dropout(0.25),
+        lin,
+        nn.GELU("tanh"),
+        nn.Linear(3, 2),
+    )
+    rebuilt = models.from_spec(models.spec(m))
+    assert [type(x) for x in rebuilt] == [type(x) for x in m]
+    assert rebuilt[1] is rebuilt[4] and rebuilt[1].bias is None
+    assert rebuilt[2].negative_slope == 0.3 and rebuilt[3].p == 0.25
+    assert rebuilt[5].approximate == "tanh"
+
+
+@pytest.mark.parametrize(
+    "records, match",
+    [
+        ([{"type": "Conv2d"}], "unknown module type"),
+        ([{"type": "ref", "of": 0}], "bad reference"),
+        ([{"type": "Linear", "in_features": 2}], "record 0"),
+    ],
+)
+def test_from_spec_errors(records, match):
+    with pytest.raises(ValueError, match=match):
+        models.from_spec(records)
+
+
+def test_hidden_sizes():
+    assert models.hidden_sizes(models.mlp((5, 7, 3, 2))) == [7, 3]

@@ -1,0 +1,182 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from prunelab import data, models, train
+
+
+def params(m):
+    return [p.detach().clone() for p in m.parameters()]
+
+
+def test_fit_is_bitwise_reproducible_and_leaves_global_rng(blobs):
+    runs = []
+    for _ in range(2):
+        m = models.mlp((2, 8, 8, 3), dropout=0.3, seed=0)
+        state = torch.get_rng_state()
+        h = train.fit(m, blobs, epochs=3, batch_size=16, seed=5, progress=False)
+        assert torch.equal(state, torch.get_rng_state())
+        runs.append((params(m), h))
+    assert all(torch.equal(a, b) for a, b in zip(runs[0][0], runs[1][0], strict=True))
+    assert runs[0][1] == runs[1][1]
+    m = models.mlp((2, 8, 8, 3), dropout=0.3, seed=0)
+    train.fit(m, blobs, epochs=3, batch_size=16, seed=6, progress=False)
+    assert not torch.equal(params(m)[0], runs[0][0][0])
+
+
+def test_one_full_batch_sgd_step_is_w_minus_lr_grad(blobs):
+    m = models.mlp((2, 5, 3), seed=0).double()
+    x = blobs.x.double()
+    loss = F.cross_entropy(m(x), blobs.y)
+    grads = torch.autograd.grad(loss, list(m.parameters()))
+    expected = [p.detach() - 0.1 * g for p, g in zip(m.parameters(), grads, strict=True)]
+    h = train.fit(m, blobs, epochs=1, lr=0.1, batch_size=None, optimizer="sgd", progress=False)
+    for p, e in zip(m.parameters(), expected, strict=True):
+        torch.testing.assert_close(p.detach(), e, rtol=0, atol=1e-12)
+    assert h.loss[0] == pytest.approx(loss.item())
+
+
+def test_history_and_test_curves(blobs):
+    m = models.mlp((2, 16, 3), seed=0)
+    h = train.fit(m, blobs, epochs=30, lr=0.02, test=blobs, progress=False)
+    assert len(h.loss) == len(h.accuracy) == len(h.test_loss) == len(h.test_accuracy) == 30
+    assert h.loss[-1] < h.loss[0] and h.test_accuracy[-1] > 0.8
+    assert h.test_loss[-1] == pytest.approx(train.evaluate(m, blobs)["loss"])
+
+
+def test_evaluate_matches_manual_cross_entropy_and_accuracy(blobs):
+    m = models.mlp((2, 6, 3), seed=1)
+    logits = m(blobs.x)
+    scores = train.evaluate(m, blobs)
+    assert scores["loss"] == pytest.approx(F.cross_entropy(logits, blobs.y).item(), rel=1e-6)
+    assert scores["accuracy"] == pytest.approx((logits.argmax(1) == blobs.y).float().mean().item())
+    probs = train.predict(m, blobs.x)
+    torch.testing.assert_close(probs, logits.softmax(1))
+
+
+def test_weight_masks_keep_pruned_weights_exactly_zero(blobs):
+    m = models.mlp((2, 8, 3), seed=0)
+    g = torch.Generator().manual_seed(0)
+    mask = (torch.rand(8, 2, generator=g) > 0.5).float()
+    before = m[0].weight.detach().clone()
+    train.fit(
+        m, blobs, epochs=5, weight_decay=0.01, weight_masks={"0.weight": mask}, progress=False
+    )
+    w = m[0].weight.detach()
+    assert torch.all(w[mask == 0] == 0)
+    assert torch.all(w[mask == 1] != before[mask == 1])
+
+
+def test_node_masks_freeze_the_outgoing_weights_of_masked_nodes(blobs):
+    m = models.mlp((2, 6, 5, 3), seed=0)
+    before = m[4].weight.detach().clone()
+    node_mask = torch.ones(11)
+    node_mask[6 + 2] = 0  # node 2 of the second hidden layer
+    train.fit(m, blobs, epochs=3, node_masks=node_mask, progress=False)
+    # its outgoing column never receives gradient: Adam leaves it exactly at its initial value
+    assert torch.equal(m[4].weight[:, 2], before[:, 2])
+    assert not torch.equal(m[4].weight[:, 1], before[:, 1])
+    masked = train.evaluate(m, blobs, node_masks=node_mask)
+    x = torch.relu(m[0](blobs.x))
+    x = torch.relu(m[2](x)) * node_mask[6:]
+    assert masked["loss"] == pytest.approx(F.cross_entropy(m[4](x), blobs.y).item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("optimizer, batch_size", [("adam", 16), ("adam", None), ("sgd", 32)])
+def test_fit_many_equals_separate_fits(blobs, optimizer, batch_size):
+    seeds = [0, 1, 7]
+    widths = (2, 7, 5, 3)
+    kwargs = dict(
+        epochs=4,
+        lr=0.02,
+        batch_size=batch_size,
+        optimizer=optimizer,
+        weight_decay=1e-3,
+        momentum=0.5,
+        progress=False,
+    )
+    separate = []
+    for s in seeds:
+        m = models.mlp(widths, seed=s)
+        h = train.fit(m, blobs, seed=s, **kwargs)
+        separate.append((m, h))
+    together = [models.mlp(widths, seed=s) for s in seeds]
+    histories = train.fit_many(together, blobs, seeds=seeds, **kwargs)
+    for (m, h), m2, h2 in zip(separate, together, histories, strict=True):
+        for p, q in zip(m.parameters(), m2.parameters(), strict=True):
+            torch.testing.assert_close(p, q, rtol=0, atol=1e-5)
+        assert h2.loss == pytest.approx(h.loss, abs=1e-5)
+        assert h2.accuracy == pytest.approx(h.accuracy, abs=1e-9)
+
+
+def test_fit_many_with_per_model_node_and_weight_masks(blobs):
+    seeds = [3, 4]
+    node_masks = torch.tensor([[1, 0, 1, 1, 0], [1, 1, 1, 0, 1]], dtype=torch.float32)
+    wmask = torch.ones(2, 5, 2)
+    wmask[0, 0, 0] = wmask[1, 4, 1] = 0
+    together = [models.mlp((2, 5, 3), seed=s) for s in seeds]
+    train.fit_many(
+        together,
+        blobs,
+        seeds=seeds,
+        epochs=3,
+        node_masks=node_masks,
+        weight_masks={"0.weight": wmask},
+        progress=False,
+    )
+    for k, s in enumerate(seeds):
+        m = models.mlp((2, 5, 3), seed=s)
+        train.fit(
+            m,
+            blobs,
+            seed=s,
+            epochs=3,
+            node_masks=node_masks[k],
+            weight_masks={"0.weight": wmask[k]},
+            progress=False,
+        )
+        for p, q in zip(m.parameters(), together[k].parameters(), strict=True):
+            torch.testing.assert_close(p, q, rtol=0, atol=1e-5)
+    assert together[0][0].weight[0, 0] == 0 and together[1][0].weight[4, 1] == 0
+
+
+def test_fit_many_with_dropout_trains(blobs):
+    together = [models.mlp((2, 16, 3), dropout=0.2, seed=s) for s in (0, 1)]
+    hs = train.fit_many(together, blobs, seeds=[0, 1], epochs=20, progress=False)
+    assert all(h.loss[-1] < h.loss[0] for h in hs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(optimizer="lbfgs"), ValueError, "choose from"),
+        (dict(lr=0.0), ValueError, "lr"),
+        (dict(batch_size=0), ValueError, "batch_size"),
+        (dict(node_masks=torch.ones(4)), ValueError, r"shape \[5\]"),
+        (dict(weight_masks={"9.weight": torch.ones(1)}), KeyError, "no parameter"),
+        (dict(weight_masks={"0.weight": torch.ones(2, 2)}), ValueError, "has shape"),
+    ],
+)
+def test_fit_errors(blobs, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        train.fit(models.mlp((2, 5, 3)), blobs, epochs=1, progress=False, **kwargs)
+
+
+def test_fit_rejects_data_of_the_wrong_width_or_classes(blobs):
+    with pytest.raises(ValueError, match="3 input features but the model expects 2"):
+        train.fit(
+            models.mlp((2, 4, 3)),
+            data.Dataset(torch.zeros(4, 3), torch.zeros(4).long()),
+            progress=False,
+        )
+    with pytest.raises(ValueError, match="3 classes but the model has 2 outputs"):
+        train.fit(models.mlp((2, 4, 2)), blobs, progress=False)
+
+
+def test_fit_many_errors(blobs):
+    with pytest.raises(ValueError, match="one seed per model"):
+        train.fit_many([models.mlp((2, 3, 3))], blobs, seeds=[0, 1], progress=False)
+    with pytest.raises(ValueError, match="same architecture"):
+        train.fit_many(
+            [models.mlp((2, 3, 3)), models.mlp((2, 4, 3))], blobs, seeds=[0, 1], progress=False
+        )
