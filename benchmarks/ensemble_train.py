@@ -8,6 +8,7 @@ Target: fit_many at least 8x faster than the loop, with weights equal to 1e-5.
 from __future__ import annotations
 
 import argparse
+import itertools
 
 import torch
 from _common import matmul_gflops, median_time, report
@@ -50,7 +51,7 @@ def main() -> None:
     )
     fast = median_time(batched, repeats=repeats)
     base = median_time(loop, repeats=repeats)
-    n_params = sum(a * b + b for a, b in zip(widths[:-1], widths[1:]))
+    n_params = sum(a * b + b for a, b in itertools.pairwise(widths))
     flops = 3 * 2 * len(circle) * (n_params - sum(widths[1:])) * K * steps  # fwd + 2x bwd
     report("fit_many vs loop of fit", fast, base, flops=flops, peak=matmul_gflops(), target=8)
 
