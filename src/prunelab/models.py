@@ -28,8 +28,12 @@ ACTIVATIONS: dict[str, Callable[[float], nn.Module]] = {
     "tanh": lambda slope: nn.Tanh(),
     "sigmoid": lambda slope: nn.Sigmoid(),
     "gelu": lambda slope: nn.GELU(),
+    "gelu_tanh": lambda slope: nn.GELU(approximate="tanh"),
     "identity": lambda slope: nn.Identity(),
 }
+PIECEWISE_LINEAR = frozenset({"relu", "leaky_relu", "identity"})  # phi'' = 0 almost everywhere
+_GELU_C = math.sqrt(2.0 / math.pi)  # tanh-approximate GELU: z (1 + tanh u) / 2, u = c (z + a z^3)
+_GELU_A = 0.044715
 
 _ACTIVATION_NAMES: dict[type, str] = {
     nn.ReLU: "relu",
@@ -53,7 +57,43 @@ def phi(name: str, z: Tensor, slope: float = 0.01) -> Tensor:
         return torch.sigmoid(z)
     if name == "gelu":
         return F.gelu(z)
+    if name == "gelu_tanh":
+        return F.gelu(z, approximate="tanh")
     return z
+
+
+def derivatives(name: str, z: Tensor, slope: float = 0.01) -> tuple[Tensor, Tensor | None]:
+    """``phi'(z)`` and ``phi''(z)`` elementwise; ``phi''`` is None for piecewise-linear ``phi``.
+
+    At a ReLU kink the derivative is taken as 0, as autograd does.
+    """
+    if name == "relu":
+        return (z > 0).to(z.dtype), None
+    if name == "leaky_relu":
+        return torch.where(z > 0, 1.0, slope).to(z.dtype), None
+    if name == "identity":
+        return torch.ones_like(z), None
+    if name == "tanh":
+        t = torch.tanh(z)
+        d1 = 1 - t * t
+        return d1, -2 * t * d1
+    if name == "sigmoid":
+        s = torch.sigmoid(z)
+        d1 = s * (1 - s)
+        return d1, d1 * (1 - 2 * s)
+    if name == "gelu":  # z Phi(z): phi' = Phi + z pdf, phi'' = pdf (2 - z^2)
+        pdf = torch.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+        cdf = 0.5 * (1 + torch.erf(z / math.sqrt(2.0)))
+        return cdf + z * pdf, pdf * (2 - z * z)
+    if name == "gelu_tanh":
+        t = torch.tanh(_GELU_C * (z + _GELU_A * z**3))
+        sech2 = 1 - t * t
+        du = _GELU_C * (1 + 3 * _GELU_A * z * z)
+        ddu = _GELU_C * 6 * _GELU_A * z
+        d1 = 0.5 * (1 + t) + 0.5 * z * sech2 * du
+        d2 = sech2 * du + 0.5 * z * sech2 * (ddu - 2 * t * du * du)
+        return d1, d2
+    raise ValueError(f"unknown activation {name!r}; choose from {sorted(ACTIVATIONS)}")
 
 
 @dataclass(frozen=True)
@@ -175,6 +215,8 @@ def parse(
             continue
         elif type(module) in _ACTIVATION_NAMES:
             act = _ACTIVATION_NAMES[type(module)]
+            if act == "gelu" and module.approximate == "tanh":
+                act = "gelu_tanh"
             if not layers:
                 raise ValueError(f"{method}: {where} comes before any Linear")
             if "activation" in layers[-1]:

@@ -63,7 +63,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .models import Dense, Net, parse
+from .models import Dense, Net, derivatives, parse
 
 _WHERE = "relevance.explain"
 RESCALE_TOLERANCE = 1e-10  # |z - z_ref| below which rescale falls back to f'(z), as Captum does
@@ -102,24 +102,6 @@ class Relevance:
 # --- forward values of one layer, against a reference ------------------------------------------
 
 
-def dphi(activation: str, z: Tensor, slope: float = 0.0) -> Tensor:
-    """Elementwise derivative f'(z) of a parsed activation (``relu'(0) = 0`` as in autograd)."""
-    if activation == "relu":
-        return (z > 0).to(z.dtype)
-    if activation == "leaky_relu":
-        return torch.where(z > 0, torch.ones_like(z), slope)
-    if activation == "tanh":
-        return 1 - torch.tanh(z) ** 2
-    if activation == "sigmoid":
-        s = torch.sigmoid(z)
-        return s * (1 - s)
-    if activation == "gelu":  # d/dz z Phi(z) = Phi(z) + z phi(z)
-        return 0.5 * (1 + torch.erf(z / math.sqrt(2))) + z * torch.exp(-0.5 * z**2) / math.sqrt(
-            2 * math.pi
-        )
-    return torch.ones_like(z)
-
-
 def _delta(v: Tensor, v_ref: Tensor | None) -> Tensor:
     """v - v_ref, where None stands for a zero reference (no copy)."""
     return v if v_ref is None else v - v_ref
@@ -146,7 +128,7 @@ class Node:
 
     @cached_property
     def dphi(self) -> Tensor:
-        return dphi(self.layer.activation, self.z, self.layer.slope)
+        return derivatives(self.layer.activation, self.z, self.layer.slope)[0]
 
     @cached_property
     def rescale(self) -> Tensor:

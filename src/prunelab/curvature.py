@@ -1,0 +1,495 @@
+"""Diagonal curvature of the mean cross-entropy of an MLP, exact and estimated.
+
+For a parsed MLP (``models.parse``) with layers ``z^l = a^{l-1} W^l.T + b^l``, ``a^l = phi(z^l)``
+and logits ``f = a^L``, the loss is the mean cross-entropy ``L = (1/N) sum_n l_n``. Every
+weight ``W^l_ij`` reaches the loss only through ``z^l_{n,i}``, linearly, and samples do not
+interact, so
+
+    d^2L / d(W^l_ij)^2 = sum_n [H_z^l]_{n,ii} (a^{l-1}_{n,j})^2,
+    d^2L / d(b^l_i)^2  = sum_n [H_z^l]_{n,ii}
+
+with ``H_z^l[n] = d^2L / dz^l_n dz^l_n`` the per-sample Hessian w.r.t. the pre-activations
+(``[H_l, H_l]``). Its diagonal comes from a backward recursion (Dangel, Kunstner & Hennig 2020):
+
+    H_a^L = Lambda_n / N = S S^T,    S = diag(sqrt p)(I - sqrt p sqrt p^T) / sqrt N   (C columns)
+    H_z^l = diag(phi'(z^l)) H_a^l diag(phi'(z^l)) + diag(r^l),    r^l = phi''(z^l) * dL/da^l
+    H_a^{l-1} = W^l.T H_z^l W^l
+
+The recursion keeps ``H_z^l`` as a factor ``sum_v w_v B_v B_v^T`` whose columns ``B_v`` are
+propagated by ``B <- diag(phi') W.T B``: the C columns of ``S`` (weight 1) and, for every later
+layer ``m`` whose activation has ``phi'' != 0``, its ``H_m`` diag-embedded residual columns with
+signed weights ``r^m`` (BackPACK's ``DiagHessian`` splits them into ``sqrt(max(+-r, 0))`` pairs;
+one signed set is the same sum with half the columns). The diagonal is then a sum of squares,
+``diag H_z = sum_v w_v B_v**2``, never a Hessian; one layer below m the residual needs no
+columns, since ``diag(W.T diag(r) W) = r @ W**2``. Piecewise-linear activations (ReLU,
+LeakyReLU, identity) have no residual, so for them the exact diagonal costs only the C columns
+and equals the diagonal of the generalised Gauss-Newton matrix (Martens 2014; METHODS.md B).
+
+Dropout is treated as in evaluation mode (identity) whatever ``model.training`` says; the
+model is never modified and no ``.grad`` is left behind. Results follow the parameters' dtype
+and device.
+
+Shapes: N samples, C classes, H units, P parameters; ``V`` counts factor columns.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from . import models
+
+# Largest factor tensor [V, N, H] built at once; larger batches are split over samples.
+_MAX_FACTOR_ELEMENTS = 2**25
+_CURVED = frozenset(models.ACTIVATIONS) - models.PIECEWISE_LINEAR  # phi'' != 0
+
+
+# --- validation and the forward pass -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Layer:
+    """One dense layer as the curvature code sees it."""
+
+    name: str  # parameter prefix
+    W: Tensor  # [H_out, H_in], detached
+    b: Tensor | None  # [H_out], detached
+    kind: str  # activation, with the GELU approximation resolved
+    slope: float
+
+
+def _prepare(model: nn.Module, x: Tensor, y: Tensor, method: str):
+    """Validate ``(model, x, y)`` once; return the layers, the flat inputs and the labels."""
+    net = models.parse(model, method=method)
+    if len({id(layer.linear) for layer in net.layers}) < len(net.layers):
+        raise ValueError(
+            f"{method}: a Linear module appears twice in the model (shared weights); the "
+            f"layer-wise curvature recursion needs distinct layers"
+        )
+    layers = [
+        _Layer(
+            layer.name,
+            layer.weight.detach(),
+            None if layer.bias is None else layer.bias.detach(),
+            layer.activation,
+            layer.slope,
+        )
+        for layer in net.layers
+    ]
+    W0 = layers[0].W
+    if not isinstance(x, Tensor) or not isinstance(y, Tensor):
+        raise TypeError(
+            f"{method}: x and y must be tensors; got {type(x).__name__}, {type(y).__name__}"
+        )
+    x = net.inputs(x)
+    if x.dim() != 2 or x.shape[1] != net.in_features:
+        raise ValueError(
+            f"{method}: x must be [N, {net.in_features}] (after the model's Flatten); "
+            f"got shape {tuple(x.shape)}"
+        )
+    if x.dtype != W0.dtype or x.device != W0.device:
+        raise TypeError(
+            f"{method}: x is {x.dtype} on {x.device} but the model's parameters are "
+            f"{W0.dtype} on {W0.device}; convert one of them"
+        )
+    C = net.out_features
+    if y.dim() != 1 or y.shape[0] != x.shape[0]:
+        raise ValueError(
+            f"{method}: y must be [N] class indices with N = {x.shape[0]}; got shape "
+            f"{tuple(y.shape)}"
+        )
+    if y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
+        raise TypeError(f"{method}: y must hold integer class indices; got {y.dtype}")
+    if y.numel() == 0:
+        raise ValueError(f"{method}: x and y hold no samples")
+    if int(y.min()) < 0 or int(y.max()) >= C:
+        raise ValueError(
+            f"{method}: y must be class indices in [0, {C}); got range "
+            f"[{int(y.min())}, {int(y.max())}]"
+        )
+    return layers, x.detach(), y.to(device=x.device, dtype=torch.long)
+
+
+def _forward(layers: list[_Layer], x: Tensor):
+    """Forward pass; returns per-layer (input a^{l-1} [N, H_in], phi' [N, H], phi'' or None)
+    and the logits [N, C]."""
+    records = []
+    a = x
+    for layer in layers:
+        z = F.linear(a, layer.W, layer.b)  # [N, H]
+        d1, d2 = models.derivatives(layer.kind, z, layer.slope)
+        records.append((a, d1, d2))
+        a = models.phi(layer.kind, z, layer.slope)
+    return records, a
+
+
+def _accumulate(out: dict[str, Tensor], layer: _Layer, h_z: Tensor, a_in: Tensor) -> None:
+    """Add sum_n h_z[n, i] a_in[n, j]^2 to the weight entry and sum_n h_z[n, i] to the bias."""
+    terms = {f"{layer.name}.weight": h_z.T @ a_in.square()}  # [H_out, N] @ [N, H_in]
+    if layer.b is not None:
+        terms[f"{layer.name}.bias"] = h_z.sum(0)
+    for name, term in terms.items():
+        if name in out:
+            out[name] += term
+        else:
+            out[name] = term
+
+
+def _chunks(N: int, per_sample: int) -> list[slice]:
+    """Sample slices so that each factor tensor stays under the memory budget."""
+    size = max(1, _MAX_FACTOR_ELEMENTS // max(per_sample, 1))
+    return [slice(i, min(i + size, N)) for i in range(0, N, size)]
+
+
+def _output_factor(logits: Tensor, N: int) -> Tensor:
+    """Columns of S = diag(sqrt p)(I - sqrt p sqrt p^T)/sqrt N, column-major: [V=C, N, C].
+
+    ``S[v, n, i] = sqrt(p_i) (delta_iv - sqrt(p_i) sqrt(p_v)) / sqrt(N)``; ``S S^T`` is
+    ``(diag(p) - p p^T) / N`` because ``I - sqrt p sqrt p^T`` is a projection (BackPACK,
+    ``crossentropyloss.py``). Columns lead so that sums over them run over contiguous slabs.
+    """
+    p = torch.softmax(logits, dim=1)  # [N, C]
+    sqrt_p = p.sqrt()
+    S = torch.diag_embed(sqrt_p).transpose(0, 1) - sqrt_p.T[:, :, None] * p  # [v, n, i]
+    return S / math.sqrt(N)
+
+
+def _zero_like_params(model: nn.Module, out: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Order ``out`` as ``model.named_parameters()`` and shape it like the parameters."""
+    result = {}
+    for name, param in model.named_parameters():
+        value = out.get(name)
+        result[name] = torch.zeros_like(param.detach()) if value is None else value.detach()
+    return result
+
+
+# --- exact diagonal Hessian, diagonal GGN, Becker-LeCun ---------------------------------
+
+
+def _diag_curvature(model, x, y, *, method: str, residuals: bool) -> dict[str, Tensor]:
+    """The backward factor recursion; ``residuals=False`` gives the GGN diagonal."""
+    layers, x, y = _prepare(model, x, y, method)
+    N, C = x.shape[0], layers[-1].W.shape[0]
+    # factor elements per sample, for the memory budget: at step k the factor has
+    # V_k = C + (curved widths H_m, m > k) columns of length max(H_k, H_{k-1})
+    per_sample, V = C * C, C
+    for k in range(len(layers) - 1, 0, -1):
+        H_out, H_in = layers[k].W.shape
+        if residuals and k + 1 < len(layers) and layers[k + 1].kind in _CURVED:
+            V += layers[k + 1].W.shape[0]
+        per_sample = max(per_sample, V * max(H_out, H_in))
+    out: dict[str, Tensor] = {}
+    with torch.no_grad():
+        for rows in _chunks(N, per_sample):
+            _backward_factor(layers, x[rows], y[rows], N, residuals, out)
+    return _zero_like_params(model, out)
+
+
+def _backward_factor(layers, x, y, N, residuals, out) -> None:
+    """Accumulate the exact (or GGN) diagonal of one chunk of samples into ``out``.
+
+    ``B`` [V, n, H_k] holds the columns of the factor of H_a^k, ``w`` [V, n] their signed
+    weights (None: all ones). The residual ``diag(r)`` of the layer above is kept pending:
+    its share of diag H_a^k is exactly ``r @ W**2`` (one GEMM), and it becomes H columns only
+    if it must travel further down.
+    """
+    records, logits = _forward(layers, x)
+    B = _output_factor(logits, N)  # [V, n, H_L]: columns of the factor of H_a^L
+    w = None  # [V, n] signed column weights; None means all ones (GGN columns only)
+    pending = None  # (r [n, H_{k+1}], W^{k+1}): diag(r) at z^{k+1}, not yet expanded
+    g_a = (torch.softmax(logits, 1) - F.one_hot(y, logits.shape[1]).to(logits.dtype)) / N
+    for k in range(len(layers) - 1, -1, -1):
+        layer, (a_in, d1, d2) = layers[k], records[k]
+        # diag H_z^k = phi'^2 (sum_v w_v B_v^2 + r_above @ W_above^2) + r^k
+        if w is None:
+            h_z = torch.einsum("vnh,vnh->nh", B, B)  # [n, H_k]
+        else:
+            h_z = torch.einsum("vn,vnh,vnh->nh", w, B, B)
+        if pending is not None:
+            h_z += pending[0] @ pending[1].square()  # diag(W.T diag(r) W) = r @ W^2
+        h_z *= d1 if layer.kind == "relu" else d1.square()  # ReLU: phi' in {0, 1}
+        r = d2 * g_a if residuals and d2 is not None else None  # [n, H_k] phi'' * dL/da
+        if r is not None:
+            h_z += r
+        _accumulate(out, layer, h_z, a_in)
+        if k == 0:
+            break
+        if pending is not None:
+            # W.T diag(r) W = sum_i r_i W[i] W[i]^T: columns W[i] (weights r_i), same for all n
+            r_above, W_above = pending
+            n, H_above = r_above.shape
+            w = B.new_ones(B.shape[:2]) if w is None else w
+            B = torch.cat([B, W_above[:, None, :].expand(H_above, n, -1)], dim=0)
+            w = torch.cat([w, r_above.T], dim=0)
+        B = B.mul_(d1) @ layer.W  # diag(phi') B, then [V, n, H_k] @ [H_k, H_{k-1}]
+        pending = None if r is None else (r, layer.W)
+        if residuals:
+            g_a = (g_a * d1) @ layer.W  # dL/da^{k-1} [n, H_{k-1}]
+
+
+def diag_hessian(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+    """Exact diagonal of the Hessian of the mean cross-entropy w.r.t. every parameter.
+
+    Backpropagates a symmetric factor of the loss Hessian, never a Hessian (module docstring):
+
+        diag H[W^l_ij] = sum_n [H_z^l]_{n,ii} (a^{l-1}_{n,j})^2,
+        diag H[b^l_i]  = sum_n [H_z^l]_{n,ii},
+        [H_z^l]_{n,ii} = sum_v w_v (B^l_{n,iv})^2 + phi''(z^l_{n,i}) dL/da^l_{n,i}
+
+    where ``B^l`` holds the C columns of ``S^L = diag(sqrt p)(I - sqrt p sqrt p^T)/sqrt N``
+    (weight 1) and, per later layer m with a curved activation (tanh, sigmoid, GELU), the
+    residual columns ``e_i`` (weight ``r^m_i = phi''(z^m_i) dL/da^m_i``), each propagated by
+    ``B <- diag(phi'(z)) W.T B``. One layer below m the residual's share is exactly
+    ``phi'(z)^2 * (r^m @ (W^m)^2)`` (``W.T diag(r) W`` has that diagonal), so its columns are
+    built only from two layers below m on. For ReLU, LeakyReLU and identity activations only
+    the C columns exist and the result equals :func:`diag_ggn`.
+
+    Parameters
+    ----------
+    model : nn.Sequential
+        A model ``models.parse`` accepts; dropout counts as identity (evaluation mode).
+    x : Tensor[N, D]
+        Inputs, any shape the model's ``Flatten`` turns into ``[N, D]``; same dtype and device
+        as the parameters.
+    y : Tensor[N]
+        Integer class labels in ``[0, C)``.
+
+    Returns
+    -------
+    dict[str, Tensor]
+        Keyed like ``model.named_parameters()``, each entry shaped like its parameter.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For an unsupported model, shared Linear modules, or ``x``/``y`` of the wrong shape,
+        dtype, device or label range.
+
+    Notes
+    -----
+    Cost: the forward pass, one ``[N*V, H_l] @ [H_l, H_{l-1}]`` GEMM per layer to propagate
+    the factor and one ``[H_l, N] @ [N, H_{l-1}]`` GEMM per layer to accumulate; ``V = C`` for
+    piecewise-linear nets, and at layer l ``C + sum of the curved widths H_m, m >= l + 2``
+    otherwise (BackPACK's split into positive and negative parts would double those). Large
+    batches are split over samples to bound memory.
+
+    References
+    ----------
+    Dangel, Kunstner & Hennig (2020), "BackPACK: Packing more into backprop", ICLR
+    (``DiagHessian``); Dangel, Harmeling & Hennig (2020), "Modular block-diagonal curvature
+    approximations for feedforward architectures", AISTATS; Martens (2014), "New insights and
+    perspectives on the natural gradient method", Sec. 8 (GGN).
+    """
+    return _diag_curvature(model, x, y, method="diag_hessian", residuals=True)
+
+
+def diag_ggn(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+    """Diagonal of the generalised Gauss-Newton matrix G = sum_n J_n^T (Lambda_n / N) J_n.
+
+    ``J_n = d f(x_n) / d theta`` is the logits' Jacobian and ``Lambda_n = diag(p_n) -
+    p_n p_n^T`` the cross-entropy Hessian w.r.t. the logits. Computed by backpropagating the C
+    columns of ``S^L = diag(sqrt p)(I - sqrt p sqrt p^T)/sqrt N`` through ``B <- diag(phi') W.T
+    B`` and summing squares (METHODS.md B, "Exact diagonal-GGN recursion"): for every
+    activation, C columns. Equals :func:`diag_hessian` for piecewise-linear nets.
+
+    Parameters and returns as :func:`diag_hessian`.
+
+    References
+    ----------
+    Martens (2014), "New insights and perspectives on the natural gradient method"; Schraudolph
+    (2002), "Fast curvature matrix-vector products"; Dangel, Kunstner & Hennig (2020), BackPACK
+    ``DiagGGNExact``.
+    """
+    return _diag_curvature(model, x, y, method="diag_ggn", residuals=False)
+
+
+def becker_lecun_diag(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+    """The OBD-era diagonal approximation that drops the cross terms between units.
+
+    Per sample, the recursion keeps only the diagonal ``h^l`` of ``H_z^l``:
+
+        h^L = phi'(z^L)^2 diag(Lambda / N) + phi''(z^L) dL/da^L,   diag(Lambda) = p (1 - p)
+        h^l = phi'(z^l)^2 ((W^{l+1})^2).T h^{l+1} + phi''(z^l) dL/da^l
+
+    and ``diag H[W^l_ij] ~ sum_n h^l_{n,i} (a^{l-1}_{n,j})^2``. It drops
+    ``sum_{k != m} W_ki W_mi [H_z]_km``, so it is exact only for the output layer; about one
+    extra backward pass. Parameters and returns as :func:`diag_hessian`.
+
+    References
+    ----------
+    Becker & LeCun (1988), "Improving the convergence of back-propagation learning with second
+    order methods"; LeCun, Denker & Solla (1990), "Optimal Brain Damage", NIPS 2, Sec. 3.
+    """
+    layers, x, y = _prepare(model, x, y, "becker_lecun_diag")
+    N = x.shape[0]
+    out: dict[str, Tensor] = {}
+    with torch.no_grad():
+        records, logits = _forward(layers, x)
+        p = torch.softmax(logits, 1)
+        h_a = p * (1 - p) / N  # [N, C] diagonal of Lambda / N
+        g_a = (p - F.one_hot(y, p.shape[1]).to(p.dtype)) / N
+        for k in range(len(layers) - 1, -1, -1):
+            layer, (a_in, d1, d2) = layers[k], records[k]
+            h_z = d1.square() * h_a + (0 if d2 is None else d2 * g_a)  # [N, H_l]
+            _accumulate(out, layer, h_z, a_in)
+            h_a = h_z @ layer.W.square()  # [N, H_{l-1}]
+            g_a = (g_a * d1) @ layer.W
+    return _zero_like_params(model, out)
+
+
+# --- empirical Fisher and Hutchinson ------------------------------------------------------
+
+
+def empirical_fisher_diag(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+    """Diagonal empirical Fisher: the mean over samples of squared per-sample gradients.
+
+    With ``L = (1/N) sum_n l_n`` and ``l_n`` the cross-entropy of sample n,
+
+        F = (1/N) sum_n (grad l_n)^2,    F[W^l_ij] = (1/N) sum_n (delta^l_{n,i})^2 (a^{l-1}_{n,j})^2
+
+    with ``delta^l_n = dl_n / dz^l_n``. Note the scale: the per-sample gradients are of
+    ``l_n``, not of the summand ``l_n / N`` of ``L``, which puts ``F`` on the scale of
+    :func:`diag_ggn` (``E_{y ~ p}[grad l_n grad l_n^T] = J_n^T Lambda_n J_n``). This is the
+    quantity several pruning libraries call "Hessian" importance: Torch-Pruning's
+    ``GroupHessianImportance`` ("Grouped Optimal Brain Damage") averages ``grad(l_n)**2``
+    over per-sample backward passes of an unreduced loss and scores ``w**2 * F``. It is not
+    the Hessian, and it equals the GGN only in expectation over labels drawn from the
+    model's own predictions, not on the true labels. Parameters and returns as
+    :func:`diag_hessian`.
+
+    References
+    ----------
+    Martens (2014), "New insights and perspectives on the natural gradient method", Sec. 11;
+    Kunstner, Hennig & Balles (2019), "Limitations of the empirical Fisher approximation",
+    NeurIPS.
+    """
+    layers, x, y = _prepare(model, x, y, "empirical_fisher_diag")
+    N = x.shape[0]
+    out: dict[str, Tensor] = {}
+    with torch.no_grad():
+        records, logits = _forward(layers, x)
+        g_a = torch.softmax(logits, 1) - F.one_hot(y, logits.shape[1]).to(logits.dtype)
+        for k in range(len(layers) - 1, -1, -1):
+            layer, (a_in, d1, _) = layers[k], records[k]
+            delta = g_a * d1  # [N, H_l] per-sample dl_n / dz^l_n
+            _accumulate(out, layer, delta.square() / N, a_in)
+            g_a = delta @ layer.W
+    return _zero_like_params(model, out)
+
+
+def _loss_fn(layers: list[_Layer], x: Tensor, y: Tensor) -> Callable[[dict], Tensor]:
+    """Mean cross-entropy as a pure function of a parameter dict (dropout as identity)."""
+
+    def loss(params: dict[str, Tensor]) -> Tensor:
+        a = x
+        for layer in layers:
+            z = F.linear(a, params[f"{layer.name}.weight"], params.get(f"{layer.name}.bias"))
+            a = models.phi(layer.kind, z, layer.slope)
+        return F.cross_entropy(a, y)
+
+    return loss
+
+
+def hutchinson_diag(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    probes: int = 100,
+    generator: torch.Generator | None = None,
+    *,
+    return_std: bool = False,
+    chunk: int = 16,
+) -> dict[str, Tensor] | tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """Hutchinson estimate of the Hessian diagonal: mean over Rademacher probes of v * (H v).
+
+        diag H ~ (1/K) sum_k v_k * (H v_k),    v_k in {-1, +1}^P,  E[v v^T] = I
+
+    Unbiased; the per-probe variance of entry i is ``sum_{j != i} H_ij^2``. Each ``H v`` is a
+    forward-over-reverse Hessian-vector product (``torch.func.jvp`` of ``torch.func.grad``),
+    batched over ``chunk`` probes at a time with ``torch.func.vmap``.
+
+    Parameters
+    ----------
+    model, x, y
+        As :func:`diag_hessian`.
+    probes : int
+        Number K of Rademacher probes, at least 1 (2 or more for ``return_std``).
+    generator : torch.Generator, optional
+        Source of the probes (on the parameters' device); default a fresh generator seeded 0.
+    return_std : bool
+        Also return the standard error of each estimated entry: the sample standard deviation
+        of the K per-probe values ``v_k * (H v_k)`` divided by ``sqrt(K)``.
+    chunk : int
+        Probes evaluated together (memory grows linearly with it).
+
+    Returns
+    -------
+    dict[str, Tensor] or (dict, dict)
+        The estimate, and with ``return_std`` its standard error, keyed like
+        ``model.named_parameters()``.
+
+    References
+    ----------
+    Hutchinson (1989), "A stochastic estimator of the trace of the influence matrix for
+    Laplacian smoothing splines"; Bekas, Kokiopoulou & Saad (2007), "An estimator for the
+    diagonal of a matrix", Appl. Numer. Math. 57; Yao et al. (2021), "AdaHessian".
+    """
+    if isinstance(probes, bool) or not isinstance(probes, int) or probes < 1:
+        raise ValueError(f"hutchinson_diag: probes must be a positive integer; got {probes!r}")
+    if return_std and probes < 2:
+        raise ValueError(f"hutchinson_diag: return_std needs probes >= 2; got {probes}")
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"hutchinson_diag: chunk must be a positive integer; got {chunk!r}")
+    layers, x, y = _prepare(model, x, y, "hutchinson_diag")
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    if generator is None:
+        generator = torch.Generator(device=x.device).manual_seed(0)
+    grad_fn = torch.func.grad(_loss_fn(layers, x, y))
+
+    def v_hv(v: dict[str, Tensor]) -> dict[str, Tensor]:
+        hv = torch.func.jvp(grad_fn, (params,), (v,))[1]
+        return {n: v[n] * hv[n] for n in v}
+
+    total = {n: torch.zeros_like(p) for n, p in params.items()}
+    total_sq = {n: torch.zeros_like(p) for n, p in params.items()}
+    for start in range(0, probes, chunk):
+        k = min(chunk, probes - start)
+        v = {
+            n: torch.randint(0, 2, (k, *p.shape), generator=generator, device=p.device)
+            .to(p.dtype)
+            .mul_(2)
+            .sub_(1)
+            for n, p in params.items()
+        }  # [k, *shape] Rademacher
+        samples = torch.func.vmap(v_hv)(v)  # [k, *shape] per-probe v * Hv
+        for n, s in samples.items():
+            total[n] += s.sum(0)
+            total_sq[n] += s.square().sum(0)
+    mean = {n: t / probes for n, t in total.items()}
+    if not return_std:
+        return mean
+    var = {  # unbiased sample variance of the per-probe values
+        n: ((total_sq[n] - probes * mean[n].square()) / (probes - 1)).clamp_min(0) for n in mean
+    }
+    return mean, {n: (v / probes).sqrt() for n, v in var.items()}
+
+
+def flatten(diag: dict[str, Tensor]) -> Tensor:
+    """Concatenate a per-parameter dict into one vector ``[P]`` in the dict's order."""
+    return torch.cat([t.reshape(-1) for t in diag.values()])
+
+
+# Every estimator is called as fn(model, x, y) -> {param_name: Tensor shaped like the param};
+# hutchinson_diag takes optional (probes, generator) with defaults (100, seeded 0).
+ESTIMATORS: dict[str, Callable[..., dict[str, Tensor]]] = {
+    "exact": diag_hessian,
+    "ggn": diag_ggn,
+    "fisher": empirical_fisher_diag,
+    "hutchinson": hutchinson_diag,
+    "becker_lecun": becker_lecun_diag,
+}
