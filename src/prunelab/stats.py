@@ -1,0 +1,133 @@
+"""Statistics used by the studies: densities, normal fits, path covariances, intervals.
+
+Everything takes and returns tensors (float64 inside); distribution functions come from SciPy.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import scipy.stats
+import torch
+from torch import Tensor
+
+
+def kde(values: Tensor, points: Tensor, width: float) -> Tensor:
+    """Gaussian kernel density estimate at ``points``.
+
+    density(t) = 1 / (M w sqrt(2 pi)) * sum_m exp(-(t - v_m)^2 / (2 w^2)).
+    ``values: [M]``, ``points: [G]`` -> ``[G]``. The node-removal source smooths with w = 0.03.
+    """
+    if not width > 0:
+        raise ValueError(f"kde: width must be > 0; got {width}")
+    v = values.detach().double().reshape(-1)
+    t = points.detach().double().reshape(-1)
+    u = (t[:, None] - v[None, :]) / width  # (G, M)
+    return torch.exp(-0.5 * u**2).sum(1) / (len(v) * width * math.sqrt(2 * math.pi))
+
+
+@dataclass(frozen=True)
+class NormalFit:
+    """Maximum-likelihood normal fit with two goodness-of-fit statistics.
+
+    ``ks``: Kolmogorov-Smirnov distance sup |F_n - Phi| to the fitted normal, with its p-value
+    (Lilliefors' caveat: the parameters were estimated, so the p-value is conservative).
+    ``shapiro``/``shapiro_p``: the Shapiro-Wilk W statistic and p-value.
+    """
+
+    mean: float
+    std: float
+    ks: float
+    ks_p: float
+    shapiro: float
+    shapiro_p: float
+
+
+def normal_fit(values: Tensor) -> NormalFit:
+    """Fit N(mean, std^2) by maximum likelihood (std with 1/M, as numpy's default) and test it."""
+    v = values.detach().double().reshape(-1)
+    if len(v) < 3:
+        raise ValueError(f"normal_fit needs at least 3 values; got {len(v)}")
+    mean, std = v.mean().item(), v.std(correction=0).item()
+    arr = v.numpy()
+    ks = scipy.stats.kstest(arr, "norm", args=(mean, std if std > 0 else 1.0))
+    sw = scipy.stats.shapiro(arr) if std > 0 else (1.0, 1.0)
+    return NormalFit(mean, std, float(ks.statistic), float(ks.pvalue), float(sw[0]), float(sw[1]))
+
+
+def normal_pdf(points: Tensor, mean: float, std: float) -> Tensor:
+    """Density of N(mean, std^2) at ``points``."""
+    t = points.double()
+    return torch.exp(-0.5 * ((t - mean) / std) ** 2) / (std * math.sqrt(2 * math.pi))
+
+
+def pearson(a: Tensor, b: Tensor) -> float:
+    """Pearson correlation of two equally long vectors."""
+    a, b = a.double().reshape(-1), b.double().reshape(-1)
+    a, b = a - a.mean(), b - b.mean()
+    return (a @ b / (a.norm() * b.norm())).item()
+
+
+def correlation_p_value(r: Tensor | float, n: int) -> Tensor:
+    """Two-sided p-value of Pearson's r under H0: rho = 0, from t = r sqrt((n-2)/(1-r^2))."""
+    r = torch.as_tensor(r, dtype=torch.float64).clamp(-1 + 1e-15, 1 - 1e-15)
+    t = r * math.sqrt(n - 2) / torch.sqrt(1 - r**2)
+    return torch.as_tensor(2 * scipy.stats.t.sf(t.abs().numpy(), n - 2))
+
+
+@dataclass(frozen=True)
+class PathCovariance:
+    """Covariance structure of values along paths ``[P, T]`` (e.g. log-loss after k flips).
+
+    ``cov``: ``[T, T]`` covariance matrix over paths. ``from_start[k] = cov[0, k]`` and
+    ``from_end[k] = cov[T-1, T-1-k]``: covariance with the start (end) at distance k; they agree
+    in expectation when the path distribution is symmetric under reversal. ``corr_start`` and
+    ``p_start`` are the matching correlations and p-values, and ``decorrelated_after`` is the
+    first distance k whose correlation with the start is no longer significant at ``alpha``.
+    """
+
+    cov: Tensor
+    from_start: Tensor
+    from_end: Tensor
+    corr_start: Tensor
+    corr_end: Tensor
+    p_start: Tensor
+    p_end: Tensor
+    decorrelated_after: int
+    alpha: float
+
+
+def path_covariance(values: Tensor, *, alpha: float = 0.05) -> PathCovariance:
+    """Covariances and correlations along paths; ``values: [P, T]`` (P paths, T steps)."""
+    v = values.detach().double()
+    P, T = v.shape
+    if P < 3:
+        raise ValueError(f"path_covariance needs at least 3 paths; got {P}")
+    centred = v - v.mean(0)
+    cov = centred.T @ centred / (P - 1)  # (T, T)
+    sd = cov.diagonal().sqrt()
+    corr = cov / (sd[:, None] * sd[None, :])
+    k = torch.arange(T)
+    from_start, from_end = cov[0, k], cov[T - 1, T - 1 - k]
+    corr_start, corr_end = corr[0, k], corr[T - 1, T - 1 - k]
+    p_start, p_end = correlation_p_value(corr_start, P), correlation_p_value(corr_end, P)
+    insignificant = (p_start > alpha).nonzero()
+    after = int(insignificant[0]) if len(insignificant) else T
+    return PathCovariance(
+        cov, from_start, from_end, corr_start, corr_end, p_start, p_end, after, alpha
+    )
+
+
+def mean_interval(values: Tensor, *, dim: int = 0, level: float = 0.95) -> tuple[Tensor, Tensor]:
+    """Mean and the half-width of its Student-t confidence interval along ``dim``.
+
+    half = t_{(1+level)/2, n-1} * s / sqrt(n), with the sample std s (1/(n-1)); zero for n = 1.
+    """
+    v = values.double()
+    n = v.shape[dim]
+    mean = v.mean(dim)
+    if n < 2:
+        return mean, torch.zeros_like(mean)
+    t = scipy.stats.t.ppf((1 + level) / 2, n - 1)
+    return mean, t * v.std(dim, correction=1) / math.sqrt(n)
