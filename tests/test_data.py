@@ -405,3 +405,22 @@ def test_from_file_missing_and_unknown(tmp_path):
     (tmp_path / "data.txt").write_text("1,2,3\n")
     with pytest.raises(ValueError, match=r"unknown file type; supported: \.npz, \.pt"):
         data.from_file(tmp_path / "data.txt")
+
+
+def test_plane_labels_use_the_circle_rule_and_nearest_neighbours_elsewhere():
+    # sqrt(2/pi) = 0.797885: the last two points straddle the circle
+    pts = torch.tensor([[0.0, 0.0], [0.9, 0.9], [0.0, 0.7978], [0.0, 0.7980]])
+    circ = data.circle(10, seed=0)
+    assert data.plane_labels(circ, pts).tolist() == [0, 1, 0, 1]
+    sp = data.spirals(300, seed=1)
+    assert torch.equal(data.plane_labels(sp, sp.x), sp.y)
+    with pytest.raises(ValueError, match="2-D"):
+        data.plane_labels(data.Dataset(torch.zeros(3, 4), torch.zeros(3).long(), "d"), pts)
+
+
+def test_grid_is_row_major_with_x1_outer():
+    g = data.grid(3, 2.0)
+    assert g.shape == (9, 2)
+    assert g[:3, 1].eq(-2).all() and g[:3, 0].tolist() == [-2.0, 0.0, 2.0]
+    with pytest.raises(ValueError, match="n >= 2"):
+        data.grid(1)

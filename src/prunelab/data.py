@@ -277,8 +277,27 @@ def circle(n: int, *, seed: Seed) -> Dataset:
     """
     _check_n(n, "circle")
     x = torch.rand(n, 2, generator=_generator(seed)) * 2 - 1  # [N, 2] uniform on [-1, 1)
-    r2 = x.double().pow(2).sum(1)  # [N]
-    return Dataset(x, (r2 > 2 / math.pi).long(), "circle", 2)
+    return Dataset(x, circle_labels(x), "circle", 2)
+
+
+def circle_labels(x: Tensor) -> Tensor:
+    """The circle task's rule for any points ``[N, 2]``: 1 iff ``x0^2 + x1^2 > 2/pi`` (float64)."""
+    return (x.double().pow(2).sum(1) > 2 / math.pi).long()
+
+
+def plane_labels(dataset: Dataset, points: Tensor) -> Tensor:
+    """Labels ``[G]`` for points ``[G, 2]`` of the plane, e.g. a heatmap grid.
+
+    The exact rule for ``circle``; for any other 2-D data set the label of the nearest sample
+    (1-nearest-neighbour), which extends e.g. the spiral arms' classes to the whole plane.
+    """
+    if dataset.name == "circle":
+        return circle_labels(points)
+    if dataset.x.flatten(1).shape[1] != 2 or points.shape[-1] != 2:
+        raise ValueError(f"plane_labels needs 2-D inputs; {dataset.name!r} has "
+                         f"{dataset.features} features")
+    nearest = torch.cdist(points.double(), dataset.x.flatten(1).double()).argmin(1)  # [G]
+    return dataset.y[nearest]
 
 
 def spirals(n: int, *, seed: Seed, noise: float = 0.05, turns: float = 1.5) -> Dataset:
