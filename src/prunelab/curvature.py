@@ -63,10 +63,14 @@ class _Layer:
     slope: float
 
 
-def _prepare(model: nn.Module, x: Tensor, y: Tensor, method: str):
-    """Validate ``(model, x, y)`` once; return the layers, the flat inputs and the labels."""
+def _prepare(model: nn.Module, x: Tensor, y: Tensor, method: str, *, shared: bool = False):
+    """Validate ``(model, x, y)`` once; return the layers, the flat inputs and the labels.
+
+    ``shared=True`` accepts a Linear module used twice (fine for activation curvature, which
+    never accumulates per parameter).
+    """
     net = models.parse(model, method=method)
-    if len({id(layer.linear) for layer in net.layers}) < len(net.layers):
+    if not shared and len({id(layer.linear) for layer in net.layers}) < len(net.layers):
         raise ValueError(
             f"{method}: a Linear module appears twice in the model (shared weights); the "
             f"layer-wise curvature recursion needs distinct layers"
@@ -174,29 +178,36 @@ def _zero_like_params(model: nn.Module, out: dict[str, Tensor]) -> dict[str, Ten
 def _diag_curvature(model, x, y, *, method: str, residuals: bool) -> dict[str, Tensor]:
     """The backward factor recursion; ``residuals=False`` gives the GGN diagonal."""
     layers, x, y = _prepare(model, x, y, method)
-    N, C = x.shape[0], layers[-1].W.shape[0]
-    # factor elements per sample, for the memory budget: at step k the factor has
-    # V_k = C + (curved widths H_m, m > k) columns of length max(H_k, H_{k-1})
+    N = x.shape[0]
+    out: dict[str, Tensor] = {}
+    with torch.no_grad():
+        for rows in _chunks(N, _factor_elements(layers, residuals)):
+            _backward_factor(layers, x[rows], y[rows], N, residuals, out)
+    return _zero_like_params(model, out)
+
+
+def _factor_elements(layers: list[_Layer], residuals: bool) -> int:
+    """Factor elements per sample, for the memory budget: at step k the factor has
+    ``V_k = C + (curved widths H_m, m > k)`` columns of length ``max(H_k, H_{k-1})``."""
+    C = layers[-1].W.shape[0]
     per_sample, V = C * C, C
     for k in range(len(layers) - 1, 0, -1):
         H_out, H_in = layers[k].W.shape
         if residuals and k + 1 < len(layers) and layers[k + 1].kind in _CURVED:
             V += layers[k + 1].W.shape[0]
         per_sample = max(per_sample, V * max(H_out, H_in))
-    out: dict[str, Tensor] = {}
-    with torch.no_grad():
-        for rows in _chunks(N, per_sample):
-            _backward_factor(layers, x[rows], y[rows], N, residuals, out)
-    return _zero_like_params(model, out)
+    return per_sample
 
 
-def _backward_factor(layers, x, y, N, residuals, out) -> None:
+def _backward_factor(layers, x, y, N, residuals, out, visit=None) -> None:
     """Accumulate the exact (or GGN) diagonal of one chunk of samples into ``out``.
 
     ``B`` [V, n, H_k] holds the columns of the factor of H_a^k, ``w`` [V, n] their signed
     weights (None: all ones). The residual ``diag(r)`` of the layer above is kept pending:
     its share of diag H_a^k is exactly ``r @ W**2`` (one GEMM), and it becomes H columns only
-    if it must travel further down.
+    if it must travel further down. ``out=None`` skips the parameter accumulation; ``visit``,
+    if given, is called as ``visit(k, h_a, a)`` for every hidden layer k with the per-sample
+    ``diag H_a^k`` [n, H_k] and the activations ``a^k`` [n, H_k].
     """
     records, logits = _forward(layers, x)
     B = _output_factor(logits, N)  # [V, n, H_L]: columns of the factor of H_a^L
@@ -212,11 +223,14 @@ def _backward_factor(layers, x, y, N, residuals, out) -> None:
             h_z = torch.einsum("vn,vnh,vnh->nh", w, B, B)
         if pending is not None:
             h_z += pending[0] @ pending[1].square()  # diag(W.T diag(r) W) = r @ W^2
+        if visit is not None and k < len(layers) - 1:
+            visit(k, h_z.clone(), records[k + 1][0])  # diag H_a^k, before phi'; a^k
         h_z *= d1 if layer.kind == "relu" else d1.square()  # ReLU: phi' in {0, 1}
         r = d2 * g_a if residuals and d2 is not None else None  # [n, H_k] phi'' * dL/da
         if r is not None:
             h_z += r
-        _accumulate(out, layer, h_z, a_in)
+        if out is not None:
+            _accumulate(out, layer, h_z, a_in)
         if k == 0:
             break
         if pending is not None:
@@ -306,6 +320,112 @@ def diag_ggn(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:
     ``DiagGGNExact``.
     """
     return _diag_curvature(model, x, y, method="diag_ggn", residuals=False)
+
+
+def diag_hessian_activations(model: nn.Module, x: Tensor, y: Tensor) -> list[Tensor]:
+    """Exact per-sample diagonal of the mean-CE Hessian w.r.t. every hidden layer's activations.
+
+    For hidden layer l (0-based among hidden layers) and sample n,
+
+        h^l_{n,j} = d^2 L / (d a^l_{n,j})^2 = [W^{l+1}.T H_z^{l+1} W^{l+1}]_{jj},
+        H_z^{l+1} = diag(phi') H_a^{l+1} diag(phi') + diag(phi''(z^{l+1}) * dL/da^{l+1})
+
+    read off the same backward factor recursion as :func:`diag_hessian` (the C columns of
+    ``S^L`` plus the residual columns of later curved layers, module docstring) one step
+    before the activation's derivative is applied, so the residuals of every *later* curved
+    activation are included and the result is exact for any supported activation. Samples do
+    not interact, so for a node mask ``m`` multiplied in after the activation,
+    ``d^2 L / dm_j^2 = sum_n (a^l_{n,j})^2 h^l_{n,j}`` (the OBD curvature of a node).
+
+    Parameters
+    ----------
+    model : nn.Sequential
+        A model ``models.parse`` accepts; dropout counts as identity (evaluation mode). A
+        Linear module may appear twice.
+    x : Tensor[N, D]
+        Inputs; same dtype and device as the parameters.
+    y : Tensor[N]
+        Integer class labels in ``[0, C)``.
+
+    Returns
+    -------
+    list of Tensor[N, H_l]
+        One entry per hidden layer (empty for a model without hidden layers), for the mean
+        cross-entropy ``L = (1/N) sum_n l_n`` (so each entry carries the factor ``1/N``).
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`diag_hessian`.
+
+    Notes
+    -----
+    Cost: one forward pass and the factor propagation of :func:`diag_hessian` above the first
+    hidden layer, without the per-parameter accumulation GEMMs.
+
+    References
+    ----------
+    Dangel, Kunstner & Hennig (2020), "BackPACK: Packing more into backprop", ICLR;
+    LeCun, Denker & Solla (1990), "Optimal Brain Damage", NIPS 2 (node saliency via a gate).
+    """
+    method = "diag_hessian_activations"
+    layers, x, y = _prepare(model, x, y, method, shared=True)
+    N = x.shape[0]
+    out = [x.new_empty(N, layer.W.shape[0]) for layer in layers[:-1]]  # [N, H_l] each
+    if not out:
+        return out
+    with torch.no_grad():
+        for rows in _chunks(N, _factor_elements(layers, True)):
+
+            def visit(k, h_a, a, rows=rows):
+                out[k][rows] = h_a
+
+            _backward_factor(layers, x[rows], y[rows], N, True, None, visit)
+    return out
+
+
+def diag_hessian_masks(model: nn.Module, x: Tensor, y: Tensor) -> list[Tensor]:
+    """Exact diagonal of the mean-CE Hessian w.r.t. node masks, every hidden node at once.
+
+    A node mask ``m`` multiplies hidden node j of layer l after its activation (``a -> m a``,
+    as in :mod:`prunelab.masks`). At ``m = 1``, since ``m_j`` enters only through
+    ``m_j a^l_{n,j}`` and samples do not interact,
+
+        d^2 L / dm_j^2 = sum_n (a^l_{n,j})^2 h^l_{n,j}
+
+    with ``h^l`` the per-sample activation diagonal of :func:`diag_hessian_activations`,
+    accumulated chunk by chunk without storing it. Exact for every supported activation
+    (the residuals of later curved layers are included); for piecewise-linear nets it is the
+    Gauss-Newton value and non-negative.
+
+    Parameters
+    ----------
+    model, x, y
+        As :func:`diag_hessian_activations`.
+
+    Returns
+    -------
+    list of Tensor[H_l]
+        One entry per hidden layer.
+
+    References
+    ----------
+    LeCun, Denker & Solla (1990), "Optimal Brain Damage", NIPS 2 (the saliency of a node
+    gate is half this value under OBD's assumptions); Dangel, Kunstner & Hennig (2020),
+    BackPACK (the factor recursion).
+    """
+    layers, x, y = _prepare(model, x, y, "diag_hessian_masks", shared=True)
+    out = [x.new_zeros(layer.W.shape[0]) for layer in layers[:-1]]  # [H_l] each
+    if not out:
+        return out
+
+    def visit(k, h_a, a):
+        out[k] += (a.square() * h_a).sum(0)
+
+    with torch.no_grad():
+        for rows in _chunks(x.shape[0], _factor_elements(layers, True)):
+            _backward_factor(layers, x[rows], y[rows], x.shape[0], True, None, visit)
+    return out
 
 
 def becker_lecun_diag(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:

@@ -1,0 +1,543 @@
+"""Certified bounds on the loss change from replacing hidden nodes by their mean (or zero).
+
+Replace a set S of nodes of hidden layer l by constants c_S (their mean over the data, or 0).
+Per sample the activations move by ``delta_S(x) = c_S - a_S(x)``, the next pre-activation by
+``W^{l+1}[:, S] delta_S(x)``, and every later layer is Lipschitz, so the logits move by
+
+    ||Delta f(x)||_2 <= K_S ||delta_S(x)||_2,
+    K_S = ||W^{l+1}[:, S]||_2 * prod_{k=l+2}^{L} Lip(phi_{k-1}) ||W^k||_2     (spectral norms)
+
+(downstream layers only; ``Lip(phi)`` is 1 for ReLU, tanh and LeakyReLU with slope <= 1, 1/4
+for the sigmoid, about 1.129 for GELU). Cross-entropy ``l(f) = logsumexp(f) - f_y`` has
+gradient ``p - e_y``, with ``||p - e_y||_2 = sqrt((1 - p_y)^2 + sum_{c != y} p_c^2) <=
+sqrt(2)``, so per sample and, by Jensen, in expectation over the data,
+
+    |Delta l(x)| <= sqrt(2) K_S ||delta_S(x)||_2,
+    E |Delta l|  <= sqrt(2) K_S sqrt(E ||delta_S||_2^2) = sqrt(2) K_S sqrt(sum_{j in S} sigma_j^2)
+
+with ``sigma_j^2`` the population variance of node j over the data (mean replacement) or
+``E a_j^2`` (zeroing). This bounds the expected *absolute* change, hence also the change of
+the expected loss; it holds exactly for the empirical distribution the moments are computed
+on. Two refinements are offered: ``centred=True`` uses ``||P W^L||_2`` with ``P = I - 1 1^T /
+C`` for the output layer (CE is invariant to adding a constant to all logits, so ``|Delta l|
+<= sqrt(2) ||P Delta f||_2``), and ``norm="range"`` uses ``|Delta l| <= max_c Delta f_c -
+min_c Delta f_c`` with infinity-norm operator bounds (no sqrt(2)).
+
+Tightness: the constant sqrt(2) is a supremum, approached only when ``p`` is one-hot on a wrong
+class; softmax is never one-hot, so no finite network attains the bound exactly, but it is
+approached arbitrarily closely (see ``tests/test_bounds.py``: one hidden node feeding a
+2-class output with a large wrong-class margin, ratio -> 1 as the margin grows).
+
+Indices: ``layer = l`` counts hidden layers from 0; ``W^{l+1}`` is the Linear that reads hidden
+layer l, ``W^L`` the output layer, ``phi_k`` the activation after ``W^k``. Dropout counts as
+identity (evaluation mode). Results follow the parameters' dtype and device.
+
+References
+----------
+D. Hobson (2022), "Train first vs prune first in neural networks", comment thread (the bound
+with the product of all operator norms); METHODS.md D (the downstream-only form, the set,
+zeroing and range versions).
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from . import models
+
+REPLACEMENTS = ("mean", "zero")
+NORMS = ("l2", "range")
+CE_LIPSCHITZ = math.sqrt(2.0)  # sup ||p - e_y||_2 over the simplex, not attained
+
+# sup_z |phi'(z)|; GELU's maximum is at z = sqrt(2) (phi'' = pdf(z) (2 - z^2) = 0)
+_GELU_MAX = 0.5 * (1 + math.erf(1.0)) + math.sqrt(2.0) * math.exp(-1.0) / math.sqrt(2 * math.pi)
+_LIPSCHITZ = {
+    "relu": 1.0,
+    "tanh": 1.0,
+    "identity": 1.0,
+    "sigmoid": 0.25,
+    "gelu": _GELU_MAX,  # 1.128904...
+    "gelu_tanh": 1.128994,  # numerical maximum 1.1289931 at z = 1.4185, rounded up
+}
+
+
+def activation_lipschitz(activation: str, slope: float = 0.01) -> float:
+    """Lipschitz constant ``sup_z |phi'(z)|`` of an activation in ``models.ACTIVATIONS``."""
+    if activation == "leaky_relu":
+        return max(1.0, abs(slope))
+    if activation not in _LIPSCHITZ:
+        raise ValueError(
+            f"activation {activation!r}: choose from {sorted([*_LIPSCHITZ, 'leaky_relu'])}"
+        )
+    return _LIPSCHITZ[activation]
+
+
+# --- Lipschitz constants of the loss w.r.t. the replaced activations -----------------------
+
+
+def loss_lipschitz(
+    model: nn.Module,
+    layer: int,
+    nodes: Iterable[int] | None = None,
+    *,
+    norm: str = "l2",
+    centred: bool = False,
+) -> Tensor:
+    """Lipschitz constant of the per-sample loss w.r.t. the activations of a node set S.
+
+    ``|l(x; a_S + delta) - l(x; a_S)| <= L_S ||delta||`` for every sample and every ``delta``:
+
+    * ``norm="l2"``: ``L_S = sqrt(2) ||W^{l+1}[:, S]||_2 prod_{k=l+2}^{L} Lip(phi_{k-1})
+      ||W^k||_2`` with ``||delta||_2``; ``centred=True`` replaces the output weights
+      ``W^L`` by ``P W^L``, ``P = I - 1 1^T / C``.
+    * ``norm="range"``: ``L_S = ||W^{l+1}[:, S]||_inf prod_{k=l+2}^{L-1} Lip(phi_{k-1})
+      ||W^k||_inf * Lip(phi_{L-1}) R(W^L)`` with ``||delta||_inf``, where ``||A||_inf`` is the
+      largest absolute row sum and ``R(W) = max_{c, c'} ||W_c - W_c'||_1`` bounds the logit
+      range, ``|Delta l| <= max_c Delta f_c - min_c Delta f_c``. If l+1 is the output layer,
+      ``L_S = R(W^L[:, S])``.
+
+    Parameters
+    ----------
+    model : nn.Sequential
+        A model ``models.parse`` accepts, with at least one hidden layer.
+    layer : int
+        Hidden-layer index (0-based among hidden layers).
+    nodes : iterable of int, optional
+        The node set S (distinct indices); default all nodes of the layer.
+    norm : {"l2", "range"}
+    centred : bool
+        Project the output layer onto zero-sum logit changes (``norm="l2"`` only).
+
+    Returns
+    -------
+    Tensor
+        A scalar, in the parameters' dtype.
+    """
+    net, ell = _net_layer(model, layer, "loss_lipschitz")
+    S = _check_nodes(net, ell, nodes, "loss_lipschitz")
+    norm, centred = _check_options(norm, centred, "loss_lipschitz")
+    W_next = _output_weight(net, ell + 1, centred)[:, S]  # [H_{l+1}, |S|]
+    return _first_factor(net, ell, W_next, norm) * _downstream(net, ell, norm, centred)
+
+
+def node_lipschitz(
+    model: nn.Module, layer: int, *, norm: str = "l2", centred: bool = False
+) -> Tensor:
+    """:func:`loss_lipschitz` of every single node of hidden layer ``layer``: ``Tensor[H_l]``.
+
+    For ``norm="l2"``: ``L_j = sqrt(2) ||W^{l+1}[:, j]||_2 prod_{k=l+2}^{L} Lip(phi_{k-1})
+    ||W^k||_2``. Parameters as :func:`loss_lipschitz`.
+    """
+    net, ell = _net_layer(model, layer, "node_lipschitz")
+    norm, centred = _check_options(norm, centred, "node_lipschitz")
+    return _node_constants(net, ell, norm, centred)
+
+
+def _node_constants(net: models.Net, ell: int, norm: str, centred: bool) -> Tensor:
+    """``L_j`` for every node j of hidden layer l: [H_l]."""
+    W_next = _output_weight(net, ell + 1, centred)  # [H_{l+1}, H_l]
+    last = ell + 1 == len(net.layers) - 1
+    if norm == "l2":
+        first = CE_LIPSCHITZ * torch.linalg.vector_norm(W_next, dim=0)
+    elif last:  # range of each column
+        first = W_next.amax(0) - W_next.amin(0)
+    else:
+        first = W_next.abs().amax(0)
+    return first * _downstream(net, ell, norm, centred)
+
+
+def _output_weight(net: models.Net, k: int, centred: bool) -> Tensor:
+    """``W^k`` detached, or ``P W^k`` (zero-mean columns) for the output layer if centred."""
+    W = net.layers[k].weight.detach()
+    if centred and k == len(net.layers) - 1:
+        W = W - W.mean(0, keepdim=True)
+    return W
+
+
+def _first_factor(net: models.Net, ell: int, W_next: Tensor, norm: str) -> Tensor:
+    """The factor of ``W^{l+1}[:, S]`` (with the CE constant for l2)."""
+    if norm == "l2":
+        return CE_LIPSCHITZ * torch.linalg.matrix_norm(W_next, ord=2)
+    if ell + 1 == len(net.layers) - 1:
+        return _logit_range(W_next)
+    return W_next.abs().sum(1).amax()  # infinity-norm: largest absolute row sum
+
+
+def _logit_range(W: Tensor) -> Tensor:
+    """``R(W) = max_{c, c'} ||W_c - W_c'||_1``: ``max Wu - min Wu <= R(W) ||u||_inf``."""
+    return torch.cdist(W[None], W[None], p=1).amax()
+
+
+def _downstream(net: models.Net, ell: int, norm: str, centred: bool) -> Tensor:
+    """``prod_{k=l+2}^{L} Lip(phi_{k-1}) ||W^k||`` (spectral for l2; inf-norms and R for range)."""
+    W0 = net.layers[0].weight
+    K = torch.ones((), dtype=W0.dtype, device=W0.device)
+    last = len(net.layers) - 1
+    for k in range(ell + 2, last + 1):
+        below = net.layers[k - 1]
+        W = _output_weight(net, k, centred)
+        if norm == "l2":
+            factor = torch.linalg.matrix_norm(W, ord=2)
+        elif k == last:
+            factor = _logit_range(W)
+        else:
+            factor = W.abs().sum(1).amax()
+        K = K * activation_lipschitz(below.activation, below.slope) * factor
+    return K
+
+
+# --- the bounds --------------------------------------------------------------------------
+
+
+def sample_bound(
+    model: nn.Module,
+    x: Tensor,
+    layer: int,
+    nodes: Iterable[int] | None = None,
+    *,
+    replace: str = "mean",
+    norm: str = "l2",
+    centred: bool = False,
+    reference: Tensor | None = None,
+) -> Tensor:
+    """Per-sample certificate ``|Delta l(x_n)| <= L_S ||delta_S(x_n)||`` for replacing S.
+
+    ``delta_S(x) = c_S - a_S(x)`` with ``c_S`` the mean of ``a_S`` over ``reference``
+    (default ``x``) for ``replace="mean"``, or 0 for ``"zero"``; ``L_S`` from
+    :func:`loss_lipschitz`. For a single node and ``norm="l2"`` this is ``sqrt(2) K_j
+    |a_j(x) - abar_j|``.
+
+    Parameters
+    ----------
+    model : nn.Sequential
+        A model ``models.parse`` accepts, with at least one hidden layer.
+    x : Tensor[N, D]
+        Samples to bound; same dtype and device as the parameters.
+    layer : int
+        Hidden-layer index (0-based among hidden layers).
+    nodes : iterable of int, optional
+        Distinct node indices S; default all nodes of the layer.
+    replace : {"mean", "zero"}
+    norm : {"l2", "range"}
+        ``||delta||_2`` with spectral norms, or ``||delta||_inf`` with the logit-range form.
+    centred : bool
+        See :func:`loss_lipschitz`.
+    reference : Tensor[N', D], optional
+        Data the replacement mean is taken on (default ``x``).
+
+    Returns
+    -------
+    Tensor[N]
+        Upper bounds on ``|l(x_n; pruned) - l(x_n; model)|`` for any labels.
+    """
+    method = "sample_bound"
+    net, ell = _net_layer(model, layer, method)
+    S = _check_nodes(net, ell, nodes, method)
+    replace = _check_replace(replace, method)
+    norm, centred = _check_options(norm, centred, method)
+    x = _check_x(net, x, method, "x")
+    ref = x if reference is None else _check_x(net, reference, method, "reference")
+    delta = _deviation(net, x, ref, ell, S, replace)  # [N, |S|]
+    L_S = _first_factor(net, ell, _output_weight(net, ell + 1, centred)[:, S], norm)
+    L_S = L_S * _downstream(net, ell, norm, centred)
+    p = 2 if norm == "l2" else math.inf
+    return L_S * torch.linalg.vector_norm(delta, ord=p, dim=1)
+
+
+def expected_bound(
+    model: nn.Module,
+    x: Tensor,
+    layer: int,
+    nodes: Iterable[int] | None = None,
+    *,
+    replace: str = "mean",
+    norm: str = "l2",
+    centred: bool = False,
+) -> Tensor:
+    """Certificate on the mean absolute loss change over ``x`` from replacing S.
+
+        (1/N) sum_n |Delta l(x_n)| <= L_S sqrt((1/N) sum_n ||delta_S(x_n)||_2^2)
+                                     = L_S sqrt(sum_{j in S} sigma_j^2)       (mean replacement)
+
+    with ``sigma_j^2`` the population variance of node j over ``x``, or ``E a_j^2`` for
+    ``replace="zero"`` (Jensen; for ``norm="range"`` the root mean square of
+    ``||delta_S(x_n)||_inf``, at most ``sqrt(sum sigma_j^2)``). With the
+    default options this is ``sqrt(2) ||W^{l+1}[:, S]||_2 prod ||W^k||_2 sqrt(sum sigma^2)``
+    (METHODS.md D). The mean of :func:`sample_bound` is tighter (no Jensen step) and also
+    certified. Parameters as :func:`sample_bound` (the mean is taken over ``x``).
+
+    Returns
+    -------
+    Tensor
+        A scalar.
+    """
+    method = "expected_bound"
+    net, ell = _net_layer(model, layer, method)
+    S = _check_nodes(net, ell, nodes, method)
+    replace = _check_replace(replace, method)
+    norm, centred = _check_options(norm, centred, method)
+    x = _check_x(net, x, method, "x")
+    delta = _deviation(net, x, x, ell, S, replace)  # [N, |S|]
+    L_S = _first_factor(net, ell, _output_weight(net, ell + 1, centred)[:, S], norm)
+    L_S = L_S * _downstream(net, ell, norm, centred)
+    p = 2 if norm == "l2" else math.inf
+    return L_S * torch.linalg.vector_norm(delta, ord=p, dim=1).square().mean().sqrt()
+
+
+def node_bounds(
+    model: nn.Module,
+    x: Tensor,
+    *,
+    replace: str = "mean",
+    norm: str = "l2",
+    centred: bool = False,
+) -> list[Tensor]:
+    """:func:`expected_bound` of every single node, for every hidden layer.
+
+        B^l_j = L_j sigma_j,   L_j = sqrt(2) ||W^{l+1}[:, j]||_2 prod_{k=l+2}^{L} Lip ||W^k||_2
+
+    (``sqrt(E a_j^2)`` in place of ``sigma_j`` for ``replace="zero"``). Parameters as
+    :func:`sample_bound`.
+
+    Returns
+    -------
+    list of Tensor[H_l]
+    """
+    method = "node_bounds"
+    net = _net(model, method)
+    replace = _check_replace(replace, method)
+    norm, centred = _check_options(norm, centred, method)
+    x = _check_x(net, x, method, "x")
+    acts = hidden_activations(net, x)
+    out = []
+    for ell, a in enumerate(acts):
+        c = a.mean(0) if replace == "mean" else torch.zeros_like(a[0])
+        spread = (a - c).square().mean(0).sqrt()  # [H_l] sigma_j or sqrt(E a_j^2)
+        out.append(_node_constants(net, ell, norm, centred) * spread)
+    return out
+
+
+def source_bound(
+    model: nn.Module,
+    x: Tensor,
+    layer: int,
+    nodes: Iterable[int] | None = None,
+    *,
+    literal: bool = False,
+) -> Tensor:
+    """The source's form: the product of *all* layers' operator norms times the spread.
+
+        B_src = sqrt(2) * prod_{k=1}^{L} ||W^k||_2 * prod_{k=l+2}^{L} Lip(phi_{k-1})
+                * sqrt(sum_{j in S} sigma_j^2)
+
+    Hobson states "pruning a node with standard deviation X should increase the loss by at
+    most K X, K the product of the operator norm of the weight matrices". Two differences from
+    :func:`expected_bound`: (1) upstream layers ``W^1..W^l`` do not act on the perturbation,
+    and the whole ``||W^{l+1}||_2`` replaces ``||W^{l+1}[:, S]||_2``. The result is therefore
+    looser when ``prod_{k <= l} ||W^k||_2 >= ||W^{l+1}[:, S]||_2 / ||W^{l+1}||_2`` (always if
+    the upstream product is at least 1, as in trained nets), but *not a certificate* when the
+    upstream layers are contracting. (2) The statement omits CE's Lipschitz constant sqrt(2),
+    which is needed: ``literal=True`` returns ``K X`` exactly as stated, which a one-node
+    2-class network exceeds by a factor approaching sqrt(2) (``tests/test_bounds.py``).
+    Parameters as :func:`expected_bound` (mean replacement, spectral norms).
+
+    References
+    ----------
+    D. Hobson (2022), "Train first vs prune first in neural networks", comment thread.
+    """
+    method = "source_bound"
+    net, ell = _net_layer(model, layer, method)
+    S = _check_nodes(net, ell, nodes, method)
+    x = _check_x(net, x, method, "x")
+    delta = _deviation(net, x, x, ell, S, "mean")
+    K = torch.ones((), dtype=x.dtype, device=x.device)
+    for k, dense in enumerate(net.layers):
+        K = K * torch.linalg.matrix_norm(dense.weight.detach(), ord=2)
+        if k > ell and k < len(net.layers) - 1:
+            K = K * activation_lipschitz(dense.activation, dense.slope)
+    constant = 1.0 if literal else CE_LIPSCHITZ
+    return constant * K * delta.square().sum(1).mean().sqrt()
+
+
+def loss_change(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    layer: int,
+    nodes: Iterable[int] | None = None,
+    *,
+    replace: str = "mean",
+    reference: Tensor | None = None,
+) -> Tensor:
+    """The observed per-sample change ``l(x_n; a_S := c_S) - l(x_n)`` the bounds certify.
+
+    ``c_S`` is the mean of ``a_S`` over ``reference`` (default ``x``) or 0; equal to the loss
+    change of :func:`prunelab.surgery.remove_nodes` with ``compensate="mean"`` (``"none"``).
+
+    Parameters
+    ----------
+    model, x, layer, nodes, replace, reference
+        As :func:`sample_bound`.
+    y : Tensor[N]
+        Integer class labels in ``[0, C)``.
+
+    Returns
+    -------
+    Tensor[N]
+        Signed cross-entropy changes.
+    """
+    method = "loss_change"
+    net, ell = _net_layer(model, layer, method)
+    S = _check_nodes(net, ell, nodes, method)
+    replace = _check_replace(replace, method)
+    x = _check_x(net, x, method, "x")
+    ref = x if reference is None else _check_x(net, reference, method, "reference")
+    y = _check_y(net, x, y, method)
+    with torch.no_grad():
+        c = hidden_activations(net, ref)[ell][:, S].mean(0) if replace == "mean" else 0.0
+        before = F.cross_entropy(_logits(net, x), y, reduction="none")
+        after = F.cross_entropy(_logits(net, x, (ell, S, c)), y, reduction="none")
+    return after - before
+
+
+# --- forward passes and validation ---------------------------------------------------------
+
+
+def hidden_activations(net: models.Net, x: Tensor) -> list[Tensor]:
+    """Activations ``a^l`` [N, H_l] of every hidden layer (dropout as identity, no graph)."""
+    acts = []
+    with torch.no_grad():
+        a = x
+        for dense in net.hidden:
+            a = dense.phi(F.linear(a, dense.weight, dense.bias))
+            acts.append(a)
+    return acts
+
+
+def _logits(net: models.Net, x: Tensor, replace: tuple | None = None) -> Tensor:
+    """Logits [N, C]; ``replace = (l, S, c)`` sets ``a^l[:, S] = c`` on the way."""
+    a = x
+    for k, dense in enumerate(net.layers):
+        a = F.linear(a, dense.weight, dense.bias)
+        if k < len(net.hidden):
+            a = dense.phi(a)
+            if replace is not None and replace[0] == k:
+                a = a.clone()
+                a[:, replace[1]] = replace[2]
+    return a
+
+
+def _deviation(
+    net: models.Net, x: Tensor, ref: Tensor, ell: int, S: Tensor, replace: str
+) -> Tensor:
+    """``delta_S(x) = c_S - a_S(x)``: [N, |S|]."""
+    a = hidden_activations(net, x)[ell][:, S]
+    if replace == "zero":
+        return -a
+    c = a.mean(0) if ref is x else hidden_activations(net, ref)[ell][:, S].mean(0)
+    return c - a
+
+
+def _net(model: nn.Module, method: str) -> models.Net:
+    net = models.parse(model, method=method)
+    if not net.hidden:
+        raise ValueError(f"{method}: the model has no hidden layer, so there are no nodes")
+    return net
+
+
+def _net_layer(model: nn.Module, layer: int, method: str) -> tuple[models.Net, int]:
+    net = _net(model, method)
+    n = len(net.hidden)
+    if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < n:
+        raise ValueError(
+            f"{method}: layer must be a hidden-layer index in 0..{n - 1} (hidden sizes "
+            f"{net.hidden_sizes}); got {layer!r}"
+        )
+    return net, layer
+
+
+def _check_nodes(net: models.Net, ell: int, nodes: Iterable[int] | None, method: str) -> Tensor:
+    """Distinct node indices of hidden layer l as a LongTensor (default all)."""
+    H = net.hidden_sizes[ell]
+    device = net.layers[0].weight.device
+    if nodes is None:
+        return torch.arange(H, device=device)
+    if isinstance(nodes, Tensor):
+        nodes = nodes.reshape(-1).tolist()
+    index = list(nodes)
+    if not index:
+        raise ValueError(f"{method}: nodes is empty; give at least one node of layer {ell}")
+    for i in index:
+        try:
+            ok = not isinstance(i, bool) and 0 <= operator.index(i) < H
+        except TypeError:
+            ok = False
+        if not ok:
+            raise ValueError(
+                f"{method}: nodes must be integers in 0..{H - 1} (hidden layer {ell}, "
+                f"{net.hidden[ell].name}); got {i!r}"
+            )
+    index = [operator.index(i) for i in index]
+    if len(set(index)) < len(index):
+        raise ValueError(f"{method}: nodes holds duplicates: {index}")
+    return torch.tensor(index, dtype=torch.long, device=device)
+
+
+def _check_replace(replace: str, method: str) -> str:
+    if replace not in REPLACEMENTS:
+        raise ValueError(f"{method}: replace={replace!r}; choose from {list(REPLACEMENTS)}")
+    return replace
+
+
+def _check_options(norm: str, centred: bool, method: str) -> tuple[str, bool]:
+    if norm not in NORMS:
+        raise ValueError(f"{method}: norm={norm!r}; choose from {list(NORMS)}")
+    if centred and norm != "l2":
+        raise ValueError(f"{method}: centred=True applies to norm='l2' only; got norm={norm!r}")
+    return norm, bool(centred)
+
+
+def _check_x(net: models.Net, x: Tensor, method: str, name: str) -> Tensor:
+    """``x`` as ``[N, D]`` with N >= 1, finite, in the parameters' dtype and device."""
+    W = net.layers[0].weight
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{method}: {name} must be a torch.Tensor; got {type(x).__name__}")
+    xs = net.inputs(x)
+    if xs.dim() != 2 or xs.shape[1] != net.in_features:
+        raise ValueError(
+            f"{method}: {name} must have shape [N, {net.in_features}] (after the model's "
+            f"Flatten); got shape {tuple(x.shape)}"
+        )
+    if xs.dtype != W.dtype or xs.device != W.device:
+        raise TypeError(
+            f"{method}: {name} is {xs.dtype} on {xs.device} but the model's parameters are "
+            f"{W.dtype} on {W.device}; convert one of them"
+        )
+    if xs.shape[0] == 0:
+        raise ValueError(f"{method}: {name} holds no samples")
+    if not bool(torch.isfinite(xs).all()):
+        raise ValueError(f"{method}: {name} holds NaN or inf values")
+    return xs.detach()
+
+
+def _check_y(net: models.Net, x: Tensor, y: Tensor, method: str) -> Tensor:
+    """Labels ``[N]`` of an integer dtype in ``[0, C)``, as int64 on ``x``'s device."""
+    N, C = x.shape[0], net.out_features
+    if not isinstance(y, Tensor):
+        raise TypeError(f"{method}: y must be a torch.Tensor; got {type(y).__name__}")
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise TypeError(f"{method}: y must hold integer class labels; got {y.dtype}")
+    if y.shape != (N,):
+        raise ValueError(f"{method}: y must have shape [{N}]; got {tuple(y.shape)}")
+    if int(y.min()) < 0 or int(y.max()) >= C:
+        raise ValueError(
+            f"{method}: y must be class labels in [0, {C}); got range "
+            f"[{int(y.min())}, {int(y.max())}]"
+        )
+    return y.to(device=x.device, dtype=torch.long)
