@@ -294,8 +294,9 @@ def plane_labels(dataset: Dataset, points: Tensor) -> Tensor:
     if dataset.name == "circle":
         return circle_labels(points)
     if dataset.x.flatten(1).shape[1] != 2 or points.shape[-1] != 2:
-        raise ValueError(f"plane_labels needs 2-D inputs; {dataset.name!r} has "
-                         f"{dataset.features} features")
+        raise ValueError(
+            f"plane_labels needs 2-D inputs; {dataset.name!r} has {dataset.features} features"
+        )
     nearest = torch.cdist(points.double(), dataset.x.flatten(1).double()).argmin(1)  # [G]
     return dataset.y[nearest]
 
