@@ -49,7 +49,6 @@ from __future__ import annotations
 import copy
 import inspect
 import math
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
@@ -729,21 +728,6 @@ def layer_inputs(model: nn.Module, layer: int, x: Tensor) -> Tensor:
     return a
 
 
-def _linear(W: Tensor, b: Tensor | None) -> nn.Linear:
-    """A new ``nn.Linear`` holding ``W, b`` (no global RNG use)."""
-    out_f, in_f = W.shape
-    with warnings.catch_warnings():  # a layer with no nodes left is legitimate here
-        warnings.filterwarnings("ignore", "Initializing zero-element tensors")
-        linear = nn.utils.skip_init(
-            nn.Linear, in_f, out_f, bias=b is not None, dtype=W.dtype, device=W.device
-        )
-    with torch.no_grad():
-        linear.weight.copy_(W)
-        if b is not None:
-            linear.bias.copy_(b)
-    return linear
-
-
 def _replace(model: nn.Sequential, new: Mapping[int, nn.Linear]) -> nn.Sequential:
     """A deep copy of ``model`` with the modules at the given positions replaced."""
     out = copy.deepcopy(model)
@@ -827,7 +811,7 @@ def prune_weights_sipp(
     m = torch.where(S > 0, torch.as_tensor(m, dtype=torch.int64).expand(S.shape), 0)
     W_hat = sample_weights(W, s, m, generator=generator)
     bias = None if dense.bias is None else dense.bias.detach()
-    return Pruned(_replace(model, {dense.position: _linear(W_hat, bias)}), m, W_hat != 0)
+    return Pruned(_replace(model, {dense.position: models.linear(W_hat, bias)}), m, W_hat != 0)
 
 
 def prune_weights_topk(model: nn.Sequential, layer: int, x: Tensor, *, keep: Number) -> Pruned:
@@ -843,7 +827,7 @@ def prune_weights_topk(model: nn.Sequential, layer: int, x: Tensor, *, keep: Num
     W = dense.weight.detach()
     kept = top_sensitivity(sensitivities(W, layer_inputs(model, layer, x)), keep)
     bias = None if dense.bias is None else dense.bias.detach()
-    return Pruned(_replace(model, {dense.position: _linear(W * kept, bias)}), None, kept)
+    return Pruned(_replace(model, {dense.position: models.linear(W * kept, bias)}), None, kept)
 
 
 def prune_neurons(
@@ -910,8 +894,8 @@ def prune_neurons(
     W_next = (nxt.weight.detach()[:, kept].to(torch.float64) * scale).to(nxt.weight.dtype)
     next_bias = None if nxt.bias is None else nxt.bias.detach()
     new = {
-        dense.position: _linear(points[:, :-1].to(dtype), new_bias),
-        nxt.position: _linear(W_next, next_bias),
+        dense.position: models.linear(points[:, :-1].to(dtype), new_bias),
+        nxt.position: models.linear(W_next, next_bias),
     }
     return Pruned(_replace(model, new), torch.tensor(m), kept)
 

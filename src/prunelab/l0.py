@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import copy
 import math
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -295,21 +294,6 @@ def fit_l0(
     return Gates(detached), history
 
 
-def _linear(W: Tensor, b: Tensor | None) -> nn.Linear:
-    """A new ``nn.Linear`` holding ``W, b`` (no global RNG use)."""
-    out_f, in_f = W.shape
-    with warnings.catch_warnings():  # a layer with no nodes left is legitimate here
-        warnings.filterwarnings("ignore", "Initializing zero-element tensors")
-        linear = nn.utils.skip_init(
-            nn.Linear, in_f, out_f, bias=b is not None, dtype=W.dtype, device=W.device
-        )
-    with torch.no_grad():
-        linear.weight.copy_(W)
-        if b is not None:
-            linear.bias.copy_(b)
-    return linear
-
-
 def prune(model: nn.Sequential, gates: Gates) -> nn.Sequential:
     """Remove the nodes whose test-time gate is 0 and fold the others into the next layer.
 
@@ -333,5 +317,7 @@ def prune(model: nn.Sequential, gates: Gates) -> nn.Sequential:
         Ws[layer + 1] = Ws[layer + 1][:, keep] * z[keep].to(Ws[layer + 1].dtype)  # fold z_hat
     out = copy.deepcopy(model)
     for i, dense in enumerate(net.layers):
-        out[dense.position] = _linear(Ws[i][rows[i]], None if bs[i] is None else bs[i][rows[i]])
+        out[dense.position] = models.linear(
+            Ws[i][rows[i]], None if bs[i] is None else bs[i][rows[i]]
+        )
     return out

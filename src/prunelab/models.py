@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -302,6 +303,30 @@ def mlp(
             if dropout > 0:
                 modules.append(nn.Dropout(dropout))
     return nn.Sequential(*modules)
+
+
+def linear(W: Tensor, b: Tensor | None, *, like: nn.Linear | None = None) -> nn.Linear:
+    """A new ``nn.Linear`` holding copies of ``W: [H_out, H_in]`` and ``b: [H_out]``.
+
+    No initialisation (so no global RNG use); a layer with zero units is allowed. With ``like``,
+    the ``requires_grad`` flags are copied from that layer.
+    """
+    H_out, H_in = W.shape
+    with warnings.catch_warnings():  # a layer with no nodes left is legitimate
+        warnings.filterwarnings("ignore", "Initializing zero-element tensors")
+        new = nn.utils.skip_init(
+            nn.Linear, H_in, H_out, bias=b is not None, device=W.device, dtype=W.dtype
+        )
+    with torch.no_grad():
+        new.weight.copy_(W)
+        if b is not None:
+            new.bias.copy_(b)
+    if like is not None:
+        new.weight.requires_grad_(like.weight.requires_grad)
+        if b is not None:
+            ref = like.bias if like.bias is not None else like.weight
+            new.bias.requires_grad_(ref.requires_grad)
+    return new
 
 
 # --- architecture specs: a JSON-able description used by checkpoints -----------------------

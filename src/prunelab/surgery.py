@@ -142,25 +142,9 @@ def _pruned_linears(
                     a = layer.phi(F.linear(a, W, b))
             if keep is not None:
                 W, b = W[keep], None if b is None else b[keep]
-            out.append(_linear(layer.linear, W, b))
+            out.append(models.linear(W, b, like=layer.linear))
             cols = keep
     return out
-
-
-def _linear(like: nn.Linear, W: Tensor, b: Tensor | None) -> nn.Linear:
-    """A fresh Linear holding copies of ``W`` [H_out, H_in] and ``b``, flags as ``like``."""
-    H_out, H_in = W.shape
-    new = nn.utils.skip_init(
-        nn.Linear, H_in, H_out, bias=b is not None, device=W.device, dtype=W.dtype
-    )
-    with torch.no_grad():
-        new.weight.copy_(W)
-        new.weight.requires_grad_(like.weight.requires_grad)
-        if b is not None:
-            new.bias.copy_(b)
-            flag = like.bias.requires_grad if like.bias is not None else like.weight.requires_grad
-            new.bias.requires_grad_(flag)
-    return new
 
 
 def _complement(R: Tensor, H: int) -> Tensor:
