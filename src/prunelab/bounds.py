@@ -314,7 +314,7 @@ def node_bounds(
     replace = _check_replace(replace, method)
     norm, centred = _check_options(norm, centred, method)
     x = _check_x(net, x, method, "x")
-    acts = hidden_activations(net, x)
+    acts = net.activations(x)
     out = []
     for ell, a in enumerate(acts):
         c = a.mean(0) if replace == "mean" else torch.zeros_like(a[0])
@@ -400,24 +400,13 @@ def loss_change(
     ref = x if reference is None else _check_x(net, reference, method, "reference")
     y = _check_y(net, x, y, method)
     with torch.no_grad():
-        c = hidden_activations(net, ref)[ell][:, S].mean(0) if replace == "mean" else 0.0
+        c = net.activations(ref)[ell][:, S].mean(0) if replace == "mean" else 0.0
         before = F.cross_entropy(_logits(net, x), y, reduction="none")
         after = F.cross_entropy(_logits(net, x, (ell, S, c)), y, reduction="none")
     return after - before
 
 
 # --- forward passes and validation ---------------------------------------------------------
-
-
-def hidden_activations(net: models.Net, x: Tensor) -> list[Tensor]:
-    """Activations ``a^l`` [N, H_l] of every hidden layer (dropout as identity, no graph)."""
-    acts = []
-    with torch.no_grad():
-        a = x
-        for dense in net.hidden:
-            a = dense.phi(F.linear(a, dense.weight, dense.bias))
-            acts.append(a)
-    return acts
 
 
 def _logits(net: models.Net, x: Tensor, replace: tuple | None = None) -> Tensor:
@@ -437,10 +426,10 @@ def _deviation(
     net: models.Net, x: Tensor, ref: Tensor, ell: int, S: Tensor, replace: str
 ) -> Tensor:
     """``delta_S(x) = c_S - a_S(x)``: [N, |S|]."""
-    a = hidden_activations(net, x)[ell][:, S]
+    a = net.activations(x)[ell][:, S]
     if replace == "zero":
         return -a
-    c = a.mean(0) if ref is x else hidden_activations(net, ref)[ell][:, S].mean(0)
+    c = a.mean(0) if ref is x else net.activations(ref)[ell][:, S].mean(0)
     return c - a
 
 

@@ -472,7 +472,7 @@ def select(
 def _activations(model, x, y, method) -> tuple[models.Net, Tensor, list[Tensor]]:
     """Validate, then the hidden activations [N, H_l] of every hidden layer."""
     net, x, _ = _inputs(model, x, y, method, labels=False)
-    return net, x, bounds.hidden_activations(net, x)
+    return net, x, net.activations(x)
 
 
 def _forward_backward(net: models.Net, x: Tensor, y: Tensor) -> tuple[list[Tensor], list[Tensor]]:

@@ -277,11 +277,7 @@ def hidden_activations(model: nn.Module, x: Tensor) -> list[Tensor]:
 
     ``torch.cat(hidden_activations(model, x), 1)`` is ``[N, H]``, nodes numbered as in a mask.
     """
-    H = sum(models.parse(model, method="hidden_activations").hidden_sizes)
-    ones = torch.ones(1, H)
-    layers, a1, ones, sizes = prepare(model, x, ones, method="hidden_activations")
-    _, cache = forward(layers, a1, split(ones, sizes))
-    return [a1.T, *(a[0].T for a, _ in cache[:-1])]
+    return models.parse(model, method="hidden_activations").activations(x)
 
 
 # --- mask generators (Hobson 2022, section 1) -----------------------------------------------

@@ -158,6 +158,20 @@ class Net:
         """Flatten ``x`` to ``[N, D]`` the way the model's ``Flatten`` would."""
         return x.flatten(1) if self.flatten and x.dim() > 2 else x
 
+    def activations(self, x: Tensor) -> list[Tensor]:
+        """Hidden activations ``a^l: [N, H_l]`` for every hidden layer (dropout as identity).
+
+        Values only (no autograd graph). ``torch.cat(net.activations(x), 1)`` is ``[N, H]``
+        with the nodes numbered as in a node mask.
+        """
+        acts = []
+        with torch.no_grad():
+            a = self.inputs(x)
+            for layer in self.hidden:
+                a = layer.phi(F.linear(a, layer.weight, layer.bias))
+                acts.append(a)
+        return acts
+
 
 def parse(
     model: nn.Module, *, method: str = "prunelab", activations: Sequence[str] | None = None
