@@ -91,11 +91,12 @@ def test_report_on_a_folder_without_results():
 
 def test_run_all_writes_an_index(tmp_path):
     cfg = tmp_path / "all.toml"
+    toy = "\n".join(
+        f"{k.lstrip('-').replace('-', '_')} = {v}" for k, v in zip(TINY[1::2], TINY[2::2])
+    )
     cfg.write_text(
-        "[toy-nets]\n"
-        + "\n".join(
-            f"{k.lstrip('-').replace('-', '_')} = {v}" for k, v in zip(TINY[1::2], TINY[2::2])
-        )
+        f"[toy-nets]\n{toy}\n[node-removal]\ncircle_epochs = 2\nmasks = 20\nn_test = 200\n"
+        "paths = 10\ngrid = 12\ngradient_grid = 6\nseeds = 1\n"
     )
     result = runner.invoke(
         app,
@@ -114,6 +115,7 @@ def test_run_all_writes_an_index(tmp_path):
     assert result.exit_code == 0, result.output
     index = (tmp_path / "index.html").read_text()
     assert "toy-nets/report.html" in index and "circle test accuracy" in index
+    assert "node-removal/report.html" in index
     assert json.loads((tmp_path / "toy-nets" / "results.json").read_text())["seed"] == 2
 
 

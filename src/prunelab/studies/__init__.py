@@ -4,8 +4,9 @@
 them (later studies reuse the checkpoints of earlier ones).
 """
 
-from . import toy_nets
+from . import node_removal, toy_nets
 
 STUDIES = {
     toy_nets.NAME: toy_nets,
+    node_removal.NAME: node_removal,
 }
