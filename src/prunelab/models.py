@@ -71,7 +71,7 @@ def derivatives(name: str, z: Tensor, slope: float = 0.01) -> tuple[Tensor, Tens
     if name == "relu":
         return (z > 0).to(z.dtype), None
     if name == "leaky_relu":
-        return torch.where(z > 0, 1.0, slope).to(z.dtype), None
+        return torch.where(z > 0, 1.0, torch.full_like(z, slope)), None  # slope in z's dtype
     if name == "identity":
         return torch.ones_like(z), None
     if name == "tanh":

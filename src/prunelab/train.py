@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import models
+from . import models, stacked
 from .data import Dataset
 from .progress import track
 
@@ -252,38 +252,6 @@ def fit(
 # --- many seeds at once ------------------------------------------------------------------------
 
 
-def _stacked_forward(
-    net: models.Net,
-    Ws: list[Tensor],
-    bs: list[Tensor | None],
-    x: Tensor,
-    node_masks: list[Tensor] | None,
-    dropout_gen: torch.Generator | None,
-) -> Tensor:
-    """Logits ``[K, B, C]`` of K stacked MLPs: ``z = a W^T + b`` with ``W: [K, H_out, H_in]``.
-
-    ``x`` is ``[B, D]`` (shared) or ``[K, B, D]`` (one batch per model).
-    """
-    a = net.inputs(x) if x.dim() == 2 else x.flatten(2) if net.flatten else x
-    training = dropout_gen is not None
-
-    def drop(a: Tensor, p: float) -> Tensor:
-        if not training or p == 0:
-            return a
-        keep = torch.rand(a.shape, generator=dropout_gen, dtype=a.dtype) >= p
-        return a * keep / (1 - p)
-
-    a = drop(a, net.input_dropout)
-    for i, (layer, W, b) in enumerate(zip(net.layers, Ws, bs, strict=True)):
-        z = torch.matmul(a, W.transpose(1, 2))  # (K, B, H_out)
-        if b is not None:
-            z = z + b.unsqueeze(1)
-        a = drop(layer.phi(drop(z, layer.dropout_pre)), layer.dropout)
-        if node_masks is not None and i < len(node_masks):
-            a = a * node_masks[i].unsqueeze(-2)  # (K or 1, 1, H_l)
-    return a
-
-
 def fit_many(
     models_: Sequence[nn.Sequential],
     train: Dataset,
@@ -341,15 +309,15 @@ def fit_many(
     x, y = train.x.to(dtype), train.y
     N = len(y)
 
-    # Stacked leaf parameters [K, ...], in the same order as each model's layers.
+    # Stacked parameters [K, ...] in layer order; gradients come from stacked.backward.
     Ws = [
-        torch.stack([n.layers[i].weight.detach() for n in nets]).clone().requires_grad_()
+        torch.stack([n.layers[i].weight.detach() for n in nets]).clone()
         for i in range(len(net.layers))
     ]
     bs = [
         None
         if layer.bias is None
-        else torch.stack([n.layers[i].bias.detach() for n in nets]).clone().requires_grad_()
+        else torch.stack([n.layers[i].bias.detach() for n in nets]).clone()
         for i, layer in enumerate(net.layers)
     ]
     leaves = {f"{layer.name}.weight": W for layer, W in zip(net.layers, Ws, strict=True)}
@@ -369,7 +337,7 @@ def fit_many(
                 f"node_masks must be [{H}] or [{K}, {H}]; got {list(node_masks.shape)}"
             )
         nm = node_masks.to(dtype).reshape(-1, H)
-        nmasks = list(nm.split(net.hidden_sizes, dim=1))  # per layer (K or 1, H_l)
+        nmasks = [m.unsqueeze(2) for m in nm.split(net.hidden_sizes, dim=1)]  # (K|1, H_l, 1)
 
     params = [p for p in Ws + bs if p is not None]
     with torch.no_grad():
@@ -378,9 +346,10 @@ def fit_many(
     opt = config.make_optimizer(params)
     gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
     has_dropout = net.input_dropout > 0 or any(
-        lay.dropout + lay.dropout_pre > 0 for lay in net.layers
+        layer.dropout + layer.dropout_pre > 0 for layer in net.layers
     )
     dropout_gen = torch.Generator().manual_seed(int(seeds[0])) if has_dropout else None
+    xT = net.inputs(x).T.contiguous()  # (D, N): points last
     histories = [History() for _ in range(K)]
     with track(config.epochs, f"training {K} models", enabled=progress) as advance:
         for _ in range(config.epochs):
@@ -390,26 +359,26 @@ def fit_many(
             total_correct = torch.zeros(K, dtype=torch.float64)
             for j in range(n_batches):
                 if epoch[0] is None:
-                    xb, yb = x, y.expand(K, N)
+                    xb, yb = xT, y
                 else:
                     idx = torch.stack([e[j] for e in epoch])  # (K, B)
-                    xb, yb = x[idx], y[idx]
-                logits = _stacked_forward(net, Ws, bs, xb, nmasks, dropout_gen)  # (K, B, C)
-                B = yb.shape[1]
-                losses = F.cross_entropy(
-                    logits.reshape(K * B, -1), yb.reshape(-1), reduction="none"
-                )
-                per_model = losses.reshape(K, B).mean(1)  # (K,)
-                opt.zero_grad(set_to_none=True)
-                per_model.sum().backward()
+                    xb = xT[:, idx].permute(1, 0, 2).contiguous()  # (K, D, B)
+                    yb = y[idx]
+                logits, cache = stacked.forward(net, Ws, bs, xb, nmasks, dropout_gen)
+                loss, correct, delta = stacked.cross_entropy(logits, yb)  # (K,), (K,), (K, C, B)
+                dWs, dbs = stacked.backward(net, Ws, bs, cache, delta)
+                for p, g in zip(Ws + bs, dWs + dbs, strict=True):
+                    if p is not None:
+                        p.grad = g
+                for name, mask in wmasks.items():
+                    leaves[name].grad.mul_(mask)
+                opt.step()
                 with torch.no_grad():
                     for name, mask in wmasks.items():
-                        leaves[name].grad.mul_(mask)
-                    opt.step()
-                    for name, mask in wmasks.items():
                         leaves[name].mul_(mask)
-                total_loss += per_model.detach().double() * B
-                total_correct += (logits.argmax(2) == yb).sum(1).double()
+                B = yb.shape[-1]
+                total_loss += loss.double() * B
+                total_correct += correct.double()
             for k in range(K):
                 histories[k].loss.append(total_loss[k].item() / N)
                 histories[k].accuracy.append(total_correct[k].item() / N)
