@@ -35,11 +35,20 @@ def matmul_gflops(n: int = 1024, *, dtype: torch.dtype = torch.float32, repeats:
     return 2 * n**3 / seconds / 1e9
 
 
-def report(name: str, fast_s: float, base_s: float, *, flops: float | None = None,
-           peak: float | None = None, target: float | None = None) -> float:
+def report(
+    name: str,
+    fast_s: float,
+    base_s: float,
+    *,
+    flops: float | None = None,
+    peak: float | None = None,
+    target: float | None = None,
+) -> float:
     """Print one benchmark line and return the speed-up ``base_s / fast_s``."""
     ratio = base_s / fast_s
-    line = f"{name}: fast {fast_s * 1e3:.2f} ms, baseline {base_s * 1e3:.2f} ms, speed-up {ratio:.1f}x"
+    line = (
+        f"{name}: fast {fast_s * 1e3:.2f} ms, baseline {base_s * 1e3:.2f} ms, speed-up {ratio:.1f}x"
+    )
     if target is not None:
         line += f" (target >= {target:g}x: {'PASS' if ratio >= target else 'FAIL'})"
     if flops is not None:
