@@ -80,3 +80,10 @@ def test_mean_interval_matches_the_t_interval():
         (hi - lo) / 2
     )
     assert stats.mean_interval(v[:1], dim=0)[1].eq(0).all()
+
+
+def test_skewness_matches_scipy_and_signs_tails():
+    g = torch.Generator().manual_seed(4)
+    v = torch.randn(500, generator=g, dtype=torch.float64).exp()
+    assert stats.skewness(v) == pytest.approx(scipy.stats.skew(v.numpy()), rel=1e-12)
+    assert stats.skewness(v) > 0 > stats.skewness(-v)

@@ -56,6 +56,13 @@ def normal_fit(values: Tensor) -> NormalFit:
     return NormalFit(mean, std, float(ks.statistic), float(ks.pvalue), float(sw[0]), float(sw[1]))
 
 
+def skewness(values: Tensor) -> float:
+    """Sample skewness g1 = m3 / m2^(3/2) (moments about the mean, 1/M): > 0 means a right tail."""
+    v = values.detach().double().reshape(-1)
+    d = v - v.mean()
+    return ((d**3).mean() / (d**2).mean() ** 1.5).item()
+
+
 def normal_pdf(points: Tensor, mean: float, std: float) -> Tensor:
     """Density of N(mean, std^2) at ``points``."""
     t = points.double()

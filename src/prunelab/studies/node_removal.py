@@ -84,6 +84,7 @@ class Subsets:
     loss: Tensor  # [M] loss per mask
     distinct: int  # distinct masks among the M sampled
     all_on: int  # masks that keep every node
+    loss_skewness: float
     loss_density: Density
     log_loss_density: Density
     log_loss_fit: stats.NormalFit
@@ -210,6 +211,7 @@ def _subsets(model, x, y, p: float, config: Config, g: torch.Generator, chunk: i
         loss=loss,
         distinct=len(torch.unique(m, dim=0)),
         all_on=int(m.all(1).sum()),
+        loss_skewness=stats.skewness(loss),
         loss_density=_density(loss, w),
         log_loss_density=_density(loss.log(), w),
         log_loss_fit=stats.normal_fit(loss.log()),
@@ -342,6 +344,9 @@ def _subject(config: Config) -> tuple[nn.Sequential, data.Split, str, dict | Non
 def run(config: Config, out: str | Path, *, progress: bool = True) -> Results:
     """Every measurement of the study, on the fixed test set."""
     model, split, description, recipe = _subject(config)
+    out = Path(out)
+    # the studied net, for the interactive explorer page linked from the report
+    checkpoint.save(out / "explorer.safetensors", model, data=split.test.name, seed=config.seed)
     test = split.test[: min(config.n_test, len(split.test))]
     dtype = next(model.parameters()).dtype
     x, y = test.x.flatten(1).to(dtype), test.y
