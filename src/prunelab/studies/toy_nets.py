@@ -311,12 +311,18 @@ def sections(results: Results, config: Config) -> list[Section]:
         Section(
             "What was done",
             [
-                "Two small ReLU networks are trained as in the source investigations: a 2-20-2 "
-                "net on the circle task (points uniform on [-1, 1]^2, label 1 outside the circle "
-                "of radius sqrt(2/pi), which holds exactly half of the square) with Adam at "
-                "learning rate 0.01 for 20 epochs over 1000 points in batches of 32, and a "
-                "2-50-50-2 net on two interleaved spiral arms. Their checkpoints are saved in "
-                "this run folder for the node-removal and pruning studies.",
+                f"Two small ReLU networks are trained as in the source investigations: a "
+                f"2-{config.circle_width}-2 net on the circle task (points uniform on [-1, 1]^2, "
+                "label 1 outside the circle of radius sqrt(2/pi), which holds exactly half of the "
+                f"square) with Adam at learning rate {config.circle_lr} for "
+                f"{config.circle_epochs} epochs over {config.circle_train} points in batches of "
+                f"{config.batch_size}, and a {'-'.join(map(str, config.spirals_widths))} net on "
+                "two interleaved spiral arms. Their checkpoints are saved in this run folder for "
+                "the node-removal and pruning studies.",
+                "The source trained its circle net for 20 epochs. On our balanced circle that "
+                "gives 0.963-0.978 test accuracy over seeds 0-4 (0.963 for seed 0), below the "
+                "0.97 we want for a clean starting point, so the default is 60 epochs "
+                "(0.980-0.986); --circle-epochs 20 restores the source's recipe.",
             ],
             [table],
         ),
