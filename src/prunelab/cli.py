@@ -4,6 +4,7 @@
     prunelab run STUDY|all [--quick] [--seed N] [--out DIR] [--config FILE.toml] [--OPTION ...]
     prunelab train --data NAME --widths 2,20,2 --out FILE
     prunelab report RUN_DIR
+    prunelab explore [--checkpoint FILE | --run RUN_DIR] [--data NAME] [--out FILE] [--no-open]
 
 Each study's options are generated from its ``Config`` dataclass (``prunelab run STUDY --help``).
 Precedence: defaults, then ``--quick`` presets, then the TOML file, then options on the line.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import inspect
 import tomllib
 import typing
+import webbrowser
 from pathlib import Path
 from types import ModuleType
 from typing import Annotated, Any
@@ -24,6 +26,7 @@ from typer.core import TyperCommand, TyperGroup
 from . import checkpoint, data, models, report, train
 from .studies import STUDIES
 from .studies.base import config_fields, make_config
+from .web import explorer
 
 
 def _fail(message: str) -> typer.Exit:
@@ -314,6 +317,54 @@ def report_command(run_dir: Annotated[Path, typer.Argument(help="a run folder")]
     except (FileNotFoundError, ValueError) as e:
         raise _fail(str(e)) from None
     typer.echo(f"report: {path}")
+
+
+@app.command("explore")
+def explore_command(
+    checkpoint_file: Annotated[
+        Path | None, typer.Option("--checkpoint", help="a checkpoint file (.safetensors)")
+    ] = None,
+    run_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--run", help="a run folder: its explorer.safetensors (or its only checkpoint)"
+        ),
+    ] = None,
+    data_name: Annotated[
+        str | None,
+        typer.Option(
+            "--data",
+            help=f"data to embed: one of {', '.join(data.LOADERS)} (its test part) or a data "
+            "file; default the data named in the checkpoint",
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="page to write; default RUN_DIR/explorer.html, or the checkpoint's name with .html"
+        ),
+    ] = None,
+    samples: Annotated[
+        int | None,
+        typer.Option(help="data points to embed (default 1000 for 2-D inputs, else 500)"),
+    ] = None,
+    open_page: Annotated[
+        bool, typer.Option("--open/--no-open", help="open the page in a web browser")
+    ] = True,
+) -> None:
+    """Write the interactive explorer (one self-contained HTML page) for a network and open it."""
+    if (checkpoint_file is None) == (run_dir is None):
+        raise _fail("explore: pass exactly one of --checkpoint FILE or --run RUN_DIR")
+    try:
+        if run_dir is not None:
+            checkpoint_file = explorer.run_checkpoint(run_dir)
+            out = run_dir / explorer.EXPLORER_PAGE if out is None else out
+        path = explorer.from_checkpoint(checkpoint_file, out, data_name=data_name, samples=samples)
+    except (FileNotFoundError, KeyError, ValueError, TypeError) as e:
+        raise _fail(str(e.args[0]) if e.args else str(e)) from None
+    typer.echo(f"explorer: {path}")
+    if open_page:
+        webbrowser.open(path.resolve().as_uri())
 
 
 def main() -> None:

@@ -2,7 +2,10 @@
 
 A run folder holds ``results.json`` (config, every number, versions, seed), one PNG per figure
 and a self-contained ``report.html`` with the figures embedded. ``run all`` adds ``index.html``
-linking every report with its headline numbers. All writes are atomic.
+linking every report with its headline numbers. All writes are atomic. A study that saves
+``explorer.safetensors`` (a checkpoint whose metadata names its data) into its folder also gets
+``explorer.html``, the interactive explorer of :mod:`prunelab.web.explorer`, linked near the top
+of its report.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from .checkpoint import versions
 from .files import atomic_write, from_jsonable, to_jsonable, write_json
 from .studies import STUDIES
 from .studies.base import Plot, Section, Table
+from .web import explorer
 
 CSS = """
 body{font:16px/1.5 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1040px;
@@ -36,6 +40,8 @@ caption{caption-side:bottom;color:#5a6570;font-size:.9rem;text-align:left;paddin
 figure{margin:1.2rem 0} figure img{max-width:100%;height:auto;border:1px solid #eef}
 figcaption{color:#5a6570;font-size:.9rem} details{margin:1rem 0} code{background:#f3f4f6;
 padding:0 .2rem;border-radius:3px} .headline td:first-child{font-weight:600}
+.explore{background:#eef6f9;border:1px solid #b8d8e3;border-radius:6px;padding:.6rem .9rem}
+.explore a{font-weight:600}
 """
 
 
@@ -67,6 +73,26 @@ def _png(plot: Plot) -> bytes:
     return buf.getvalue()
 
 
+def _explorer_link(run_dir: Path) -> list[str]:
+    """Write the run's ``explorer.html`` if it saved ``explorer.safetensors``; a link to it."""
+    try:
+        page = explorer.for_run(run_dir)
+    except (FileNotFoundError, KeyError, ValueError) as e:
+        return [
+            "<p class=explore>The interactive explorer could not be written: "
+            f"{html.escape(str(e.args[0]) if e.args else str(e))}</p>"
+        ]
+    if page is None:
+        return []
+    return [
+        f"<p class=explore><a href='{html.escape(page.name)}'>Open the interactive explorer</a>: "
+        "the studied network with every hidden node a switch. Remove nodes by hand (or a random "
+        "subset, or the lowest-std ones), with or without mean compensation, and watch the "
+        "loss, the accuracy and the decision map change; hover a node for its gradient map. "
+        "One self-contained page that computes in the browser.</p>"
+    ]
+
+
 def render(
     study: ModuleType,
     config: Any,
@@ -86,6 +112,7 @@ def render(
         f"{html.escape(str(meta.get('created', '')))} · "
         + " · ".join(f"{k} {html.escape(str(v))}" for k, v in meta.get("versions", {}).items())
         + "</p>",
+        *_explorer_link(run_dir),
     ]
     headline = study.headline(results)
     if headline:

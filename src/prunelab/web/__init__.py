@@ -1,0 +1,1 @@
+"""The interactive explorer: one self-contained HTML page per network (see :mod:`.explorer`)."""
