@@ -99,7 +99,7 @@ def test_matches_autograd_loop(depth, activation, classes, binary):
     assert_matches_oracle(*problem(widths, activation=activation, binary=binary, seed=depth))
 
 
-@pytest.mark.parametrize("activation", ["gelu", "leaky_relu", "sigmoid", "identity"])
+@pytest.mark.parametrize("activation", ["gelu", "gelu_tanh", "leaky_relu", "sigmoid", "identity"])
 @pytest.mark.parametrize("classes", [2, 4])
 def test_other_activations_match_autograd_loop(activation, classes):
     assert_matches_oracle(*problem((3, 5, 4, classes), activation=activation))

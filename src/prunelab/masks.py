@@ -60,7 +60,7 @@ __all__ = [
 
 DEFAULT_CHUNK_BYTES = 2**24  # 16 MiB of temporaries per chunk: cache-friendly, measured
 
-_NEEDS_Z = ("gelu", "leaky_relu")  # activations whose derivative is not a function of a = phi(z)
+_NEEDS_Z = ("gelu", "gelu_tanh", "leaky_relu")  # activations whose derivative is not a function of a = phi(z)
 
 
 class Affine(NamedTuple):
@@ -268,6 +268,7 @@ _PHI_BACKWARD = {
     "tanh": lambda g, a, z, slope: torch.ops.aten.tanh_backward(g, a),
     "sigmoid": lambda g, a, z, slope: torch.ops.aten.sigmoid_backward(g, a),
     "gelu": lambda g, a, z, slope: torch.ops.aten.gelu_backward(g, z),
+    "gelu_tanh": lambda g, a, z, slope: torch.ops.aten.gelu_backward(g, z, approximate="tanh"),
     "identity": lambda g, a, z, slope: g,
 }
 

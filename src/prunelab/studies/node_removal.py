@@ -314,8 +314,8 @@ def _headline_row(
     )
 
 
-def _subject(config: Config) -> tuple[nn.Sequential, data.Split, str, dict | None]:
-    """The model to study, its data, a description and (if known) its training recipe."""
+def _subject(config: Config) -> tuple[nn.Sequential, data.Split, str, dict | None, int]:
+    """The model, its data, a description, its training recipe (if known), the data's seed."""
     if not config.checkpoint:
         toy = toy_nets.Config(seed=config.seed, circle_epochs=config.circle_epochs)
         model = toy_nets.circle_net(toy)
@@ -325,10 +325,12 @@ def _subject(config: Config) -> tuple[nn.Sequential, data.Split, str, dict | Non
             lr=toy.circle_lr,
             batch_size=toy.batch_size,
         )
-        return model, toy_nets.circle_split(toy), "the toy-nets circle net (2-20-2 ReLU)", recipe
+        description = "the toy-nets circle net (2-20-2 ReLU)"
+        return model, toy_nets.circle_split(toy), description, recipe, config.seed
     model, meta = checkpoint.load(config.checkpoint)
     name = config.data or meta.get("data") or "circle"
-    split = data.load(name, seed=meta.get("seed", config.seed))
+    seed = meta.get("seed", config.seed)
+    split = data.load(name, seed=seed)
     recipe = None
     if "train" in meta and "widths" in meta:
         t = meta["train"]
@@ -338,15 +340,21 @@ def _subject(config: Config) -> tuple[nn.Sequential, data.Split, str, dict | Non
             lr=t.get("lr", 0.01),
             batch_size=t.get("batch_size", 32),
         )
-    return model, split, f"checkpoint {Path(config.checkpoint).name}", recipe
+    return model, split, f"checkpoint {Path(config.checkpoint).name}", recipe, seed
 
 
 def run(config: Config, out: str | Path, *, progress: bool = True) -> Results:
     """Every measurement of the study, on the fixed test set."""
-    model, split, description, recipe = _subject(config)
+    model, split, description, recipe, split_seed = _subject(config)
     out = Path(out)
     # the studied net, for the interactive explorer page linked from the report
-    checkpoint.save(out / "explorer.safetensors", model, data=split.test.name, seed=config.seed)
+    checkpoint.save(
+        out / "explorer.safetensors",
+        model,
+        data=split.test.name,
+        seed=split_seed,
+        samples=min(config.n_test, len(split.test)),
+    )
     test = split.test[: min(config.n_test, len(split.test))]
     dtype = next(model.parameters()).dtype
     x, y = test.x.flatten(1).to(dtype), test.y
