@@ -1,0 +1,436 @@
+"""Study ``train-vs-prune``: does it matter whether a net is pruned before or after training?
+
+Hobson (2022), "Train first VS prune first in neural networks": a 2-50-50-2 ReLU net on two
+spiral arms, half the nodes of both hidden layers removed at random or by the smallest activation
+standard deviation. Arms, all from one initialisation theta0 per seed: train then prune (the
+next bias absorbing the removed nodes' means, or not), train then prune then fine-tune, and
+prune the same nodes at theta0 then train. Decision regions, weight-vs-weight scatters of the
+main hidden-to-hidden matrix with the weights training never moved, node-role and weight
+correlations, and the Lipschitz certificate of the discussion against the observed loss change.
+The report is rendered by :mod:`.train_vs_prune_report`.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from .. import checkpoint, compare, criteria, data, models, surgery, train
+from ..progress import track
+from . import toy_nets
+from .base import option
+from .train_vs_prune_report import headline, sections  # noqa: F401 (the study's report)
+
+NAME = "train-vs-prune"
+TITLE = "Train first vs prune first: a spirals net pruned before or after training"
+SUMMARY = "Prune half the nodes before or after training (random / activation std); compare."
+
+MAIN = 1  # the Linear between the two hidden layers: the source's "main 50x50 weight matrix"
+ARMS = {
+    "prune": "train, prune (mean-compensated)",
+    "plain": "train, prune (no compensation)",
+    "finetune": "train, prune, fine-tune",
+    "init": "prune at θ0, then train",
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    seed: int = option(0, "seed of the data; net k is initialised and shuffled with seed + k")
+    seeds: int = option(5, "initialisations theta0, each run through every arm")
+    widths: tuple[int, ...] = option((2, 50, 50, 2), "layer widths (the source: 2-50-50-2)")
+    epochs: int = option(100, "training epochs of the full and the prune-at-theta0 nets")
+    lr: float = option(0.01, "Adam learning rate (toy-nets' spirals recipe)")
+    batch_size: int = option(32, "mini-batch size (Keras' default)")
+    n_train: int = option(1000, "training points (also the data of the means and certificates)")
+    n_test: int = option(1000, "fresh test points")
+    criteria: tuple[str, ...] = option(
+        ("random", "activation_std", "std_out_norm"),
+        "node criteria choosing the removed half (the source: random and activation_std; "
+        "std_out_norm = std x outgoing weight norm tests the discussion's caveat)",
+    )
+    fraction: float = option(0.5, "fraction of the nodes of every hidden layer to remove")
+    finetune_epochs: int = option(
+        100,
+        "fine-tuning epochs after train-then-prune (the source does not say; by default the "
+        "same budget prune-then-train gets)",
+    )
+    grid: int = option(120, "decision-region resolution (points per side over [-lim, lim])")
+    lim: float = option(2.0, "decision regions cover [-lim, lim]^2 (the data lie in the unit disc)")
+
+    QUICK: ClassVar[dict] = {
+        "seeds": 2,
+        "criteria": ("random", "activation_std"),
+        "epochs": 25,
+        "finetune_epochs": 25,
+        "n_train": 600,
+        "grid": 80,
+    }
+
+    def __post_init__(self) -> None:
+        if len(self.widths) < 4 or self.widths[0] != 2 or self.widths[-1] != 2:
+            raise ValueError(
+                "widths must start and end with 2 and have at least two hidden layers (the "
+                f"study compares the matrix between the first two); got {self.widths}"
+            )
+        unknown = [c for c in self.criteria if c not in criteria.NODE_CRITERIA]
+        if not self.criteria or unknown:
+            raise ValueError(
+                f"criteria {list(self.criteria)}: choose one or more of "
+                f"{sorted(criteria.NODE_CRITERIA)}"
+            )
+        if not 0 < self.fraction < 1:
+            raise ValueError(f"fraction must lie in (0, 1); got {self.fraction}")
+        for name in ("seeds", "epochs", "n_train", "n_test", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
+        if self.finetune_epochs < 0:
+            raise ValueError(f"finetune_epochs must be >= 0; got {self.finetune_epochs}")
+        if self.grid < 2 or not self.lim > 0:
+            raise ValueError(f"grid must be >= 2 and lim > 0; got {self.grid}, {self.lim}")
+
+
+@dataclass
+class Arm:
+    """One arm over the seeds: scores ``[S]`` and the first seed's decision map."""
+
+    key: str  # "full" or a key of ARMS
+    criterion: str  # "" for the full net
+    label: str
+    test_loss: Tensor  # [S]
+    test_accuracy: Tensor  # [S]
+    train_accuracy: Tensor  # [S]
+    agreement: Tensor  # [S] test points put in the same class as the full net
+    probability: Tensor  # [G, G] P(class 1) over the plane, first seed, row 0 at -lim
+
+
+@dataclass
+class Training:
+    """The full nets' main matrix, theta0 against trained (what training moved)."""
+
+    theta0: Tensor  # [H_1, H_0] first seed
+    trained: Tensor  # [H_1, H_0]
+    size: int
+    unmoved: Tensor  # [S] entries equal to theta0 to machine precision
+    shift_median: Tensor  # [S] median |w_T - w_0| over the moved entries
+    shift_mean: Tensor  # [S]
+    init_bound: float  # the initialisation is U(-b, b) with b = 1/sqrt(fan_in)
+    dead_init: Tensor  # [S, L] hidden nodes dead on all training data at theta0, per layer
+    dead_trained: Tensor  # [S, L] ... after training
+    died: Tensor  # [S, L] nodes alive at theta0 that training killed
+    died_entries: Tensor  # [S] entries of the main matrix into or out of such nodes
+    died_moved: Tensor  # [S] ... that moved before the node died
+    died_shift: Tensor  # [S] their median |shift|
+    other_shift: Tensor  # [S] median |shift| of the other moved entries
+    died_mask: Tensor  # [H_1, H_0] bool, first seed: the entries of nodes training killed
+    unmoved_live: Tensor  # [S] unmoved entries whose two nodes were both alive at theta0
+    never_coactive: Tensor  # [S] entries whose two nodes are active on no common point at theta0
+    unmoved_coactive: Tensor  # [S] unmoved entries whose nodes were co-active at theta0
+
+
+@dataclass
+class Matrices:
+    """The surviving main matrix of one criterion's pruned nets, compared across arms.
+
+    "trained" is train-then-prune (theta_T's surviving entries; pruning moves no weight),
+    "init" prune-at-theta0-then-train, "finetuned" train-prune-fine-tune.
+    """
+
+    criterion: str
+    theta0: Tensor  # [h_1, h_0] first seed
+    trained: Tensor
+    init: Tensor
+    finetuned: Tensor
+    size: int
+    trained_unmoved: Tensor  # [S] vs theta0
+    trained_shift: Tensor  # [S] median |shift| of the moved entries
+    init_unmoved: Tensor  # [S]
+    init_shift: Tensor  # [S]
+    correlation: Tensor  # [S] Pearson(trained, init)
+    shift_correlation: Tensor  # [S] Pearson(trained - theta0, init - theta0)
+    equal: Tensor  # [S] entries equal in trained and init (the scatter's exact diagonal)
+    init_theta0_correlation: Tensor  # [S] Pearson(theta0, init)
+    finetune_correlation: Tensor  # [S] Pearson(finetuned, init)
+    finetune_shift_correlation: Tensor  # [S]
+    roles_matched: Tensor  # [S, L] mean corr of node j (train-then-prune) with node j (init)
+    roles_unmatched: Tensor  # [S, L] mean corr of node j with node k != j
+    agreement: Tensor  # [S] test points classified alike by train-then-prune and init
+    finetune_agreement: Tensor  # [S] ... by the fine-tuned net and init
+    removed_dead: Tensor  # [S, L] removed nodes that were dead in the trained net
+    kept_dead: Tensor  # [S, L] kept nodes that were dead in the trained net
+
+
+@dataclass
+class Certificates:
+    """The Lipschitz certificate for removing one criterion's nodes from the trained nets."""
+
+    criterion: str
+    layers: list[int]
+    bound: Tensor  # [S, L] per layer, telescoped (downstream norms)
+    source: Tensor  # [S, L] the discussion's product of all operator norms
+    observed: Tensor  # [S, L] mean |loss change| of that layer's step
+    total_bound: Tensor  # [S]
+    total_observed: Tensor  # [S] mean |loss change| with both layers pruned
+    loss_change: Tensor  # [S] change of the mean training loss
+
+
+@dataclass
+class Results:
+    seeds: list[int]
+    widths: tuple[int, ...]
+    pruned_widths: tuple[int, ...]
+    n_train: int
+    n_test: int
+    lim: float
+    arms: list[Arm]
+    training: Training
+    matrices: list[Matrices]
+    certificates: list[Certificates]
+    data_x: Tensor  # [n, 2] training points for the plots
+    data_y: Tensor  # [n]
+    reference: list[Tensor]  # the spiral arms' centre lines [P, 2]
+    explorer: str  # the first seed's full net, for the interactive explorer page
+
+
+# --- the pieces ------------------------------------------------------------------------------
+
+
+def _fit(nets: list[nn.Sequential], seeds: list[int], epochs: int, split, config, progress):
+    """Train same-architecture nets in place with the study's recipe (one batched run)."""
+    if nets and epochs > 0:
+        train.fit_many(
+            nets,
+            split.train,
+            seeds=seeds,
+            epochs=epochs,
+            lr=config.lr,
+            batch_size=config.batch_size,
+            progress=progress,
+        )
+
+
+def _arm(key, criterion, nets, full, split, grid, config) -> Arm:
+    test = split.test
+    G = config.grid
+    return Arm(
+        key,
+        criterion,
+        "trained, full" if key == "full" else ARMS[key],
+        torch.tensor([train.evaluate(n, test)["loss"] for n in nets]),
+        torch.tensor([train.evaluate(n, test)["accuracy"] for n in nets]),
+        torch.tensor([train.evaluate(n, split.train)["accuracy"] for n in nets]),
+        torch.tensor([compare.agreement(n, f, test.x) for n, f in zip(nets, full, strict=True)]),
+        # 3 decimals are plenty for an image and keep results.json small
+        train.predict(nets[0], grid)[:, 1].reshape(G, G).double().round(decimals=3),
+    )
+
+
+def _training(theta0, full, x) -> Training:
+    W0 = [models.parse(m).layers[MAIN].weight.detach() for m in theta0]
+    WT = [models.parse(m).layers[MAIN].weight.detach() for m in full]
+    shifts = [compare.weight_shift(a, b) for a, b in zip(W0, WT, strict=True)]
+    # the main matrix reads hidden layer MAIN - 1 (columns) and feeds hidden layer MAIN (rows)
+    died = [compare.died(a, b, x) for a, b in zip(theta0, full, strict=True)]
+    dead0 = [compare.dead_nodes(m, x) for m in theta0]
+    live = [~compare.incident(d[MAIN], d[MAIN - 1]) for d in dead0]
+    co = [compare.coactive(m, x, MAIN) for m in theta0]
+    masks = [compare.incident(d[MAIN], d[MAIN - 1]) for d in died]
+    on_died = [compare.weight_shift(a, b, where=m) for a, b, m in zip(W0, WT, masks, strict=True)]
+    others = [compare.weight_shift(a, b, where=~m) for a, b, m in zip(W0, WT, masks, strict=True)]
+    return Training(
+        theta0=W0[0].clone(),
+        trained=WT[0].clone(),
+        size=shifts[0].size,
+        unmoved=torch.tensor([s.unmoved for s in shifts]),
+        shift_median=torch.tensor([s.median for s in shifts]),
+        shift_mean=torch.tensor([s.mean for s in shifts]),
+        init_bound=W0[0].shape[1] ** -0.5,
+        dead_init=torch.tensor([[int(n.sum()) for n in d] for d in dead0]),
+        dead_trained=torch.tensor([[int(d.sum()) for d in compare.dead_nodes(m, x)] for m in full]),
+        died=torch.tensor([[int(n.sum()) for n in d] for d in died]),
+        died_entries=torch.tensor([s.size for s in on_died]),
+        died_moved=torch.tensor([s.size - s.unmoved for s in on_died]),
+        died_shift=torch.tensor([s.median for s in on_died]),
+        other_shift=torch.tensor([s.median for s in others]),
+        died_mask=masks[0],
+        unmoved_live=torch.tensor(
+            [
+                compare.weight_shift(a, b, where=m).unmoved
+                for a, b, m in zip(W0, WT, live, strict=True)
+            ]
+        ),
+        never_coactive=torch.tensor([int((~c).sum()) for c in co]),
+        unmoved_coactive=torch.tensor(
+            [
+                compare.weight_shift(a, b, where=c).unmoved
+                for a, b, c in zip(W0, WT, co, strict=True)
+            ]
+        ),
+    )
+
+
+def _matrices(criterion, plans, theta0, full, nets, split) -> Matrices:
+    x, test_x = split.train.x, split.test.x
+    rows = []
+    for k, plan in enumerate(plans):
+        W0 = compare.surviving_weights(theta0[k], MAIN, plan)
+        WT = compare.surviving_weights(full[k], MAIN, plan)
+        WP = compare.surviving_weights(nets["init"][k], MAIN, {})
+        WF = compare.surviving_weights(nets["finetune"][k], MAIN, {})
+        pair = compare.descendants(W0, WT, WP)
+        tuned = compare.descendants(W0, WF, WP)
+        roles = compare.roles(nets["prune"][k], nets["init"][k], x)
+        dead = compare.dead_nodes(full[k], x)
+        kept = compare.kept_nodes(full[k], plan)
+        rows.append(
+            dict(
+                W=(W0, WT, WP, WF),
+                pair=pair,
+                tuned=tuned,
+                init_theta0=compare.pearson(W0, WP),
+                matched=[r.matched_mean for r in roles],
+                unmatched=[r.unmatched for r in roles],
+                agreement=compare.agreement(nets["prune"][k], nets["init"][k], test_x),
+                finetune_agreement=compare.agreement(nets["finetune"][k], nets["init"][k], test_x),
+                removed_dead=[int(d[plan.get(ell, [])].sum()) for ell, d in enumerate(dead)],
+                kept_dead=[int(d[kept[ell]].sum()) for ell, d in enumerate(dead)],
+            )
+        )
+
+    def column(get) -> Tensor:
+        return torch.tensor([get(r) for r in rows])
+
+    W0, WT, WP, WF = rows[0]["W"]
+    return Matrices(
+        criterion=criterion,
+        theta0=W0,
+        trained=WT,
+        init=WP,
+        finetuned=WF,
+        size=W0.numel(),
+        trained_unmoved=column(lambda r: r["pair"].a.unmoved),
+        trained_shift=column(lambda r: r["pair"].a.median),
+        init_unmoved=column(lambda r: r["pair"].b.unmoved),
+        init_shift=column(lambda r: r["pair"].b.median),
+        correlation=column(lambda r: r["pair"].correlation),
+        shift_correlation=column(lambda r: r["pair"].shift_correlation),
+        equal=column(lambda r: r["pair"].equal),
+        init_theta0_correlation=column(lambda r: r["init_theta0"]),
+        finetune_correlation=column(lambda r: r["tuned"].correlation),
+        finetune_shift_correlation=column(lambda r: r["tuned"].shift_correlation),
+        roles_matched=column(lambda r: r["matched"]),
+        roles_unmatched=column(lambda r: r["unmatched"]),
+        agreement=column(lambda r: r["agreement"]),
+        finetune_agreement=column(lambda r: r["finetune_agreement"]),
+        removed_dead=column(lambda r: r["removed_dead"]),
+        kept_dead=column(lambda r: r["kept_dead"]),
+    )
+
+
+def _certificates(criterion, plans, full, x, y) -> Certificates:
+    certs = [compare.removal_certificate(m, x, y, p) for m, p in zip(full, plans, strict=True)]
+    return Certificates(
+        criterion=criterion,
+        layers=certs[0].layers,
+        bound=torch.stack([c.bound for c in certs]),
+        source=torch.stack([c.source for c in certs]),
+        observed=torch.stack([c.observed for c in certs]),
+        total_bound=torch.tensor([c.total_bound for c in certs]),
+        total_observed=torch.tensor([c.total_observed for c in certs]),
+        loss_change=torch.tensor([c.loss_change for c in certs]),
+    )
+
+
+def run(config: Config, out: str | Path, *, progress: bool = True) -> Results:
+    """Train, prune, fine-tune and prune-then-train every seed; compare the arms."""
+    out = Path(out)
+    split = toy_nets.spirals_split(
+        toy_nets.Config(seed=config.seed, spirals_train=config.n_train, n_test=config.n_test)
+    )
+    x, y = split.train.x, split.train.y
+    seeds = [config.seed + k for k in range(config.seeds)]
+    grid = data.grid(config.grid, config.lim)
+
+    theta0 = [models.mlp(config.widths, seed=s) for s in seeds]
+    full = [copy.deepcopy(m) for m in theta0]
+    _fit(full, seeds, config.epochs, split, config, progress)
+    checkpoint.save(out / "explorer.safetensors", full[0], data="spirals", seed=config.seed)
+
+    plans, nets = {}, {}
+    for c in config.criteria:
+        plans[c] = [
+            criteria.select(
+                criteria.node_scores(c, m, x, y, generator=torch.Generator().manual_seed(s)),
+                fraction=config.fraction,
+                scope="layer",
+            )
+            for m, s in zip(full, seeds, strict=True)
+        ]
+        pruned = [
+            surgery.remove_nodes(m, p, compensate="mean", x=x)
+            for m, p in zip(full, plans[c], strict=True)
+        ]
+        nets[c] = {
+            "prune": pruned,
+            "plain": [
+                surgery.remove_nodes(m, p, compensate="none")
+                for m, p in zip(full, plans[c], strict=True)
+            ],
+            "finetune": [copy.deepcopy(m) for m in pruned],
+            "init": [
+                surgery.remove_nodes(m, p, compensate="none")
+                for m, p in zip(theta0, plans[c], strict=True)
+            ],
+        }
+    # every pruned net has the same widths, so each recipe is one batched training run
+    tune = [m for c in config.criteria for m in nets[c]["finetune"]]
+    scratch = [m for c in config.criteria for m in nets[c]["init"]]
+    if config.finetune_epochs == config.epochs:
+        _fit(
+            tune + scratch,
+            seeds * (2 * len(config.criteria)),
+            config.epochs,
+            split,
+            config,
+            progress,
+        )
+    else:
+        _fit(tune, seeds * len(config.criteria), config.finetune_epochs, split, config, progress)
+        _fit(scratch, seeds * len(config.criteria), config.epochs, split, config, progress)
+
+    with track(1 + 2 * len(config.criteria), "comparing arms", enabled=progress) as advance:
+        arms = [_arm("full", "", full, full, split, grid, config)]
+        matrices, certificates = [], []
+        for c in config.criteria:
+            arms += [_arm(k, c, nets[c][k], full, split, grid, config) for k in ARMS]
+            advance(status=c)
+            matrices.append(_matrices(c, plans[c], theta0, full, nets[c], split))
+            certificates.append(_certificates(c, plans[c], full, x, y))
+            advance(status=f"{c}: weights and certificates")
+        training = _training(theta0, full, x)
+        advance()
+    return Results(
+        seeds=seeds,
+        widths=tuple(config.widths),
+        pruned_widths=(
+            config.widths[0],
+            *models.parse(nets[config.criteria[0]]["init"][0]).hidden_sizes,
+            config.widths[-1],
+        ),
+        n_train=len(split.train),
+        n_test=len(split.test),
+        lim=config.lim,
+        arms=arms,
+        training=training,
+        matrices=matrices,
+        certificates=certificates,
+        data_x=x[:600],
+        data_y=y[:600],
+        reference=toy_nets.spiral_arms(seed=config.seed),
+        explorer="explorer.safetensors",
+    )

@@ -1,0 +1,219 @@
+"""The train-vs-prune study on a tiny config: its numbers against independent computations.
+
+The independent paths: ``train.fit`` one net at a time (the study uses ``fit_many``); a node
+mask that zeroes the removed nodes (the study removes them physically), both for evaluating the
+uncompensated pruned net and for training the pruned-at-theta0 net; activation statistics
+recomputed by a plain forward pass.
+"""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from prunelab import checkpoint, criteria, models, report, surgery, train
+from prunelab.studies import toy_nets, train_vs_prune
+
+CONFIG = train_vs_prune.Config(
+    seed=3,
+    seeds=2,
+    widths=(2, 8, 6, 2),
+    epochs=4,
+    finetune_epochs=2,
+    n_train=160,
+    n_test=120,
+    criteria=("random", "activation_std"),
+    grid=12,
+)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    return train_vs_prune.run(CONFIG, out, progress=False), out
+
+
+@pytest.fixture(scope="module")
+def nets():
+    """The full nets and the split, trained one at a time with ``train.fit``."""
+    split = toy_nets.spirals_split(
+        toy_nets.Config(seed=CONFIG.seed, spirals_train=CONFIG.n_train, n_test=CONFIG.n_test)
+    )
+    theta0, full = [], []
+    for k in range(CONFIG.seeds):
+        m = models.mlp(CONFIG.widths, seed=CONFIG.seed + k)
+        theta0.append(copy.deepcopy(m))
+        train.fit(
+            m,
+            split.train,
+            epochs=CONFIG.epochs,
+            lr=CONFIG.lr,
+            batch_size=CONFIG.batch_size,
+            seed=CONFIG.seed + k,
+            progress=False,
+        )
+        full.append(m)
+    return split, theta0, full
+
+
+def _arm(r, key, criterion=""):
+    return next(a for a in r.arms if a.key == key and a.criterion == criterion)
+
+
+def _mask(plan, sizes):
+    """A node mask [H] with the plan's nodes off."""
+    parts = []
+    for ell, H in enumerate(sizes):
+        m = torch.ones(H)
+        m[plan.get(ell, [])] = 0
+        parts.append(m)
+    return torch.cat(parts)
+
+
+def _std_plan(model, x):
+    """Half of each hidden layer with the smallest activation std, by a plain forward pass."""
+    plan, a = {}, x
+    for ell, layer in enumerate([model[0], model[2]]):
+        a = torch.relu(layer(a)).detach()
+        std = a.std(0, correction=0)
+        k = round(CONFIG.fraction * len(std))
+        plan[ell] = sorted(torch.sort(std, stable=True).indices[:k].tolist())
+    return plan
+
+
+def test_full_nets_match_separate_fits_and_the_explorer_checkpoint(run, nets):
+    r, out = run
+    split, _, full = nets
+    arm = _arm(r, "full")
+    for k, m in enumerate(full):
+        scores = train.evaluate(m, split.test)
+        assert arm.test_loss[k].item() == pytest.approx(scores["loss"], rel=1e-4)
+        assert arm.test_accuracy[k].item() == pytest.approx(scores["accuracy"], abs=0.01)
+    saved, meta = checkpoint.load(out / "explorer.safetensors")
+    assert meta["data"] == "spirals" and meta["seed"] == CONFIG.seed
+    for p, q in zip(saved.parameters(), full[0].parameters()):
+        assert torch.allclose(p, q, atol=1e-5)
+    assert torch.equal(arm.agreement, torch.ones(CONFIG.seeds, dtype=arm.agreement.dtype))
+    assert r.pruned_widths == (2, 4, 3, 2)
+
+
+def test_uncompensated_pruning_equals_zeroing_the_nodes(run, nets):
+    r, _ = run
+    split, _, full = nets
+    x, y = split.train.x, split.train.y
+    for k, m in enumerate(full):
+        plan = _std_plan(m, x)
+        assert plan == criteria.select(
+            criteria.node_scores("activation_std", m, x, y), fraction=0.5, scope="layer"
+        )
+        masked = train.evaluate(m, split.test, node_masks=_mask(plan, [8, 6]))
+        assert _arm(r, "plain", "activation_std").test_loss[k].item() == pytest.approx(
+            masked["loss"], rel=1e-3
+        )
+
+
+def test_prune_at_theta0_then_train_equals_training_with_the_nodes_masked(run, nets):
+    """Training the smaller net = training the full net with a fixed mask on those nodes."""
+    r, _ = run
+    split, theta0, full = nets
+    x, y = split.train.x, split.train.y
+    matrices = {m.criterion: m for m in r.matrices}
+    for c in CONFIG.criteria:
+        for k in range(CONFIG.seeds):
+            g = torch.Generator().manual_seed(CONFIG.seed + k)
+            plan = criteria.select(
+                criteria.node_scores(c, full[k], x, y, generator=g), fraction=0.5, scope="layer"
+            )
+            mask = _mask(plan, [8, 6])
+            m = copy.deepcopy(theta0[k])
+            train.fit(
+                m,
+                split.train,
+                epochs=CONFIG.epochs,
+                lr=CONFIG.lr,
+                seed=CONFIG.seed + k,
+                node_masks=mask,
+                progress=False,
+            )
+            loss = train.evaluate(m, split.test, node_masks=mask)["loss"]
+            assert _arm(r, "init", c).test_loss[k].item() == pytest.approx(loss, rel=1e-3)
+            if k == 0:
+                keep0 = [j for j in range(8) if j not in plan[0]]
+                keep1 = [j for j in range(6) if j not in plan[1]]
+                W = m[2].weight.detach()[keep1][:, keep0]
+                assert torch.allclose(matrices[c].init, W, atol=1e-4)
+                W0 = theta0[k][2].weight.detach()[keep1][:, keep0]
+                assert torch.equal(matrices[c].theta0, W0)
+                WT = full[k][2].weight.detach()[keep1][:, keep0]
+                assert int(matrices[c].trained_unmoved[k]) == int((WT == W0).sum())
+
+
+def test_training_counts_and_certificate(run, nets):
+    r, _ = run
+    split, theta0, full = nets
+    x, y = split.train.x, split.train.y
+    for k in range(CONFIG.seeds):
+        W0, WT = theta0[k][2].weight.detach(), full[k][2].weight.detach()
+        assert int(r.training.unmoved[k]) == int((W0 == WT).sum())
+        moved = (WT - W0).abs()[W0 != WT]
+        assert r.training.shift_mean[k].item() == pytest.approx(moved.mean().item(), rel=1e-4)
+        dead = [int((torch.relu(full[k][0](x)) == 0).all(0).sum())]
+        assert int(r.training.dead_trained[k, 0]) == dead[0]
+        # never co-active at theta0: no training point turns on both ends of the weight
+        with torch.no_grad():
+            a = torch.relu(theta0[k][0](x))
+            z = theta0[k][2](a)
+        together = ((z > 0).float().T @ (a > 0).float()) > 0  # [H_1, H_0]
+        assert int(r.training.never_coactive[k]) == int((~together).sum())
+        assert int(r.training.unmoved_coactive[k]) == int(((W0 == WT) & together).sum())
+    cert = next(c for c in r.certificates if c.criterion == "activation_std")
+    for k in range(CONFIG.seeds):
+        plan = _std_plan(full[k], x)
+        pruned = surgery.remove_nodes(full[k], plan, compensate="mean", x=x)
+        with torch.no_grad():
+            change = F.cross_entropy(pruned(x), y, reduction="none") - F.cross_entropy(
+                full[k](x), y, reduction="none"
+            )
+        assert cert.total_observed[k].item() == pytest.approx(change.abs().mean().item(), abs=2e-3)
+        assert cert.total_bound[k] >= cert.total_observed[k]
+        assert (cert.bound[k] >= cert.observed[k]).all()
+
+
+def test_agreement_between_arms(run, nets):
+    r, _ = run
+    split, _, full = nets
+    m = next(m for m in r.matrices if m.criterion == "activation_std")
+    assert ((m.agreement >= 0) & (m.agreement <= 1)).all()
+    # the arm's agreement with the full net, recomputed from the predictions of seed 0
+    plan = _std_plan(full[0], split.train.x)
+    pruned = surgery.remove_nodes(full[0], plan, compensate="mean", x=split.train.x)
+    same = train.predict(pruned, split.test.x).argmax(1) == train.predict(
+        full[0], split.test.x
+    ).argmax(1)
+    assert _arm(r, "prune", "activation_std").agreement[0].item() == pytest.approx(
+        same.double().mean().item(), abs=0.01
+    )
+
+
+def test_report_renders_and_results_round_trip(run, monkeypatch):
+    r, out = run
+    monkeypatch.setitem(report.STUDIES, train_vs_prune.NAME, train_vs_prune)
+    report.write_run(train_vs_prune, CONFIG, r, out)
+    html = (out / "report.html").read_text()
+    assert "Which of the source" in html and html.count("<img") == 5
+    study, config2, r2, raw = report.load_run(out)
+    assert config2 == CONFIG and study is train_vs_prune
+    assert torch.allclose(r2.arms[3].test_loss, r.arms[3].test_loss)
+    assert torch.equal(r2.training.died_mask, r.training.died_mask)
+    assert r2.certificates[0].layers == [0, 1]
+    assert raw["headline"] == pytest.approx(train_vs_prune.headline(r))
+
+
+def test_config_errors_name_the_option():
+    with pytest.raises(ValueError, match="criteria"):
+        train_vs_prune.Config(criteria=("nope",))
+    with pytest.raises(ValueError, match="two hidden layers"):
+        train_vs_prune.Config(widths=(2, 50, 2))
+    with pytest.raises(ValueError, match="fraction"):
+        train_vs_prune.Config(fraction=1.0)
