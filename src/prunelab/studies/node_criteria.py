@@ -1,0 +1,461 @@
+"""Study ``node-criteria``: every node criterion, compared fairly, on an MNIST MLP and the spirals net.
+
+Each net is trained with ``seeds`` seeds (``train.fit_many``) on one fixed split. For every
+trained net and criterion the node scores are computed once, on a fixed subset of training
+points; the nodes with the lowest scores are removed, 10%..90% of them, per layer and globally
+(``criteria.select``), with and without mean compensation, and every pruned model is evaluated
+on the same test points (``sweep.removal_metrics``, batched over plans, equal to
+``surgery.remove_nodes``). The random criterion is the baseline, paired by seed. The report
+(:mod:`.node_criteria_report`) shows accuracy and loss curves with 95% intervals, ranking
+tables, the parameter count and theoretical speed-up of every pruned model, and what a short
+fine-tune of the pruned models (``sweep.masked_equivalent`` + ``train.fit_many``) changes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from .. import checkpoint, costs, criteria, data, models, stats, surgery, sweep, train
+from ..progress import track
+from .base import option
+from .node_criteria_report import sections  # noqa: F401 (the study's report)
+
+NAME = "node-criteria"
+TITLE = "Node criteria: a fair comparison of which hidden nodes to remove"
+SUMMARY = "Every node criterion, 10-90% removed, per layer/global, +-mean compensation, seeds."
+
+NETS = ("mnist5k", "spirals")
+SCOPES = criteria.SCOPES  # ("layer", "global")
+COMPENSATIONS = ("none", "mean")
+BASELINE = "random"
+
+
+@dataclass(frozen=True)
+class Config:
+    seed: int = option(0, "seed of the data splits; the nets are trained with seeds seed..")
+    seeds: int = option(5, "trained nets (initialisation and batch order) per data set")
+    nets: tuple[str, ...] = option(NETS, f"nets to study, from {', '.join(NETS)}")
+    criteria: tuple[str, ...] = option(
+        tuple(criteria.NODE_CRITERIA), "node criteria to compare (must include 'random')"
+    )
+    fractions: tuple[float, ...] = option(
+        (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9), "fractions of hidden nodes removed"
+    )
+    mnist_widths: tuple[int, ...] = option((784, 300, 100, 10), "layer widths of the MNIST MLP")
+    mnist_train: int = option(4000, "mnist5k training images (at most 4000)")
+    mnist_epochs: int = option(12, "epochs of the MNIST MLP (Adam)")
+    mnist_lr: float = option(1e-3, "Adam learning rate of the MNIST MLP")
+    mnist_batch: int = option(64, "mini-batch size of the MNIST MLP")
+    spirals_widths: tuple[int, ...] = option((2, 50, 50, 2), "layer widths of the spirals net")
+    spirals_train: int = option(1000, "spirals training points (toy-nets: 1000)")
+    spirals_epochs: int = option(100, "epochs of the spirals net (toy-nets: 100)")
+    spirals_lr: float = option(0.01, "Adam learning rate of the spirals net (toy-nets: 0.01)")
+    spirals_batch: int = option(32, "mini-batch size of the spirals net (toy-nets: 32)")
+    n_test: int = option(1000, "test points every pruned model is evaluated on")
+    score_points: int = option(
+        1000, "training points the scores and the compensation means are taken over"
+    )
+    finetune_fractions: tuple[float, ...] = option(
+        (0.5, 0.8), "fractions removed before the fine-tune (empty: no fine-tune)"
+    )
+    finetune_scope: str = option("global", "scope of the fine-tuned pruned models")
+    finetune_compensate: str = option("mean", "compensation of the fine-tuned pruned models")
+    finetune_epochs: int = option(2, "epochs of the fine-tune (at each net's training lr)")
+    highlight: int = option(4, "criteria drawn in colour with bands per panel (plus random)")
+
+    QUICK: ClassVar[dict] = {
+        "seeds": 2,
+        "fractions": (0.2, 0.5, 0.8),
+        "mnist_train": 1000,
+        "mnist_epochs": 3,
+        "spirals_train": 500,
+        "spirals_epochs": 30,
+        "n_test": 500,
+        "score_points": 500,
+        "finetune_fractions": (0.5,),
+        "finetune_epochs": 1,
+    }
+
+    def __post_init__(self) -> None:
+        bad = [n for n in self.nets if n not in NETS]
+        if not self.nets or bad or len(set(self.nets)) < len(self.nets):
+            raise ValueError(f"nets={self.nets}: choose distinct names from {list(NETS)}")
+        unknown = [c for c in self.criteria if c not in criteria.NODE_CRITERIA]
+        if unknown or len(set(self.criteria)) < len(self.criteria):
+            raise ValueError(
+                f"criteria: unknown or repeated {unknown or self.criteria}; choose from "
+                f"{sorted(criteria.NODE_CRITERIA)}"
+            )
+        if BASELINE not in self.criteria:
+            raise ValueError(
+                f"criteria must include the baseline {BASELINE!r}; got {self.criteria}"
+            )
+        for name in ("fractions", "finetune_fractions"):
+            f = getattr(self, name)
+            if not all(0 < v < 1 for v in f) or list(f) != sorted(set(f)):
+                raise ValueError(f"{name} must increase strictly within (0, 1); got {f}")
+        if not self.fractions:
+            raise ValueError("fractions must not be empty")
+        if self.seeds < 2:
+            raise ValueError(f"seeds must be >= 2 for intervals over seeds; got {self.seeds}")
+        for name in ("mnist_train", "mnist_epochs", "spirals_train", "spirals_epochs", "n_test"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
+        for name in ("score_points", "mnist_batch", "spirals_batch", "highlight"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
+        if self.finetune_epochs < 0:
+            raise ValueError(f"finetune_epochs must be >= 0; got {self.finetune_epochs}")
+        if self.finetune_scope not in SCOPES:
+            raise ValueError(f"finetune_scope={self.finetune_scope!r}: choose from {SCOPES}")
+        if self.finetune_compensate not in COMPENSATIONS:
+            raise ValueError(
+                f"finetune_compensate={self.finetune_compensate!r}: choose from {COMPENSATIONS}"
+            )
+        for name, w in (
+            ("mnist_widths", self.mnist_widths),
+            ("spirals_widths", self.spirals_widths),
+        ):
+            if len(w) < 3:
+                raise ValueError(f"{name} needs at least one hidden layer; got {w}")
+        if self.mnist_widths[0] != 784 or self.mnist_widths[-1] != 10:
+            raise ValueError(
+                f"mnist_widths must start with 784 and end with 10; got {self.mnist_widths}"
+            )
+        if self.spirals_widths[0] != 2 or self.spirals_widths[-1] != 2:
+            raise ValueError(f"spirals_widths must start and end with 2; got {self.spirals_widths}")
+
+
+@dataclass
+class Panel:
+    """One (scope, compensation) cell of the grid: curves over fractions for every criterion."""
+
+    scope: str
+    compensate: str
+    accuracy: Tensor  # [K, S, F] test accuracy per criterion, seed, fraction
+    loss: Tensor  # [K, S, F] test cross-entropy
+    accuracy_mean: Tensor  # [K, F] mean over seeds
+    accuracy_half: Tensor  # [K, F] 95% interval half-width over seeds
+    loss_mean: Tensor
+    loss_half: Tensor
+    log_loss_mean: Tensor  # [K, F] mean of log(loss) over seeds (log of the geometric mean)
+    log_loss_half: Tensor  # [K, F] its 95% half-width (a multiplicative band exp(+-half))
+    by_accuracy: sweep.Comparison
+    by_loss: sweep.Comparison
+
+
+@dataclass
+class Cost:
+    """Size of every pruned model of one scope (the same for both compensations)."""
+
+    scope: str
+    parameters: Tensor  # [K, S, F]
+    speedup: Tensor  # [K, S, F] dense MACs of the full net / of the pruned net
+    parameters_mean: Tensor  # [K, F]
+    speedup_mean: Tensor  # [K, F]
+
+
+@dataclass
+class FineTune:
+    """Pruned models (one scope and compensation) before and after a short fine-tune."""
+
+    scope: str
+    compensate: str
+    fractions: list[float]
+    epochs: int
+    lr: float
+    before_accuracy: Tensor  # [K, S, F2]
+    after_accuracy: Tensor
+    before_loss: Tensor
+    after_loss: Tensor
+    before_mean: Tensor  # [K, F2] accuracy
+    before_half: Tensor
+    after_mean: Tensor
+    after_half: Tensor
+    before: sweep.Comparison
+    after: sweep.Comparison
+
+
+@dataclass
+class Contrast:
+    """A paired difference of accuracy areas over seeds, per criterion (same nets, same data)."""
+
+    name: str  # e.g. "mean - none, layer"
+    mean: Tensor  # [K]
+    half: Tensor  # [K] 95% interval half-width
+
+
+@dataclass
+class NetStudy:
+    """Everything measured on one data set's nets."""
+
+    name: str
+    widths: tuple[int, ...]
+    epochs: int
+    lr: float
+    batch_size: int
+    n_train: int
+    n_test: int
+    score_points: int
+    seeds: list[int]
+    test_accuracy: Tensor  # [S] full nets
+    test_accuracy_half: float  # 95% interval half-width over seeds
+    test_loss: Tensor  # [S]
+    parameters: int  # full net
+    macs: int  # full net, per input
+    score_seconds: Tensor  # [K] wall-clock seconds to score all nodes, mean over seeds
+    panels: list[Panel]
+    contrasts: list[Contrast]  # compensation gain per scope, global gain per compensation
+    costs: list[Cost]
+    finetune: FineTune | None
+    checkpoints: list[str]
+
+    def panel(self, scope: str, compensate: str) -> Panel:
+        return next(p for p in self.panels if (p.scope, p.compensate) == (scope, compensate))
+
+
+@dataclass
+class Results:
+    criteria: list[str]
+    labelled: list[str]  # criteria that read the labels (the loss)
+    fractions: list[float]
+    nets: list[NetStudy]
+    overall_rank: Tensor  # [K] accuracy rank averaged over every panel of every net
+    highlight: int
+
+
+# --- the pieces ------------------------------------------------------------------------------
+
+
+def _recipe(name: str, config: Config) -> dict:
+    p = "mnist" if name == "mnist5k" else "spirals"
+    return dict(
+        widths=tuple(getattr(config, f"{p}_widths")),
+        n_train=getattr(config, f"{p}_train"),
+        epochs=getattr(config, f"{p}_epochs"),
+        lr=getattr(config, f"{p}_lr"),
+        batch_size=getattr(config, f"{p}_batch"),
+    )
+
+
+def _train(name: str, recipe: dict, config: Config, out: Path, progress: bool):
+    """The split and ``config.seeds`` nets trained together on it, saved as checkpoints."""
+    split = data.load(name, seed=config.seed, n_train=recipe["n_train"], n_test=config.n_test)
+    seeds = [config.seed + k for k in range(config.seeds)]
+    nets = [models.mlp(recipe["widths"], seed=s) for s in seeds]
+    fit = {k: recipe[k] for k in ("epochs", "lr", "batch_size")}
+    train.fit_many(nets, split.train, seeds=seeds, progress=progress, **fit)
+    files = []
+    for s, net in zip(seeds, nets, strict=True):
+        files.append(f"{name}_seed{s}.safetensors")
+        checkpoint.save(
+            out / files[-1],
+            net,
+            data=name,
+            seed=s,
+            widths=list(recipe["widths"]),
+            train=dict(fit, optimizer="adam", n_train=len(split.train), split_seed=config.seed),
+        )
+    return split, seeds, nets, files
+
+
+def _panel(scope, compensate, accuracy, loss, fractions, baseline) -> Panel:
+    acc_mean, acc_half = stats.mean_interval(accuracy, dim=1)
+    loss_mean, loss_half = stats.mean_interval(loss, dim=1)
+    log_mean, log_half = stats.mean_interval(loss.log(), dim=1)
+    return Panel(
+        scope,
+        compensate,
+        accuracy,
+        loss,
+        acc_mean,
+        acc_half,
+        loss_mean,
+        loss_half,
+        log_mean,
+        log_half,
+        sweep.compare(accuracy, fractions, baseline=baseline),
+        sweep.compare(loss, fractions, baseline=baseline, higher_is_better=False),
+    )
+
+
+def _contrast(name: str, panels: list[Panel], a: tuple, b: tuple) -> Contrast:
+    """Paired (by seed) difference of the accuracy areas of panels ``a`` and ``b``."""
+    area = {(p.scope, p.compensate): p.by_accuracy.area for p in panels}  # [K, S] each
+    return Contrast(name, *stats.mean_interval(area[a] - area[b], dim=1))
+
+
+def _finetune(split, ref, seeds, nets, scores, recipe, config: Config) -> FineTune:
+    """Prune at ``finetune_fractions``, evaluate, fine-tune all pruned models together, evaluate."""
+    names, fracs = config.criteria, list(config.finetune_fractions)
+    K, S, F2 = len(names), len(seeds), len(fracs)
+    comp, scope = config.finetune_compensate, config.finetune_scope
+    before_acc, before_loss = torch.empty(K, S, F2), torch.empty(K, S, F2)
+    after_acc, after_loss = torch.empty(K, S, F2), torch.empty(K, S, F2)
+    for f, frac in enumerate(fracs):
+        plans = {
+            (k, s): criteria.select(scores[k][s], fraction=frac, scope=scope)
+            for k in range(K)
+            for s in range(S)
+        }
+        for s, net in enumerate(nets):
+            masks = sweep.plan_masks([plans[k, s] for k in range(K)], models.hidden_sizes(net))
+            loss, acc = sweep.removal_metrics(net, split.test, masks, compensate=comp, x_ref=ref.x)
+            before_loss[:, s, f], before_acc[:, s, f] = loss, acc
+        # every pruned model as a full-size copy under a node mask: one stacked fit_many
+        pairs = {
+            key: sweep.masked_equivalent(nets[key[1]], plan, compensate=comp, x=ref.x)
+            for key, plan in plans.items()
+        }
+        keys = list(pairs)
+        copies = [pairs[key][0] for key in keys]
+        train.fit_many(
+            copies,
+            split.train,
+            seeds=[seeds[s] for _, s in keys],
+            epochs=config.finetune_epochs,
+            lr=recipe["lr"],
+            batch_size=recipe["batch_size"],
+            node_masks=torch.stack([pairs[key][1] for key in keys]),
+            progress=False,
+        )
+        for (k, s), model in zip(keys, copies, strict=True):
+            # the removed nodes are masked out in the copy: deleting them changes nothing
+            pruned = surgery.remove_nodes(model, plans[k, s], compensate="none")
+            metrics = train.evaluate(pruned, split.test)
+            after_loss[k, s, f], after_acc[k, s, f] = metrics["loss"], metrics["accuracy"]
+    base = names.index(BASELINE)
+    b_mean, b_half = stats.mean_interval(before_acc, dim=1)
+    a_mean, a_half = stats.mean_interval(after_acc, dim=1)
+    return FineTune(
+        scope,
+        comp,
+        fracs,
+        config.finetune_epochs,
+        recipe["lr"],
+        before_acc,
+        after_acc,
+        before_loss,
+        after_loss,
+        b_mean,
+        b_half,
+        a_mean,
+        a_half,
+        sweep.compare(before_acc, fracs, baseline=base),
+        sweep.compare(after_acc, fracs, baseline=base),
+    )
+
+
+def _study_net(name: str, config: Config, out: Path, progress: bool) -> NetStudy:
+    recipe = _recipe(name, config)
+    split, seeds, nets, files = _train(name, recipe, config, out, progress)
+    ref = split.train[: config.score_points]  # scores and compensation means come from here
+    full = [train.evaluate(net, split.test) for net in nets]
+    names, fracs = config.criteria, list(config.fractions)
+    K, S, F = len(names), len(seeds), len(fracs)
+    accuracy = torch.empty(len(SCOPES), len(COMPENSATIONS), K, S, F)
+    loss = torch.empty_like(accuracy)
+    params = torch.empty(len(SCOPES), K, S, F)
+    speed = torch.empty_like(params)
+    seconds = torch.zeros(K)
+    scores: list[list[list[Tensor]]] = [[] for _ in names]
+    with track(S * K, f"{name}: scoring and pruning", enabled=progress) as advance:
+        for s, (seed, net) in enumerate(zip(seeds, nets, strict=True)):
+            plans = {}
+            for k, criterion in enumerate(names):
+                start = time.perf_counter()
+                g = torch.Generator().manual_seed(seed)  # only "random" draws from it
+                scores[k].append(criteria.node_scores(criterion, net, ref.x, ref.y, generator=g))
+                seconds[k] += (time.perf_counter() - start) / S
+                for i, scope in enumerate(SCOPES):
+                    for f, frac in enumerate(fracs):
+                        plan = criteria.select(scores[k][s], fraction=frac, scope=scope)
+                        plans[i, k, f] = plan
+                        params[i, k, s, f] = costs.parameters(net, plan)
+                        speed[i, k, s, f] = costs.speedup(net, plan)
+                advance()
+            keys = list(plans)
+            masks = sweep.plan_masks([plans[key] for key in keys], models.hidden_sizes(net))
+            where = torch.tensor(keys).T  # [3, M]: scope, criterion, fraction of each mask
+            for j, comp in enumerate(COMPENSATIONS):
+                m_loss, m_acc = sweep.removal_metrics(
+                    net, split.test, masks, compensate=comp, x_ref=ref.x
+                )
+                loss[where[0], j, where[1], s, where[2]] = m_loss
+                accuracy[where[0], j, where[1], s, where[2]] = m_acc
+    base = names.index(BASELINE)
+    panels = [
+        _panel(scope, comp, accuracy[i, j], loss[i, j], fracs, base)
+        for i, scope in enumerate(SCOPES)
+        for j, comp in enumerate(COMPENSATIONS)
+    ]
+    contrasts = [
+        _contrast(f"mean - none, {scope}", panels, (scope, "mean"), (scope, "none"))
+        for scope in SCOPES
+    ] + [
+        _contrast(f"global - layer, {comp}", panels, ("global", comp), ("layer", comp))
+        for comp in COMPENSATIONS
+    ]
+    cost = [
+        Cost(scope, params[i], speed[i], params[i].mean(1), speed[i].mean(1))
+        for i, scope in enumerate(SCOPES)
+    ]
+    finetune = None
+    if config.finetune_fractions and config.finetune_epochs > 0:
+        finetune = _finetune(split, ref, seeds, nets, scores, recipe, config)
+    return NetStudy(
+        name,
+        recipe["widths"],
+        recipe["epochs"],
+        recipe["lr"],
+        recipe["batch_size"],
+        len(split.train),
+        len(split.test),
+        len(ref),
+        seeds,
+        torch.tensor([m["accuracy"] for m in full]),
+        stats.mean_interval(torch.tensor([m["accuracy"] for m in full]))[1].item(),
+        torch.tensor([m["loss"] for m in full]),
+        costs.parameters(nets[0]),
+        costs.macs(nets[0]),
+        seconds,
+        panels,
+        contrasts,
+        cost,
+        finetune,
+        files,
+    )
+
+
+def run(config: Config, out: str | Path, *, progress: bool = True) -> Results:
+    """Train each net's seeds, score, prune, evaluate and fine-tune; checkpoints go to ``out``."""
+    out = Path(out)
+    nets = [_study_net(name, config, out, progress) for name in config.nets]
+    ranks = torch.stack([p.by_accuracy.rank_mean for n in nets for p in n.panels])
+    return Results(
+        list(config.criteria),
+        [c for c in config.criteria if c in criteria.LABELLED],
+        list(config.fractions),
+        nets,
+        ranks.mean(0),
+        config.highlight,
+    )
+
+
+def headline(results: Results) -> dict[str, float]:
+    out: dict[str, float] = {}
+    base = results.criteria.index(BASELINE)
+    for n in results.nets:
+        out[f"{n.name} full test accuracy"] = n.test_accuracy.mean().item()
+        for p in n.panels:
+            area = p.by_accuracy.area_mean
+            key = f"{n.name} {p.scope}/{p.compensate}"
+            out[f"{key} best accuracy area"] = area.max().item()
+            out[f"{key} random accuracy area"] = area[base].item()
+    return out

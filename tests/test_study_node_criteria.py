@@ -1,0 +1,148 @@
+"""The node-criteria study on tiny nets: its numbers against independent computations."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from prunelab import checkpoint, criteria, data, report, surgery, train
+from prunelab.studies import node_criteria
+
+CRITERIA = ("random", "activation_std", "taylor", "weight_in_norm")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    config = node_criteria.Config(
+        seeds=2,
+        criteria=CRITERIA,
+        fractions=(0.25, 0.5, 0.75),
+        mnist_widths=(784, 12, 8, 10),
+        mnist_train=300,
+        mnist_epochs=2,
+        spirals_widths=(2, 10, 8, 2),
+        spirals_train=200,
+        spirals_epochs=4,
+        n_test=150,
+        score_points=100,
+        finetune_fractions=(0.5,),
+        finetune_epochs=1,
+    )
+    out = tmp_path_factory.mktemp("run")
+    return config, node_criteria.run(config, out, progress=False), out
+
+
+def _net(config, out, name, s):
+    """Trained net s of ``name`` from its checkpoint, and the data the study used."""
+    r_net = f"{name}_seed{config.seed + s}.safetensors"
+    model, meta = checkpoint.load(out / r_net)
+    recipe = node_criteria._recipe(name, config)
+    split = data.load(name, seed=config.seed, n_train=recipe["n_train"], n_test=config.n_test)
+    return model, split, split.train[: config.score_points]
+
+
+@pytest.mark.parametrize("name", ["spirals", "mnist5k"])
+def test_grid_equals_scoring_and_physically_removing_nodes(tiny, name):
+    config, r, out = tiny
+    n = next(n for n in r.nets if n.name == name)
+    s = 1
+    model, split, ref = _net(config, out, name, s)
+    assert n.test_accuracy[s].item() == pytest.approx(train.evaluate(model, split.test)["accuracy"])
+    for criterion, scope, comp, f in (
+        ("activation_std", "layer", "mean", 1),
+        ("taylor", "global", "none", 2),
+        ("random", "global", "mean", 0),
+        ("weight_in_norm", "layer", "none", 2),
+    ):
+        k = r.criteria.index(criterion)
+        g = torch.Generator().manual_seed(config.seed + s)
+        scores = criteria.node_scores(criterion, model, ref.x, ref.y, generator=g)
+        plan = criteria.select(scores, fraction=config.fractions[f], scope=scope)
+        pruned = surgery.remove_nodes(model, plan, compensate=comp, x=ref.x)
+        m = train.evaluate(pruned, split.test)
+        p = n.panel(scope, comp)
+        assert p.loss[k, s, f].item() == pytest.approx(m["loss"], rel=1e-4)
+        assert p.accuracy[k, s, f].item() == pytest.approx(m["accuracy"], abs=1e-6)
+        cost = next(c for c in n.costs if c.scope == scope)
+        assert cost.parameters[k, s, f].item() == sum(q.numel() for q in pruned.parameters())
+        full_macs = sum(layer.weight.numel() for layer in model if hasattr(layer, "weight"))
+        small_macs = sum(layer.weight.numel() for layer in pruned if hasattr(layer, "weight"))
+        assert cost.speedup[k, s, f].item() == pytest.approx(full_macs / small_macs, rel=1e-6)
+
+
+def test_summaries_are_consistent(tiny):
+    config, r, _ = tiny
+    base = r.criteria.index("random")
+    for n in r.nets:
+        layer = next(c for c in n.costs if c.scope == "layer")
+        # per-layer removal: one architecture per fraction, whatever the criterion or seed
+        assert (layer.speedup == layer.speedup[0, 0]).all()
+        for p in n.panels:
+            assert p.accuracy.shape == (4, 2, 3)
+            assert p.by_accuracy.delta_mean[base].item() == 0
+            ranks = p.by_accuracy.rank_mean
+            assert ranks.sum().item() == pytest.approx(1 + 2 + 3 + 4)
+            torch.testing.assert_close(p.accuracy_mean, p.accuracy.double().mean(1))
+        # the contrast "mean - none, layer" is the paired difference of the two panels' areas
+        c = next(c for c in n.contrasts if c.name == "mean - none, layer")
+        diff = n.panel("layer", "mean").by_accuracy.area - n.panel("layer", "none").by_accuracy.area
+        torch.testing.assert_close(c.mean, diff.mean(1))
+    assert r.overall_rank.shape == (4,)
+
+
+def test_finetune_equals_training_the_pruned_net_alone(tiny):
+    config, r, out = tiny
+    n = next(n for n in r.nets if n.name == "spirals")
+    ft = n.finetune
+    assert ft.after_accuracy.shape == (4, 2, 1)
+    k, s = r.criteria.index("activation_std"), 0
+    model, split, ref = _net(config, out, "spirals", s)
+    scores = criteria.node_scores("activation_std", model, ref.x, ref.y)
+    plan = criteria.select(scores, fraction=0.5, scope="global")
+    pruned = surgery.remove_nodes(model, plan, compensate="mean", x=ref.x)
+    before = train.evaluate(pruned, split.test)
+    assert ft.before_loss[k, s, 0].item() == pytest.approx(before["loss"], rel=1e-4)
+    train.fit(
+        pruned,
+        split.train,
+        epochs=1,
+        lr=config.spirals_lr,
+        batch_size=config.spirals_batch,
+        seed=config.seed + s,
+        progress=False,
+    )
+    after = train.evaluate(pruned, split.test)
+    assert ft.after_loss[k, s, 0].item() == pytest.approx(after["loss"], rel=1e-3)
+    assert ft.after_loss[k, s, 0].item() != pytest.approx(before["loss"], rel=1e-3)
+
+
+def test_report_renders_and_results_round_trip(tiny, monkeypatch, tmp_path):
+    config, r, _ = tiny
+    # one net is enough to render every kind of figure, at half the drawing time
+    r = dataclasses.replace(r, nets=[n for n in r.nets if n.name == "spirals"])
+    monkeypatch.setitem(report.STUDIES, node_criteria.NAME, node_criteria)
+    report.write_run(node_criteria, config, r, tmp_path)
+    html = (tmp_path / "report.html").read_text()
+    assert "After a short fine-tune" in html and html.count("<img") == 5
+    study, config2, r2, _ = report.load_run(tmp_path)
+    assert config2 == config
+    torch.testing.assert_close(r2.nets[0].panels[3].loss, r.nets[0].panels[3].loss)
+    assert r2.nets[0].finetune.after.rank_mean.tolist() == pytest.approx(
+        r.nets[0].finetune.after.rank_mean.tolist()
+    )
+    assert node_criteria.headline(r2) == pytest.approx(node_criteria.headline(r))
+
+
+def test_config_errors_name_the_option():
+    with pytest.raises(ValueError, match="baseline 'random'"):
+        node_criteria.Config(criteria=("taylor",))
+    with pytest.raises(ValueError, match="choose from"):
+        node_criteria.Config(criteria=("random", "nope"))
+    with pytest.raises(ValueError, match="fractions must increase"):
+        node_criteria.Config(fractions=(0.5, 0.2))
+    with pytest.raises(ValueError, match="nets="):
+        node_criteria.Config(nets=("circle",))
+    with pytest.raises(ValueError, match="finetune_scope"):
+        node_criteria.Config(finetune_scope="all")
+    with pytest.raises(ValueError, match="seeds must be >= 2"):
+        node_criteria.Config(seeds=1)
