@@ -4,11 +4,12 @@
 them (later studies reuse the checkpoints of earlier ones).
 """
 
-from . import node_criteria, node_removal, toy_nets, train_vs_prune
+from . import approximation_bounds, node_criteria, node_removal, toy_nets, train_vs_prune
 
 STUDIES = {
     toy_nets.NAME: toy_nets,
     node_removal.NAME: node_removal,
     train_vs_prune.NAME: train_vs_prune,
     node_criteria.NAME: node_criteria,
+    approximation_bounds.NAME: approximation_bounds,
 }

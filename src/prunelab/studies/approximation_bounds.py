@@ -1,0 +1,776 @@
+"""Study ``approximation-bounds``: are coreset pruning bounds useful? (Gordon 2021).
+
+LeNet-300-100 is trained on ``mnist5k`` under three regimes (plain, dropout, weight decay) and
+its final layer is pruned in two ways: the neurons of the last hidden layer with the
+data-independent coreset of Mussay et al. (2020) (an additive bound on the logits) and the
+weights into the output with the sensitivity sampling of Baykal et al. (2019b, SiPP; a
+relative bound per signed part). Epsilon-first: the bound is chosen to guarantee 50 / 75 / 90%
+of the correct dev labels, and the theorem says how many samples that takes. Sparsity-first:
+the sample count is chosen for a target size, and the theorem says what it guarantees. Both are
+compared with what happens (errors, labels kept), with L0 and magnitude heuristics before and
+after fine-tuning, with inputs drawn from the theorem's ball, and after scaling the final layer.
+The report is rendered by :mod:`.approximation_bounds_report`.
+
+Everything after the first hidden layer is the *head*: the first layer is frozen, its outputs
+on the data are computed once, and pruning, L0 training and fine-tuning act on the head.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from .. import coreset, coreset_eval, data, guarantees, l0, models, train
+from ..progress import track
+from .approximation_bounds_report import sections  # noqa: F401 (the study's report)
+from .base import option
+
+NAME = "approximation-bounds"
+TITLE = "When are neural pruning approximation bounds useful?"
+SUMMARY = (
+    "Coreset bounds for pruning LeNet-300-100's final layer against observed errors, samples "
+    "and sparsity; heuristics and the fine-tuning gap; ball inputs; scaling."
+)
+WIDTHS = (784, 300, 100, 10)  # LeNet-300-100
+REGIMES = ("plain", "dropout", "weight_decay")
+NEURONS, WEIGHTS = "neurons (Mussay coreset)", "weights (SiPP sampling)"
+
+
+@dataclass(frozen=True)
+class Config:
+    seed: int = option(0, "seed of the data split, the nets (seed, seed+1, ...) and all sampling")
+    seeds: int = option(3, "training seeds per regime")
+    regimes: tuple[str, ...] = option(REGIMES, f"training regimes, from {REGIMES}")
+    epochs: int = option(10, "training epochs of LeNet-300-100")
+    lr: float = option(1e-3, "Adam learning rate (training, L0 and fine-tuning)")
+    batch_size: int = option(128, "mini-batch size")
+    dropout: float = option(0.5, "dropout rate of the 'dropout' regime (the source: 0.5)")
+    weight_decay: float = option(5e-4, "weight decay of the 'weight_decay' regime")
+    n_train: int = option(4000, "training images (the first of mnist5k's 4000 after the shuffle)")
+    n_dev: int = option(1000, "dev images: the held-out part of mnist5k (<= 1000)")
+    shares: tuple[float, ...] = option(
+        (0.5, 0.75, 0.9), "epsilon-first: shares of the correct dev labels to guarantee"
+    )
+    delta: float = option(0.1, "failure probability of every bound (per input)")
+    rule: str = option("half_gap", "label-consistency rule: 'half_gap' (the source) or 'pairwise'")
+    draws: int = option(10, "random draws of every sampling (mean and std over them)")
+    sensitivity_points: int = option(500, "training images forming SiPP's sensitivity batch S")
+    keep: tuple[float, ...] = option(
+        (0.05, 0.1, 0.25, 0.5), "sparsity-first: kept fraction of neurons / weights"
+    )
+    l0_penalties: tuple[float, ...] = option(
+        (0.01, 0.03, 0.05), "L0 penalties (per expected open node, in units of mean CE)"
+    )
+    l0_epochs: int = option(8, "epochs of L0 training of the last hidden layer's gates")
+    l0_lr: float = option(0.01, "Adam learning rate of L0 training (gates and head weights)")
+    l0_batch_size: int = option(64, "mini-batch size of L0 training")
+    finetune_epochs: int = option(5, "fine-tuning epochs after pruning (the head only)")
+    ball_points: int = option(1000, "inputs drawn from the theorem's L2 ball (Figure 11)")
+    alphas: tuple[float, ...] = option(
+        (0.1, 0.3, 1.0, 3.0, 10.0), "factors on the final layer's weights (Figure 12)"
+    )
+    alpha_share: float = option(0.75, "guaranteed share used in the scaling experiment")
+    max_samples: float = option(1e12, "do not sample beyond this many draws (sparsity taken as 0)")
+
+    QUICK: ClassVar[dict] = {
+        "seeds": 1,
+        "epochs": 2,
+        "n_train": 1000,
+        "draws": 2,
+        "n_dev": 500,
+        "sensitivity_points": 200,
+        "keep": (0.1,),
+        "l0_penalties": (0.03,),
+        "l0_epochs": 4,
+        "finetune_epochs": 1,
+        "ball_points": 200,
+        "alphas": (1.0, 3.0),
+    }
+
+    def __post_init__(self) -> None:
+        if not self.regimes or any(r not in REGIMES for r in self.regimes):
+            raise ValueError(f"regimes {self.regimes}: choose from {REGIMES}")
+        if len(set(self.regimes)) < len(self.regimes):
+            raise ValueError(f"regimes must be distinct; got {self.regimes}")
+        for name in (
+            "seeds",
+            "epochs",
+            "draws",
+            "sensitivity_points",
+            "ball_points",
+            "n_train",
+            "n_dev",
+            "batch_size",
+            "l0_batch_size",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
+        if self.n_dev > 1000 or self.n_train > 4000:
+            raise ValueError(
+                f"mnist5k has 4000 training and 1000 held-out images; got n_train "
+                f"{self.n_train}, n_dev {self.n_dev}"
+            )
+        if self.sensitivity_points > self.n_train:
+            raise ValueError(
+                f"sensitivity_points ({self.sensitivity_points}) must be <= n_train "
+                f"({self.n_train})"
+            )
+        for name in ("l0_epochs", "finetune_epochs"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0; got {getattr(self, name)}")
+        if not self.shares or not all(0 < s <= 1 for s in self.shares):
+            raise ValueError(f"shares must lie in (0, 1]; got {self.shares}")
+        if not 0 < self.alpha_share <= 1:
+            raise ValueError(f"alpha_share must lie in (0, 1]; got {self.alpha_share}")
+        if not self.keep or not all(0 < k < 1 for k in self.keep):
+            raise ValueError(f"keep fractions must lie in (0, 1); got {self.keep}")
+        if any(p < 0 for p in self.l0_penalties):
+            raise ValueError(f"l0_penalties must be >= 0; got {self.l0_penalties}")
+        if not self.alphas or not all(a > 0 for a in self.alphas):
+            raise ValueError(f"alphas must be > 0; got {self.alphas}")
+        if not 0 < self.delta < 1:
+            raise ValueError(f"delta must be in (0, 1); got {self.delta}")
+        if self.rule not in guarantees.RULES:
+            raise ValueError(f"rule {self.rule!r}: choose from {list(guarantees.RULES)}")
+        if not 0 <= self.dropout < 1 or self.weight_decay < 0:
+            raise ValueError(
+                f"dropout must be in [0, 1) and weight_decay >= 0; got {self.dropout}, "
+                f"{self.weight_decay}"
+            )
+
+
+# --- results -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Regime:
+    """One training regime: its hyper-parameters and, per seed, what the bounds depend on."""
+
+    name: str
+    dropout: float
+    weight_decay: float
+    accuracy: list[float]  # dev accuracy per seed
+    beta: list[float]  # radius of the ball holding [a; 1], a = first-layer outputs
+    scale: list[float]  # Mussay's F = sum_p omega(p) beta ||p||: error <= eps F
+    sensitivity: list[float]  # SiPP total sensitivity S, mean over parts and output neurons
+    gap: list[float]  # median top-two logit gap on the dev set
+    inactive: list[int]  # last-hidden neurons that never fire on S (SiPP drops their weights)
+
+
+@dataclass
+class EpsilonFirst:
+    """Epsilon-first pruning for one regime, method and guaranteed share (seeds pooled).
+
+    ``bound``: additive logit bound E (neurons) or relative per-part eps (weights), per seed;
+    ``samples``: draws the theorem requires in total, per seed; ``nominal*``: the weights'
+    bound and samples under the reading ``|Delta_c| <= eps |f_c|``. Errors are in the bound's
+    units, pooled over seeds, draws and dev examples; ``violation`` is the share of those
+    above the bound. ``ball_*``: the same on inputs from the theorem's ball (neurons only).
+    """
+
+    regime: str
+    method: str
+    share: float
+    size: int
+    bound: list[float]
+    samples: list[float]
+    sparsity: list[float]  # seed x draw
+    preserved: list[float]  # seed x draw: share of correct dev labels still correct
+    error_mean: float
+    error_std: float
+    raw_mean: float
+    raw_std: float
+    centred_mean: float
+    centred_std: float
+    violation: float
+    nominal: list[float] = field(default_factory=list)
+    nominal_samples: list[float] = field(default_factory=list)
+    ball_mean: float = math.nan
+    ball_std: float = math.nan
+    ball_violation: float = math.nan
+
+
+@dataclass
+class SparsityFirst:
+    """Sparsity-first pruning for one regime, method and kept fraction (seed x draw lists)."""
+
+    regime: str
+    method: str
+    keep: float
+    size: int
+    samples: list[float]
+    sparsity: list[float]
+    implied: list[float]  # implied logit bound, mean over dev of max_c B_c
+    implied_share: list[float]  # share of correct labels the implied bound guarantees
+    preserved: list[float]
+    accuracy: list[float]
+    raw_mean: float  # observed max_c |Delta_c|, pooled
+    raw_std: float
+
+
+@dataclass
+class FineTune:
+    """One pruning method at one sparsity level, before and after fine-tuning (lists per seed)."""
+
+    regime: str
+    family: str  # NEURONS or WEIGHTS
+    method: str
+    level: float  # the L0 penalty (neurons) or the target kept fraction (weights)
+    sparsity: list[float]
+    guaranteed: list[float]  # dev accuracy the bound guarantees (nan for heuristics)
+    before: list[float]  # dev accuracy after pruning
+    after: list[float]  # dev accuracy after fine-tuning
+    raw_before: list[float]  # mean over dev of max_c |Delta_c| against the unpruned logits
+    raw_after: list[float]
+    centred_before: list[float]  # mean over dev of ||P Delta||_2 (P removes the common shift)
+    centred_after: list[float]
+
+
+@dataclass
+class AlphaRow:
+    """Mussay neuron pruning after multiplying the final layer's weights by ``alpha``."""
+
+    alpha: float
+    accuracy: list[float]  # per seed, dev accuracy of the scaled net
+    bound: list[float]  # additive bound E guaranteeing alpha_share of the correct labels
+    scale: list[float]  # F
+    samples: list[float]
+    sparsity: list[float]  # seed x draw
+    preserved: list[float]
+    raw_mean: float
+    raw_std: float
+
+
+@dataclass
+class Results:
+    data: str
+    n_train: int
+    n_dev: int
+    widths: tuple[int, ...]
+    delta: float
+    rule: str
+    regimes: list[Regime]
+    epsilon_first: list[EpsilonFirst]
+    sparsity_first: list[SparsityFirst]
+    finetune: list[FineTune]
+    alpha: list[AlphaRow]
+    alpha_regime: str
+    alpha_share: float
+
+
+# --- one trained net -----------------------------------------------------------------------------
+
+
+@dataclass
+class _Subject:
+    """A trained net reduced to its head, with everything the bounds read (float64)."""
+
+    regime: str
+    seed: int
+    weight_decay: float
+    head: nn.Sequential  # Linear(300, 100), ReLU, [Dropout], Linear(100, 10)
+    train: data.Dataset  # first-layer outputs of the training images
+    a_dev: Tensor  # [N, 300]
+    y: Tensor  # [N]
+    f: Tensor  # [N, C] unpruned logits
+    correct: Tensor  # [N] bool
+    a_sens: Tensor  # head inputs of SiPP's sensitivity batch S
+    beta: float
+    F: float
+    bound_name: str  # Hoeffding (signed) for Mussay's draws
+    s: Tensor  # [2, C, 100] SiPP sensitivities of the output layer on S
+    M: Tensor  # [N, C] z+ + z-: SiPP's bound is eps M_c
+
+
+def _logits(model: nn.Sequential, x: Tensor) -> Tensor:
+    model.eval()
+    with torch.no_grad():
+        return model(x)
+
+
+def _subject(net: nn.Sequential, regime: str, seed: int, wd: float, split, config) -> _Subject:
+    model = net.to(torch.float64).eval()
+    _, head = coreset_eval.split_at(model, 1)
+    a_train = coreset.layer_inputs(model, 1, split.train.x)
+    a_dev = coreset.layer_inputs(model, 1, split.test.x)
+    hidden, out = models.parse(head).layers
+    f = _logits(head, a_dev)
+    beta = coreset.ball_radius(torch.cat((a_train, a_dev)))
+    W2, b2, W3 = hidden.weight.detach(), hidden.bias.detach(), out.weight.detach()
+    a_sens = a_train[: config.sensitivity_points]
+    return _Subject(
+        regime=regime,
+        seed=seed,
+        weight_decay=wd,
+        head=head,
+        train=data.Dataset(a_train, split.train.y, "mnist5k layer-1 outputs", 10),
+        a_dev=a_dev,
+        y=split.test.y,
+        f=f,
+        correct=f.argmax(1) == split.test.y,
+        a_sens=a_sens,
+        beta=beta,
+        F=coreset.mussay_scale(W2, b2, W3, beta),
+        bound_name=coreset.mussay_bound_name(W3, "relu"),
+        s=coreset.sensitivities(W3, coreset.layer_inputs(head, 1, a_sens)),
+        M=coreset_eval.sipp_logit_bound(W3, coreset.layer_inputs(head, 1, a_dev), 1.0),
+    )
+
+
+def _regime_nets(config: Config, regime: str, split) -> tuple[list[nn.Sequential], float]:
+    """Train ``config.seeds`` LeNet-300-100s of one regime together."""
+    dropout = config.dropout if regime == "dropout" else 0.0
+    wd = config.weight_decay if regime == "weight_decay" else 0.0
+    seeds = [config.seed + k for k in range(config.seeds)]
+    nets = [models.mlp(WIDTHS, dropout=dropout, seed=s) for s in seeds]
+    train.fit_many(
+        nets,
+        split.train,
+        seeds=seeds,
+        epochs=config.epochs,
+        lr=config.lr,
+        batch_size=config.batch_size,
+        weight_decay=wd,
+        progress=False,
+    )
+    return nets, wd
+
+
+def _regime_row(name: str, config: Config, subs: list[_Subject]) -> Regime:
+    return Regime(
+        name=name,
+        dropout=config.dropout if name == "dropout" else 0.0,
+        weight_decay=subs[0].weight_decay,
+        accuracy=[sub.correct.double().mean().item() for sub in subs],
+        beta=[sub.beta for sub in subs],
+        scale=[sub.F for sub in subs],
+        sensitivity=[sub.s.sum(-1).mean().item() for sub in subs],
+        gap=[guarantees.top_two(sub.f)[1].median().item() for sub in subs],
+        inactive=[
+            int((coreset.layer_inputs(sub.head, 1, sub.a_sens).amax(0) == 0).sum()) for sub in subs
+        ],
+    )
+
+
+# --- epsilon-first ---------------------------------------------------------------------------
+
+
+@dataclass
+class _Trial:
+    """Raw measurements of one setting on one subject, pooled later over seeds."""
+
+    bound: float
+    samples: float
+    sparsity: list[float] = field(default_factory=list)
+    preserved: list[float] = field(default_factory=list)
+    error: list[Tensor] = field(default_factory=list)  # in the bound's units
+    raw: list[Tensor] = field(default_factory=list)
+    centred: list[Tensor] = field(default_factory=list)
+    ball: list[Tensor] = field(default_factory=list)
+    ball_bound: float = math.nan
+    nominal: float = math.nan
+    nominal_samples: float = math.nan
+
+
+def _record(trial: _Trial, sub: _Subject, f_hat: Tensor, error: Tensor) -> None:
+    e = guarantees.logit_errors(sub.f, f_hat)
+    trial.error.append(error)
+    trial.raw.append(e.raw)
+    trial.centred.append(e.centred)
+    trial.preserved.append(coreset_eval.preserved_share(sub.f, f_hat, sub.y))
+
+
+def _neurons_first(sub: _Subject, share: float, ball: Tensor, config, g) -> _Trial:
+    H, C = sub.head[0].out_features, sub.f.shape[1]
+    crit = coreset_eval.scaled_critical(sub.f, torch.full_like(sub.f, sub.F), rule=config.rule)
+    eps = coreset_eval.bound_for_share(crit, sub.correct, share)  # error <= eps F
+    m = coreset.sample_size(eps, config.delta, bound=sub.bound_name, union=C)
+    trial = _Trial(bound=eps * sub.F, samples=float(m))
+    if m > config.max_samples:
+        trial.sparsity = [0.0] * config.draws
+        return trial
+    f_ball = _logits(sub.head, ball)
+    for _ in range(config.draws):
+        p = coreset.prune_neurons_mussay(sub.head, 0, beta=sub.beta, generator=g, samples=m)
+        f_hat = _logits(p.model, sub.a_dev)
+        _record(trial, sub, f_hat, guarantees.logit_errors(sub.f, f_hat).raw)
+        trial.sparsity.append(1 - p.kept.sum().item() / H)
+        trial.ball.append(guarantees.logit_errors(f_ball, _logits(p.model, ball)).raw)
+    return trial
+
+
+def _weights_first(sub: _Subject, share: float, config, g) -> _Trial:
+    W3 = sub.head[-1].weight
+    C = sub.f.shape[1]
+    crit = coreset_eval.scaled_critical(sub.f, sub.M, rule=config.rule)
+    eps = coreset_eval.bound_for_share(crit, sub.correct, share)
+    S = sub.s.sum(-1)  # (2, C)
+    m = torch.where(S > 0, coreset.sample_size(eps, config.delta, S, union=2 * C), 0)
+    # the reading |Delta_c| <= eps |f_c| (as if the weights were all positive)
+    nominal_crit = guarantees.critical_epsilon(sub.f, kind="multiplicative", rule=config.rule)
+    nominal = coreset_eval.bound_for_share(nominal_crit, sub.correct, share)
+    m_nominal = torch.where(S > 0, coreset.sample_size(nominal, config.delta, S, union=2 * C), 0)
+    trial = _Trial(
+        bound=eps,
+        samples=float(m.sum()),
+        nominal=nominal,
+        nominal_samples=float(m_nominal.sum()),
+    )
+    if m.max() > config.max_samples:
+        trial.sparsity = [0.0] * config.draws
+        return trial
+    for _ in range(config.draws):
+        p = coreset.prune_weights_sipp(sub.head, -1, sub.a_sens, generator=g, samples=m)
+        f_hat = _logits(p.model, sub.a_dev)
+        _record(trial, sub, f_hat, coreset_eval.scaled_error(sub.f, f_hat, sub.M))
+        trial.sparsity.append(1 - p.kept.sum().item() / W3.numel())
+    return trial
+
+
+def _pooled(values: list[Tensor]) -> tuple[float, float]:
+    if not values:
+        return math.nan, math.nan
+    v = torch.cat(values)
+    return v.mean().item(), v.std().item()
+
+
+def _violation(values: list[Tensor], bounds: list[float]) -> float:
+    if not values:
+        return math.nan
+    return torch.cat([(v > b).double() for v, b in zip(values, bounds, strict=True)]).mean().item()
+
+
+def _epsilon_row(regime, method, share, size, trials: list[_Trial]) -> EpsilonFirst:
+    err, raw, cen = (
+        _pooled([t for tr in trials for t in getattr(tr, k)]) for k in ("error", "raw", "centred")
+    )
+    per_draw = [tr.bound for tr in trials for _ in tr.error]
+    ball = [t for tr in trials for t in tr.ball]
+    ball_bounds = [tr.bound for tr in trials for _ in tr.ball]
+    ball_mean, ball_std = _pooled(ball)
+    return EpsilonFirst(
+        regime=regime,
+        method=method,
+        share=share,
+        size=size,
+        bound=[tr.bound for tr in trials],
+        samples=[tr.samples for tr in trials],
+        sparsity=[s for tr in trials for s in tr.sparsity],
+        preserved=[p for tr in trials for p in tr.preserved],
+        error_mean=err[0],
+        error_std=err[1],
+        raw_mean=raw[0],
+        raw_std=raw[1],
+        centred_mean=cen[0],
+        centred_std=cen[1],
+        violation=_violation([t for tr in trials for t in tr.error], per_draw),
+        nominal=[tr.nominal for tr in trials if not math.isnan(tr.nominal)],
+        nominal_samples=[tr.nominal_samples for tr in trials if not math.isnan(tr.nominal)],
+        ball_mean=ball_mean,
+        ball_std=ball_std,
+        ball_violation=_violation(ball, ball_bounds),
+    )
+
+
+# --- sparsity-first --------------------------------------------------------------------------
+
+
+def _neurons_sparse(sub: _Subject, keep: float, config, g) -> dict:
+    H, C = sub.head[0].out_features, sub.f.shape[1]
+    k = max(1, round(keep * H))
+    out = dict(
+        samples=[], sparsity=[], implied=[], implied_share=[], preserved=[], accuracy=[], raw=[]
+    )
+    for _ in range(config.draws):
+        p = coreset.prune_neurons_mussay(sub.head, 0, beta=sub.beta, generator=g, size=k)
+        eps = coreset.implied_epsilon(int(p.samples), config.delta, bound=sub.bound_name, union=C)
+        f_hat = _logits(p.model, sub.a_dev)
+        out["samples"].append(float(p.samples))
+        out["sparsity"].append(1 - k / H)
+        out["implied"].append(eps * sub.F)
+        out["implied_share"].append(
+            coreset_eval.guaranteed_share(sub.f, sub.y, eps * sub.F, rule=config.rule)
+        )
+        out["preserved"].append(coreset_eval.preserved_share(sub.f, f_hat, sub.y))
+        out["accuracy"].append((f_hat.argmax(1) == sub.y).double().mean().item())
+        out["raw"].append(guarantees.logit_errors(sub.f, f_hat).raw)
+    return out
+
+
+def _weights_implied(sub: _Subject, m: Tensor, config) -> Tensor:
+    """Per-logit bound ``B: [N, C]`` that ``m: [2, C]`` draws imply on the dev set."""
+    W3 = sub.head[-1].weight.detach()
+    eps = coreset.implied_epsilon(m, config.delta, sub.s.sum(-1), union=2 * sub.f.shape[1])
+    return coreset_eval.sipp_logit_bound(W3, coreset.layer_inputs(sub.head, 1, sub.a_dev), eps)
+
+
+def _weights_sparse(sub: _Subject, keep: float, config, g) -> dict:
+    W3 = sub.head[-1].weight
+    m = coreset_eval.sipp_samples_for_keep(sub.s, keep)
+    B = _weights_implied(sub, m, config)
+    share = coreset_eval.guaranteed_share(sub.f, sub.y, B, rule=config.rule)
+    out = dict(
+        samples=[], sparsity=[], implied=[], implied_share=[], preserved=[], accuracy=[], raw=[]
+    )
+    for _ in range(config.draws):
+        p = coreset.prune_weights_sipp(sub.head, -1, sub.a_sens, generator=g, samples=m)
+        f_hat = _logits(p.model, sub.a_dev)
+        out["samples"].append(float(m.sum()))
+        out["sparsity"].append(1 - p.kept.sum().item() / W3.numel())
+        out["implied"].append(B.amax(1).mean().item())
+        out["implied_share"].append(share)
+        out["preserved"].append(coreset_eval.preserved_share(sub.f, f_hat, sub.y))
+        out["accuracy"].append((f_hat.argmax(1) == sub.y).double().mean().item())
+        out["raw"].append(guarantees.logit_errors(sub.f, f_hat).raw)
+    return out
+
+
+def _sparsity_row(regime, method, keep, size, parts: list[dict]) -> SparsityFirst:
+    joined = {k: [v for p in parts for v in p[k]] for k in parts[0]}
+    raw_mean, raw_std = _pooled(joined.pop("raw"))
+    return SparsityFirst(regime, method, keep, size, **joined, raw_mean=raw_mean, raw_std=raw_std)
+
+
+# --- heuristics and fine-tuning ----------------------------------------------------------------
+
+
+def _finetuned(sub: _Subject, model: nn.Sequential, config, masks: dict | None = None):
+    tuned = copy.deepcopy(model)
+    train.fit(
+        tuned,
+        sub.train,
+        epochs=config.finetune_epochs,
+        lr=config.lr,
+        batch_size=config.batch_size,
+        weight_decay=sub.weight_decay,
+        seed=sub.seed,
+        weight_masks=masks,
+        progress=False,
+    )
+    return tuned
+
+
+def _before_after(sub: _Subject, pruned: nn.Sequential, config, masks=None) -> dict:
+    out = {}
+    for when, model in (("before", pruned), ("after", _finetuned(sub, pruned, config, masks))):
+        f_hat = _logits(model, sub.a_dev)
+        e = guarantees.logit_errors(sub.f, f_hat)
+        out[when] = (f_hat.argmax(1) == sub.y).double().mean().item()
+        out[f"raw_{when}"] = e.raw.mean().item()
+        out[f"centred_{when}"] = e.centred.mean().item()
+    return out
+
+
+def _neuron_heuristics(sub: _Subject, penalty: float, config, g) -> dict[str, dict]:
+    """L0 gates on the last hidden layer, and Mussay's coreset at the size L0 reached."""
+    H, C = sub.head[0].out_features, sub.f.shape[1]
+    gated = copy.deepcopy(sub.head)
+    gates, _ = l0.fit_l0(
+        gated,
+        sub.train,
+        penalty=penalty,
+        layers=[0],
+        epochs=config.l0_epochs,
+        lr=config.l0_lr,
+        batch_size=config.l0_batch_size,
+        seed=sub.seed,
+        weight_decay=sub.weight_decay,
+        progress=False,
+    )
+    k = gates.open()
+    rows = {"L0": dict(sparsity=1 - k / H, guaranteed=math.nan)}
+    rows["L0"] |= _before_after(sub, l0.prune(gated, gates), config)
+    if k >= 1:
+        p = coreset.prune_neurons_mussay(sub.head, 0, beta=sub.beta, generator=g, size=k)
+        eps = coreset.implied_epsilon(int(p.samples), config.delta, bound=sub.bound_name, union=C)
+        sure = guarantees.guaranteed_fraction(sub.f, sub.y, additive=eps * sub.F, rule=config.rule)
+        rows["Mussay coreset"] = dict(sparsity=1 - k / H, guaranteed=sure)
+        rows["Mussay coreset"] |= _before_after(sub, p.model, config)
+    return rows
+
+
+def _weight_heuristics(sub: _Subject, keep: float, config, g) -> dict[str, dict]:
+    """SiPP sampling (sparsity-first), then magnitude and deterministic SiPP at its size."""
+    W3 = sub.head[-1].weight.detach()
+    C = sub.f.shape[1]
+    name = f"{models.parse(sub.head).layers[-1].name}.weight"
+    m = coreset_eval.sipp_samples_for_keep(sub.s, keep)
+    rand = coreset.prune_weights_sipp(sub.head, -1, sub.a_sens, generator=g, samples=m)
+    nnz = int(rand.kept.sum())
+    mag = coreset_eval.prune_weights_magnitude(sub.head, -1, keep=nnz)
+    # deterministic SiPP with sensitivities on the dev set itself: its bound is a certificate there
+    a_in = coreset.layer_inputs(sub.head, 1, sub.a_dev)
+    det = coreset.prune_weights_topk(sub.head, -1, sub.a_dev, keep=max(1, round(nnz / C)))
+    det_bound = coreset.deterministic_bound(W3, coreset.sensitivities(W3, a_in), det.kept, a_in)
+    sure = {
+        "SiPP (random)": guarantees.guaranteed_fraction(
+            sub.f, sub.y, additive=_weights_implied(sub, m, config), rule=config.rule
+        ),
+        "magnitude": math.nan,
+        "SiPP (deterministic)": guarantees.guaranteed_fraction(
+            sub.f, sub.y, additive=det_bound, rule=config.rule
+        ),
+    }
+    rows = {}
+    for method, p in (("SiPP (random)", rand), ("magnitude", mag), ("SiPP (deterministic)", det)):
+        rows[method] = dict(sparsity=1 - p.kept.sum().item() / W3.numel(), guaranteed=sure[method])
+        rows[method] |= _before_after(sub, p.model, config, {name: p.kept})
+    return rows
+
+
+# --- scaling the final layer -------------------------------------------------------------------
+
+
+def _alpha_trial(sub: _Subject, alpha: float, config, g) -> dict:
+    head = coreset_eval.scale_weight(sub.head, -1, alpha)
+    hidden, out = models.parse(head).layers
+    f = _logits(head, sub.a_dev)
+    correct = f.argmax(1) == sub.y
+    F = coreset.mussay_scale(
+        hidden.weight.detach(), hidden.bias.detach(), out.weight.detach(), sub.beta
+    )
+    crit = coreset_eval.scaled_critical(f, torch.full_like(f, F), rule=config.rule)
+    eps = coreset_eval.bound_for_share(crit, correct, config.alpha_share)
+    m = coreset.sample_size(eps, config.delta, bound=sub.bound_name, union=f.shape[1])
+    res = dict(accuracy=correct.double().mean().item(), bound=eps * F, scale=F, samples=float(m))
+    res |= dict(sparsity=[], preserved=[], raw=[])
+    if m > config.max_samples:
+        res["sparsity"] = [0.0] * config.draws
+        return res
+    for _ in range(config.draws):
+        p = coreset.prune_neurons_mussay(head, 0, beta=sub.beta, generator=g, samples=m)
+        f_hat = _logits(p.model, sub.a_dev)
+        res["sparsity"].append(1 - p.kept.sum().item() / hidden.width)
+        res["preserved"].append(coreset_eval.preserved_share(f, f_hat, sub.y))
+        res["raw"].append(guarantees.logit_errors(f, f_hat).raw)
+    return res
+
+
+# --- the study ---------------------------------------------------------------------------------
+
+
+def run(config: Config, out: str | Path, *, progress: bool = True) -> Results:
+    """Train, prune, measure; every number of the report."""
+    split = data.load(
+        "mnist5k", seed=config.seed, n_train=config.n_train, n_test=config.n_dev
+    )  # dev: held-out images
+    g = torch.Generator().manual_seed(config.seed)
+    H = WIDTHS[2]
+    n_weights = WIDTHS[2] * WIDTHS[3]
+    regimes, eps_rows, sparse_rows, tune_rows, alpha_rows = [], [], [], [], []
+    steps = len(config.regimes) * (1 + 3 * config.seeds) + 1
+    with track(steps, "approximation bounds", enabled=progress) as advance:
+        for regime in config.regimes:
+            nets, wd = _regime_nets(config, regime, split)
+            seeds = [config.seed + k for k in range(config.seeds)]
+            subs = [
+                _subject(n, regime, s, wd, split, config) for n, s in zip(nets, seeds, strict=True)
+            ]
+            regimes.append(_regime_row(regime, config, subs))
+            advance(status=f"{regime}: trained")
+            balls = [
+                coreset_eval.ball_inputs(
+                    config.ball_points, WIDTHS[1], sub.beta, generator=g, dtype=torch.float64
+                )
+                for sub in subs
+            ]
+            for share in config.shares:
+                trials = [
+                    _neurons_first(sub, share, b, config, g)
+                    for sub, b in zip(subs, balls, strict=True)
+                ]
+                eps_rows.append(_epsilon_row(regime, NEURONS, share, H, trials))
+                trials = [_weights_first(sub, share, config, g) for sub in subs]
+                eps_rows.append(_epsilon_row(regime, WEIGHTS, share, n_weights, trials))
+            advance(config.seeds, status=f"{regime}: epsilon-first")
+            for keep in config.keep:
+                parts = [_neurons_sparse(sub, keep, config, g) for sub in subs]
+                sparse_rows.append(_sparsity_row(regime, NEURONS, keep, H, parts))
+                parts = [_weights_sparse(sub, keep, config, g) for sub in subs]
+                sparse_rows.append(_sparsity_row(regime, WEIGHTS, keep, n_weights, parts))
+            advance(config.seeds, status=f"{regime}: sparsity-first")
+            for family, levels, fn in (
+                (NEURONS, config.l0_penalties, _neuron_heuristics),
+                (WEIGHTS, config.keep, _weight_heuristics),
+            ):
+                for level in levels:
+                    per_seed = [fn(sub, level, config, g) for sub in subs]
+                    for method in dict.fromkeys(m for r in per_seed for m in r):
+                        got = [r[method] for r in per_seed if method in r]
+                        tune_rows.append(
+                            FineTune(
+                                regime,
+                                family,
+                                method,
+                                level,
+                                **{k: [r[k] for r in got] for k in got[0]},
+                            )
+                        )
+            advance(config.seeds, status=f"{regime}: heuristics and fine-tuning")
+            if regime == config.regimes[0]:
+                for alpha in config.alphas:
+                    got = [_alpha_trial(sub, alpha, config, g) for sub in subs]
+                    raw_mean, raw_std = _pooled([t for r in got for t in r["raw"]])
+                    alpha_rows.append(
+                        AlphaRow(
+                            alpha,
+                            **{
+                                k: [r[k] for r in got]
+                                for k in ("accuracy", "bound", "scale", "samples")
+                            },
+                            sparsity=[s for r in got for s in r["sparsity"]],
+                            preserved=[s for r in got for s in r["preserved"]],
+                            raw_mean=raw_mean,
+                            raw_std=raw_std,
+                        )
+                    )
+        advance(status="scaling")
+    return Results(
+        data="mnist5k",
+        n_train=len(split.train),
+        n_dev=len(split.test),
+        widths=WIDTHS,
+        delta=config.delta,
+        rule=config.rule,
+        regimes=regimes,
+        epsilon_first=eps_rows,
+        sparsity_first=sparse_rows,
+        finetune=tune_rows,
+        alpha=alpha_rows,
+        alpha_regime=config.regimes[0],
+        alpha_share=config.alpha_share,
+    )
+
+
+def _mean(values: list[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else math.nan
+
+
+def headline(results: Results) -> dict[str, float]:
+    out: dict[str, float] = {}
+    first = results.regimes[0].name
+    for row in results.epsilon_first:
+        if row.regime == first and row.share == max(r.share for r in results.epsilon_first):
+            tag = "neurons" if row.method == NEURONS else "weights"
+            out[f"{tag}: samples / layer size at {row.share:.0%} ({first})"] = (
+                _mean(row.samples) / row.size
+            )
+            out[f"{tag}: observed error / bound at {row.share:.0%} ({first})"] = (
+                row.error_mean / _mean(row.bound)
+            )
+    out["sparsity-first: largest share of correct labels guaranteed"] = max(
+        _mean(row.implied_share) for row in results.sparsity_first
+    )
+    for row in results.finetune:
+        if row.regime == first and row.method in ("L0", "magnitude"):
+            key = f"{row.method}: accuracy gain from fine-tuning (max over levels, {first})"
+            gain = _mean(row.after) - _mean(row.before)
+            out[key] = max(out.get(key, -math.inf), gain)
+    return out

@@ -1,0 +1,167 @@
+"""The approximation-bounds study on a tiny config: its numbers against independent computations."""
+
+import math
+
+import pytest
+import torch
+
+from prunelab import data, models, report, train
+from prunelab.studies import approximation_bounds as ab
+
+CONFIG = dict(
+    seeds=1,
+    regimes=("plain", "dropout"),
+    epochs=2,
+    n_train=600,
+    n_dev=300,
+    draws=2,
+    shares=(0.5, 0.9),
+    alpha_share=0.5,
+    sensitivity_points=100,
+    keep=(0.2,),
+    l0_penalties=(0.03,),
+    l0_epochs=1,
+    finetune_epochs=1,
+    ball_points=50,
+    alphas=(1.0, 2.0),
+)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    config = ab.Config(**CONFIG)
+    out = tmp_path_factory.mktemp("run")
+    return config, ab.run(config, out, progress=False), out
+
+
+@pytest.fixture(scope="module")
+def plain_net():
+    """The plain net retrained by ``train.fit`` (the study trains with ``fit_many``)."""
+    split = data.load("mnist5k", seed=0, n_train=600, n_test=300)
+    net = models.mlp(ab.WIDTHS, seed=0)
+    train.fit(net, split.train, epochs=2, lr=1e-3, batch_size=128, seed=0, progress=False)
+    return net.double().eval(), split
+
+
+def _mussay_by_hand(net, split):
+    """Logits, beta and F = sum_p max_i |W3[i, p]| beta ||[W2_p, b2_p]|| written out directly."""
+    W1, b1 = net[0].weight.detach(), net[0].bias.detach()
+    W2, b2 = net[2].weight.detach(), net[2].bias.detach()
+    W3 = net[4].weight.detach()
+    x = torch.cat((split.train.x, split.test.x)).double()
+    a = torch.relu(x @ W1.T + b1)
+    beta = max(math.sqrt(float(row @ row) + 1) for row in a)
+    F = sum(
+        float(W3[:, p].abs().max()) * beta * math.sqrt(float(W2[p] @ W2[p] + b2[p] ** 2))
+        for p in range(W2.shape[0])
+    )
+    with torch.no_grad():
+        f = net(split.test.x.double())
+    return f, beta, F
+
+
+def test_epsilon_first_neuron_bound_and_samples_by_hand(tiny, plain_net):
+    config, r, _ = tiny
+    net, split = plain_net
+    f, beta, F = _mussay_by_hand(net, split)
+    y = split.test.y
+    top = f.topk(2, dim=1).values
+    half_gaps = sorted(
+        ((top[n, 0] - top[n, 1]) / 2).item() for n in range(len(y)) if f[n].argmax() == y[n]
+    )[::-1]
+    assert r.regimes[0].beta[0] == pytest.approx(beta, rel=1e-4)
+    assert r.regimes[0].scale[0] == pytest.approx(F, rel=1e-3)
+    for row in (e for e in r.epsilon_first if e.regime == "plain" and e.method == ab.NEURONS):
+        k = math.ceil(row.share * len(half_gaps))
+        E = half_gaps[k - 1]
+        assert row.bound[0] == pytest.approx(E, rel=1e-3)
+        eps = row.bound[0] / r.regimes[0].scale[0]
+        # signed Hoeffding with a union bound over the 10 logits
+        assert row.samples[0] == math.ceil(2 * math.log(2 * 10 / config.delta) / eps**2)
+        assert row.sparsity == [0.0] * config.draws  # with ~1e5 draws every neuron is drawn
+        assert row.violation <= config.delta and row.error_mean < row.bound[0]
+
+
+def test_dev_accuracy_and_the_nominal_weight_bound(tiny, plain_net):
+    _, r, _ = tiny
+    net, split = plain_net
+    dev = data.Dataset(split.test.x.double(), split.test.y, "dev", 10)
+    assert r.regimes[0].accuracy[0] == pytest.approx(train.evaluate(net, dev)["accuracy"], abs=2e-3)
+    with torch.no_grad():
+        f = net(dev.x)
+    y = dev.y
+    t = f.argmax(1)
+    top = f.topk(2, dim=1).values
+    crit = [  # eps*(x) = gap / (2 max_c |f_c|) among the correct examples
+        ((top[n, 0] - top[n, 1]) / (2 * f[n].abs().max())).item()
+        for n in range(len(y))
+        if t[n] == y[n]
+    ]
+    crit.sort(reverse=True)
+    for row in (e for e in r.epsilon_first if e.regime == "plain" and e.method == ab.WEIGHTS):
+        assert row.nominal[0] == pytest.approx(crit[math.ceil(row.share * len(crit)) - 1], rel=1e-3)
+        assert row.bound[0] <= row.nominal[0]  # cancelling parts need a smaller eps
+        assert row.samples[0] >= row.nominal_samples[0]
+        assert row.violation <= 0.1
+
+
+def test_sparsity_first_implied_bound_is_the_inverse_of_hoeffding(tiny):
+    config, r, _ = tiny
+    F = {g.name: g.scale[0] for g in r.regimes}
+    for row in r.sparsity_first:
+        if row.method == ab.NEURONS:
+            assert row.sparsity == [1 - round(row.keep * 100) / 100] * config.draws
+            for m, implied in zip(row.samples, row.implied, strict=True):
+                eps = math.sqrt(2 * math.log(2 * 10 / config.delta) / m)
+                assert implied == pytest.approx(eps * F[row.regime], rel=1e-9)
+        assert all(0 <= s <= 1 for s in row.implied_share + row.preserved + row.accuracy)
+        assert all(g <= p + 1e-12 for g, p in zip(row.implied_share, row.preserved, strict=True))
+
+
+def test_heuristics_are_matched_in_sparsity(tiny):
+    _, r, _ = tiny
+    by = {(t.regime, t.method, t.level): t for t in r.finetune}
+    for regime in ("plain", "dropout"):
+        rand, mag = by[(regime, "SiPP (random)", 0.2)], by[(regime, "magnitude", 0.2)]
+        det = by[(regime, "SiPP (deterministic)", 0.2)]
+        assert mag.sparsity == rand.sparsity
+        assert abs(det.sparsity[0] - rand.sparsity[0]) <= 10 / 1000  # per-row rounding
+        assert math.isnan(mag.guaranteed[0]) and 0 <= det.guaranteed[0] <= det.before[0] + 1e-12
+        l0 = by[(regime, "L0", 0.03)]
+        if (regime, "Mussay coreset", 0.03) in by:
+            assert by[(regime, "Mussay coreset", 0.03)].sparsity == l0.sparsity
+
+
+def test_alpha_one_reproduces_epsilon_first(tiny):
+    _, r, _ = tiny
+    one = next(a for a in r.alpha if a.alpha == 1.0)
+    row = next(
+        e
+        for e in r.epsilon_first
+        if e.regime == r.alpha_regime and e.method == ab.NEURONS and e.share == r.alpha_share
+    )
+    assert one.bound == pytest.approx(row.bound) and one.samples == row.samples
+    two = next(a for a in r.alpha if a.alpha == 2.0)
+    assert two.scale[0] == pytest.approx(2 * one.scale[0])  # F is linear in the output weights
+
+
+def test_config_errors_name_the_option():
+    with pytest.raises(ValueError, match="regimes"):
+        ab.Config(regimes=("plain", "l1"))
+    with pytest.raises(ValueError, match="shares"):
+        ab.Config(shares=(0.5, 1.5))
+    with pytest.raises(ValueError, match="rule"):
+        ab.Config(rule="max")
+
+
+def test_report_renders_and_results_round_trip(tiny, monkeypatch):
+    config, r, out = tiny
+    monkeypatch.setitem(report.STUDIES, ab.NAME, ab)
+    report.write_run(ab, config, r, out)
+    html = (out / "report.html").read_text()
+    assert "Our answer" in html and html.count("<img") == 7
+    study, config2, r2, _ = report.load_run(out)
+    assert config2 == config
+    assert r2.epsilon_first[0].bound == r.epsilon_first[0].bound
+    assert r2.finetune[0].after == r.finetune[0].after
+    assert r2.regimes[0].inactive == r.regimes[0].inactive
