@@ -136,7 +136,9 @@ def _scores(r) -> Plot:
     for a in ax[0]:
         a.set_xticks(centres, names, fontsize=7)
         a.grid(alpha=0.3, axis="y")
-    ax[0, 0].set(title="test accuracy per seed (bar: mean, 95% interval)", ylabel="accuracy")
+    ax[0, 0].set(
+        title="test accuracy per seed (bar: mean, 95% interval)", ylabel="accuracy", ylim=(0, 1.02)
+    )  # few seeds give t-intervals wider than [0, 1]
     ax[0, 1].set(title="test loss per seed (bar: mean)", ylabel="cross-entropy")
     ax[0, 1].set_yscale("log")
     ax[0, 0].legend(fontsize=6, loc="lower left")
