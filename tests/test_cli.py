@@ -42,6 +42,7 @@ def test_unknown_option_lists_the_valid_ones():
     result = runner.invoke(app, ["run", "toy-nets", "--circle-widht", "3"])
     assert result.exit_code == 2
     assert "--circle-widht" in result.output and "--circle-width" in result.output
+    assert "--threads" in result.output
 
 
 def test_bad_option_value_is_named(tmp_path):

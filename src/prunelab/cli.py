@@ -20,6 +20,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Annotated, Any
 
+import torch
 import typer
 from typer.core import TyperCommand, TyperGroup
 
@@ -32,6 +33,21 @@ from .web import explorer
 def _fail(message: str) -> typer.Exit:
     typer.secho(f"error: {message}", fg="red", err=True)
     return typer.Exit(2)
+
+
+THREADS_HELP = (
+    "torch CPU threads (0: torch's default). The toy nets are tiny: on a busy machine "
+    "--threads 1 is much faster"
+)
+
+
+def _set_threads(threads: int) -> None:
+    """The command line owns its process, so it may set torch's thread count (the library never
+    does)."""
+    if threads < 0:
+        raise _fail(f"--threads must be >= 0; got {threads}")
+    if threads:
+        torch.set_num_threads(threads)
 
 
 class _StudyGroup(TyperGroup):
@@ -157,6 +173,12 @@ def _make_study_command(study: ModuleType):
                 bool, typer.Option("--progress/--no-progress", help="show progress bars")
             ],
         ),
+        inspect.Parameter(
+            "threads",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=0,
+            annotation=Annotated[int, typer.Option("--threads", help=THREADS_HELP)],
+        ),
     ]
     for name, (kind, f) in config_fields(study.Config).items():
         flag = "--" + name.replace("_", "-")
@@ -179,6 +201,7 @@ def _make_study_command(study: ModuleType):
         quick, out, config, progress = (
             kwargs.pop(k) for k in ("quick", "out", "config", "progress")
         )
+        _set_threads(kwargs.pop("threads"))
         overrides = _study_overrides(study, _read_toml(config))
         overrides |= {k: v for k, v in kwargs.items() if v is not None}
         _run_study(study, quick=quick, out=out, overrides=overrides, progress=progress)
@@ -210,8 +233,12 @@ def run_all(
         ),
     ] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+    threads: Annotated[
+        int, typer.Option("--threads", help="torch CPU threads (0: torch's default)")
+    ] = 0,
 ) -> None:
     """Run every study in order and write index.html linking the reports."""
+    _set_threads(threads)
     toml = _read_toml(config)
     unknown = [k for k, v in toml.items() if isinstance(v, dict) and k not in STUDIES]
     if unknown:
@@ -260,8 +287,12 @@ def train_command(
     weight_decay: Annotated[float, typer.Option()] = 0.0,
     seed: Annotated[int, typer.Option()] = 0,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+    threads: Annotated[
+        int, typer.Option("--threads", help="torch CPU threads (0: torch's default)")
+    ] = 0,
 ) -> None:
     """Train an MLP on a built-in data set and save a checkpoint for later studies."""
+    _set_threads(threads)
     try:
         split = data.load(data_name, seed=seed)
         sizes = [int(w) for w in widths.replace(" ", "").split(",") if w]
