@@ -4,7 +4,14 @@
 them (later studies reuse the checkpoints of earlier ones).
 """
 
-from . import approximation_bounds, node_criteria, node_removal, toy_nets, train_vs_prune
+from . import (
+    approximation_bounds,
+    node_criteria,
+    node_removal,
+    relevance,
+    toy_nets,
+    train_vs_prune,
+)
 
 STUDIES = {
     toy_nets.NAME: toy_nets,
@@ -12,4 +19,5 @@ STUDIES = {
     train_vs_prune.NAME: train_vs_prune,
     node_criteria.NAME: node_criteria,
     approximation_bounds.NAME: approximation_bounds,
+    relevance.NAME: relevance,
 }

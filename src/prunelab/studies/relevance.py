@@ -1,0 +1,458 @@
+"""Study ``relevance``: backward relevance methods side by side, and training against them.
+
+Part 2 of the node-removal source (Hobson, "Visualizing neural networks, how to blame the bias"):
+every method of :data:`prunelab.relevance.METHODS` explains the toy circle and spirals nets over
+the plane and a digit classifier's images; the bias-blame maps show which biases carry the
+decision where; a conservation table and an agreement matrix compare the methods; and the decoy
+experiment tries the source's alignment idea (train with a penalty on relevance in a forbidden
+region, here a patch that gives the label away, in a corner or over the strokes). The report is rendered by
+:mod:`.relevance_report`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from .. import alignment, data, decoy, models, relevance, train
+from ..progress import track
+from . import toy_nets
+from .base import option
+from .relevance_report import sections  # noqa: F401 (the study's report)
+
+NAME = "relevance"
+TITLE = "Relevance: blame the bias, compare the methods, train against a decoy"
+SUMMARY = "Relevance maps of every method on toy nets and digits, bias blame, conservation, decoy."
+IMAGE_SETS = {"digits": 8, "mnist5k": 28}  # name: image side
+TARGET_CLASS = 1  # the toy nets' explained logit: class 1 (outside the circle / the second arm)
+
+
+@dataclass(frozen=True)
+class Config:
+    seed: int = option(0, "seed of the data, the nets, the decoy patches and the first decoy run")
+    circle_epochs: int = option(60, "epochs of the toy-nets circle net (toy-nets' recipe)")
+    spirals_epochs: int = option(100, "epochs of the toy-nets spirals net (toy-nets' recipe)")
+    grid: int = option(50, "relevance map resolution (grid points per side over [-lim, lim])")
+    lim: float = option(2.0, "the toy maps cover [-lim, lim]^2 (training data lies in [-1, 1]^2)")
+    blame_nodes: int = option(8, "biases shown per toy net (largest mean |bias relevance|)")
+    images: str = option("mnist5k", "image data set: mnist5k (28x28) or digits (8x8)")
+    image_hidden: tuple[int, ...] = option((300, 100), "hidden widths of the explained image net")
+    image_epochs: int = option(10, "epochs of the image net and of every decoy run")
+    lr: float = option(1e-3, "Adam learning rate of the image nets")
+    batch_size: int = option(32, "mini-batch size of the image nets")
+    samples: int = option(6, "test images shown with their relevance maps")
+    agreement_samples: int = option(300, "test images for the conservation and agreement tables")
+    decoy_hidden: tuple[int, ...] = option((100,), "hidden widths of the decoy nets")
+    patch: int = option(3, "side of the decoy's patch in pixels")
+    corners: tuple[str, ...] = option(
+        ("top_left", "centre"),
+        f"where the patch goes, one decoy experiment each: {', '.join(decoy.CORNERS)}",
+    )
+    penalty_method: str = option("gradient_x_input", "relevance method of the penalty")
+    weights: tuple[float, ...] = option((1.0, 10.0, 100.0), "penalty weights lambda")
+    seeds: int = option(3, "seeds per decoy arm (init and batch order; one data split)")
+    sweep_per_level: int = option(
+        3, "patch brightness sweep: steps between training levels (odd: no ties at midpoints)"
+    )
+
+    QUICK: ClassVar[dict] = {
+        "circle_epochs": 20,
+        "spirals_epochs": 40,
+        "grid": 40,
+        "images": "digits",
+        "image_hidden": (64,),
+        "image_epochs": 20,
+        "agreement_samples": 100,
+        "decoy_hidden": (64,),
+        "patch": 2,
+        "weights": (10.0,),
+        "corners": ("top_left",),
+        "seeds": 2,
+    }
+
+    def __post_init__(self) -> None:
+        if self.images not in IMAGE_SETS:
+            raise ValueError(f"images {self.images!r}: choose from {sorted(IMAGE_SETS)}")
+        if not self.corners or any(c not in decoy.CORNERS for c in self.corners):
+            raise ValueError(f"corners {self.corners!r}: choose from {list(decoy.CORNERS)}")
+        if self.penalty_method not in relevance.METHODS:
+            raise ValueError(
+                f"penalty_method {self.penalty_method!r}: choose from {sorted(relevance.METHODS)}"
+            )
+        if not 1 <= self.patch < IMAGE_SETS[self.images]:
+            raise ValueError(
+                f"patch must be in 1..{IMAGE_SETS[self.images] - 1} for {self.images}; "
+                f"got {self.patch}"
+            )
+        if not self.weights or any(not w > 0 for w in self.weights):
+            raise ValueError(f"weights must be positive numbers; got {self.weights}")
+        for name in ("grid", "samples", "agreement_samples", "seeds", "sweep_per_level"):
+            if getattr(self, name) < (2 if name in ("grid", "agreement_samples") else 1):
+                raise ValueError(f"{name} is too small; got {getattr(self, name)}")
+        for name in ("circle_epochs", "spirals_epochs", "image_epochs", "blame_nodes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
+        if not self.lim > 0 or not self.lr > 0 or self.batch_size < 1:
+            raise ValueError("lim and lr must be > 0 and batch_size >= 1")
+
+
+@dataclass
+class PlaneMaps:
+    """Relevance of the class-1 logit of a toy net over a grid of [-lim, lim]^2 (rows: x1 up)."""
+
+    name: str
+    widths: tuple[int, ...]
+    test_accuracy: float
+    lim: float
+    probability: Tensor  # [G, G] P(class 1)
+    logit: Tensor  # [G, G] the explained value f_1(x)
+    logit_origin: float  # f_1(0): deeplift explains f_1(x) - f_1(0)
+    input: Tensor  # [M, 2, G, G] relevance (or signal) of x0 and x1
+    bias: Tensor  # [M, G, G] total bias relevance
+    reference: list[Tensor]  # true boundary / arms, polylines [P, 2]
+    blame_names: list[str]  # every bias, "h<layer>.<unit>" or "out.<unit>"
+    blame_shown: list[int]  # indices into blame_names of the shown biases (largest first)
+    blame: Tensor  # [K, G, G] blame_bias relevance of the shown biases
+    blame_active: Tensor  # [K, G, G] bool: the shown bias's unit is on (a > 0)
+    blame_layers: Tensor  # [L, G, G] total bias relevance per layer
+    dominant: Tensor  # [G, G] index into blame_names of the bias with the largest |relevance|
+
+
+@dataclass
+class ImageMaps:
+    """Relevance of the predicted class of an image classifier, per method."""
+
+    data: str
+    side: int
+    widths: tuple[int, ...]
+    test_accuracy: float
+    images: Tensor  # [S, D] the shown test images
+    labels: Tensor  # [S]
+    predicted: Tensor  # [S]
+    input: Tensor  # [M, S, D]
+    n_scored: int  # test images behind the conservation and agreement tables
+    error_total: Tensor  # [M] median |input + bias - output| / |output|
+    error_total_max: Tensor  # [M]
+    error_input: Tensor  # [M] median |input - output| / |output|
+    bias_fraction: Tensor  # [M] median (sum of bias relevance) / output
+    agreement_spearman: Tensor  # [M, M]
+    agreement_pearson: Tensor  # [M, M]
+
+
+@dataclass
+class DecoyArm:
+    """One way of training on the decoy task, over seeds (index s)."""
+
+    name: str
+    trained_on: str  # "random patch" (the reference) or "patch = label"
+    weight: float  # penalty lambda (0: none)
+    accuracy: Tensor  # [S] test, random patch
+    accuracy_true: Tensor  # [S] test, patch = label
+    accuracy_swapped: Tensor  # [S] test, patch = another label (accuracy on the true label)
+    accuracy_clean: Tensor  # [S] test, no patch
+    changed: Tensor  # [S] share of predictions that change when only the patch changes
+    follow_rate: Tensor  # [S] share of swapped-patch predictions naming the patch's label
+    weight_ratio: Tensor  # [S] first-layer weight norm on the patch pixels / on the others
+    share: Tensor  # [S, M] share of |relevance| on the patch per method (patch = label)
+    loss: Tensor  # [S, E] training cross-entropy per epoch
+    penalty: Tensor  # [S, E] training share (penalty method, true class) per epoch
+    mean_relevance: Tensor  # [D] mean |relevance| (penalty method) over test images, first seed
+    sweep_accuracy: Tensor  # [S, V]
+    sweep_follow: Tensor  # [S, V]
+    sweep_share: Tensor  # [S, V]
+
+
+@dataclass
+class Decoy:
+    data: str
+    side: int
+    patch: int
+    corner: str
+    region: Tensor  # [D] bool
+    method: str
+    seeds: list[int]
+    levels: Tensor  # [C] training brightness levels
+    sweep_values: Tensor  # [V]
+    example_train: Tensor  # [4, D] training images with their label patch
+    example_test: Tensor  # [4, D] test images with a random patch
+    example_labels: Tensor  # [4]
+    arms: list[DecoyArm]
+
+
+@dataclass
+class Results:
+    methods: list[str]
+    circle: PlaneMaps
+    spirals: PlaneMaps
+    images: ImageMaps
+    decoys: list[Decoy]  # one per patch position
+
+
+# --- the toy nets ------------------------------------------------------------------------------
+
+
+@torch.no_grad()  # maps only: the explanations need no graph
+def _plane(
+    name: str, model: nn.Sequential, split: data.Split, config: Config, reference
+) -> PlaneMaps:
+    G, methods = config.grid, list(relevance.METHODS)
+    grid = data.grid(G, config.lim)
+    rs = [relevance.explain(model, grid, method=m, target=TARGET_CLASS) for m in methods]
+    net = models.parse(model)
+    blame = relevance.explain(model, grid, method="blame_bias", target=TARGET_CLASS)
+    per_bias = torch.cat(blame.bias, 1)  # [G*G, U]: every bias, layer by layer
+    names = [
+        f"{'out' if k == len(net.layers) - 1 else f'h{k + 1}'}.{j}"
+        for k, layer in enumerate(net.layers)
+        for j in range(layer.width)
+    ]
+    shown = per_bias.abs().mean(0).argsort(descending=True)[: config.blame_nodes].tolist()
+    active = torch.cat(
+        [
+            *(a > 0 for a in net.activations(grid)),
+            torch.ones_like(blame.bias[-1], dtype=torch.bool),
+        ],
+        1,
+    )
+    return PlaneMaps(
+        name=name,
+        widths=(2, *net.hidden_sizes, net.out_features),
+        test_accuracy=train.evaluate(model, split.test)["accuracy"],
+        lim=config.lim,
+        probability=train.predict(model, grid)[:, TARGET_CLASS].reshape(G, G),
+        logit=rs[0].output.reshape(G, G),
+        logit_origin=(rs[0].output - rs[methods.index("deeplift")].output).mean().item(),
+        input=torch.stack([r.input.T.reshape(2, G, G) for r in rs]),
+        bias=torch.stack([sum(b.sum(1) for b in r.bias).reshape(G, G) for r in rs]),
+        reference=reference,
+        blame_names=names,
+        blame_shown=shown,
+        blame=per_bias[:, shown].T.reshape(-1, G, G),
+        blame_active=active[:, shown].T.reshape(-1, G, G),
+        blame_layers=torch.stack([b.sum(1).reshape(G, G) for b in blame.bias]),
+        dominant=per_bias.abs().argmax(1).reshape(G, G),
+    )
+
+
+def _toy(config: Config) -> tuple[PlaneMaps, PlaneMaps]:
+    toy = toy_nets.Config(
+        seed=config.seed,
+        circle_epochs=config.circle_epochs,
+        spirals_epochs=config.spirals_epochs,
+    )
+    circle = _plane(
+        "circle",
+        toy_nets.circle_net(toy),
+        toy_nets.circle_split(toy),
+        config,
+        [toy_nets.circle_boundary()],
+    )
+    spirals = _plane(
+        "spirals",
+        toy_nets.spirals_net(toy),
+        toy_nets.spirals_split(toy),
+        config,
+        toy_nets.spiral_arms(seed=config.seed),
+    )
+    return circle, spirals
+
+
+# --- the image classifier ----------------------------------------------------------------------
+
+
+def _image_net(widths: tuple[int, ...], train_data: data.Dataset, config: Config, seed: int):
+    model = models.mlp(widths, seed=seed)
+    train.fit(
+        model,
+        train_data,
+        epochs=config.image_epochs,
+        lr=config.lr,
+        batch_size=config.batch_size,
+        seed=seed,
+        progress=False,
+    )
+    return model
+
+
+def _images(split: data.Split, config: Config) -> ImageMaps:
+    side = IMAGE_SETS[config.images]
+    widths = (side * side, *config.image_hidden, split.classes)
+    model = _image_net(widths, split.train, config, config.seed)
+    methods = list(relevance.METHODS)
+    n = min(config.agreement_samples, len(split.test))
+    x = split.test.x[:n]
+    with torch.no_grad():
+        rs = {m: relevance.explain(model, x, method=m) for m in methods}
+    S = min(config.samples, n)
+
+    def median(f) -> Tensor:
+        return torch.stack([f(rs[m]).median() for m in methods])
+
+    return ImageMaps(
+        data=config.images,
+        side=side,
+        widths=widths,
+        test_accuracy=train.evaluate(model, split.test)["accuracy"],
+        images=x[:S],
+        labels=split.test.y[:S],
+        predicted=rs[methods[0]].target[:S],
+        input=torch.stack([rs[m].input[:S] for m in methods]),
+        n_scored=n,
+        error_total=median(alignment.conservation_error),
+        error_total_max=torch.stack([alignment.conservation_error(rs[m]).max() for m in methods]),
+        error_input=median(lambda r: alignment.conservation_error(r, include_bias=False)),
+        bias_fraction=median(alignment.bias_fraction),
+        agreement_spearman=alignment.agreement_matrix(
+            {m: r.input for m, r in rs.items()}, kind="spearman"
+        ),
+        agreement_pearson=alignment.agreement_matrix(
+            {m: r.input for m, r in rs.items()}, kind="pearson"
+        ),
+    )
+
+
+# --- the decoy experiment ----------------------------------------------------------------------
+
+
+def _decoy_run(
+    task: decoy.DecoyTask, widths, weight: float, on_random: bool, seed: int, config: Config
+):
+    model = models.mlp(widths, seed=seed)
+    history = alignment.fit_penalised(
+        model,
+        task.train_random if on_random else task.train,
+        region=task.region,
+        weight=weight,
+        method=config.penalty_method,
+        epochs=config.image_epochs,
+        lr=config.lr,
+        batch_size=config.batch_size,
+        seed=seed,
+        progress=False,
+    )
+    return model, history
+
+
+def _decoy(split: data.Split, config: Config, corner: str, advance) -> Decoy:
+    side = IMAGE_SETS[config.images]
+    region = decoy.patch_region(side, config.patch, corner)
+    task = decoy.decoy_task(split, region, seed=config.seed)
+    widths = (side * side, *config.decoy_hidden, split.classes)
+    methods = list(relevance.METHODS)
+    values = decoy.sweep_values(split.classes, config.sweep_per_level)
+    seeds = [config.seed + k for k in range(config.seeds)]
+    plan = [("random patch (reference)", 0.0, True), ("plain", 0.0, False)]
+    plan += [(f"penalty {w:g}", w, False) for w in config.weights]
+    arms = []
+    for name, weight, on_random in plan:
+        rows = []
+        for seed in seeds:
+            model, history = _decoy_run(task, widths, weight, on_random, seed, config)
+            scores = decoy.scores(model, task)
+            x = task.test_true.x
+            with torch.no_grad():
+                share = torch.stack(
+                    [alignment.relevance_share(model, x, region, method=m).mean() for m in methods]
+                )
+                mean_relevance = (
+                    relevance.explain(model, x, method=config.penalty_method).input.abs().mean(0)
+                )
+            sweep = decoy.sweep(
+                model,
+                task.test.x,
+                task.test.y,
+                region,
+                values=values,
+                method=config.penalty_method,
+                classes=split.classes,
+            )
+            scores["weight_ratio"] = decoy.patch_weight_ratio(model, region)
+            rows.append((scores, share, history, mean_relevance, sweep))
+            advance(status=f"decoy {corner}: {name}, seed {seed}")
+
+        def stack(key: str, rows=rows) -> Tensor:
+            return torch.tensor([r[0][key] for r in rows])
+
+        arms.append(
+            DecoyArm(
+                name=name,
+                trained_on="random patch" if on_random else "patch = label",
+                weight=weight,
+                accuracy=stack("accuracy"),
+                accuracy_true=stack("accuracy_true"),
+                accuracy_swapped=stack("accuracy_swapped"),
+                accuracy_clean=stack("accuracy_clean"),
+                changed=stack("changed"),
+                follow_rate=stack("follow_rate"),
+                weight_ratio=stack("weight_ratio"),
+                share=torch.stack([r[1] for r in rows]),
+                loss=torch.tensor([r[2].loss for r in rows]),
+                penalty=torch.tensor([r[2].penalty for r in rows]),
+                mean_relevance=rows[0][3],
+                sweep_accuracy=torch.stack([r[4].accuracy for r in rows]),
+                sweep_follow=torch.stack([r[4].follow for r in rows]),
+                sweep_share=torch.stack([r[4].share for r in rows]),
+            )
+        )
+    return Decoy(
+        data=config.images,
+        side=side,
+        patch=config.patch,
+        corner=corner,
+        region=region,
+        method=config.penalty_method,
+        seeds=seeds,
+        levels=decoy.levels(split.classes),
+        sweep_values=values,
+        example_train=task.train.x[:4],
+        example_test=task.test.x[:4],
+        example_labels=task.test.y[:4],
+        arms=arms,
+    )
+
+
+def run(config: Config, out: str | Path, *, progress: bool = True) -> Results:
+    """Relevance maps of the toy nets and an image net, then the decoy experiment."""
+    runs = config.seeds * (2 + len(config.weights)) * len(config.corners)
+    with track(3 + runs, "relevance", enabled=progress) as advance:
+        circle, spirals = _toy(config)
+        advance(2, status="toy nets")
+        split = data.load(config.images, seed=config.seed)
+        images = _images(split, config)
+        advance(status="image net")
+        decoys = [_decoy(split, config, corner, advance) for corner in config.corners]
+    return Results(list(relevance.METHODS), circle, spirals, images, decoys)
+
+
+def headline(results: Results) -> dict[str, float]:
+    m = results.methods
+    out = {}
+    for i, d in enumerate(results.decoys):
+        arms = {a.name: a for a in d.arms}
+        plain, reference = arms["plain"], arms["random patch (reference)"]
+        best = max((a for a in d.arms if a.weight > 0), key=lambda a: a.accuracy.mean().item())
+        k = m.index(d.method)
+        where = "" if i == 0 else f" ({d.corner} patch)"
+        out |= {
+            f"decoy test accuracy, plain{where}": plain.accuracy.mean().item(),
+            f"decoy test accuracy, {best.name}{where}": best.accuracy.mean().item(),
+            f"decoy test accuracy, reference{where}": reference.accuracy.mean().item(),
+            f"predictions changed by the patch, plain{where}": plain.changed.mean().item(),
+            f"predictions changed by the patch, {best.name}{where}": best.changed.mean().item(),
+        }
+        if i == 0:
+            out |= {
+                "patch relevance share, plain": plain.share[:, k].mean().item(),
+                f"patch relevance share, {best.name}": best.share[:, k].mean().item(),
+            }
+    out["blame_bias conservation error (median)"] = results.images.error_total[
+        m.index("blame_bias")
+    ].item()
+    out["Pearson(lrp_epsilon, gradient_x_input)"] = results.images.agreement_pearson[
+        m.index("lrp_epsilon"), m.index("gradient_x_input")
+    ].item()
+    return out
