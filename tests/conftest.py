@@ -5,6 +5,11 @@ import torch
 
 from prunelab import data
 
+# The tests own their process. Their tensors are small, and with a second intra-op thread they
+# stall whenever another process holds a core (10x slower on a busy 2-core machine), so run
+# single-threaded. (Library code never changes this; benchmarks measure with torch's default.)
+torch.set_num_threads(1)
+
 
 @pytest.fixture
 def blobs() -> data.Dataset:
