@@ -873,7 +873,7 @@ def obs(
                 out[f"{layer.name}.bias"] = s[W.numel() :]
         else:
             s = torch.empty_like(theta)
-            for rows in _row_chunks(H_out, theta.shape[1], max_block):
+            for rows in row_groups(H_out, theta.shape[1], max_block):
                 blocks = hessian_blocks.row_hessians(model, x, y, k, rows=rows)
                 h_inv = damped_inverse(blocks, damping)  # [R, D', D']
                 s[rows] = (theta[rows].double() ** 2 / (2 * torch.diagonal(h_inv, 0, 1, 2))).to(
@@ -898,8 +898,11 @@ def damped_inverse(H: Tensor, damping: float) -> Tensor:
     return torch.linalg.inv(H + lam[..., None, None] * eye)
 
 
-def _row_chunks(units: int, width: int, max_block: int) -> list[Tensor]:
-    """Output units in groups whose row blocks [R, width, width] hold about 2^24 elements."""
+def row_groups(units: int, width: int, max_block: int) -> list[Tensor]:
+    """Output units in groups whose OBS row blocks ``[R, width, width]`` hold about 2^24 elements.
+
+    Raises a ValueError if even one unit's block (``width`` parameters) exceeds ``max_block``.
+    """
     if width > max_block:
         raise ValueError(
             f"obs: a layer with {width} parameters per unit is too large even unit by unit "

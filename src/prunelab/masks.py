@@ -60,7 +60,11 @@ __all__ = [
 
 DEFAULT_CHUNK_BYTES = 2**24  # 16 MiB of temporaries per chunk: cache-friendly, measured
 
-_NEEDS_Z = ("gelu", "gelu_tanh", "leaky_relu")  # activations whose derivative is not a function of a = phi(z)
+_NEEDS_Z = (
+    "gelu",
+    "gelu_tanh",
+    "leaky_relu",
+)  # activations whose derivative is not a function of a = phi(z)
 
 
 class Affine(NamedTuple):

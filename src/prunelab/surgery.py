@@ -420,10 +420,11 @@ def sparsity_sweep(
     masks of increasing levels nest, so the first layer's pre-activations change between
     consecutive levels only by the entries pruned in between:
 
-        Z_{i+1} = Z_i - x[:, j] W_ij        for each first-layer entry (i, j) pruned in between
+        Z_{t+1}[i] = Z_t[i] - W_ij x[:, j]     for each first-layer entry (i, j) pruned in between
 
-    kept in float64 (rounding does not accumulate), a sparse update costing ``2 N`` per pruned
-    entry instead of a dense ``2 N H_1 D`` product per level. The layers above run for all
+    one sparse product per chunk of levels, costing ``2 N`` per pruned entry instead of a
+    dense ``2 N H_1 D`` product per level (each level's ``Z`` carries the rounding of at most
+    L subtractions, about that of a fresh dense product in the same dtype). The layers above run for all
     levels of a chunk at once as batched products over stacked masked weights ``[L, H_l,
     H_{l-1}]`` (:func:`prunelab.stacked.forward`). Dropout counts as identity (evaluation
     mode). ``removed_score`` sums the pruned entries' scores: with OBD saliencies it is OBD's
@@ -479,7 +480,8 @@ def sparsity_sweep(
         f = logits.double()  # [Lc, C, N]
         lse = torch.logsumexp(f, 1)  # [Lc, N]
         loss[idx] = (lse - f.gather(1, y.expand(len(idx), -1)[:, None]).squeeze(1)).mean(1).cpu()
-        accuracy[idx] = (logits.argmax(1) == y).double().mean(1).cpu()
+        predicted = logits.transpose(1, 2).contiguous().argmax(2)  # [Lc, N], first maximum
+        accuracy[idx] = (predicted == y).double().mean(1).cpu()
     return Sweep(
         torch.tensor(levels, dtype=torch.float64),
         counts.sum(1),
@@ -545,47 +547,39 @@ def obs_prune(
     for k, layer in enumerate(net.layers):
         W = layer.weight.detach()
         b = None if layer.bias is None else layer.bias.detach()
-        mw = masks.get(f"{layer.name}.weight", torch.ones_like(W))
-        theta = W if b is None else torch.cat([W, b[:, None]], 1)  # [H, D'] rows (W_i, b_i)
-        off = mw == 0
-        if b is not None:
-            mb = masks.get(f"{layer.name}.bias", torch.ones_like(b))
-            off = torch.cat([off, (mb == 0)[:, None]], 1)
+        H_out, H_in = W.shape
+        off = masks.get(f"{layer.name}.weight", torch.ones_like(W)) == 0  # [H, D] pruned
+        theta = W
+        if b is not None:  # rows (W_i, b_i) [H, D + 1]
+            off = torch.cat(
+                [off, (masks.get(f"{layer.name}.bias", torch.ones_like(b)) == 0)[:, None]], 1
+            )
+            theta = torch.cat([W, b[:, None]], 1)
         if not bool(off.any()):
             continue
-        H_out, H_in = W.shape
-        if theta.numel() <= max_block:
+        if theta.numel() <= max_block:  # one block, parameters ordered [W.flatten(), b]
             h_inv = criteria.damped_inverse(hessian_blocks.layer_hessian(model, x, y, k), damping)
-            w = W.reshape(-1) if b is None else torch.cat([W.reshape(-1), b])  # bias last
-            Q = (
-                (
-                    off[:, :H_in].reshape(-1)
-                    if b is None
-                    else torch.cat([off[:, :H_in].reshape(-1), off[:, H_in]])
-                )
-                .nonzero()
-                .squeeze(1)
+            w = torch.cat([theta[:, :H_in].reshape(-1), theta[:, H_in:].T.reshape(-1)])
+            Q = torch.cat([off[:, :H_in].reshape(-1), off[:, H_in:].T.reshape(-1)]).nonzero()
+            w = criteria.obs_update(w.double(), h_inv, Q.squeeze(1))[0].to(W.dtype)
+            theta = torch.cat(
+                [w[: W.numel()].reshape(H_out, H_in), w[W.numel() :].reshape(H_out, -1)], 1
             )
-            w_new = criteria.obs_update(w.double(), h_inv, Q)[0].to(W.dtype)
-            W_new, b_new = w_new[: W.numel()].reshape(H_out, H_in), w_new[W.numel() :]
-        else:
+        else:  # one block per output unit with pruned entries
             rows = off.any(1).nonzero().squeeze(1)
-            new_theta = theta.clone()
-            for chunk in criteria._row_chunks(len(rows), theta.shape[1], max_block):
-                r = rows[chunk]
+            theta = theta.clone()
+            for group in criteria.row_groups(len(rows), theta.shape[1], max_block):
+                r = rows[group]
                 h_inv = criteria.damped_inverse(
                     hessian_blocks.row_hessians(model, x, y, k, rows=r), damping
-                )
+                )  # [R, D', D']
                 for i, row in enumerate(r.tolist()):
                     Q = off[row].nonzero().squeeze(1)
-                    new_theta[row] = criteria.obs_update(theta[row].double(), h_inv[i], Q)[0].to(
-                        W.dtype
-                    )
-            W_new, b_new = new_theta[:, :H_in], new_theta[:, H_in]
+                    theta[row] = criteria.obs_update(theta[row].double(), h_inv[i], Q)[0]
         with torch.no_grad():
-            out[layer.name].weight.copy_(W_new)
+            out[layer.name].weight.copy_(theta[:, :H_in])
             if b is not None:
-                out[layer.name].bias.copy_(b_new)
+                out[layer.name].bias.copy_(theta[:, H_in])
     return new
 
 
@@ -710,15 +704,16 @@ def _sweep_logits(
     layer; for a chunk of levels the entries pruned between consecutive levels form one sparse
     matrix ``S [Lc * H1, D + 1]`` (row ``t * H1 + r`` holds the entries of unit r first pruned
     at the chunk's level t; column D is the bias, against a row of ones), and
-    ``Z_t = Z_start - cumsum_t (S @ [x^T; 1])``. ``Z_start`` is carried in float64 from chunk
-    to chunk, so rounding does not build up over the levels.
+    ``Z_t = Z_{t-1} - (S @ [x^T; 1])_t``, written over the product in place (one pass). Each
+    level's pre-activations thus carry the rounding of at most L subtractions, about that of a
+    fresh dense product.
     """
     names = list(seq)
     first, upper = net.layers[0], models.Net(net.layers[1:])
-    N, dtype = x.shape[0], x.dtype
+    N = x.shape[0]
     H1, D = first.weight.shape
     per_level = x.element_size() * (
-        3 * H1 * N
+        2 * H1 * N
         + 2 * N * sum(d.width for d in upper.layers)
         + sum(d.weight.numel() for d in upper.layers)
     )
@@ -731,9 +726,9 @@ def _sweep_logits(
         W = first.weight.detach()
         b = None if first.bias is None else first.bias.detach()
         xT = torch.cat([x.T, x.new_ones(1, N)])  # [D + 1, N] points last
-        ZT = W.double() @ xT[:D].double()  # [H1, N] float64, nothing pruned yet
+        ZT = W @ xT[:D]  # [H1, N] pre-activations with nothing pruned
         if b is not None:
-            ZT += b.double()[:, None]
+            ZT += b[:, None]
         # each pruned first-layer tensor: its entries in pruning order as (row, column, value)
         units = []
         for name in (f"{first.name}.weight", f"{first.name}.bias"):
@@ -755,7 +750,6 @@ def _sweep_logits(
                         sl = slice(c[t], c[t + 1])
                         parts.append((t * H1 + rows[sl], cols[sl], vals[sl]))
                 done[u] = c[-1]
-            Z = ZT.to(dtype).expand(Lc, H1, N)
             if parts:
                 r, col, val = (torch.cat(p) for p in zip(*parts, strict=True))
                 r, perm = torch.sort(r, stable=True)
@@ -764,10 +758,17 @@ def _sweep_logits(
                 with warnings.catch_warnings():  # "CSR support is in beta", invariant checks
                     warnings.filterwarnings("ignore", "Sparse", UserWarning)
                     S = torch.sparse_csr_tensor(crow, col[perm], val[perm], (Lc * H1, D + 1))
-                drop = (S @ xT).reshape(Lc, H1, N).cumsum(0)  # [Lc, H1, N]
-                Z = Z - drop
-                ZT -= drop[-1].double()
-            A = first.phi(Z)  # [Lc, H1, N]
+                Z = xT.new_empty(Lc * H1, N)
+                # addmm into a fresh buffer skips the zero fill and copies of ``S @ xT``
+                torch.addmm(Z, S, xT, beta=0, out=Z)
+                Z = Z.reshape(Lc, H1, N)  # what each level removes
+            else:
+                Z = ZT.new_zeros(Lc, H1, N)
+            torch.sub(ZT, Z[0], out=Z[0])
+            for t in range(1, Lc):  # Z_t = Z_{t-1} - removed_t, over the product in place
+                torch.sub(Z[t - 1], Z[t], out=Z[t])
+            ZT = Z[-1].clone()
+            A = _phi_(first, Z)  # [Lc, H1, N] points last
             if not upper.layers:
                 yield idx, A
                 continue
@@ -782,6 +783,15 @@ def _sweep_logits(
                 for d in upper.layers
             ]
             yield idx, stacked.forward(upper, Ws, bs, A)[0]
+
+
+def _phi_(layer: models.Dense, z: Tensor) -> Tensor:
+    """``layer.phi(z)``, in place for ReLU and LeakyReLU (``z`` is not needed afterwards)."""
+    if layer.activation == "relu":
+        return z.clamp_min_(0)
+    if layer.activation == "leaky_relu":
+        return F.leaky_relu_(z, layer.slope)
+    return layer.phi(z)
 
 
 def _masked(t: Tensor, name: str, pos: dict[str, Tensor], counts: Tensor, idx: list[int]) -> Tensor:

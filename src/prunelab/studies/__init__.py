@@ -8,6 +8,7 @@ from . import (
     approximation_bounds,
     node_criteria,
     node_removal,
+    obd_vs_magnitude,
     relevance,
     toy_nets,
     train_vs_prune,
@@ -18,6 +19,7 @@ STUDIES = {
     node_removal.NAME: node_removal,
     train_vs_prune.NAME: train_vs_prune,
     node_criteria.NAME: node_criteria,
+    obd_vs_magnitude.NAME: obd_vs_magnitude,
     approximation_bounds.NAME: approximation_bounds,
     relevance.NAME: relevance,
 }

@@ -1,0 +1,559 @@
+"""Study ``obd-vs-magnitude``: weight saliency by magnitude vs Optimal Brain Damage on MNIST.
+
+The source (``sources/003``) trains a 4-layer fully connected net of about 50K weights on MNIST,
+prunes it in 1% steps without retraining, ranking weights by magnitude or by OBD's saliency
+``h w^2 / 2``, layer by layer or over all layers at once, and repeats the all-layer OBD arm on a
+model trained with dropout (keep probability 0.8). Here: ``mnist5k`` and a 784-60-40-20-10 ReLU
+net (50,440 weights), trained with and without dropout over several seeds; the same four arms
+plus the Fisher and Hutchinson approximations of OBD, SNIP and random scores as extra (global)
+arms; finer steps at heavy sparsity for the best arms; fine-tuning at selected sparsities; and
+two measurements of the source's explanation (the Hessian's cross terms): the off-diagonal share
+of exact layer Hessian blocks and of the whole Hessian, and OBD's predicted against the actual
+loss increase. The report is rendered by :mod:`.obd_vs_magnitude_report`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from .. import criteria, data, hessian_blocks, models, stats, surgery, train
+from ..progress import track
+from .base import option
+from .obd_vs_magnitude_report import sections  # noqa: F401 (the study's report)
+
+NAME = "obd-vs-magnitude"
+TITLE = "OBD vs magnitude: pruning the weights of an MNIST net without retraining"
+SUMMARY = "Magnitude vs OBD saliency, layer-wise vs global, with and without dropout, to 99.9%."
+KINDS = ("no dropout", "dropout")
+
+
+@dataclass(frozen=True)
+class Config:
+    seed: int = option(0, "seed of the data split, the initialisations and the training order")
+    widths: tuple[int, ...] = option(
+        (784, 60, 40, 20, 10), "layer widths: 4 Linear layers, 50,440 weights (the source: ~50K)"
+    )
+    dropout: float = option(
+        0.2, "dropout of the dropout model (keep probability 0.8, as the source)"
+    )
+    seeds: int = option(3, "training seeds per model (mean and 95% t-interval over them)")
+    n_train: int = option(4000, "training images of mnist5k (at most 4000)")
+    n_test: int = option(1000, "test images the curves are measured on (at most 1000)")
+    epochs: int = option(40, "training epochs (train loss ~0.005 without dropout: a minimum)")
+    lr: float = option(1e-3, "Adam learning rate")
+    batch_size: int = option(64, "mini-batch size")
+    score_samples: int = option(4000, "training images the saliencies and Hessians are taken on")
+    criteria: tuple[str, ...] = option(
+        ("magnitude", "obd"), "criteria ranked both layer-wise and globally (the source's arms)"
+    )
+    extra: tuple[str, ...] = option(
+        ("obd_fisher", "obd_hutchinson", "snip", "random"), "extra criteria, ranked globally"
+    )
+    step: float = option(0.01, "sparsity step of the main sweep, 0 to 99% (the source: 1%)")
+    fine_arms: int = option(2, "arms per model that get the fine sweep at heavy sparsity")
+    fine_start: float = option(0.9, "the fine sweep starts here ...")
+    fine_step: float = option(0.001, "... and goes to 99.9% in these steps")
+    finetune_levels: tuple[float, ...] = option(
+        (0.5, 0.8, 0.9, 0.95, 0.98), "sparsities that are fine-tuned (global arms)"
+    )
+    finetune_criteria: tuple[str, ...] = option(
+        ("magnitude", "obd"), "criteria whose global masks are fine-tuned"
+    )
+    finetune_epochs: int = option(5, "fine-tuning epochs (masks stay in force)")
+    finetune_lr: float = option(5e-4, "fine-tuning Adam learning rate")
+    ratio_samples: int = option(1000, "training images of the whole-Hessian off-diagonal estimate")
+    ratio_probes: int = option(32, "Hessian-vector products of that estimate")
+    prediction_max: float = option(0.8, "OBD's predicted vs actual loss increase up to here")
+
+    QUICK: ClassVar[dict] = {
+        "seeds": 2,
+        "n_train": 1000,
+        "n_test": 500,
+        "epochs": 8,
+        "score_samples": 500,
+        "step": 0.05,
+        "fine_arms": 1,
+        "fine_step": 0.01,
+        "finetune_levels": (0.8, 0.95),
+        "finetune_criteria": ("obd",),
+        "finetune_epochs": 1,
+        "ratio_samples": 200,
+        "ratio_probes": 4,
+        "prediction_max": 0.6,
+    }
+
+    def __post_init__(self) -> None:
+        if len(self.widths) < 2 or self.widths[0] != 784 or self.widths[-1] != 10:
+            raise ValueError(f"widths must run from 784 to 10 (mnist5k); got {self.widths}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1); got {self.dropout}")
+        if self.seeds < 2:
+            raise ValueError(f"seeds must be >= 2 (for the intervals); got {self.seeds}")
+        for name in ("n_train", "n_test", "epochs", "score_samples", "ratio_samples"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
+        if self.ratio_probes < 2:
+            raise ValueError(f"ratio_probes must be >= 2; got {self.ratio_probes}")
+        for name in ("step", "fine_step"):
+            if not 0 < getattr(self, name) < 0.5:
+                raise ValueError(f"{name} must be in (0, 0.5); got {getattr(self, name)}")
+        if not 0 < self.fine_start < 1 or not 0 < self.prediction_max < 1:
+            raise ValueError("fine_start and prediction_max must be in (0, 1)")
+        if not all(0 < s < 1 for s in self.finetune_levels):
+            raise ValueError(f"finetune_levels must lie in (0, 1); got {self.finetune_levels}")
+        known = sorted(criteria.WEIGHT_CRITERIA)
+        for name in (*self.criteria, *self.extra, *self.finetune_criteria):
+            if name not in criteria.WEIGHT_CRITERIA:
+                raise ValueError(f"criterion {name!r}: choose from {known}")
+        if "obd" not in self.criteria:
+            raise ValueError("criteria must include 'obd' (the source's main arm)")
+
+
+@dataclass
+class Curve:
+    """Test loss and accuracy of one arm (criterion, scope) of one model kind, every seed."""
+
+    kind: str  # "no dropout" or "dropout"
+    criterion: str
+    scope: str  # "global" or "layer"
+    levels: Tensor  # [L] sparsities (fraction of the weights pruned; biases kept)
+    accuracy: Tensor  # [S, L]
+    loss: Tensor  # [S, L]
+
+    @property
+    def label(self) -> str:
+        return f"{self.criterion} ({self.scope})"
+
+
+@dataclass
+class FineTuned:
+    """Test accuracy right after pruning and after fine-tuning with the masks in force."""
+
+    kind: str
+    criterion: str
+    levels: list[float]
+    before: Tensor  # [S, F]
+    after: Tensor  # [S, F]
+
+
+@dataclass
+class CrossTerms:
+    """How far one model kind's Hessian is from diagonal, per seed, and what OBD predicts."""
+
+    kind: str
+    last_layer: list[float]  # ||offdiag||_F / ||H||_F of the last layer's block (weights, bias)
+    third_layer: list[float]  # the same for the layer before it
+    network: list[float]  # the whole Hessian, estimated (Hutchinson)
+    network_se: list[float]  # standard error of network^2
+    zero_saliency: list[float]  # fraction of the weights whose OBD saliency is exactly 0
+    levels: Tensor  # [P] sparsities of the prediction check (global OBD)
+    predicted: Tensor  # [S, P] sum of the pruned saliencies (OBD's predicted loss increase)
+    actual: Tensor  # [S, P] actual increase of the training loss (same samples)
+
+
+@dataclass
+class Finding:
+    """One observation of the source and what our measurement says about it."""
+
+    claim: str
+    measure: str  # what was compared
+    value: float  # the compared difference (mean over seeds), or a level
+    half: float  # its 95% t-interval half-width (nan where not applicable)
+    verdict: str  # "reproduced", "same direction, not significant", "not reproduced"
+    detail: str
+
+
+@dataclass
+class Results:
+    widths: tuple[int, ...]
+    weights: int
+    n_train: int
+    n_test: int
+    score_samples: int
+    seeds: list[int]
+    train_loss: dict[str, list[float]]  # kind -> per seed (final epoch, running mean)
+    test_accuracy: dict[str, list[float]]
+    curves: list[Curve]
+    fine: list[Curve]
+    fine_tuned: list[FineTuned]
+    cross_terms: list[CrossTerms]
+    findings: list[Finding]
+
+    def curve(self, kind: str, criterion: str, scope: str, *, fine: bool = False) -> Curve | None:
+        for c in self.fine if fine else self.curves:
+            if (c.kind, c.criterion, c.scope) == (kind, criterion, scope):
+                return c
+        return None
+
+
+# --- the pieces ------------------------------------------------------------------------------
+
+
+def _levels(start: float, stop: float, step: float) -> list[float]:
+    """``start, start + step, ..., <= stop`` rounded to 6 decimals (exact counts downstream)."""
+    n = math.floor((stop - start) / step + 1e-9)
+    return [round(start + i * step, 6) for i in range(n + 1)]
+
+
+def _arms(config: Config) -> list[tuple[str, str]]:
+    main = [(c, s) for c in config.criteria for s in ("layer", "global")]
+    return main + [(c, "global") for c in config.extra if c not in config.criteria]
+
+
+def _train(config: Config, split: data.Split, dropout: float) -> tuple[list[nn.Module], list]:
+    seeds = [config.seed + k for k in range(config.seeds)]
+    nets = [models.mlp(config.widths, dropout=dropout, seed=s) for s in seeds]
+    histories = train.fit_many(
+        nets,
+        split.train,
+        seeds=seeds,
+        epochs=config.epochs,
+        lr=config.lr,
+        batch_size=config.batch_size,
+        progress=False,
+    )
+    return nets, histories
+
+
+def _finetune(config, split, nets, scores, kind: str, crit: str) -> FineTuned:
+    """Global masks at each fine-tune level, then fit_many on all (seed, level) copies at once."""
+    copies, masks, before = [], [], []
+    for k, net in enumerate(nets):
+        for level in config.finetune_levels:
+            m = surgery.prune_weights(net, scores[k][crit], level, scope="global")
+            pruned = surgery.strip(net, m)
+            before.append(train.evaluate(pruned, split.test)["accuracy"])
+            copies.append(pruned)
+            masks.append(m)
+    stacked_masks = {n: torch.stack([m[n] for m in masks]) for n in masks[0]}
+    train.fit_many(
+        copies,
+        split.train,
+        seeds=[config.seed + i for i in range(len(copies))],
+        epochs=config.finetune_epochs,
+        lr=config.finetune_lr,
+        batch_size=config.batch_size,
+        weight_masks=stacked_masks,
+        progress=False,
+    )
+    after = [train.evaluate(c, split.test)["accuracy"] for c in copies]
+    shape = (len(nets), len(config.finetune_levels))
+    return FineTuned(
+        kind,
+        crit,
+        list(config.finetune_levels),
+        torch.tensor(before, dtype=torch.float64).reshape(shape),
+        torch.tensor(after, dtype=torch.float64).reshape(shape),
+    )
+
+
+def _cross_terms(config, nets, scores, x, y, kind: str) -> CrossTerms:
+    levels = _levels(0.0, config.prediction_max, config.step)
+    last, third, network, network_se, zero, predicted, actual = [], [], [], [], [], [], []
+    for k, net in enumerate(nets):
+        last.append(hessian_blocks.offdiagonal_ratio(hessian_blocks.layer_hessian(net, x, y, -1)))
+        if len(config.widths) > 2:
+            block = hessian_blocks.layer_hessian(net, x, y, -2)
+            third.append(hessian_blocks.offdiagonal_ratio(block))
+        g = torch.Generator().manual_seed(config.seed + k)
+        n = config.ratio_samples
+        r, se = hessian_blocks.offdiagonal_ratio_estimate(
+            net, x[:n], y[:n], probes=config.ratio_probes, generator=g
+        )
+        network.append(r)
+        network_se.append(se)
+        s = [v for name, v in scores[k]["obd"].items() if name.endswith("weight")]
+        zero.append(sum(int((v == 0).sum()) for v in s) / sum(v.numel() for v in s))
+        sweep = surgery.sparsity_sweep(net, scores[k]["obd"], levels, x, y, scope="global")
+        predicted.append(sweep.removed_score)
+        actual.append(sweep.loss - sweep.loss[0])
+    return CrossTerms(
+        kind,
+        last,
+        third,
+        network,
+        network_se,
+        zero,
+        torch.tensor(levels, dtype=torch.float64),
+        torch.stack(predicted),
+        torch.stack(actual),
+    )
+
+
+# --- the source's observations ----------------------------------------------------------------
+
+
+def _area(curve: Curve) -> Tensor:
+    """Mean accuracy over the levels above 0, per seed: [S] (the area under the curve)."""
+    return curve.accuracy[:, curve.levels > 0].mean(1)
+
+
+def _verdict(diffs: Tensor) -> tuple[float, float, str]:
+    """Mean, 95% half-width and verdict for per-seed differences expected to be positive."""
+    mean, half = stats.mean_interval(diffs.double())
+    mean, half = mean.item(), half.item()
+    if mean - half > 0:
+        return mean, half, "reproduced"
+    if mean > 0:
+        return mean, half, "same direction, not significant"
+    return mean, half, "not reproduced"
+
+
+def _drop_level(curve: Curve, points: float) -> float:
+    """First level where the mean accuracy is ``points`` below the unpruned model's (nan: never)."""
+    mean = curve.accuracy.mean(0)
+    below = (mean <= mean[0] - points).nonzero()
+    return curve.levels[below[0]].item() if len(below) else math.nan
+
+
+def _findings(results: Results, config: Config) -> list[Finding]:
+    base = KINDS[0]
+    out = []
+    c = results.curve
+    mag = (
+        [c(base, "magnitude", s) for s in ("layer", "global")]
+        if "magnitude" in config.criteria
+        else []
+    )
+    obd_g = c(base, "obd", "global")
+    if mag:
+        obd = [c(base, "obd", s) for s in ("layer", "global")]
+        diffs = torch.stack([_area(o) - _area(m) for o, m in zip(obd, mag, strict=True)]).mean(0)
+        mean, half, verdict = _verdict(diffs)
+        drops = ", ".join(
+            f"{m.label}: 1 point at {_drop_level(m, 0.01):.0%}, 10 points at "
+            f"{_drop_level(m, 0.10):.0%}"
+            for m in [*mag, *obd]
+        )
+        out.append(
+            Finding(
+                "Magnitude pruning degrades steadily without retraining, worse than OBD.",
+                "mean accuracy over 1-99%: OBD minus magnitude in the same scope (mean of both)",
+                mean,
+                half,
+                verdict,
+                f"The mean accuracy falls below the unpruned model's by {drops}.",
+            )
+        )
+    for crit in config.criteria:
+        g, layer = c(base, crit, "global"), c(base, crit, "layer")
+        mean, half, verdict = _verdict(_area(g) - _area(layer))
+        heavy = g.levels >= 0.9
+        diff90 = (g.accuracy[:, heavy] - layer.accuracy[:, heavy]).mean().item()
+        out.append(
+            Finding(
+                f"Global ranking beats layer-wise ranking ({crit}).",
+                f"mean accuracy over 1-99%: {crit} global minus {crit} layer-wise",
+                mean,
+                half,
+                verdict,
+                f"At 90-99% sparsity the global arm is {100 * diff90:+.1f} points on average.",
+            )
+        )
+    arms = [a for a in results.curves if a.kind == base]
+    areas = {a.label: _area(a).mean().item() for a in arms}
+    ranked = sorted(areas, key=areas.get, reverse=True)
+    runner = next(a for a in arms if a.label == next(r for r in ranked if r != obd_g.label))
+    mean, half, verdict = _verdict(_area(obd_g) - _area(runner))
+    out.append(
+        Finding(
+            "Global OBD is the best arm.",
+            f"mean accuracy over 1-99%: global OBD minus the best other arm ({runner.label})",
+            mean,
+            half,
+            verdict,
+            "Ranking by mean accuracy: "
+            + ", ".join(f"{name} {100 * areas[name]:.1f}%" for name in ranked)
+            + ".",
+        )
+    )
+    drop_g = c(KINDS[1], "obd", "global")
+    fine_n, fine_d = c(base, "obd", "global", fine=True), c(KINDS[1], "obd", "global", fine=True)
+    diff = drop_g.accuracy - obd_g.accuracy  # [S, L] dropout minus no dropout (seed pairs)
+    behind = (diff.mean(0) < 0).nonzero()  # levels where dropout is behind on average
+    if not len(behind):
+        crossing = 0.0
+    elif behind[-1] + 1 == len(obd_g.levels):
+        crossing = math.nan
+    else:
+        crossing = obd_g.levels[behind[-1] + 1].item()
+    early = (obd_g.levels > 0) & (obd_g.levels <= 0.5)
+    mean, half, verdict = _verdict(-diff[:, early].mean(1))
+    out.append(
+        Finding(
+            "The dropout model is worse at first (global OBD).",
+            "mean accuracy over 1-50%: no dropout minus dropout",
+            mean,
+            half,
+            verdict,
+            f"Unpruned test accuracy: no dropout {100 * obd_g.accuracy[:, 0].mean():.1f}%, "
+            f"dropout {100 * drop_g.accuracy[:, 0].mean():.1f}%.",
+        )
+    )
+    heavy_n, heavy_d = (
+        obd_g.accuracy[:, obd_g.levels >= 0.9],
+        drop_g.accuracy[:, obd_g.levels >= 0.9],
+    )
+    if fine_n is not None and fine_d is not None:  # the fine sweep covers the heavy end
+        heavy_n, heavy_d = fine_n.accuracy, fine_d.accuracy
+    mean, half, verdict = _verdict((heavy_d - heavy_n).mean(1))
+    out.append(
+        Finding(
+            "The dropout model is better under heavy pruning (global OBD).",
+            f"mean accuracy over {config.fine_start:.0%}-99.9%: dropout minus no dropout",
+            mean,
+            half,
+            verdict,
+            (
+                "On average the dropout model is never behind in the main sweep."
+                if crossing == 0
+                else "The mean curves cross (dropout stays ahead from there on) at "
+                + ("no level" if math.isnan(crossing) else f"{crossing:.0%}")
+                + " of the main sweep."
+            ),
+        )
+    )
+    terms = {t.kind: t for t in results.cross_terms}
+    n, d = terms[KINDS[0]], terms[KINDS[1]]
+    mean, half, verdict = _verdict(torch.tensor(d.last_layer) - torch.tensor(n.last_layer))
+    rel = {t.kind: (t.actual[:, -1] / t.predicted[:, -1]).mean().item() for t in (n, d)}
+    out.append(
+        Finding(
+            "Dropout strengthens the Hessian's cross terms, which OBD neglects.",
+            "off-diagonal share ||H - diag H||_F / ||H||_F of the last layer: dropout minus none",
+            mean,
+            half,
+            verdict,
+            f"Last layer {_fmt(n.last_layer)} (no dropout) vs {_fmt(d.last_layer)} (dropout); "
+            f"layer before it {_fmt(n.third_layer)} vs {_fmt(d.third_layer)}; whole network "
+            f"(estimated) {_fmt(n.network)} vs {_fmt(d.network)}. Actual / OBD-predicted "
+            f"training-loss increase at {config.prediction_max:.0%}: "
+            f"{rel[KINDS[0]]:.2f} vs {rel[KINDS[1]]:.2f}.",
+        )
+    )
+    return out
+
+
+def _fmt(values: list[float]) -> str:
+    if not values:
+        return "-"
+    mean, half = stats.mean_interval(torch.tensor(values, dtype=torch.float64))
+    return f"{mean.item():.3f} ± {half.item():.3f}"
+
+
+# --- the study ---------------------------------------------------------------------------------
+
+
+def run(config: Config, out: str | Path, *, progress: bool = True) -> Results:
+    """Train, score, sweep, fine-tune and measure the Hessian's cross terms."""
+    split = data.load("mnist5k", seed=config.seed, n_train=config.n_train, n_test=config.n_test)
+    train_x, train_y = split.train.x, split.train.y
+    xs, ys = train_x[: config.score_samples], train_y[: config.score_samples]
+    xt, yt = split.test.x, split.test.y
+    coarse = _levels(0.0, 0.99, config.step)
+    fine_levels = _levels(config.fine_start, 0.999, config.fine_step)
+    arms = _arms(config)
+    names = sorted({c for c, _ in arms} | set(config.finetune_criteria) | {"obd"})
+    steps = len(KINDS) * (1 + config.seeds + 3)
+    curves, fine, tuned, terms = [], [], [], []
+    train_loss, test_accuracy = {}, {}
+    with track(steps, "obd vs magnitude", enabled=progress) as advance:
+        for kind, p in zip(KINDS, (0.0, config.dropout), strict=True):
+            nets, histories = _train(config, split, p)
+            train_loss[kind] = [h.loss[-1] for h in histories]
+            test_accuracy[kind] = [train.evaluate(net, split.test)["accuracy"] for net in nets]
+            advance(status=f"trained ({kind})")
+            scores = []  # per seed: {criterion: {param: Tensor}}
+            for k, net in enumerate(nets):
+                g = torch.Generator().manual_seed(config.seed + k)
+                scores.append(
+                    {c: criteria.weight_scores(c, net, xs, ys, generator=g) for c in names}
+                )
+                advance(status=f"scored seed {k} ({kind})")
+            for crit, scope in arms:
+                sweeps = [
+                    surgery.sparsity_sweep(net, scores[k][crit], coarse, xt, yt, scope=scope)
+                    for k, net in enumerate(nets)
+                ]
+                curves.append(_curve(kind, crit, scope, coarse, sweeps))
+            kind_curves = [cv for cv in curves if cv.kind == kind]
+            heavy = torch.tensor(coarse) >= config.fine_start
+            best = sorted(
+                kind_curves, key=lambda cv: cv.accuracy[:, heavy].mean().item(), reverse=True
+            )
+            chosen = {(cv.criterion, cv.scope) for cv in best[: config.fine_arms]}
+            chosen.add(("obd", "global"))  # the source's "even more pruning" arm, always
+            for crit, scope in sorted(chosen):
+                sweeps = [
+                    surgery.sparsity_sweep(net, scores[k][crit], fine_levels, xt, yt, scope=scope)
+                    for k, net in enumerate(nets)
+                ]
+                fine.append(_curve(kind, crit, scope, fine_levels, sweeps))
+            advance(status=f"swept ({kind})")
+            for crit in config.finetune_criteria:
+                tuned.append(_finetune(config, split, nets, scores, kind, crit))
+            advance(status=f"fine-tuned ({kind})")
+            terms.append(_cross_terms(config, nets, scores, xs, ys, kind))
+            advance(status=f"cross terms ({kind})")
+    results = Results(
+        widths=tuple(config.widths),
+        weights=sum(a * b for a, b in zip(config.widths[:-1], config.widths[1:], strict=True)),
+        n_train=len(train_y),
+        n_test=len(yt),
+        score_samples=len(ys),
+        seeds=[config.seed + k for k in range(config.seeds)],
+        train_loss=train_loss,
+        test_accuracy=test_accuracy,
+        curves=curves,
+        fine=fine,
+        fine_tuned=tuned,
+        cross_terms=terms,
+        findings=[],
+    )
+    results.findings = _findings(results, config)
+    return results
+
+
+def _curve(kind, crit, scope, levels, sweeps) -> Curve:
+    return Curve(
+        kind,
+        crit,
+        scope,
+        torch.tensor(levels, dtype=torch.float64),
+        torch.stack([s.accuracy for s in sweeps]),
+        torch.stack([s.loss for s in sweeps]),
+    )
+
+
+def headline(results: Results) -> dict[str, float]:
+    out = {}
+    for kind in KINDS:
+        out[f"test accuracy ({kind})"] = sum(results.test_accuracy[kind]) / len(results.seeds)
+    base = KINDS[0]
+    for crit, scope in (("magnitude", "layer"), ("magnitude", "global"), ("obd", "layer")):
+        cv = results.curve(base, crit, scope)
+        if cv is not None:
+            out[f"accuracy at 90%, {crit} {scope}"] = _at(cv, 0.9)
+    for kind in KINDS:
+        out[f"accuracy at 90%, obd global ({kind})"] = _at(
+            results.curve(kind, "obd", "global"), 0.9
+        )
+    for kind in KINDS:
+        fine = results.curve(kind, "obd", "global", fine=True)
+        if fine is not None:
+            out[f"accuracy at 99%, obd global ({kind})"] = _at(fine, 0.99)
+    for t in results.cross_terms:
+        out[f"last-layer off-diagonal share ({t.kind})"] = sum(t.last_layer) / len(t.last_layer)
+    return out
+
+
+def _at(curve: Curve, level: float) -> float:
+    """Mean accuracy over seeds at the level nearest to ``level``."""
+    i = int((curve.levels - level).abs().argmin())
+    return curve.accuracy[:, i].mean().item()

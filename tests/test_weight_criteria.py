@@ -1,0 +1,290 @@
+"""Weight criteria against closed forms on quadratics and against autograd (float64)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from prunelab import criteria, curvature, models
+from prunelab.criteria import (
+    WEIGHT_CRITERIA,
+    WEIGHT_LABELLED,
+    damped_inverse,
+    hessian_gradient_product,
+    obd_saliency,
+    obs_saliency,
+    obs_update,
+    weight_scores,
+)
+
+F64 = torch.float64
+
+
+def _setup(activation="relu", widths=(3, 6, 5, 4), seed=0, n=40):
+    model = models.mlp(widths, activation=activation, seed=seed, dtype=F64)
+    g = torch.Generator().manual_seed(seed + 100)
+    x = torch.randn(n, widths[0], generator=g, dtype=F64)
+    y = torch.randint(0, widths[-1], (n,), generator=g)
+    return model, x, y
+
+
+def _params(model):
+    return {n: p.detach() for n, p in model.named_parameters()}
+
+
+def _loss(model, x, y, temperature=1.0):
+    """Mean CE of the model's own modules as a function of a parameter dict."""
+    return lambda p: F.cross_entropy(torch.func.functional_call(model, p, (x,)) / temperature, y)
+
+
+def _spd(P, seed):
+    g = torch.Generator().manual_seed(seed)
+    B = torch.randn(P, P, generator=g, dtype=F64)
+    return B @ B.T + 0.1 * torch.eye(P, dtype=F64), torch.randn(P, generator=g, dtype=F64)
+
+
+def _quadratic(A, w_star):
+    """E(w) = 1/2 (w - w*)^T A (w - w*), the OBD/OBS oracle (METHODS.md B)."""
+    return lambda w: 0.5 * (w - w_star) @ A @ (w - w_star)
+
+
+# --- OBD and OBS on a quadratic: the saliencies are the exact loss increases -----------------
+
+
+@settings(max_examples=25, deadline=None)
+@given(P=st.integers(2, 7), seed=st.integers(0, 10_000))
+def test_obd_and_obs_on_a_quadratic(P, seed):
+    A, w_star = _spd(P, seed)
+    E = _quadratic(A, w_star)
+    s_obd = obd_saliency(w_star, torch.diagonal(A))
+    A_inv = torch.linalg.inv(A)
+    L_obs = obs_saliency(w_star, A_inv)
+    for q in range(P):
+        zeroed = w_star.clone()
+        zeroed[q] = 0
+        assert s_obd[q].item() == pytest.approx(E(zeroed).item(), rel=1e-10)  # exact increase
+        moved, L_q = obs_update(w_star, A_inv, torch.tensor([q]))
+        assert moved[q] == 0
+        assert L_q.item() == pytest.approx(E(moved).item(), rel=1e-8)  # exact after compensation
+        assert L_q.item() == pytest.approx(L_obs[q].item(), rel=1e-10)
+        assert L_obs[q] <= s_obd[q] * (1 + 1e-12)  # never worse than OBD for the same q
+
+
+@settings(max_examples=20, deadline=None)
+@given(P=st.integers(3, 8), seed=st.integers(0, 10_000), data=st.data())
+def test_obs_update_is_the_constrained_minimum(P, seed, data):
+    A, w_star = _spd(P, seed)
+    E = _quadratic(A, w_star)
+    Q = sorted(data.draw(st.sets(st.integers(0, P - 1), min_size=1, max_size=P - 1)))
+    moved, L_Q = obs_update(w_star, torch.linalg.inv(A), torch.tensor(Q))
+    assert (moved[Q] == 0).all()
+    assert L_Q.item() == pytest.approx(E(moved).item(), rel=1e-8)
+    zeroed = w_star.clone()
+    zeroed[Q] = 0
+    assert E(moved) <= E(zeroed) * (1 + 1e-12)
+    g = torch.Generator().manual_seed(seed)
+    free = [i for i in range(P) if i not in Q]
+    for _ in range(5):  # any other feasible point is worse
+        other = moved.clone()
+        other[free] += 0.1 * torch.randn(len(free), generator=g, dtype=F64)
+        assert E(other) >= E(moved) - 1e-12
+
+
+def test_hessian_gradient_product_on_an_analytic_quadratic():
+    # L(a, c) = 1/2 theta^T A theta - b^T theta with theta = [a (2x2), c (3)]: Hg = A (A theta - b)
+    A, b = _spd(7, 1)
+    theta = torch.randn(7, generator=torch.Generator().manual_seed(2), dtype=F64)
+
+    def loss(p):
+        t = torch.cat([p["a"].reshape(-1), p["c"]])
+        return 0.5 * t @ A @ t - b @ t
+
+    hg = hessian_gradient_product(loss, {"a": theta[:4].reshape(2, 2), "c": theta[4:]})
+    expected = A @ (A @ theta - b)
+    torch.testing.assert_close(torch.cat([hg["a"].reshape(-1), hg["c"]]), expected)
+
+
+# --- model-level criteria against autograd ------------------------------------------------
+
+
+def _flat_hessian_and_grad(model, x, y, temperature=1.0):
+    params = _params(model)
+    sizes = [p.numel() for p in params.values()]
+
+    def loss(flat):
+        p = {n: t.reshape(q.shape) for (n, q), t in zip(params.items(), flat.split(sizes))}
+        return _loss(model, x, y, temperature)(p)
+
+    flat = torch.cat([p.reshape(-1) for p in params.values()])
+    return torch.func.hessian(loss)(flat), torch.func.grad(loss)(flat), flat, sizes
+
+
+def _unflat(model, v, sizes):
+    return {n: t.reshape(p.shape) for (n, p), t in zip(model.named_parameters(), v.split(sizes))}
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_obd_family_uses_the_named_diagonal(activation, monkeypatch):
+    model, x, y = _setup(activation)
+    H, _, flat, sizes = _flat_hessian_and_grad(model, x, y)
+    expected = _unflat(model, 0.5 * torch.diagonal(H) * flat**2, sizes)
+    for name, got in weight_scores("obd", model, x, y).items():
+        torch.testing.assert_close(got, expected[name], rtol=1e-9, atol=1e-14)
+    # empirical Fisher: per-sample gradients of l_n, squared and averaged
+    params = _params(model)
+
+    def sample_grad(xi, yi):
+        return torch.func.grad(_loss(model, xi[None], yi[None]))(params)
+
+    per_sample = torch.func.vmap(sample_grad)(x, y)  # {name: [N, *shape]}
+    for name, got in weight_scores("obd_fisher", model, x, y).items():
+        fisher = per_sample[name].square().mean(0)
+        torch.testing.assert_close(got, 0.5 * fisher * params[name] ** 2)
+    monkeypatch.setattr(criteria, "HUTCHINSON_PROBES", 8)
+    hutch = curvature.hutchinson_diag(model, x, y, 8, torch.Generator().manual_seed(5))
+    got = weight_scores("obd_hutchinson", model, x, y, generator=torch.Generator().manual_seed(5))
+    for name, h in hutch.items():
+        torch.testing.assert_close(got[name], 0.5 * h * params[name] ** 2)
+    for name, estimator in (("obd_ggn", "ggn"), ("obd_becker_lecun", "becker_lecun")):
+        h = curvature.ESTIMATORS[estimator](model, x, y)
+        for n, s in weight_scores(name, model, x, y).items():
+            torch.testing.assert_close(s, obd_saliency(params[n], h[n]))
+
+
+@pytest.mark.parametrize("max_block", [10_000, 6])
+def test_obs_scores_use_the_damped_layer_block(max_block):
+    model, x, y = _setup("tanh", widths=(3, 5, 4))
+    H, _, flat, sizes = _flat_hessian_and_grad(model, x, y)
+    scores = criteria.obs(model, x, y, max_block=max_block)
+    offset = 0
+    for name in ["0", "2"]:
+        W, b = _params(model)[f"{name}.weight"], _params(model)[f"{name}.bias"]
+        P = W.numel() + b.numel()
+        w_idx = torch.arange(offset, offset + W.numel())
+        b_idx = torch.arange(offset + W.numel(), offset + P)
+        if max_block >= P:  # the whole layer block
+            index = torch.cat([w_idx, b_idx])
+            block = H[index][:, index]
+            s = obs_saliency(torch.cat([W.reshape(-1), b]), damped_inverse(block, 1e-4))
+            expected_w, expected_b = s[: W.numel()].reshape(W.shape), s[W.numel() :]
+        else:  # one block per output unit
+            D = W.shape[1]
+            expected_w, expected_b = torch.empty_like(W), torch.empty_like(b)
+            for i in range(W.shape[0]):
+                index = torch.cat([w_idx[i * D : (i + 1) * D], b_idx[i : i + 1]])
+                theta = torch.cat([W[i], b[i : i + 1]])
+                s = obs_saliency(theta, damped_inverse(H[index][:, index], 1e-4))
+                expected_w[i], expected_b[i] = s[:D], s[D]
+        torch.testing.assert_close(scores[f"{name}.weight"], expected_w, rtol=1e-7, atol=1e-12)
+        torch.testing.assert_close(scores[f"{name}.bias"], expected_b, rtol=1e-7, atol=1e-12)
+        offset += P
+
+
+def test_damped_inverse():
+    A, _ = _spd(4, 0)
+    lam = 0.5 * torch.diagonal(A).mean()
+    torch.testing.assert_close(damped_inverse(A, 0.5), torch.linalg.inv(A + lam * torch.eye(4)))
+    batch = damped_inverse(torch.stack([A, 2 * A]), 0.0)
+    torch.testing.assert_close(batch[1], torch.linalg.inv(2 * A))
+    torch.testing.assert_close(
+        damped_inverse(torch.zeros(2, 2), 1e-3), 1e3 * torch.eye(2, dtype=F64)
+    )
+
+
+def test_snip_sums_to_one_and_is_the_connection_sensitivity():
+    model, x, y = _setup()
+    scores = weight_scores("snip", model, x, y)
+    weights = [n for n in scores if n.endswith("weight")]
+    assert sum(scores[n].sum() for n in weights).item() == pytest.approx(1, rel=1e-12)
+    params = _params(model)
+    # |dL(c * theta)/dc| at c = 1 with autograd on explicit masks c
+    c = {n: torch.ones_like(p, requires_grad=True) for n, p in params.items()}
+    loss = _loss(model, x, y)({n: c[n] * p for n, p in params.items()})
+    grads = dict(zip(c, torch.autograd.grad(loss, list(c.values()))))
+    total = sum(grads[n].abs().sum() for n in weights)
+    for n in params:
+        torch.testing.assert_close(scores[n], grads[n].abs() / total)
+
+
+def test_grasp_is_minus_theta_hg_at_temperature_normalised():
+    model, x, y = _setup("tanh")
+    H, g, flat, sizes = _flat_hessian_and_grad(model, x, y, criteria.GRASP_TEMPERATURE)
+    S = _unflat(model, -flat * (H @ g), sizes)  # GraSP's score; it removes the largest
+    total = sum(S[n].sum() for n in S if n.endswith("weight")).abs()
+    got = weight_scores("grasp", model, x, y)
+    for n in S:
+        torch.testing.assert_close(got[n], -S[n] / total, rtol=1e-8, atol=1e-14)
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu"])
+def test_synflow_conserves_the_flow_layer_by_layer(activation):
+    model, x, y = _setup(activation, widths=(4, 7, 6, 5, 3))
+    absolute = {n: p.abs() for n, p in _params(model).items()}
+    R = torch.func.functional_call(model, absolute, (torch.ones(1, 4, dtype=F64),)).sum()
+    scores = weight_scores("synflow", model, x)
+    layers = ["0", "2", "4", "6"]
+    for ell, name in enumerate(layers):
+        # layer l's weights and every bias of layers >= l carry the whole flow R
+        flow = scores[f"{name}.weight"].sum() + sum(scores[f"{m}.bias"].sum() for m in layers[ell:])
+        assert flow.item() == pytest.approx(R.item(), rel=1e-12)
+    with torch.no_grad():  # without biases: each layer's weights alone score R
+        for n, p in model.named_parameters():
+            if n.endswith("bias"):
+                p.zero_()
+    R0 = torch.func.functional_call(
+        model, {n: p.abs() for n, p in _params(model).items()}, (torch.ones(1, 4, dtype=F64),)
+    ).sum()
+    scores = weight_scores("synflow", model, x)
+    for name in layers:
+        assert scores[f"{name}.weight"].sum().item() == pytest.approx(R0.item(), rel=1e-12)
+    # and S = |theta dR/dtheta| by autograd
+    p = {n: q.abs().requires_grad_(True) for n, q in _params(model).items()}
+    out = torch.func.functional_call(model, p, (torch.ones(1, 4, dtype=F64),)).sum()
+    grads = dict(zip(p, torch.autograd.grad(out, list(p.values()))))
+    for n in p:
+        torch.testing.assert_close(scores[n], (p[n] * grads[n]).abs().detach())
+
+
+def test_magnitude_random_and_shapes(monkeypatch):
+    monkeypatch.setattr(criteria, "HUTCHINSON_PROBES", 8)
+    model, x, y = _setup()
+    params = _params(model)
+    for name in WEIGHT_CRITERIA:
+        scores = weight_scores(name, model, x, y, generator=torch.Generator().manual_seed(0))
+        assert list(scores) == list(params), name
+        for n, s in scores.items():
+            assert s.shape == params[n].shape and s.dtype == F64, (name, n)
+            assert torch.isfinite(s).all(), (name, n)
+    for n, s in weight_scores("magnitude", model, x).items():
+        assert torch.equal(s, params[n].abs())
+    a = weight_scores("random", model, x, generator=torch.Generator().manual_seed(1))
+    b = weight_scores("random", model, x, generator=torch.Generator().manual_seed(1))
+    assert all(torch.equal(a[n], b[n]) and ((a[n] >= 0) & (a[n] < 1)).all() for n in a)
+
+
+def test_a_model_without_hidden_layers_is_scored():
+    model = nn.Sequential(nn.Linear(3, 2).double())
+    x = torch.randn(10, 3, dtype=F64)
+    y = torch.randint(0, 2, (10,))
+    for name in ["magnitude", "obd", "snip", "obs"]:
+        assert weight_scores(name, model, x, y)["0.weight"].shape == (2, 3)
+
+
+def test_errors():
+    model, x, y = _setup()
+    with pytest.raises(KeyError, match="choose from"):
+        weight_scores("nope", model, x, y)
+    for name in WEIGHT_LABELLED:
+        with pytest.raises(ValueError, match="labels"):
+            weight_scores(name, model, x)
+    shared = nn.Linear(3, 3).double()
+    with pytest.raises(ValueError, match="twice"):
+        weight_scores("magnitude", nn.Sequential(shared, nn.ReLU(), shared), x)
+    with pytest.raises(ValueError, match="shape"):
+        weight_scores("obd", model, x[:, :2], y)
+    with pytest.raises(ValueError, match="damping"):
+        criteria.obs(model, x, y, damping=-1.0)
