@@ -186,7 +186,7 @@ def test_fit_penalised_errors():
         alignment.relevance_share(m, ds.x, region.float(), method="gradient")
     with pytest.raises(ValueError, match="3 classes but the model has 2 outputs"):
         alignment.fit_penalised(models.mlp((8, 4, 2)), ds, region=region, weight=1.0)
-    with pytest.raises(ValueError, match="has 8 features but the model expects 6"):
+    with pytest.raises(ValueError, match="has 8 input features but the model expects 6"):
         alignment.fit_penalised(models.mlp((6, 4, 3)), ds, region=_region(6, 2), weight=1.0)
 
 

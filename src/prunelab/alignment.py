@@ -28,17 +28,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 
 import scipy.stats
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import models, relevance
 from .data import Dataset
-from .progress import track
-from .train import FitConfig, evaluate
+from .train import History, fit
 
 TARGETS = ("label", "predicted")
 AGREEMENTS = ("spearman", "pearson")
@@ -90,17 +87,9 @@ def _check_region(region: object, D: int, where: str) -> None:
 # --- training with the penalty -----------------------------------------------------------------
 
 
-@dataclass
-class PenalisedHistory:
-    """Per-epoch curves: running means over the epoch's mini-batches of the cross-entropy
-    (``loss``), the penalty share (``penalty``, before the weight) and the accuracy; ``test_*``
-    at the end of each epoch when a test set is given."""
-
-    loss: list[float] = field(default_factory=list)
-    penalty: list[float] = field(default_factory=list)
-    accuracy: list[float] = field(default_factory=list)
-    test_loss: list[float] = field(default_factory=list)
-    test_accuracy: list[float] = field(default_factory=list)
+# Per-epoch curves of fit_penalised: train.History, whose ``penalty`` holds the epoch means of
+# the relevance share (before the weight).
+PenalisedHistory = History
 
 
 def fit_penalised(
@@ -156,7 +145,6 @@ def fit_penalised(
     Hobson, "Visualizing neural networks, how to blame the bias" (``sources/``, part 2);
     Ross, Hughes & Doshi-Velez (2017).
     """
-    config = FitConfig(epochs, lr, batch_size, optimizer, weight_decay, momentum)
     if method not in relevance.METHODS:
         raise KeyError(f"fit_penalised: method {method!r}; choose from {sorted(relevance.METHODS)}")
     if target not in TARGETS:
@@ -167,61 +155,26 @@ def fit_penalised(
         raise ValueError(f"fit_penalised: weight must be finite; got {weight!r}")
     net = models.parse(model, method="alignment.fit_penalised")
     _check_region(region, net.in_features, "fit_penalised")
-    dtype = net.layers[0].weight.dtype
-    x, y = train.x.to(dtype), train.y
-    if x.flatten(1).shape[1] != net.in_features:
-        raise ValueError(
-            f"fit_penalised: train {train.name!r} has {x.flatten(1).shape[1]} features "
-            f"but the model expects {net.in_features}"
-        )
-    if train.classes > net.out_features:
-        raise ValueError(
-            f"fit_penalised: train {train.name!r} has {train.classes} classes but the model has "
-            f"{net.out_features} outputs"
-        )
-    history = PenalisedHistory()
-    was_training = model.training
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)  # dropout draws, as in train.fit
-        g = torch.Generator().manual_seed(seed)
-        opt = config.make_optimizer(list(model.parameters()))
-        model.train()
-        with track(config.epochs, "training with a relevance penalty", enabled=progress) as adv:
-            for _ in range(config.epochs):
-                sums = torch.zeros(3, dtype=torch.float64)  # CE, share, correct
-                for idx in config.batches(len(y), g) or [None]:
-                    xb, yb = (x, y) if idx is None else (x[idx], y[idx])
-                    logits = model(xb)
-                    loss = F.cross_entropy(logits, yb)
-                    t = yb if target == "label" else None
-                    if weight > 0:
-                        share = relevance_share(model, xb, region, method=method, target=t).mean()
-                        total = loss + weight * share
-                    else:
-                        with torch.no_grad():
-                            share = relevance_share(model, xb, region, method=method, target=t)
-                            share = share.mean()
-                        total = loss
-                    opt.zero_grad(set_to_none=True)
-                    total.backward()
-                    with torch.no_grad():
-                        opt.step()
-                    B = len(yb)
-                    sums += torch.tensor(
-                        [loss.item() * B, share.item() * B, (logits.argmax(1) == yb).sum().item()],
-                        dtype=torch.float64,
-                    )
-                history.loss.append(sums[0].item() / len(y))
-                history.penalty.append(sums[1].item() / len(y))
-                history.accuracy.append(sums[2].item() / len(y))
-                if test is not None:
-                    scores = evaluate(model, test)
-                    model.train()
-                    history.test_loss.append(scores["loss"])
-                    history.test_accuracy.append(scores["accuracy"])
-                adv(status=f"loss {history.loss[-1]:.4f} share {history.penalty[-1]:.3f}")
-    model.train(was_training)
-    return history
+
+    def share(model: nn.Module, xb: Tensor, yb: Tensor) -> Tensor:
+        t = yb if target == "label" else None
+        return relevance_share(model, xb, region, method=method, target=t).mean()
+
+    return fit(
+        model,
+        train,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        optimizer=optimizer,
+        weight_decay=weight_decay,
+        momentum=momentum,
+        seed=seed,
+        test=test,
+        penalty=share,
+        penalty_weight=weight,
+        progress=progress,
+    )
 
 
 # --- conservation and agreement ----------------------------------------------------------------

@@ -8,7 +8,7 @@ and batched matrix products, and matches K separate ``fit`` calls to float round
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -32,6 +32,7 @@ class History:
     accuracy: list[float] = field(default_factory=list)
     test_loss: list[float] = field(default_factory=list)
     test_accuracy: list[float] = field(default_factory=list)
+    penalty: list[float] = field(default_factory=list)  # epoch means of fit's penalty term
 
 
 @dataclass(frozen=True)
@@ -172,6 +173,8 @@ def fit(
     weight_masks: Mapping[str, Tensor] | None = None,
     node_masks: Tensor | None = None,
     test: Dataset | None = None,
+    penalty: Callable[[nn.Module, Tensor, Tensor], Tensor] | None = None,
+    penalty_weight: float = 1.0,
     progress: bool = True,
 ) -> History:
     """Train ``model`` in place on ``train`` by mini-batch cross-entropy minimisation.
@@ -194,6 +197,11 @@ def fit(
         Fixed node mask over all hidden nodes, multiplied in after each hidden activation.
     test : Dataset, optional
         Evaluated after every epoch into ``History.test_loss`` / ``test_accuracy``.
+    penalty : callable, optional
+        ``penalty(model, xb, yb) -> scalar``: a term added to each mini-batch loss as
+        ``penalty_weight * term`` (with ``penalty_weight = 0`` it is only measured, without
+        gradients, and the weights are bitwise those of a plain fit). Its epoch means go to
+        ``History.penalty``.
     progress : bool
         Show a progress bar.
 
@@ -222,13 +230,22 @@ def fit(
         with track(config.epochs, "training", enabled=progress) as advance:
             for _ in range(config.epochs):
                 batches = config.batches(len(y), g)
-                total_loss, total_correct = 0.0, 0
+                total_loss, total_correct, total_penalty = 0.0, 0, 0.0
                 for idx in batches or [None]:
                     xb, yb = (x, y) if idx is None else (x[idx], y[idx])
                     logits = _forward(model, xb, masks)
                     loss = F.cross_entropy(logits, yb)
+                    total = loss
+                    if penalty is not None:
+                        if penalty_weight > 0:
+                            term = penalty(model, xb, yb)
+                            total = loss + penalty_weight * term
+                        else:
+                            with torch.no_grad():
+                                term = penalty(model, xb, yb)
+                        total_penalty += term.item() * len(yb)
                     opt.zero_grad(set_to_none=True)
-                    loss.backward()
+                    total.backward()
                     with torch.no_grad():
                         for name, mask in wmasks.items():
                             params[name].grad.mul_(mask)
@@ -239,6 +256,8 @@ def fit(
                     total_correct += (logits.argmax(1) == yb).sum().item()
                 history.loss.append(total_loss / len(y))
                 history.accuracy.append(total_correct / len(y))
+                if penalty is not None:
+                    history.penalty.append(total_penalty / len(y))
                 if test is not None:
                     scores = evaluate(model, test, node_masks=node_masks)
                     model.train()
