@@ -9,7 +9,8 @@ from prunelab import models, stacked
 
 @pytest.mark.parametrize("activation", ["relu", "tanh", "leaky_relu", "gelu", "sigmoid"])
 @pytest.mark.parametrize("shared", [True, False])
-def test_gradients_equal_autograd_per_model(activation, shared):
+@pytest.mark.parametrize("reuse", [False, True])
+def test_gradients_equal_autograd_per_model(activation, shared, reuse):
     K, N, widths = 3, 17, (4, 6, 5, 3)
     nets = [
         models.mlp(widths, activation=activation, seed=k, dtype=torch.float64) for k in range(K)
@@ -25,9 +26,15 @@ def test_gradients_equal_autograd_per_model(activation, shared):
     bs = [torch.stack([p.layers[i].bias.detach() for p in parsed]) for i in range(3)]
     blocks = [m.unsqueeze(2) for m in node_masks.split([6, 5], dim=1)]
     xT = x.T.contiguous() if shared else x.transpose(1, 2).contiguous()
-    f, cache = stacked.forward(parsed[0], Ws, bs, xT, blocks)
+    workspace = stacked.Workspace() if reuse else None
+    if reuse:  # a previous step on other inputs leaves garbage in the reused tensors
+        f0, cache0 = stacked.forward(parsed[0], Ws, bs, 3 * xT + 1, blocks, workspace=workspace)
+        stacked.backward(parsed[0], Ws, bs, cache0, stacked.cross_entropy(f0, y)[2], workspace)
+    f, cache = stacked.forward(parsed[0], Ws, bs, xT, blocks, workspace=workspace)
     loss, correct, delta = stacked.cross_entropy(f, y)
-    dWs, dbs = stacked.backward(parsed[0], Ws, bs, cache, delta)
+    dWs, dbs = stacked.backward(parsed[0], Ws, bs, cache, delta, workspace)
+    if reuse:
+        assert [z.data_ptr() for z in cache.z] == [z.data_ptr() for z in cache0.z]
     for k, m in enumerate(nets):
         xk, yk = (x, y) if shared else (x[k], y[k])
         a = xk
