@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 
@@ -12,9 +13,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 def track(total: int, description: str, *, enabled: bool = True) -> Iterator[Callable[..., None]]:
     """Show a progress bar of ``total`` steps; yields ``advance(n=1, **fields)``.
 
-    With ``enabled=False`` nothing is printed and ``advance`` does nothing.
+    With ``enabled=False``, or when the output is neither a terminal nor a notebook (a log
+    file, where a live bar cannot redraw and would leave only blank lines), nothing is printed
+    and ``advance`` does nothing.
     """
-    if not enabled:
+    console = Console()
+    if not enabled or not (console.is_terminal or console.is_jupyter):
         yield lambda n=1, **fields: None
         return
     columns = (
@@ -24,7 +28,7 @@ def track(total: int, description: str, *, enabled: bool = True) -> Iterator[Cal
         TextColumn("{task.fields[status]}"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, transient=True) as progress:
+    with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task(description, total=total, status="")
 
         def advance(n: int = 1, **fields: object) -> None:
