@@ -63,6 +63,9 @@ def test_grid_equals_scoring_and_physically_removing_nodes(tiny, name):
         p = n.panel(scope, comp)
         assert p.loss[k, s, f].item() == pytest.approx(m["loss"], rel=1e-4)
         assert p.accuracy[k, s, f].item() == pytest.approx(m["accuracy"], abs=1e-6)
+        pred = train.predict(pruned, split.test.x).argmax(1)
+        top = torch.bincount(pred, minlength=split.test.classes).max().item() / len(pred)
+        assert p.majority[k, s, f].item() == pytest.approx(top, abs=1e-6)
         cost = next(c for c in n.costs if c.scope == scope)
         assert cost.parameters[k, s, f].item() == sum(q.numel() for q in pruned.parameters())
         full_macs = sum(layer.weight.numel() for layer in model if hasattr(layer, "weight"))
@@ -123,10 +126,11 @@ def test_report_renders_and_results_round_trip(tiny, monkeypatch, tmp_path):
     monkeypatch.setitem(report.STUDIES, node_criteria.NAME, node_criteria)
     report.write_run(node_criteria, config, r, tmp_path)
     html = (tmp_path / "report.html").read_text()
-    assert "After a short fine-tune" in html and html.count("<img") == 5
+    assert "After a short fine-tune" in html and html.count("<img") == 6
     study, config2, r2, _ = report.load_run(tmp_path)
     assert config2 == config
     torch.testing.assert_close(r2.nets[0].panels[3].loss, r.nets[0].panels[3].loss)
+    torch.testing.assert_close(r2.nets[0].panels[3].majority, r.nets[0].panels[3].majority)
     assert r2.nets[0].finetune.after.rank_mean.tolist() == pytest.approx(
         r.nets[0].finetune.after.rank_mean.tolist()
     )
@@ -146,3 +150,21 @@ def test_config_errors_name_the_option():
         node_criteria.Config(finetune_scope="all")
     with pytest.raises(ValueError, match="seeds must be >= 2"):
         node_criteria.Config(seeds=1)
+
+
+def test_report_of_a_run_without_collapse_measurements_renders(tiny, monkeypatch, tmp_path):
+    """Runs written before prediction collapse was measured still re-render (no figure)."""
+    config, r, _ = tiny
+    old = [
+        dataclasses.replace(
+            n,
+            test_majority=None,
+            panels=[dataclasses.replace(p, majority=None, majority_mean=None) for p in n.panels],
+        )
+        for n in r.nets
+        if n.name == "spirals"
+    ]
+    monkeypatch.setitem(report.STUDIES, node_criteria.NAME, node_criteria)
+    report.write_run(node_criteria, config, dataclasses.replace(r, nets=old), tmp_path)
+    html = (tmp_path / "report.html").read_text()
+    assert html.count("<img") == 5 and "Prediction collapse" not in html

@@ -1,6 +1,8 @@
 """sweep: batched pruned-model evaluation against surgery, masked training against physical
 pruning, and the comparison statistics against scipy and closed forms."""
 
+from collections import Counter
+
 import numpy as np
 import pytest
 import scipy.stats
@@ -69,13 +71,23 @@ def test_removal_metrics_equal_evaluate_on_the_pruned_models(blobs):
     masks = sweep.plan_masks(plans, [8, 6])
     ref = blobs.x[:40]
     for compensate in ("none", "mean"):
-        loss, acc = sweep.removal_metrics(model, blobs, masks, compensate=compensate, x_ref=ref)
+        loss, acc, majority = sweep.removal_metrics(
+            model, blobs, masks, compensate=compensate, x_ref=ref
+        )
         for i, plan in enumerate(plans):
-            m = train.evaluate(
-                surgery.remove_nodes(model, plan, compensate=compensate, x=ref), blobs
-            )
+            pruned = surgery.remove_nodes(model, plan, compensate=compensate, x=ref)
+            m = train.evaluate(pruned, blobs)
             assert loss[i].item() == pytest.approx(m["loss"], rel=1e-5)
             assert acc[i].item() == pytest.approx(m["accuracy"], abs=1e-6)
+            top = Counter(train.predict(pruned, blobs.x).argmax(1).tolist()).most_common(1)
+            assert majority[i].item() == pytest.approx(top[0][1] / len(blobs), abs=1e-6)
+
+
+@given(st.lists(st.lists(st.integers(0, 3), min_size=5, max_size=5), min_size=1, max_size=4))
+def test_majority_share_counts_the_most_common_class(rows):
+    shares = sweep.majority_share(torch.tensor(rows), 4)
+    for row, share in zip(rows, shares, strict=True):
+        assert share.item() == Counter(row).most_common(1)[0][1] / 5
 
 
 def test_removal_logits_errors():

@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -149,6 +150,26 @@ def removal_logits(
     return out
 
 
+class Metrics(NamedTuple):
+    """Test metrics of M pruned models (:func:`removal_metrics`)."""
+
+    loss: Tensor  # [M] mean cross-entropy
+    accuracy: Tensor  # [M]
+    majority: Tensor  # [M] share of points given the most common predicted class
+
+
+def majority_share(pred: Tensor, classes: int) -> Tensor:
+    """``max_c (1/N) #{n : pred[..., n] = c}``: how much of the data one class takes.
+
+    ``pred: [..., N]`` predicted classes in ``[0, classes)``; returns ``[...]``. Between the
+    largest class share of the data (a perfect classifier) and 1 (every point given one
+    class): a rising value means the predictions collapse toward a single class.
+    """
+    counts = torch.zeros(*pred.shape[:-1], classes, dtype=torch.long, device=pred.device)
+    counts.scatter_add_(-1, pred, torch.ones_like(pred))
+    return counts.amax(-1).double() / pred.shape[-1]
+
+
 def removal_metrics(
     model: nn.Module,
     data: Dataset,
@@ -157,17 +178,19 @@ def removal_metrics(
     compensate: str = "none",
     x_ref: Tensor | None = None,
     chunk_bytes: int = engine.DEFAULT_CHUNK_BYTES,
-) -> tuple[Tensor, Tensor]:
-    """Mean cross-entropy and accuracy on ``data`` of every pruned model in ``masks``.
+) -> Metrics:
+    """Mean cross-entropy, accuracy and prediction collapse on ``data`` of every pruned model.
 
-    ``loss[m] = (1/N) sum_n CE(f_m(x_n), y_n)`` and ``accuracy[m] = (1/N) sum_n 1[argmax f_m(x_n)
-    = y_n]`` with ``f_m`` from :func:`removal_logits` (ties in argmax go to the lower class,
-    as ``torch.argmax``). Arguments as there; ``data.y`` integer labels in ``[0, C)``.
+    ``loss[m] = (1/N) sum_n CE(f_m(x_n), y_n)``, ``accuracy[m] = (1/N) sum_n 1[argmax f_m(x_n)
+    = y_n]`` and ``majority[m] = max_c (1/N) sum_n 1[argmax f_m(x_n) = c]``
+    (:func:`majority_share`) with ``f_m`` from :func:`removal_logits` (ties in argmax go to the
+    lower class, as ``torch.argmax``). Arguments as there; ``data.y`` integer labels in
+    ``[0, C)``.
 
     Returns
     -------
-    loss : Tensor[M]
-    accuracy : Tensor[M]
+    Metrics
+        ``(loss, accuracy, majority)``, each ``Tensor[M]``.
     """
     f = removal_logits(
         model, data.x, masks, compensate=compensate, x_ref=x_ref, chunk_bytes=chunk_bytes
@@ -180,8 +203,9 @@ def removal_metrics(
             f"{tuple(data.y.shape)}, range [{int(data.y.min())}, {int(data.y.max())}]"
         )
     loss = F.cross_entropy(f.transpose(1, 2), y.expand(M, N), reduction="none").mean(1)
-    accuracy = (f.argmax(2) == y).to(f.dtype).mean(1)
-    return loss, accuracy
+    pred = f.argmax(2)  # [M, N]
+    accuracy = (pred == y).to(f.dtype).mean(1)
+    return Metrics(loss, accuracy, majority_share(pred, C).to(f.dtype))
 
 
 def masked_equivalent(

@@ -148,6 +148,10 @@ class Panel:
     log_loss_half: Tensor  # [K, F] its 95% half-width (a multiplicative band exp(+-half))
     by_accuracy: sweep.Comparison
     by_loss: sweep.Comparison
+    # share of test points given the most common predicted class (prediction collapse);
+    # absent from runs written before it was measured
+    majority: Tensor | None = None  # [K, S, F]
+    majority_mean: Tensor | None = None  # [K, F] mean over seeds
 
 
 @dataclass
@@ -215,6 +219,7 @@ class NetStudy:
     costs: list[Cost]
     finetune: FineTune | None
     checkpoints: list[str]
+    test_majority: Tensor | None = None  # [S] full nets, as Panel.majority
 
     def panel(self, scope: str, compensate: str) -> Panel:
         return next(p for p in self.panels if (p.scope, p.compensate) == (scope, compensate))
@@ -265,7 +270,7 @@ def _train(name: str, recipe: dict, config: Config, out: Path, progress: bool):
     return split, seeds, nets, files
 
 
-def _panel(scope, compensate, accuracy, loss, fractions, baseline) -> Panel:
+def _panel(scope, compensate, accuracy, loss, majority, fractions, baseline) -> Panel:
     acc_mean, acc_half = stats.mean_interval(accuracy, dim=1)
     loss_mean, loss_half = stats.mean_interval(loss, dim=1)
     log_mean, log_half = stats.mean_interval(loss.log(), dim=1)
@@ -282,6 +287,8 @@ def _panel(scope, compensate, accuracy, loss, fractions, baseline) -> Panel:
         log_half,
         sweep.compare(accuracy, fractions, baseline=baseline),
         sweep.compare(loss, fractions, baseline=baseline, higher_is_better=False),
+        majority,
+        majority.mean(1),
     )
 
 
@@ -306,8 +313,8 @@ def _finetune(split, ref, seeds, nets, scores, recipe, config: Config) -> FineTu
         }
         for s, net in enumerate(nets):
             masks = sweep.plan_masks([plans[k, s] for k in range(K)], models.hidden_sizes(net))
-            loss, acc = sweep.removal_metrics(net, split.test, masks, compensate=comp, x_ref=ref.x)
-            before_loss[:, s, f], before_acc[:, s, f] = loss, acc
+            m = sweep.removal_metrics(net, split.test, masks, compensate=comp, x_ref=ref.x)
+            before_loss[:, s, f], before_acc[:, s, f] = m.loss, m.accuracy
         # every pruned model as a full-size copy under a node mask: one stacked fit_many
         pairs = {
             key: sweep.masked_equivalent(nets[key[1]], plan, compensate=comp, x=ref.x)
@@ -360,7 +367,7 @@ def _study_net(name: str, config: Config, out: Path, progress: bool) -> NetStudy
     names, fracs = config.criteria, list(config.fractions)
     K, S, F = len(names), len(seeds), len(fracs)
     accuracy = torch.empty(len(SCOPES), len(COMPENSATIONS), K, S, F)
-    loss = torch.empty_like(accuracy)
+    loss, majority = torch.empty_like(accuracy), torch.empty_like(accuracy)
     params = torch.empty(len(SCOPES), K, S, F)
     speed = torch.empty_like(params)
     seconds = torch.zeros(K)
@@ -384,14 +391,13 @@ def _study_net(name: str, config: Config, out: Path, progress: bool) -> NetStudy
             masks = sweep.plan_masks([plans[key] for key in keys], models.hidden_sizes(net))
             where = torch.tensor(keys).T  # [3, M]: scope, criterion, fraction of each mask
             for j, comp in enumerate(COMPENSATIONS):
-                m_loss, m_acc = sweep.removal_metrics(
-                    net, split.test, masks, compensate=comp, x_ref=ref.x
-                )
-                loss[where[0], j, where[1], s, where[2]] = m_loss
-                accuracy[where[0], j, where[1], s, where[2]] = m_acc
+                m = sweep.removal_metrics(net, split.test, masks, compensate=comp, x_ref=ref.x)
+                loss[where[0], j, where[1], s, where[2]] = m.loss
+                accuracy[where[0], j, where[1], s, where[2]] = m.accuracy
+                majority[where[0], j, where[1], s, where[2]] = m.majority
     base = names.index(BASELINE)
     panels = [
-        _panel(scope, comp, accuracy[i, j], loss[i, j], fracs, base)
+        _panel(scope, comp, accuracy[i, j], loss[i, j], majority[i, j], fracs, base)
         for i, scope in enumerate(SCOPES)
         for j, comp in enumerate(COMPENSATIONS)
     ]
@@ -430,6 +436,12 @@ def _study_net(name: str, config: Config, out: Path, progress: bool) -> NetStudy
         cost,
         finetune,
         files,
+        torch.stack(
+            [
+                sweep.majority_share(train.predict(net, split.test.x).argmax(1), split.test.classes)
+                for net in nets
+            ]
+        ),
     )
 
 

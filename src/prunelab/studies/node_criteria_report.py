@@ -279,6 +279,40 @@ def _finetune_figure(r) -> Plot:
     )
 
 
+def _collapse_figure(r) -> Plot:
+    """Share of test points given the most common class, random removal, every panel."""
+    fracs = np.array(r.fractions)
+    base = r.criteria.index(BASELINE)
+    fig, axes = plots.figure(len(r.nets), 1, width=5.0, height=3.6)
+    colours = {"none": "#1f77b4", "mean": "#d62728"}
+    for ax, n in zip(axes[0], r.nets, strict=True):
+        for p in n.panels:
+            ax.plot(
+                fracs,
+                p.majority_mean[base],
+                "o-" if p.scope == "layer" else "s--",
+                color=colours[p.compensate],
+                ms=3,
+                label=f"{SCOPE_WORDS[p.scope]}, {COMP_WORDS[p.compensate]}",
+            )
+        ax.axhline(n.test_majority.mean().item(), color="0.4", ls=":", lw=1, label="full net")
+        ax.set(
+            title=f"{n.name}: random removal",
+            xlabel="fraction of nodes removed",
+            ylabel="share of the most common prediction",
+            ylim=(0, 1.02),
+        )
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return Plot(
+        "collapse",
+        fig,
+        "Prediction collapse: the share of test points given the most common predicted class "
+        "(1 = every point gets the same class), for random removal, mean over seeds. The full "
+        "nets' share (dotted) is close to the largest class's share of the data.",
+    )
+
+
 # --- tables ----------------------------------------------------------------------------------
 
 
@@ -494,13 +528,7 @@ def _findings(r) -> list[str]:
             f"{c.half[k].item():.3f} (per layer)."
         )
         if c.mean[k] + c.half[k] < 0:
-            text += (
-                " A likely reason (not measured here): replacing many nodes by their means "
-                "keeps the next layer's average input but removes its variation, so the logits "
-                "drift toward the single prediction of the mean activations; deleting nodes "
-                "from a ReLU net instead shrinks the signal and the offset together, which the "
-                "argmax tolerates better. Criteria that pick nearly constant nodes suffer less."
-            )
+            text += " " + _collapse_text(r, n, k)
         out.append(text)
     if "std_out_norm" in names and "lipschitz" in names:
         out.append(
@@ -536,6 +564,30 @@ def _findings(r) -> list[str]:
             )
         out.append(text)
     return out
+
+
+def _collapse_text(r, n, k: int) -> str:
+    """Why mean compensation can lose to plain deletion, measured by prediction collapse."""
+    reason = (
+        "replacing many nodes by their means keeps the next layer's average input but removes "
+        "its variation, so the logits approach the single prediction of the mean activations; "
+        "deleting nodes from a ReLU net instead shrinks the signal and the offset together, "
+        "which the argmax tolerates better."
+    )
+    layer = {p.compensate: p for p in n.panels if p.scope == "layer"}
+    if layer["mean"].majority_mean is None:  # a run written before collapse was measured
+        return f"A likely reason (not measured in this run): {reason}"
+    f = max(int(np.searchsorted(r.fractions, 0.8, side="right")) - 1, 0)  # <= 80% removed
+    mean, none = (layer[c].majority_mean[k, f].item() for c in ("mean", "none"))
+    text = (
+        f"At {r.fractions[f]:.0%} random removal per layer the most common predicted class "
+        f"takes {mean:.0%} of the test points with mean compensation, against {none:.0%} "
+        f"without and {n.test_majority.mean().item():.0%} for the full nets (figure "
+        "'prediction collapse')."
+    )
+    if mean > none:
+        text += f" The predictions collapse toward one class: {reason}"
+    return text
 
 
 def _claims(r) -> list[str]:
@@ -710,6 +762,7 @@ def sections(results, config) -> list[Section]:
                 f"{S} seeds a difference needs to be consistent across nets to be significant.",
             ],
             [_contrast_table(r)],
+            [_collapse_figure(r)] if r.nets[0].test_majority is not None else [],
         )
     )
     out.append(
