@@ -144,7 +144,7 @@ def test_obd_family_uses_the_named_diagonal(activation, monkeypatch):
     for name, got in weight_scores("obd_fisher", model, x, y).items():
         fisher = per_sample[name].square().mean(0)
         torch.testing.assert_close(got, 0.5 * fisher * params[name] ** 2)
-    monkeypatch.setattr(criteria, "HUTCHINSON_PROBES", 8)
+    monkeypatch.setattr(criteria.weights, "HUTCHINSON_PROBES", 8)
     hutch = curvature.hutchinson_diag(model, x, y, 8, torch.Generator().manual_seed(5))
     got = weight_scores("obd_hutchinson", model, x, y, generator=torch.Generator().manual_seed(5))
     for name, h in hutch.items():
@@ -250,7 +250,7 @@ def test_synflow_conserves_the_flow_layer_by_layer(activation):
 
 
 def test_magnitude_random_and_shapes(monkeypatch):
-    monkeypatch.setattr(criteria, "HUTCHINSON_PROBES", 8)
+    monkeypatch.setattr(criteria.weights, "HUTCHINSON_PROBES", 8)
     model, x, y = _setup()
     params = _params(model)
     for name in WEIGHT_CRITERIA:

@@ -1,0 +1,542 @@
+"""Importance criteria for hidden nodes, as a plain registry of functions.
+
+Every node criterion is called as ``fn(model, x, y=None, *, generator=None)`` and returns one
+score tensor ``[H_l]`` per hidden layer; **higher means more important**, so pruning removes
+the lowest scores (:func:`select`). ``x`` is the data the statistics are taken over and ``y``
+its labels (needed by the criteria that use the loss: ``LABELLED``). Notation, per hidden layer
+l and sample n (dropout as identity, evaluation mode):
+
+    a_{n,j}   activation of node j (after the activation function),  abar_j = (1/N) sum_n a_{n,j}
+    g_{n,j} = d l_n / d a_{n,j}    per-sample gradient of the cross-entropy l_n
+    L = (1/N) sum_n l_n            the mean cross-entropy; a node mask m multiplies a after phi
+
+Statistics over the data are population statistics (divide by N), so they describe exactly
+the empirical distribution of ``x`` (as :mod:`prunelab.bounds` does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .. import bounds, curvature, models
+from .checks import check_inputs
+
+SCOPES = ("layer", "global")
+
+NodeCriterion = Callable[..., list[Tensor]]
+
+
+# --- data-free and activation-statistic criteria ---------------------------------------------
+
+
+def random(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor | None = None,
+    *,
+    generator: torch.Generator | None = None,
+) -> list[Tensor]:
+    """Uniform random scores ``s_j ~ U[0, 1)``, the baseline every criterion must beat.
+
+    Drawn layer by layer from ``generator`` (default a fresh generator seeded 0, so a call
+    without one is reproducible); on the generator's device, returned on ``x``'s.
+    """
+    net, x, _ = check_inputs(model, x, y, "random", labels=False)
+    g = generator if generator is not None else torch.Generator().manual_seed(0)
+    return [
+        torch.rand(H, generator=g, dtype=x.dtype, device=g.device).to(x.device)
+        for H in net.hidden_sizes
+    ]
+
+
+def activation_std(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor | None = None,
+    *,
+    generator: torch.Generator | None = None,
+) -> list[Tensor]:
+    """Population standard deviation of each node's activation over the data.
+
+        sigma_j = sqrt((1/N) sum_n (a_{n,j} - abar_j)^2)
+
+    A node with sigma_j = 0 is constant on the data: replacing it by its mean (folding it into
+    the next bias) changes no output. The criterion of the source (Hobson 2022, "Train first
+    vs prune first in neural networks": "prune the nodes with the smallest standard
+    deviation"); also Variance-Based Pruning (Berisha, Mehnert & Condurache 2025).
+    """
+    _, x, acts = _activations(model, x, y, "activation_std")
+    return [a.std(0, correction=0) for a in acts]
+
+
+def activation_mean_abs(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor | None = None,
+    *,
+    generator: torch.Generator | None = None,
+) -> list[Tensor]:
+    """Mean absolute activation ``s_j = (1/N) sum_n |a_{n,j}|``: what zeroing a node removes.
+
+    The RMS version ``sqrt(E a_j^2)`` enters the zeroing certificate
+    (:func:`prunelab.bounds.node_bounds` with ``replace="zero"``).
+    """
+    _, x, acts = _activations(model, x, y, "activation_mean_abs")
+    return [a.abs().mean(0) for a in acts]
+
+
+def apoz(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor | None = None,
+    *,
+    generator: torch.Generator | None = None,
+) -> list[Tensor]:
+    """One minus the Average Percentage of Zeros: ``s_j = 1 - (1/N) sum_n 1[a_{n,j} = 0]``.
+
+    Hu et al. prune the units with the *highest* APoZ; returning ``1 - APoZ`` (the fraction of
+    samples on which the node is active) keeps "higher = more important". A dead ReLU unit
+    scores 0. Exact zeros occur for ReLU; for activations without a zero-output region (tanh,
+    sigmoid, GELU, LeakyReLU) almost every node scores 1, so the criterion says little there.
+
+    References
+    ----------
+    H. Hu, R. Peng, Y.-W. Tai & C.-K. Tang (2016), "Network trimming: a data-driven neuron
+    pruning approach towards efficient deep architectures", arXiv:1607.03250, Sec. 3.
+    """
+    _, x, acts = _activations(model, x, y, "apoz")
+    return [1 - (a == 0).to(a.dtype).mean(0) for a in acts]
+
+
+def weight_in_norm(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor | None = None,
+    *,
+    generator: torch.Generator | None = None,
+) -> list[Tensor]:
+    """Norm of each node's incoming weights ``s_j = ||W^l[j, :]||_2`` (bias excluded). Data-free."""
+    net, x, _ = check_inputs(model, x, y, "weight_in_norm", labels=False)
+    return [torch.linalg.vector_norm(d.weight.detach(), dim=1) for d in net.hidden]
+
+
+def weight_out_norm(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor | None = None,
+    *,
+    generator: torch.Generator | None = None,
+) -> list[Tensor]:
+    """Norm of each node's outgoing weights ``s_j = ||W^{l+1}[:, j]||_2``. Data-free."""
+    net, x, _ = check_inputs(model, x, y, "weight_out_norm", labels=False)
+    return [
+        torch.linalg.vector_norm(net.layers[ell + 1].weight.detach(), dim=0)
+        for ell in range(len(net.hidden))
+    ]
+
+
+def std_out_norm(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor | None = None,
+    *,
+    generator: torch.Generator | None = None,
+) -> list[Tensor]:
+    """Scale-aware variance score ``s_j = sigma_j ||W^{l+1}[:, j]||_2`` (METHODS.md C, D).
+
+    ``sigma_j`` as :func:`activation_std`. Unlike ``sigma_j`` alone it is invariant to moving
+    a positive factor between a ReLU node's incoming and outgoing weights; it is
+    :func:`lipschitz` without the downstream factor, which is shared by a layer's nodes.
+    """
+    net, x, acts = _activations(model, x, y, "std_out_norm")
+    return [
+        a.std(0, correction=0)
+        * torch.linalg.vector_norm(net.layers[ell + 1].weight.detach(), dim=0)
+        for ell, a in enumerate(acts)
+    ]
+
+
+def lipschitz(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor | None = None,
+    *,
+    generator: torch.Generator | None = None,
+) -> list[Tensor]:
+    """Certified bound on E|Delta loss| from mean-replacing each node alone (METHODS.md D).
+
+        B_j = sqrt(2) ||W^{l+1}[:, j]||_2 prod_{k=l+2}^{L} Lip(phi_{k-1}) ||W^k||_2 sigma_j
+
+    the same numbers as :func:`prunelab.bounds.node_bounds` with its defaults: ranking by it
+    ranks by a guarantee, ``(1/N) sum_n |l_n(pruned) - l_n| <= B_j`` on ``x``.
+    """
+    _, x, _ = check_inputs(model, x, y, "lipschitz", labels=False)
+    return bounds.node_bounds(model, x)
+
+
+# --- loss-based criteria -----------------------------------------------------------------------
+
+
+def taylor(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor | None = None,
+    *,
+    generator: torch.Generator | None = None,
+) -> list[Tensor]:
+    """First-order Taylor importance, gate form: the squared gradient w.r.t. a node gate.
+
+        T_j = (dL/dm_j)^2 at m = 1,    dL/dm_j = (1/N) sum_n a_{n,j} g_{n,j}
+
+    with ``m_j`` a gate multiplying node j after its activation and ``L`` the mean
+    cross-entropy over ``x`` (the batch loss). For ReLU and other positively homogeneous
+    activations ``dL/dm_j = sum_i W_ji dL/dW_ji + b_j dL/db_j`` (METHODS.md C). One forward and
+    one backward pass (no parameter gradients).
+
+    References
+    ----------
+    P. Molchanov, A. Mallya, S. Tyree, I. Frosio & J. Kautz (2019), "Importance estimation for
+    neural network pruning", CVPR, Eq. 8 (group form with a gate; code: method 22).
+    """
+    net, x, y = check_inputs(model, x, y, "taylor", labels=True)
+    acts, grads = _forward_backward(net, x, y)
+    return [(a * g).mean(0).square() for a, g in zip(acts, grads, strict=True)]
+
+
+def mean_replacement(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor | None = None,
+    *,
+    generator: torch.Generator | None = None,
+) -> list[Tensor]:
+    """Mean Replacement Saliency: the first-order change of each sample's loss, averaged in abs.
+
+        MRS_j = (1/N) sum_n |(abar_j - a_{n,j}) g_{n,j}|
+
+    the absolute-value variant of Evci et al. (``is_abs=True``, their default), with ``abar``
+    taken over the same ``x`` and ``g`` the gradient of each sample's own loss ``l_n``. It is
+    the first-order estimate of ``E|Delta l|`` that :func:`lipschitz` certifies. A unit that is
+    constant on ``x`` scores exactly 0.
+
+    References
+    ----------
+    U. Evci, N. Le Roux, P. Castro & L. Bottou (2018), "Mean replacement pruning", ICLR 2019
+    submission, https://openreview.net/forum?id=BJxRVnC5Fm; code google-research/deadunits,
+    ``layers.py`` ``TaylorScorer``.
+    """
+    net, x, y = check_inputs(model, x, y, "mean_replacement", labels=True)
+    acts, grads = _forward_backward(net, x, y)
+    return [((a.mean(0) - a) * g).abs().mean(0) for a, g in zip(acts, grads, strict=True)]
+
+
+def obd_mask(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor | None = None,
+    *,
+    generator: torch.Generator | None = None,
+) -> list[Tensor]:
+    """Exact second derivative of the mean loss w.r.t. each node's mask, all nodes at once.
+
+        h_j = d^2 L / dm_j^2 at m = 1 = sum_n a_{n,j}^2 [d^2 L / d a_n d a_n]_{jj}
+
+    exact because ``m_j`` enters only through ``m_j a_{n,j}`` and samples do not interact. The
+    per-sample diagonals come from a factor backprop with C columns, plus the residual
+    ``phi'' dL/da`` columns of every later curved activation, so tanh/sigmoid/GELU nets are
+    exact too (:func:`prunelab.curvature.diag_hessian_masks`). No loop over nodes. The OBD
+    saliency of removing the node (``delta m = -1``) under OBD's extremal assumption is
+    ``h_j / 2``, which ranks identically; for ReLU nets ``h_j >= 0`` (Gauss-Newton), for
+    curved activations it can be negative.
+
+    References
+    ----------
+    Y. LeCun, J. Denker & S. Solla (1990), "Optimal Brain Damage", NIPS 2, Eq. 5 (saliency
+    ``h_kk u_k^2 / 2``), applied to a node gate; exact diagonal via Dangel, Kunstner & Hennig
+    (2020), BackPACK.
+    """
+    _, x, y = check_inputs(model, x, y, "obd_mask", labels=True)
+    return curvature.diag_hessian_masks(model, x, y)
+
+
+def obd_mask_delta(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor | None = None,
+    *,
+    generator: torch.Generator | None = None,
+) -> list[Tensor]:
+    """Quadratic estimate of the loss change from zeroing each node alone (mask 1 -> 0).
+
+        Delta L_j ~ -dL/dm_j + (1/2) d^2 L / dm_j^2
+                  = -(1/N) sum_n a_{n,j} g_{n,j} + (1/2) h_j
+
+    with ``h_j`` from :func:`obd_mask`: OBD's expansion without the extremal assumption
+    (the gradient term kept) and without cross terms between nodes. Signed: a negative value
+    predicts that removing the node lowers the loss.
+
+    References
+    ----------
+    Y. LeCun, J. Denker & S. Solla (1990), "Optimal Brain Damage", NIPS 2, Eq. 2.
+    """
+    net, x, y = check_inputs(model, x, y, "obd_mask_delta", labels=True)
+    acts, grads = _forward_backward(net, x, y)
+    h_m = curvature.diag_hessian_masks(model, x, y)
+    return [-(a * g).mean(0) + 0.5 * h for a, g, h in zip(acts, grads, h_m, strict=True)]
+
+
+def mean_replacement_delta(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor | None = None,
+    *,
+    generator: torch.Generator | None = None,
+) -> list[Tensor]:
+    """Quadratic estimate of the loss change from mean-replacing each node alone.
+
+        Delta L_j ~ (1/N) sum_n g_{n,j} (abar_j - a_{n,j})
+                    + (1/2) sum_n [d^2 L / d a_n d a_n]_{jj} (abar_j - a_{n,j})^2
+
+    the second-order expansion of METHODS.md C (exact up to third order in the per-sample
+    deviations; no cross terms between nodes). Signed. Zero for a constant node.
+
+    References
+    ----------
+    U. Evci, N. Le Roux, P. Castro & L. Bottou (2018), "Mean replacement pruning", ICLR 2019
+    submission (first-order term); second-order term from
+    :func:`prunelab.curvature.diag_hessian_activations`.
+    """
+    net, x, y = check_inputs(model, x, y, "mean_replacement_delta", labels=True)
+    acts, grads = _forward_backward(net, x, y)
+    h_a = curvature.diag_hessian_activations(model, x, y)
+    out = []
+    for a, g, h in zip(acts, grads, h_a, strict=True):
+        d = a.mean(0) - a  # [N, H_l] abar - a
+        out.append((g * d).mean(0) + 0.5 * (h * d.square()).sum(0))
+    return out
+
+
+# --- public entry point and selection ------------------------------------------------------
+
+
+def node_scores(
+    name: str,
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor | None = None,
+    *,
+    generator: torch.Generator | None = None,
+) -> list[Tensor]:
+    """Scores of every hidden node by criterion ``name``; higher = more important.
+
+    Parameters
+    ----------
+    name : str
+        A key of ``NODE_CRITERIA``.
+    model : nn.Sequential
+        A model :func:`prunelab.models.parse` accepts, with at least one hidden layer; dropout
+        counts as identity. Not modified.
+    x : Tensor[N, D]
+        Data (flattened like the model's ``Flatten``), same dtype and device as the parameters.
+    y : Tensor[N], optional
+        Integer labels in ``[0, C)``; required by the criteria in ``LABELLED``.
+    generator : torch.Generator, optional
+        Randomness of ``"random"`` (default a fresh generator seeded 0).
+
+    Returns
+    -------
+    list of Tensor[H_l]
+        One score per node, one tensor per hidden layer, in ``x``'s dtype and device.
+
+    Raises
+    ------
+    KeyError
+        For an unknown criterion (the message lists the valid names).
+    TypeError, ValueError
+        For an unsupported model or bad ``x``/``y`` (the message names the argument).
+
+    Examples
+    --------
+    >>> model = models.mlp((2, 4, 3), seed=0)
+    >>> x, y = torch.randn(8, 2), torch.randint(0, 3, (8,))
+    >>> [s.shape for s in node_scores("taylor", model, x, y)]
+    [torch.Size([4])]
+    """
+    if name not in NODE_CRITERIA:
+        raise KeyError(f"node criterion {name!r}: choose from {sorted(NODE_CRITERIA)}")
+    return NODE_CRITERIA[name](model, x, y, generator=generator)
+
+
+def select(
+    scores: Sequence[Tensor],
+    *,
+    fraction: float | None = None,
+    count: int | None = None,
+    scope: str = "layer",
+    min_keep: int = 1,
+) -> dict[int, list[int]]:
+    """Turn node scores into a removal plan for :func:`prunelab.surgery.remove_nodes`.
+
+    The lowest scores are removed: ``count`` nodes, or ``round(fraction * H)`` (Python's
+    round, half to even, as ``torch.nn.utils.prune``), per layer (``scope="layer"``, H =
+    the layer's width) or over the whole network (``scope="global"``, H = total width, ranked
+    on the raw scores, so normalise them first if layers are on different scales). Every layer
+    keeps at least ``min_keep`` nodes; a global selection skips the nodes of a layer that has
+    reached that floor. Ties go to the lower (layer, index) first, so the result is
+    deterministic.
+
+    Parameters
+    ----------
+    scores : sequence of Tensor[H_l]
+        As returned by :func:`node_scores`.
+    fraction : float, optional
+        In [0, 1]; give exactly one of ``fraction`` and ``count``.
+    count : int, optional
+        Number of nodes to remove per layer (``"layer"``) or in total (``"global"``).
+    scope : {"layer", "global"}
+    min_keep : int
+        Nodes every layer keeps, at least 1.
+
+    Returns
+    -------
+    dict[int, list[int]]
+        Hidden layer to the ascending indices of its nodes to remove; layers with nothing to
+        remove are left out.
+
+    Raises
+    ------
+    ValueError
+        For bad arguments, non-finite scores, or a request that would leave a layer with
+        fewer than ``min_keep`` nodes (the message gives the numbers).
+    """
+    scores = _check_scores(scores)
+    if (fraction is None) == (count is None):
+        raise ValueError(
+            f"select: give exactly one of fraction and count; got {fraction=}, {count=}"
+        )
+    if fraction is not None and not (isinstance(fraction, (int, float)) and 0 <= fraction <= 1):
+        raise ValueError(f"select: fraction must be a number in [0, 1]; got {fraction!r}")
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
+        raise ValueError(f"select: count must be a non-negative int; got {count!r}")
+    if scope not in SCOPES:
+        raise ValueError(f"select: scope={scope!r}; choose from {list(SCOPES)}")
+    if isinstance(min_keep, bool) or not isinstance(min_keep, int) or min_keep < 1:
+        raise ValueError(f"select: min_keep must be an int >= 1; got {min_keep!r}")
+    sizes = [s.numel() for s in scores]
+
+    def amount(H: int) -> int:
+        return count if count is not None else round(fraction * H)
+
+    if scope == "layer":
+        plan = {}
+        for ell, s in enumerate(scores):
+            k = amount(sizes[ell])
+            if k > sizes[ell] - min_keep:
+                raise ValueError(
+                    f"select: removing {k} of the {sizes[ell]} nodes of hidden layer {ell} would "
+                    f"keep fewer than min_keep={min_keep}"
+                )
+            if k:
+                order = torch.sort(s, stable=True).indices[:k]
+                plan[ell] = sorted(order.tolist())
+        return plan
+    k = amount(sum(sizes))
+    caps = [max(0, H - min_keep) for H in sizes]
+    if k > sum(caps):
+        raise ValueError(
+            f"select: removing {k} of {sum(sizes)} nodes would leave some layer (sizes {sizes}) "
+            f"with fewer than min_keep={min_keep}; at most {sum(caps)} can go"
+        )
+    flat = torch.cat([s.detach().to("cpu", torch.float64) for s in scores])
+    layer_of = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
+    offsets = [0, *torch.tensor(sizes).cumsum(0).tolist()]
+    taken = [0] * len(sizes)
+    plan: dict[int, list[int]] = {}
+    for i in torch.sort(flat, stable=True).indices.tolist():  # ties: lower (layer, index) first
+        if k == 0:
+            break
+        ell = int(layer_of[i])
+        if taken[ell] < caps[ell]:
+            taken[ell] += 1
+            plan.setdefault(ell, []).append(i - offsets[ell])
+            k -= 1
+    return {ell: sorted(plan[ell]) for ell in sorted(plan)}
+
+
+# --- shared passes and validation -----------------------------------------------------------
+
+
+def _activations(model, x, y, method) -> tuple[models.Net, Tensor, list[Tensor]]:
+    """Validate, then the hidden activations [N, H_l] of every hidden layer."""
+    net, x, _ = check_inputs(model, x, y, method, labels=False)
+    return net, x, net.activations(x)
+
+
+def _forward_backward(net: models.Net, x: Tensor, y: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+    """Hidden activations a^l [N, H_l] and per-sample gradients g^l = dl_n/da^l_n [N, H_l].
+
+    One forward pass and one backward pass through the activations only (no weight gradients):
+    ``g^L = p - e_y`` at the logits, ``g^{l} = (g^{l+1} * phi'(z^{l+1})) W^{l+1}``.
+    """
+    with torch.no_grad():
+        acts, slopes = [], []
+        a = x
+        for ell, dense in enumerate(net.hidden):
+            z = F.linear(a, dense.weight, dense.bias)  # [N, H_l]
+            a = dense.phi(z)
+            acts.append(a)  # phi'(z^0) is never needed: the backward stops at a^0
+            slopes.append(models.derivatives(dense.activation, z, dense.slope)[0] if ell else None)
+        out = net.layers[-1]
+        f = F.linear(a, out.weight, out.bias)  # [N, C]
+        g = torch.softmax(f, 1) - F.one_hot(y, f.shape[1]).to(f.dtype)  # [N, C] dl_n/df
+        grads = []
+        delta = g  # dl_n/dz^{l+1}
+        for ell in range(len(net.hidden) - 1, -1, -1):
+            g_a = delta @ net.layers[ell + 1].weight.detach()  # [N, H_l]
+            grads.append(g_a)
+            if ell > 0:
+                delta = g_a * slopes[ell]
+    return acts, grads[::-1]
+
+
+def _check_scores(scores: Sequence[Tensor]) -> list[Tensor]:
+    if isinstance(scores, Tensor) or not isinstance(scores, Sequence) or not scores:
+        raise TypeError("select: scores must be a non-empty list of 1-D tensors, one per layer")
+    out = []
+    for ell, s in enumerate(scores):
+        if not isinstance(s, Tensor) or s.dim() != 1 or s.numel() == 0:
+            raise ValueError(
+                f"select: scores[{ell}] must be a non-empty 1-D tensor [H_{ell}]; got "
+                f"{tuple(s.shape) if isinstance(s, Tensor) else type(s).__name__}"
+            )
+        if not bool(torch.isfinite(s).all()):
+            raise ValueError(f"select: scores[{ell}] holds NaN or inf values")
+        out.append(s.detach())
+    return out
+
+
+# --- registries (every name in one place) ----------------------------------------------------
+
+NODE_CRITERIA: dict[str, NodeCriterion] = {
+    "random": random,
+    "activation_std": activation_std,
+    "activation_mean_abs": activation_mean_abs,
+    "apoz": apoz,
+    "weight_in_norm": weight_in_norm,
+    "weight_out_norm": weight_out_norm,
+    "std_out_norm": std_out_norm,
+    "lipschitz": lipschitz,
+    "taylor": taylor,
+    "mean_replacement": mean_replacement,
+    "obd_mask": obd_mask,
+    "obd_mask_delta": obd_mask_delta,
+    "mean_replacement_delta": mean_replacement_delta,
+}
+# criteria that need labels y (they read the loss)
+LABELLED = frozenset(
+    {"taylor", "mean_replacement", "obd_mask", "obd_mask_delta", "mean_replacement_delta"}
+)
