@@ -245,14 +245,16 @@ def test_hutchinson_single_probe_is_exact_on_the_diagonal_plus_cross_terms():
 def test_errors_name_the_problem():
     model = models.mlp((3, 4, 2), seed=0, dtype=DTYPE)
     x, y = _data(model, 4, seed=0)
-    with pytest.raises(ValueError, match=r"x must be \[N, 3\]"):
+    with pytest.raises(ValueError, match=r"diag_hessian: x must have shape \[N, 3\]"):
         diag_hessian(model, x[:, :2], y)
-    with pytest.raises(ValueError, match=r"y must be \[N\]"):
+    with pytest.raises(ValueError, match=r"y must have shape \[4\] like x"):
         diag_hessian(model, x, y[:3])
     with pytest.raises(ValueError, match=r"\[0, 2\)"):
         diag_hessian(model, x, y + 5)
-    with pytest.raises(TypeError, match="integer class indices"):
+    with pytest.raises(TypeError, match="integer class labels"):
         diag_hessian(model, x, y.to(DTYPE))
+    with pytest.raises(ValueError, match="NaN or inf"):
+        diag_hessian(model, x.clone().fill_(float("nan")), y)
     with pytest.raises(TypeError, match="float32"):
         diag_hessian(model, x.float(), y)
     with pytest.raises(TypeError, match="Conv1d"):

@@ -152,3 +152,47 @@ def test_from_spec_errors(records, match):
 
 def test_hidden_sizes():
     assert models.hidden_sizes(models.mlp((5, 7, 3, 2))) == [7, 3]
+
+
+@pytest.mark.parametrize(
+    ("x", "kwargs", "error", "match"),
+    [
+        ([[0.0, 1.0, 2.0]], {}, TypeError, r"fit: x must be a torch.Tensor \[N, 3\]; got list"),
+        (torch.zeros(4, 2), {}, ValueError, r"x must have shape \[N, 3\].*got shape \(4, 2\)"),
+        (torch.zeros(4, 3, dtype=torch.float64), {}, TypeError, "float64 on cpu but"),
+        (torch.zeros(0, 3), {"name": "reference"}, ValueError, "fit: reference holds no samples"),
+        (torch.full((2, 3), float("inf")), {}, ValueError, "NaN or inf"),
+        (torch.zeros(2, 3, dtype=torch.long), {"convert": True}, TypeError, "floating-point"),
+    ],
+)
+def test_check_x_names_method_argument_and_problem(x, kwargs, error, match):
+    net = models.parse(models.mlp((3, 4, 2), seed=0))
+    with pytest.raises(error, match=match):
+        net.check_x(x, "fit", **kwargs)
+
+
+def test_check_x_flattens_converts_and_detaches():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 2))
+    net = models.parse(model)
+    x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
+    xs = net.check_x(x, "fit", convert=True)
+    assert xs.shape == (5, 6) and xs.dtype == torch.float32 and not xs.requires_grad
+    torch.testing.assert_close(xs, x.detach().flatten(1).float())
+
+
+@pytest.mark.parametrize(
+    ("y", "error", "match"),
+    [
+        ([0, 1, 1], TypeError, r"y must be a torch.Tensor \[3\]"),
+        (torch.tensor([0.0, 1.0, 1.0]), TypeError, "integer class labels; got torch.float32"),
+        (torch.tensor([0, 1]), ValueError, r"y must have shape \[3\] like x; got \(2,\)"),
+        (torch.tensor([0, 1, 2]), ValueError, r"\[0, 2\) for a model with 2 outputs.*\[0, 2\]"),
+        (torch.tensor([-1, 0, 1]), ValueError, r"got range \[-1, 1\]"),
+    ],
+)
+def test_check_labels_names_the_problem(y, error, match):
+    net = models.parse(models.mlp((3, 4, 2), seed=0))
+    with pytest.raises(error, match=match):
+        net.check_labels(y, 3, "fit")
+    ok = net.check_labels(torch.tensor([1, 0, 1], dtype=torch.int32), 3, "fit")
+    assert ok.dtype == torch.long and ok.tolist() == [1, 0, 1]

@@ -241,8 +241,8 @@ def sample_bound(
     S = _check_nodes(net, ell, nodes, method)
     replace = _check_replace(replace, method)
     norm, centred = _check_options(norm, centred, method)
-    x = _check_x(net, x, method, "x")
-    ref = x if reference is None else _check_x(net, reference, method, "reference")
+    x = net.check_x(x, method)
+    ref = x if reference is None else net.check_x(reference, method, name="reference")
     delta = _deviation(net, x, ref, ell, S, replace)  # [N, |S|]
     L_S = _first_factor(net, ell, _output_weight(net, ell + 1, centred)[:, S], norm)
     L_S = L_S * _downstream(net, ell, norm, centred)
@@ -282,7 +282,7 @@ def expected_bound(
     S = _check_nodes(net, ell, nodes, method)
     replace = _check_replace(replace, method)
     norm, centred = _check_options(norm, centred, method)
-    x = _check_x(net, x, method, "x")
+    x = net.check_x(x, method)
     delta = _deviation(net, x, x, ell, S, replace)  # [N, |S|]
     L_S = _first_factor(net, ell, _output_weight(net, ell + 1, centred)[:, S], norm)
     L_S = L_S * _downstream(net, ell, norm, centred)
@@ -313,7 +313,7 @@ def node_bounds(
     net = _net(model, method)
     replace = _check_replace(replace, method)
     norm, centred = _check_options(norm, centred, method)
-    x = _check_x(net, x, method, "x")
+    x = net.check_x(x, method)
     acts = net.activations(x)
     out = []
     for ell, a in enumerate(acts):
@@ -354,7 +354,7 @@ def source_bound(
     method = "source_bound"
     net, ell = _net_layer(model, layer, method)
     S = _check_nodes(net, ell, nodes, method)
-    x = _check_x(net, x, method, "x")
+    x = net.check_x(x, method)
     delta = _deviation(net, x, x, ell, S, "mean")
     K = torch.ones((), dtype=x.dtype, device=x.device)
     for k, dense in enumerate(net.layers):
@@ -396,9 +396,9 @@ def loss_change(
     net, ell = _net_layer(model, layer, method)
     S = _check_nodes(net, ell, nodes, method)
     replace = _check_replace(replace, method)
-    x = _check_x(net, x, method, "x")
-    ref = x if reference is None else _check_x(net, reference, method, "reference")
-    y = _check_y(net, x, y, method)
+    x = net.check_x(x, method)
+    ref = x if reference is None else net.check_x(reference, method, name="reference")
+    y = net.check_labels(y, x.shape[0], method)
     with torch.no_grad():
         c = net.activations(ref)[ell][:, S].mean(0) if replace == "mean" else 0.0
         before = F.cross_entropy(_logits(net, x), y, reduction="none")
@@ -490,43 +490,3 @@ def _check_options(norm: str, centred: bool, method: str) -> tuple[str, bool]:
     if centred and norm != "l2":
         raise ValueError(f"{method}: centred=True applies to norm='l2' only; got norm={norm!r}")
     return norm, bool(centred)
-
-
-def _check_x(net: models.Net, x: Tensor, method: str, name: str) -> Tensor:
-    """``x`` as ``[N, D]`` with N >= 1, finite, in the parameters' dtype and device."""
-    W = net.layers[0].weight
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{method}: {name} must be a torch.Tensor; got {type(x).__name__}")
-    xs = net.inputs(x)
-    if xs.dim() != 2 or xs.shape[1] != net.in_features:
-        raise ValueError(
-            f"{method}: {name} must have shape [N, {net.in_features}] (after the model's "
-            f"Flatten); got shape {tuple(x.shape)}"
-        )
-    if xs.dtype != W.dtype or xs.device != W.device:
-        raise TypeError(
-            f"{method}: {name} is {xs.dtype} on {xs.device} but the model's parameters are "
-            f"{W.dtype} on {W.device}; convert one of them"
-        )
-    if xs.shape[0] == 0:
-        raise ValueError(f"{method}: {name} holds no samples")
-    if not bool(torch.isfinite(xs).all()):
-        raise ValueError(f"{method}: {name} holds NaN or inf values")
-    return xs.detach()
-
-
-def _check_y(net: models.Net, x: Tensor, y: Tensor, method: str) -> Tensor:
-    """Labels ``[N]`` of an integer dtype in ``[0, C)``, as int64 on ``x``'s device."""
-    N, C = x.shape[0], net.out_features
-    if not isinstance(y, Tensor):
-        raise TypeError(f"{method}: y must be a torch.Tensor; got {type(y).__name__}")
-    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
-        raise TypeError(f"{method}: y must hold integer class labels; got {y.dtype}")
-    if y.shape != (N,):
-        raise ValueError(f"{method}: y must have shape [{N}]; got {tuple(y.shape)}")
-    if int(y.min()) < 0 or int(y.max()) >= C:
-        raise ValueError(
-            f"{method}: y must be class labels in [0, {C}); got range "
-            f"[{int(y.min())}, {int(y.max())}]"
-        )
-    return y.to(device=x.device, dtype=torch.long)

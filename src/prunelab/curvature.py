@@ -85,38 +85,8 @@ def _prepare(model: nn.Module, x: Tensor, y: Tensor, method: str, *, shared: boo
         )
         for layer in net.layers
     ]
-    W0 = layers[0].W
-    if not isinstance(x, Tensor) or not isinstance(y, Tensor):
-        raise TypeError(
-            f"{method}: x and y must be tensors; got {type(x).__name__}, {type(y).__name__}"
-        )
-    x = net.inputs(x)
-    if x.dim() != 2 or x.shape[1] != net.in_features:
-        raise ValueError(
-            f"{method}: x must be [N, {net.in_features}] (after the model's Flatten); "
-            f"got shape {tuple(x.shape)}"
-        )
-    if x.dtype != W0.dtype or x.device != W0.device:
-        raise TypeError(
-            f"{method}: x is {x.dtype} on {x.device} but the model's parameters are "
-            f"{W0.dtype} on {W0.device}; convert one of them"
-        )
-    C = net.out_features
-    if y.dim() != 1 or y.shape[0] != x.shape[0]:
-        raise ValueError(
-            f"{method}: y must be [N] class indices with N = {x.shape[0]}; got shape "
-            f"{tuple(y.shape)}"
-        )
-    if y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
-        raise TypeError(f"{method}: y must hold integer class indices; got {y.dtype}")
-    if y.numel() == 0:
-        raise ValueError(f"{method}: x and y hold no samples")
-    if int(y.min()) < 0 or int(y.max()) >= C:
-        raise ValueError(
-            f"{method}: y must be class indices in [0, {C}); got range "
-            f"[{int(y.min())}, {int(y.max())}]"
-        )
-    return layers, x.detach(), y.to(device=x.device, dtype=torch.long)
+    x = net.check_x(x, method)
+    return layers, x, net.check_labels(y, x.shape[0], method)
 
 
 def _forward(layers: list[_Layer], x: Tensor):

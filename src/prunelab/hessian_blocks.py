@@ -43,34 +43,10 @@ def _setup(model: nn.Module, x: Tensor, y: Tensor, layer: int | str | None, meth
     net = models.parse(model, method=method)
     if len({id(d.linear) for d in net.layers}) < len(net.layers):
         raise ValueError(f"{method}: a Linear module appears twice in the model (shared weights)")
-    W = net.layers[0].weight
-    if not isinstance(x, Tensor) or not isinstance(y, Tensor):
-        raise TypeError(
-            f"{method}: x and y must be tensors; got {type(x).__name__}, {type(y).__name__}"
-        )
-    x = net.inputs(x)
-    if x.dim() != 2 or x.shape[1] != net.in_features or x.shape[0] == 0:
-        raise ValueError(
-            f"{method}: x must be [N, {net.in_features}] with N >= 1 (after the model's "
-            f"Flatten); got shape {tuple(x.shape)}"
-        )
-    if x.dtype != W.dtype or x.device != W.device:
-        raise TypeError(
-            f"{method}: x is {x.dtype} on {x.device} but the model's parameters are "
-            f"{W.dtype} on {W.device}; convert one of them"
-        )
-    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
-        raise TypeError(f"{method}: y must hold integer class labels; got {y.dtype}")
-    if y.shape != (x.shape[0],):
-        raise ValueError(f"{method}: y must have shape [{x.shape[0]}] like x; got {tuple(y.shape)}")
-    C = net.out_features
-    if int(y.min()) < 0 or int(y.max()) >= C:
-        raise ValueError(
-            f"{method}: y must be class labels in [0, {C}); got range "
-            f"[{int(y.min())}, {int(y.max())}]"
-        )
+    x = net.check_x(x, method)
+    y = net.check_labels(y, x.shape[0], method)
     index = None if layer is None else _layer_index(net, layer, method)
-    return net, index, x.detach(), y.to(device=x.device, dtype=torch.long)
+    return net, index, x, y
 
 
 def _layer_index(net: models.Net, layer: int | str, method: str) -> int:

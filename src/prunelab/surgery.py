@@ -108,7 +108,7 @@ def remove_nodes(
             "remove_nodes: compensate='mean' needs data x to take the removed nodes' means; "
             "pass x=Tensor[N, D] or use compensate='none'"
         )
-    a = _check_x(net, x) if compensate == "mean" else None
+    a = net.check_x(x, "remove_nodes", convert=True) if compensate == "mean" else None
     linears = _pruned_linears(net, removed, a)
     position = {layer.position: i for i, layer in enumerate(net.layers)}
     children = OrderedDict()
@@ -215,28 +215,6 @@ def _index(value: object, what: str) -> int:
         return operator.index(value)
     except TypeError:
         raise TypeError(f"{what} must be an integer; got {type(value).__name__}") from None
-
-
-def _check_x(net: models.Net, x: Tensor) -> Tensor:
-    """Validate the data for the means; return it as ``[N, D]`` in the weights' dtype."""
-    if not isinstance(x, Tensor) or not x.is_floating_point():
-        raise TypeError(
-            "remove_nodes: x must be a floating-point tensor [N, D]; got "
-            f"{x.dtype if isinstance(x, Tensor) else type(x).__name__}"
-        )
-    xs = net.inputs(x)
-    D = net.in_features
-    if xs.dim() != 2 or xs.shape[1] != D:
-        raise ValueError(
-            f"remove_nodes: x must have shape [N, {D}] (after the model's Flatten); "
-            f"got shape {tuple(x.shape)}"
-        )
-    if xs.shape[0] == 0:
-        raise ValueError("remove_nodes: x holds no samples; the means need at least one")
-    if not bool(torch.isfinite(xs).all()):
-        raise ValueError("remove_nodes: x holds NaN or inf values")
-    W = net.layers[0].weight
-    return xs.detach().to(device=W.device, dtype=W.dtype)
 
 
 # --- weight pruning: masks, stripping, sweeps ------------------------------------------------
@@ -644,21 +622,8 @@ def _check_level(s: object, what: str) -> float:
 
 def _check_eval_data(net: models.Net, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     """Validate evaluation data; return ``x`` [N, D] in the weights' dtype and ``y`` [N]."""
-    xs = _check_x(net, x)
-    if not isinstance(y, Tensor) or y.is_floating_point() or y.dtype == torch.bool:
-        raise TypeError(
-            "sparsity_sweep: y must be an integer tensor of class labels; got "
-            f"{y.dtype if isinstance(y, Tensor) else type(y).__name__}"
-        )
-    if y.shape != (xs.shape[0],):
-        raise ValueError(f"sparsity_sweep: y must have shape [{xs.shape[0]}]; got {list(y.shape)}")
-    C = net.out_features
-    if int(y.min()) < 0 or int(y.max()) >= C:
-        raise ValueError(
-            f"sparsity_sweep: y must be class labels in [0, {C}); got range "
-            f"[{int(y.min())}, {int(y.max())}]"
-        )
-    return xs, y.to(device=xs.device, dtype=torch.long)
+    xs = net.check_x(x, "sparsity_sweep", convert=True)
+    return xs, net.check_labels(y, xs.shape[0], "sparsity_sweep")
 
 
 def _ranks(
