@@ -485,6 +485,19 @@ def _loss_fn(layers: list[_Layer], x: Tensor, y: Tensor) -> Callable[[dict], Ten
     return loss
 
 
+def rademacher(params: dict[str, Tensor], k: int, generator: torch.Generator) -> dict[str, Tensor]:
+    """``k`` Rademacher probes per parameter, ``v: [k, *shape]`` with entries +-1 (each with
+    probability 1/2), in the parameter's dtype and device: ``E[v v^T] = I``, so
+    ``E[v * (H v)] = diag(H)`` and ``E ||H v||^2 = ||H||_F^2``."""
+    return {
+        n: torch.randint(0, 2, (k, *p.shape), generator=generator, device=p.device)
+        .to(p.dtype)
+        .mul_(2)
+        .sub_(1)
+        for n, p in params.items()
+    }
+
+
 def hutchinson_diag(
     model: nn.Module,
     x: Tensor,
@@ -549,13 +562,7 @@ def hutchinson_diag(
     total_sq = {n: torch.zeros_like(p) for n, p in params.items()}
     for start in range(0, probes, chunk):
         k = min(chunk, probes - start)
-        v = {
-            n: torch.randint(0, 2, (k, *p.shape), generator=generator, device=p.device)
-            .to(p.dtype)
-            .mul_(2)
-            .sub_(1)
-            for n, p in params.items()
-        }  # [k, *shape] Rademacher
+        v = rademacher(params, k, generator)  # [k, *shape]
         samples = torch.func.vmap(v_hv)(v)  # [k, *shape] per-probe v * Hv
         for n, s in samples.items():
             total[n] += s.sum(0)

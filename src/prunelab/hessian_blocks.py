@@ -324,13 +324,7 @@ def offdiagonal_ratio_estimate(
     norms = []
     for start in range(0, probes, 16):  # 16 probes per vectorised Hessian-vector product
         k = min(16, probes - start)
-        v = {
-            n: torch.randint(0, 2, (k, *p.shape), generator=generator, device=p.device)
-            .to(p.dtype)
-            .mul_(2)
-            .sub_(1)
-            for n, p in params.items()
-        }  # [k, *shape] Rademacher
+        v = curvature.rademacher(params, k, generator)  # [k, *shape]
         norms.append(torch.func.vmap(norm_hv)(v))
     sq = torch.cat(norms)  # [probes] ||H v||^2
     frob = sq.mean()
