@@ -139,3 +139,22 @@ def test_fit_l0_is_reproducible_and_leaves_the_global_rng(blobs):
         l0.fit_l0(models.mlp((2, 4, 3)), blobs, penalty=0.1, layers=[1], progress=False)
     with pytest.raises(ValueError, match="penalty"):
         l0.fit_l0(models.mlp((2, 4, 3)), blobs, penalty=-1.0, progress=False)
+
+
+def test_gate_lr_sets_the_gates_learning_rate_only(blobs):
+    def run(**kwargs):
+        model = models.mlp((2, 8, 3), seed=0)
+        gates, _ = l0.fit_l0(model, blobs, penalty=0.05, epochs=3, seed=2, progress=False, **kwargs)
+        return gates.log_alpha[0], model[0].weight.detach()
+
+    la, w = run(lr=0.01)
+    la_same, w_same = run(lr=0.01, gate_lr=0.01)
+    assert torch.equal(la, la_same) and torch.equal(w, w_same)  # None means lr, bitwise
+    la_fast, w_fast = run(lr=0.01, gate_lr=0.1)
+    start = run(lr=1e-30, gate_lr=1e-30)[0]  # the initial log alpha (no step moves it)
+    # Adam's first steps move each entry by about its learning rate, so ten times the rate
+    # moves the gates roughly ten times as far
+    assert (la_fast - start).abs().mean() > 4 * (la - start).abs().mean()
+    assert not torch.equal(w_fast, w)  # weights see other gates, but their rate is lr
+    with pytest.raises(ValueError, match="gate_lr must be > 0"):
+        l0.fit_l0(models.mlp((2, 4, 3)), blobs, penalty=0.1, gate_lr=0.0, progress=False)

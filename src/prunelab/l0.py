@@ -195,6 +195,7 @@ def fit_l0(
     r: float = 0.5,
     optimizer: str = "adam",
     weight_decay: float = 0.0,
+    gate_lr: float | None = None,
     progress: bool = True,
 ) -> tuple[Gates, L0History]:
     """Train ``model`` (in place) and hard-concrete node gates on ``CE + penalty * E[L0]``.
@@ -213,6 +214,9 @@ def fit_l0(
         ``lambda >= 0``, the price of one expected open node in units of mean cross-entropy.
     epochs, lr, batch_size, optimizer, weight_decay
         As in :func:`prunelab.train.fit`; weight decay does not apply to ``log alpha``.
+    gate_lr : float, optional
+        Learning rate of ``log alpha`` (default: ``lr``). Gates often want a larger rate than
+        the weights, so that they can close within a short run.
     seed : int
         Seeds one generator for the gate initialisation, the shuffling and the gate noise
         ``u``, and (through a saved-and-restored global RNG) dropout.
@@ -232,6 +236,8 @@ def fit_l0(
     net = models.parse(model, method=fn)
     if not penalty >= 0:
         raise ValueError(f"{fn}: penalty must be >= 0; got {penalty}")
+    if gate_lr is not None and not gate_lr > 0:
+        raise ValueError(f"{fn}: gate_lr must be > 0 (or None for lr); got {gate_lr}")
     layers = list(range(len(net.hidden))) if layers is None else [int(i) for i in layers]
     if (
         not layers
@@ -257,7 +263,9 @@ def fit_l0(
     gates = Gates(log_alpha)
     positions = {net.hidden[i].end: i for i in layers}
     groups = [{"params": list(model.parameters())}]
-    groups.append({"params": list(log_alpha.values()), "weight_decay": 0.0})
+    groups.append(
+        {"params": list(log_alpha.values()), "weight_decay": 0.0, "lr": gate_lr or config.lr}
+    )
     opt = config.make_optimizer(groups)
     history = L0History()
     was_training = model.training
