@@ -3,6 +3,8 @@
 import re
 from pathlib import Path
 
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 
@@ -30,3 +32,7 @@ def test_readme_library_example_runs_as_written(tmp_path, monkeypatch):
         namespace["train"].evaluate(namespace["model"], namespace["split"].test)["accuracy"] > 0.97
     )
     assert len(namespace["histories"]) == 8
+    # the methods tour: shapes, and blame-the-bias conservation
+    assert namespace["grad"].shape == (1000, 20) and len(namespace["certificate"]) == 20
+    assert int(namespace["pruned"].kept.sum()) == 10
+    torch.testing.assert_close(namespace["total"], namespace["r"].output, atol=1e-5, rtol=0)
