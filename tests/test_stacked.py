@@ -49,3 +49,13 @@ def test_gradients_equal_autograd_per_model(activation, shared, reuse):
         for i in range(3):
             torch.testing.assert_close(dWs[i][k], grads[2 * i], rtol=1e-10, atol=1e-12)
             torch.testing.assert_close(dbs[i][k], grads[2 * i + 1], rtol=1e-10, atol=1e-12)
+
+
+def test_workspace_keeps_one_tensor_per_role_and_shape():
+    ws, like = stacked.Workspace(), torch.zeros(1, dtype=torch.float64)
+    full = ws.get(("z", 0), (3, 4, 32), like)
+    short = ws.get(("z", 0), (3, 4, 8), like)  # a short last mini-batch
+    assert short.data_ptr() != full.data_ptr() and short.dtype == torch.float64
+    assert ws.get(("z", 0), (3, 4, 32), like) is full and ws.get(("z", 0), (3, 4, 8), like) is short
+    assert ws.get(("a", 0), (3, 4, 32), like) is not full
+    assert ws.get(("z", 0), (3, 4, 32), torch.zeros(1)).dtype == torch.float32

@@ -29,18 +29,21 @@ from . import models
 class Workspace:
     """Reusable output tensors of one training loop, keyed by their role in the step.
 
-    ``get(key, shape, like)`` returns the same tensor for the same key, shape and dtype on
-    every call (contents undefined), so a step's large intermediates are allocated once. A
-    :class:`Cache` written into a workspace is valid until the next step that uses it.
+    ``get(key, shape, like)`` returns the same tensor for the same key, shape, dtype and device
+    on every call (contents undefined), so a step's large intermediates are allocated once; a
+    short last mini-batch gets tensors of its own instead of reallocating the full-size ones
+    every epoch. A :class:`Cache` written into a workspace is valid until the next step that
+    uses it.
     """
 
     def __init__(self) -> None:
-        self._tensors: dict[object, Tensor] = {}
+        self._tensors: dict[tuple, Tensor] = {}
 
     def get(self, key: object, shape: tuple[int, ...], like: Tensor) -> Tensor:
-        t = self._tensors.get(key)
-        if t is None or t.shape != shape or t.dtype != like.dtype:
-            t = self._tensors[key] = torch.empty(shape, dtype=like.dtype, device=like.device)
+        full_key = (key, tuple(shape), like.dtype, like.device)
+        t = self._tensors.get(full_key)
+        if t is None:
+            t = self._tensors[full_key] = torch.empty(shape, dtype=like.dtype, device=like.device)
         return t
 
 
