@@ -101,9 +101,8 @@ def forward(
     for i, (layer, W, b) in enumerate(zip(net.layers, Ws, bs, strict=True)):
         H = W.shape[1]
         z = _empty(workspace, ("z", i), (K, H, B), W)
-        if a.dim() == 2:  # shared inputs: one flat GEMM for all K models, bias fused
-            W2d, z2d = W.reshape(K * H, -1), z.view(K * H, B)
-            torch.mm(W2d, a, out=z2d)
+        if a.dim() == 2:  # shared inputs: one flat GEMM for all K models
+            torch.mm(W.reshape(K * H, -1), a, out=z.view(K * H, B))
         else:
             torch.bmm(W, a, out=z)
         if b is not None:

@@ -299,7 +299,7 @@ def fit_many(
     by rounding at every step. That stays at rounding size unless a training point comes
     within rounding distance of a ReLU kink (``|z| ~ 1e-7``): it then lands on different
     sides in the two runs, the gradients differ by a finite amount, and the two (equally
-    valid) trajectories separate, to about 1e-3 after a few hundred Adam steps. For 2-20-2
+    valid) trajectories separate, by 1e-3 to 1e-2 after a few hundred Adam steps. For 2-20-2
     circle nets and 200 full-batch steps this happened to a few of 64 seeds (none of 0-31).
 
     Parameters
