@@ -161,9 +161,10 @@ class Metrics(NamedTuple):
 def majority_share(pred: Tensor, classes: int) -> Tensor:
     """``max_c (1/N) #{n : pred[..., n] = c}``: how much of the data one class takes.
 
-    ``pred: [..., N]`` predicted classes in ``[0, classes)``; returns ``[...]``. Between the
-    largest class share of the data (a perfect classifier) and 1 (every point given one
-    class): a rising value means the predictions collapse toward a single class.
+    ``pred: [..., N]`` predicted classes in ``[0, classes)``; returns ``[...]``, from
+    ``1/classes`` (predictions spread evenly) to 1 (every point given one class). A perfect
+    classifier gives the largest class's share of the data; a value rising well above it as
+    parts are removed means the predictions collapse toward a single class.
     """
     counts = torch.zeros(*pred.shape[:-1], classes, dtype=torch.long, device=pred.device)
     counts.scatter_add_(-1, pred, torch.ones_like(pred))
