@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from prunelab import checkpoint, criteria, data, report, surgery, train
-from prunelab.studies import node_criteria
+from prunelab.studies import node_criteria, node_criteria_report
 
 CRITERIA = ("random", "activation_std", "taylor", "weight_in_norm")
 
@@ -168,3 +168,21 @@ def test_report_of_a_run_without_collapse_measurements_renders(tiny, monkeypatch
     report.write_run(node_criteria, config, dataclasses.replace(r, nets=old), tmp_path)
     html = (tmp_path / "report.html").read_text()
     assert html.count("<img") == 5 and "Prediction collapse" not in html
+
+
+def test_collapse_text_quotes_the_measured_shares(tiny):
+    _, r, _ = tiny
+    n, k = r.nets[0], r.criteria.index("random")
+    text = node_criteria_report._collapse_text(r, n, k)
+    f = max(i for i, frac in enumerate(r.fractions) if frac <= 0.8)
+    layer = {p.compensate: p for p in n.panels if p.scope == "layer"}
+    mean = layer["mean"].majority_mean[k, f].item()
+    assert f"{r.fractions[f]:.0%} random removal per layer" in text
+    assert f"takes {mean:.0%} of the test points with mean compensation" in text
+    assert ("collapse toward one class" in text) == (
+        mean > layer["none"].majority_mean[k, f].item()
+    )
+    old = dataclasses.replace(
+        n, panels=[dataclasses.replace(p, majority=None, majority_mean=None) for p in n.panels]
+    )
+    assert "not measured in this run" in node_criteria_report._collapse_text(r, old, k)
