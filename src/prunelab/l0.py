@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -159,15 +159,6 @@ def _check_gates(net: models.Net, gates: Gates, fn: str) -> None:
             )
 
 
-def _forward(model: nn.Sequential, x: Tensor, gates: Mapping[int, Tensor]) -> Tensor:
-    """``model(x)`` with gates multiplied in after the listed module positions."""
-    for i, module in enumerate(model):
-        x = module(x)
-        if i in gates:
-            x = x * gates[i]
-    return x
-
-
 def gated_logits(model: nn.Sequential, gates: Gates, x: Tensor) -> Tensor:
     """Logits ``[N, C]`` of the model with its test-time gates (eval mode, no gradients)."""
     net = models.parse(model, method="l0.gated_logits")
@@ -177,7 +168,7 @@ def gated_logits(model: nn.Sequential, gates: Gates, x: Tensor) -> Tensor:
     model.eval()
     try:
         with torch.no_grad():
-            return _forward(model, x.to(net.layers[0].weight.dtype), by_position)
+            return models.scaled_forward(model, x.to(net.layers[0].weight.dtype), by_position)
     finally:
         model.train(was_training)
 
@@ -281,7 +272,7 @@ def fit_l0(
                         p: sample_gates(log_alpha[i], len(yb), generator=g)
                         for p, i in positions.items()
                     }
-                    logits = _forward(model, xb, z)
+                    logits = models.scaled_forward(model, xb, z)
                     ce = F.cross_entropy(logits, yb)
                     l0 = sum(prob_nonzero(la).sum() for la in log_alpha.values())
                     opt.zero_grad(set_to_none=True)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -305,6 +305,20 @@ def parse(
     if not layers:
         raise ValueError(f"{method}: the model has no Linear layer")
     return Net(tuple(Dense(**layer) for layer in layers), flatten, input_dropout)
+
+
+def scaled_forward(model: nn.Sequential, x: Tensor, scales: Mapping[int, Tensor]) -> Tensor:
+    """``model(x)`` with ``scales[i]`` multiplied into the output of module ``i``.
+
+    Keyed by module position, e.g. a hidden layer's ``Dense.end`` (its last module): node
+    masks ``[H_l]`` there remove nodes, per-example gates ``[N, H_l]`` gate them. Autograd
+    flows through ``scales``.
+    """
+    for i, module in enumerate(model):
+        x = module(x)
+        if i in scales:
+            x = x * scales[i]
+    return x
 
 
 def hidden_sizes(model: nn.Module) -> list[int]:

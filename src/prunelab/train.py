@@ -100,15 +100,6 @@ def _node_mask_blocks(net: models.Net, node_masks: Tensor | None) -> dict[int, T
     return {layer.end: block for layer, block in zip(net.hidden, blocks, strict=True)}
 
 
-def _forward(model: nn.Sequential, x: Tensor, masks: Mapping[int, Tensor]) -> Tensor:
-    """``model(x)`` with node masks multiplied in after the listed module positions."""
-    for i, module in enumerate(model):
-        x = module(x)
-        if i in masks:
-            x = x * masks[i]
-    return x
-
-
 def _check_weight_masks(model: nn.Module, weight_masks: Mapping[str, Tensor]) -> dict:
     params = dict(model.named_parameters())
     out = {}
@@ -151,7 +142,7 @@ def evaluate(model: nn.Module, data: Dataset, *, node_masks: Tensor | None = Non
     model.eval()
     try:
         with torch.no_grad():
-            logits = _forward(model, data.x.to(net.layers[0].weight.dtype), masks)
+            logits = models.scaled_forward(model, data.x.to(net.layers[0].weight.dtype), masks)
             loss = F.cross_entropy(logits, data.y).item()
             accuracy = (logits.argmax(1) == data.y).double().mean().item()
     finally:
@@ -233,7 +224,7 @@ def fit(
                 total_loss, total_correct, total_penalty = 0.0, 0, 0.0
                 for idx in batches or [None]:
                     xb, yb = (x, y) if idx is None else (x[idx], y[idx])
-                    logits = _forward(model, xb, masks)
+                    logits = models.scaled_forward(model, xb, masks)
                     loss = F.cross_entropy(logits, yb)
                     total = loss
                     if penalty is not None:
