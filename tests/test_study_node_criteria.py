@@ -48,6 +48,9 @@ def test_grid_equals_scoring_and_physically_removing_nodes(tiny, name):
     s = 1
     model, split, ref = _net(config, out, name, s)
     assert n.test_accuracy[s].item() == pytest.approx(train.evaluate(model, split.test)["accuracy"])
+    full_pred = train.predict(model, split.test.x).argmax(1)
+    top = torch.bincount(full_pred, minlength=split.test.classes).max().item() / len(full_pred)
+    assert n.test_majority[s].item() == pytest.approx(top, abs=1e-6)
     for criterion, scope, comp, f in (
         ("activation_std", "layer", "mean", 1),
         ("taylor", "global", "none", 2),

@@ -363,7 +363,11 @@ def _study_net(name: str, config: Config, out: Path, progress: bool) -> NetStudy
     recipe = _recipe(name, config)
     split, seeds, nets, files = _train(name, recipe, config, out, progress)
     ref = split.train[: config.score_points]  # scores and compensation means come from here
-    full = [train.evaluate(net, split.test) for net in nets]
+    # the full nets (an all-ones mask): loss, accuracy and prediction collapse in one pass
+    full = [
+        sweep.removal_metrics(net, split.test, torch.ones(1, sum(models.hidden_sizes(net))))
+        for net in nets
+    ]
     names, fracs = config.criteria, list(config.fractions)
     K, S, F = len(names), len(seeds), len(fracs)
     accuracy = torch.empty(len(SCOPES), len(COMPENSATIONS), K, S, F)
@@ -425,9 +429,9 @@ def _study_net(name: str, config: Config, out: Path, progress: bool) -> NetStudy
         len(split.test),
         len(ref),
         seeds,
-        torch.tensor([m["accuracy"] for m in full]),
-        stats.mean_interval(torch.tensor([m["accuracy"] for m in full]))[1].item(),
-        torch.tensor([m["loss"] for m in full]),
+        torch.cat([m.accuracy for m in full]),
+        stats.mean_interval(torch.cat([m.accuracy for m in full]))[1].item(),
+        torch.cat([m.loss for m in full]),
         costs.parameters(nets[0]),
         costs.macs(nets[0]),
         seconds,
@@ -436,12 +440,7 @@ def _study_net(name: str, config: Config, out: Path, progress: bool) -> NetStudy
         cost,
         finetune,
         files,
-        torch.stack(
-            [
-                sweep.majority_share(train.predict(net, split.test.x).argmax(1), split.test.classes)
-                for net in nets
-            ]
-        ),
+        torch.cat([m.majority for m in full]),
     )
 
 
