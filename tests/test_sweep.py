@@ -192,3 +192,11 @@ def test_compare_pairs_by_seed_and_ranks():
         sweep.compare(values, fractions, baseline=3)
     with pytest.raises(ValueError, match=r"\[K, S, F\]"):
         sweep.compare(values[0], fractions, baseline=0)
+
+
+def test_majority_share_errors_name_the_problem():
+    with pytest.raises(ValueError, match=r"lie in \[0, 3\); got range \[0, 3\]"):
+        sweep.majority_share(torch.tensor([0, 3, 1]), 3)
+    with pytest.raises(ValueError, match="integer class predictions"):
+        sweep.majority_share(torch.tensor([0.0, 1.0]), 3)
+    assert sweep.majority_share(torch.tensor([2, 2, 1], dtype=torch.int32), 3).item() == 2 / 3

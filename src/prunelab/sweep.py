@@ -166,7 +166,18 @@ def majority_share(pred: Tensor, classes: int) -> Tensor:
     classifier gives the largest class's share of the data; a value rising well above it as
     parts are removed means the predictions collapse toward a single class.
     """
+    if pred.is_floating_point() or pred.dim() == 0 or pred.shape[-1] == 0:
+        raise ValueError(
+            f"majority_share: pred must be integer class predictions [..., N] with N >= 1; got "
+            f"{pred.dtype} of shape {tuple(pred.shape)}"
+        )
+    if int(pred.min()) < 0 or int(pred.max()) >= classes:
+        raise ValueError(
+            f"majority_share: pred must lie in [0, {classes}); got range "
+            f"[{int(pred.min())}, {int(pred.max())}]"
+        )
     counts = torch.zeros(*pred.shape[:-1], classes, dtype=torch.long, device=pred.device)
+    pred = pred.long()
     counts.scatter_add_(-1, pred, torch.ones_like(pred))
     return counts.amax(-1).double() / pred.shape[-1]
 
