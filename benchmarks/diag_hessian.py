@@ -19,10 +19,10 @@ import time
 import torch
 import torch.nn.functional as F
 from _common import matmul_gflops, median_time, report
+from prunelab.curvature import diag_ggn, diag_hessian, flatten, hutchinson_diag
 from torch.func import functional_call, jacrev, vmap
 
 from prunelab import models
-from prunelab.curvature import diag_ggn, diag_hessian, flatten, hutchinson_diag
 
 
 def sync(device: str) -> None:

@@ -4,7 +4,7 @@
 
 Target: fit_many at least 8x faster than the loop, with weights equal to 1e-5. (Rounding
 differs between the batched and per-model GEMMs; a model whose training point sits on a ReLU
-kink can take a slightly different, equally valid path: see train.fit_many. The line says how
+kink can take a slightly different, equally valid path: see ensemble.fit_many. The line says how
 many models agree.)
 """
 
@@ -16,7 +16,7 @@ import itertools
 import torch
 from _common import matmul_gflops, median_time, report
 
-from prunelab import data, models, train
+from prunelab import data, ensemble, models, train
 
 
 def main() -> None:
@@ -39,7 +39,7 @@ def main() -> None:
 
     def batched() -> list[torch.nn.Sequential]:
         nets = [models.mlp(widths, seed=s) for s in seeds]
-        train.fit_many(nets, circle, seeds=seeds, **kwargs)
+        ensemble.fit_many(nets, circle, seeds=seeds, **kwargs)
         return nets
 
     errs = [

@@ -26,9 +26,9 @@ import statistics
 import torch
 import torch.nn.functional as F
 from _common import matmul_gflops, median_time, report
+from prunelab.relevance import explain
 
 from prunelab import models
-from prunelab.relevance import explain
 
 WIDTHS = (784, 300, 100, 10)
 

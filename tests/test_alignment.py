@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from prunelab.relevance import Relevance, explain
 from torch import nn
 
 from prunelab import alignment, data, decoy, models, train
-from prunelab.relevance import Relevance, explain
 
 DTYPE = torch.float64
 

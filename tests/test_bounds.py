@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from prunelab.surgery import remove_nodes
 from torch import nn
 
 from prunelab import bounds, models
-from prunelab.surgery import remove_nodes
 
 F64 = torch.float64
 TOL = 1e-12

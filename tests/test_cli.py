@@ -4,10 +4,10 @@ import json
 
 import pytest
 import torch
+from prunelab.cli import app
 from typer.testing import CliRunner
 
 from prunelab import checkpoint, data
-from prunelab.cli import app
 
 runner = CliRunner()
 TINY = [

@@ -7,9 +7,6 @@ import math
 
 import pytest
 import torch
-from torch import nn
-
-from prunelab import coreset, models
 from prunelab.coreset import (
     compounded_error,
     deterministic_bound,
@@ -27,6 +24,9 @@ from prunelab.coreset import (
     sensitivities,
     top_sensitivity,
 )
+from torch import nn
+
+from prunelab import coreset, models
 
 DTYPE = torch.float64
 

@@ -7,8 +7,6 @@ import math
 import pytest
 import scipy.stats
 import torch
-
-from prunelab import coreset, guarantees, models
 from prunelab.coreset_eval import (
     ball_inputs,
     bound_for_share,
@@ -23,6 +21,8 @@ from prunelab.coreset_eval import (
     sipp_samples_for_keep,
     split_at,
 )
+
+from prunelab import coreset, guarantees, models
 
 DTYPE = torch.float64
 

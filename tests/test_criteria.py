@@ -7,11 +7,11 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from prunelab.surgery import remove_nodes
 from torch import nn
 
 from prunelab import bounds, criteria, models
 from prunelab.criteria import LABELLED, NODE_CRITERIA, node_scores, select
-from prunelab.surgery import remove_nodes
 
 F64 = torch.float64
 

@@ -7,10 +7,6 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch import nn
-from torch.func import functional_call, hessian, jacrev
-
-from prunelab import curvature, models
 from prunelab.curvature import (
     ESTIMATORS,
     becker_lecun_diag,
@@ -20,6 +16,10 @@ from prunelab.curvature import (
     flatten,
     hutchinson_diag,
 )
+from torch import nn
+from torch.func import functional_call, hessian, jacrev
+
+from prunelab import curvature, models
 
 # torch.func's forward-mode AD loads TorchScript decompositions that warn on import
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")

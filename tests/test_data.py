@@ -12,9 +12,9 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from prunelab.data import Dataset, Split
 
 from prunelab import data
-from prunelab.data import Dataset, Split
 
 
 def same(a: Dataset, b: Dataset) -> bool:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from prunelab.relevance import explain
 from torch import nn
 
 from prunelab import data, decoy
-from prunelab.relevance import explain
 
 C = 10
 

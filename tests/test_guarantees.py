@@ -6,8 +6,6 @@ import copy
 
 import pytest
 import torch
-
-from prunelab import models
 from prunelab.guarantees import (
     centre,
     consistent,
@@ -19,6 +17,8 @@ from prunelab.guarantees import (
     logit_errors,
     top_two,
 )
+
+from prunelab import models
 
 DTYPE = torch.float64
 

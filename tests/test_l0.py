@@ -7,10 +7,10 @@ import math
 
 import pytest
 import torch
+from prunelab.l0 import BETA, GAMMA, ZETA, Gates
 from torch import nn
 
 from prunelab import l0, models
-from prunelab.l0 import BETA, GAMMA, ZETA, Gates
 
 DTYPE = torch.float64
 

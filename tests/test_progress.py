@@ -1,7 +1,6 @@
 """Progress bars: drawn on a terminal, silent in a log file or when switched off."""
 
 import rich.console
-
 from prunelab.progress import track
 
 

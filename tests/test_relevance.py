@@ -6,15 +6,15 @@ import math
 
 import pytest
 import torch
-from torch import nn
-
-from prunelab import models
 from prunelab.relevance import (
     METHODS,
     composed_max_relevance,
     explain,
     max_relevance,
 )
+from torch import nn
+
+from prunelab import models
 
 DTYPE = torch.float64
 ACTIVATIONS = ["relu", "leaky_relu", "tanh", "sigmoid", "gelu", "identity"]

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from prunelab import criteria, data, hessian_blocks, models, report, surgery, train
+from prunelab import criteria, data, ensemble, hessian_blocks, models, report, surgery, train
 from prunelab.studies import obd_vs_magnitude as study
 
 CONFIG = dict(
@@ -39,7 +39,7 @@ def tiny(tmp_path_factory):
     nets = {}  # the same recipe, trained again (fit_many is deterministic)
     for kind, p in zip(study.KINDS, (0.0, config.dropout)):
         nets[kind] = [models.mlp(config.widths, dropout=p, seed=k) for k in range(2)]
-        train.fit_many(
+        ensemble.fit_many(
             nets[kind],
             split.train,
             seeds=[0, 1],

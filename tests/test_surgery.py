@@ -9,10 +9,10 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from prunelab.surgery import remove_nodes
 from torch import nn
 
 from prunelab import models
-from prunelab.surgery import remove_nodes
 
 F64 = torch.float64
 ACTIVATIONS = ["relu", "leaky_relu", "tanh", "sigmoid", "gelu"]

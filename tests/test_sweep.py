@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from prunelab import data, models, surgery, sweep, train
+from prunelab import data, ensemble, models, surgery, sweep, train
 
 F64 = torch.float64
 
@@ -115,7 +115,7 @@ def test_masked_equivalent_evaluates_and_trains_like_the_pruned_model(compensate
     # fine-tune both: the physically pruned net alone, the masked copy in a stacked fit_many
     train.fit(pruned, blobs64, epochs=3, lr=0.01, batch_size=16, seed=5, progress=False)
     other = models.mlp([2, 7, 5, 3], seed=9, dtype=F64)  # a second model in the same stack
-    train.fit_many(
+    ensemble.fit_many(
         [copy, other],
         blobs64,
         seeds=[5, 6],

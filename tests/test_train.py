@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from prunelab import data, models, train
+from prunelab import data, ensemble, models, train
 
 
 def params(m):
@@ -101,7 +101,7 @@ def test_fit_many_equals_separate_fits(blobs, optimizer, batch_size):
         h = train.fit(m, blobs, seed=s, **kwargs)
         separate.append((m, h))
     together = [models.mlp(widths, seed=s) for s in seeds]
-    histories = train.fit_many(together, blobs, seeds=seeds, **kwargs)
+    histories = ensemble.fit_many(together, blobs, seeds=seeds, **kwargs)
     for (m, h), m2, h2 in zip(separate, together, histories, strict=True):
         for p, q in zip(m.parameters(), m2.parameters(), strict=True):
             torch.testing.assert_close(p, q, rtol=0, atol=1e-5)
@@ -115,7 +115,7 @@ def test_fit_many_with_per_model_node_and_weight_masks(blobs):
     wmask = torch.ones(2, 5, 2)
     wmask[0, 0, 0] = wmask[1, 4, 1] = 0
     together = [models.mlp((2, 5, 3), seed=s) for s in seeds]
-    train.fit_many(
+    ensemble.fit_many(
         together,
         blobs,
         seeds=seeds,
@@ -142,7 +142,7 @@ def test_fit_many_with_per_model_node_and_weight_masks(blobs):
 
 def test_fit_many_with_dropout_trains(blobs):
     together = [models.mlp((2, 16, 3), dropout=0.2, seed=s) for s in (0, 1)]
-    hs = train.fit_many(together, blobs, seeds=[0, 1], epochs=20, progress=False)
+    hs = ensemble.fit_many(together, blobs, seeds=[0, 1], epochs=20, progress=False)
     assert all(h.loss[-1] < h.loss[0] for h in hs)
 
 
@@ -175,8 +175,8 @@ def test_fit_rejects_data_of_the_wrong_width_or_classes(blobs):
 
 def test_fit_many_errors(blobs):
     with pytest.raises(ValueError, match="one seed per model"):
-        train.fit_many([models.mlp((2, 3, 3))], blobs, seeds=[0, 1], progress=False)
+        ensemble.fit_many([models.mlp((2, 3, 3))], blobs, seeds=[0, 1], progress=False)
     with pytest.raises(ValueError, match="same architecture"):
-        train.fit_many(
+        ensemble.fit_many(
             [models.mlp((2, 3, 3)), models.mlp((2, 4, 3))], blobs, seeds=[0, 1], progress=False
         )

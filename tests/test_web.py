@@ -10,19 +10,21 @@ import dataclasses
 import json
 import math
 import re
+import tomllib
 import types
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import matplotlib
 import numpy as np
 import pytest
 import torch
+from prunelab.cli import app
+from prunelab.web import explorer
 from typer.testing import CliRunner
 
+import prunelab
 from prunelab import checkpoint, data, models, report
-from prunelab.cli import app
 from prunelab.studies.base import Section
-from prunelab.web import explorer
 
 runner = CliRunner()
 NUMPY = {"f64": "<f8", "f32": "<f4", "u8": "u1", "i32": "<i4"}
@@ -241,5 +243,10 @@ def test_package_data_ships_the_page_files():
     root = Path(explorer.__file__).parent
     for name in ("explorer.html", "explorer.js", "explorer.css"):
         assert (root / name).is_file()
-    pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
-    assert '"web/*.html", "web/*.js", "web/*.css"' in pyproject
+    # the package-data globs of pyproject.toml cover each file, relative to the package root
+    with open(Path(__file__).parents[1] / "pyproject.toml", "rb") as f:
+        globs = tomllib.load(f)["tool"]["setuptools"]["package-data"]["prunelab"]
+    package = Path(prunelab.__file__).parent
+    for name in ("explorer.html", "explorer.js", "explorer.css"):
+        relative = PurePosixPath((root / name).relative_to(package).as_posix())
+        assert any(relative.match(g) for g in globs), (relative, globs)

@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from prunelab.surgery import obs_prune, prune_weights, sparsity_sweep, strip
 from torch import nn
 from torch.nn.utils import prune
 
-from prunelab import criteria, data, hessian_blocks, models, train
-from prunelab.surgery import obs_prune, prune_weights, sparsity_sweep, strip
+from prunelab import criteria, data, ensemble, hessian_blocks, models, train
 
 F64 = torch.float64
 
@@ -139,7 +139,7 @@ def test_masks_stay_in_force_through_fit_and_fit_many():
     assert all(((second[n] == 1) <= (masks[n] == 1)).all() for n in masks)
     nets = [copy.deepcopy(model) for _ in range(2)]
     stacked = {n: torch.stack([masks[n], second[n]]) for n in masks}  # per-model masks
-    train.fit_many(
+    ensemble.fit_many(
         nets,
         split.train,
         seeds=[0, 1],

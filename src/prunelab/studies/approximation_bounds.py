@@ -26,8 +26,10 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from .. import coreset, coreset_eval, data, guarantees, l0, models, train
-from ..progress import track
+from ..base import data, models, train
+from ..base.progress import track
+from ..engines import ensemble
+from ..methods import coreset, coreset_eval, guarantees, l0
 from .approximation_bounds_report import sections  # noqa: F401 (the study's report)
 from .base import option
 
@@ -329,7 +331,7 @@ def _regime_nets(config: Config, regime: str, split) -> tuple[list[nn.Sequential
     wd = config.weight_decay if regime == "weight_decay" else 0.0
     seeds = [config.seed + k for k in range(config.seeds)]
     nets = [models.mlp(WIDTHS, dropout=dropout, seed=s) for s in seeds]
-    train.fit_many(
+    ensemble.fit_many(
         nets,
         split.train,
         seeds=seeds,

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from matplotlib.lines import Line2D
 
-from .. import stats
+from ..base import stats
 from . import plots
 from .base import Plot, Section, Table
 

@@ -1,6 +1,6 @@
 """Study ``node-criteria``: every node criterion, compared fairly, on an MNIST MLP and the spirals net.
 
-Each net is trained with ``seeds`` seeds (``train.fit_many``) on one fixed split. For every
+Each net is trained with ``seeds`` seeds (``ensemble.fit_many``) on one fixed split. For every
 trained net and criterion the node scores are computed once, on a fixed subset of training
 points; the nodes with the lowest scores are removed, 10%..90% of them, per layer and globally
 (``criteria.select``), with and without mean compensation, and every pruned model is evaluated
@@ -8,7 +8,7 @@ on the same test points (``sweep.removal_metrics``, batched over plans, equal to
 ``surgery.remove_nodes``). The random criterion is the baseline, paired by seed. The report
 (:mod:`.node_criteria_report`) shows accuracy and loss curves with 95% intervals, ranking
 tables, the parameter count and theoretical speed-up of every pruned model, and what a short
-fine-tune of the pruned models (``sweep.masked_equivalent`` + ``train.fit_many``) changes.
+fine-tune of the pruned models (``sweep.masked_equivalent`` + ``ensemble.fit_many``) changes.
 """
 
 from __future__ import annotations
@@ -21,8 +21,10 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from .. import checkpoint, costs, criteria, data, models, stats, surgery, sweep, train
-from ..progress import track
+from ..base import checkpoint, data, models, stats, train
+from ..base.progress import track
+from ..engines import ensemble, sweep
+from ..methods import costs, criteria, surgery
 from .base import option
 from .node_criteria_report import sections  # noqa: F401 (the study's report)
 
@@ -255,7 +257,7 @@ def _train(name: str, recipe: dict, config: Config, out: Path, progress: bool):
     seeds = [config.seed + k for k in range(config.seeds)]
     nets = [models.mlp(recipe["widths"], seed=s) for s in seeds]
     fit = {k: recipe[k] for k in ("epochs", "lr", "batch_size")}
-    train.fit_many(nets, split.train, seeds=seeds, progress=progress, **fit)
+    ensemble.fit_many(nets, split.train, seeds=seeds, progress=progress, **fit)
     files = []
     for s, net in zip(seeds, nets, strict=True):
         files.append(f"{name}_seed{s}.safetensors")
@@ -322,7 +324,7 @@ def _finetune(split, ref, seeds, nets, scores, recipe, config: Config) -> FineTu
         }
         keys = list(pairs)
         copies = [pairs[key][0] for key in keys]
-        train.fit_many(
+        ensemble.fit_many(
             copies,
             split.train,
             seeds=[seeds[s] for _, s in keys],

@@ -677,7 +677,7 @@ def sections(results, config) -> list[Section]:
             f"Every node criterion of prunelab ({K}, listed below) is compared on the same trained "
             f"nets: {', '.join(n.name for n in r.nets)}, each trained with {S} seeds "
             "(initialisation and batch order) on one fixed data split, all seeds at once with "
-            "train.fit_many. For each net and criterion the node scores are computed once, on a "
+            "ensemble.fit_many. For each net and criterion the node scores are computed once, on a "
             "fixed subset of training points (the same for every criterion; the criteria that "
             "read the loss also get its labels). The lowest-scored nodes are removed, "
             f"{', '.join(f'{f:.0%}' for f in r.fractions)} of them, either per layer (the same "

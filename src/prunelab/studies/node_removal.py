@@ -16,8 +16,10 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from .. import ablation, checkpoint, data, masks, models, stats, train
-from ..progress import track
+from ..base import checkpoint, data, models, stats, train
+from ..base.progress import track
+from ..engines import ensemble, masks
+from ..methods import ablation
 from . import toy_nets
 from .base import option
 from .node_removal_report import sections  # noqa: F401 (the study's report)
@@ -383,7 +385,7 @@ def run(config: Config, out: str | Path, *, progress: bool = True) -> Results:
             note = "The checkpoint carries no training recipe, so no other seeds were trained."
         else:
             nets = [models.mlp(recipe["widths"], seed=config.seed + k) for k in range(config.seeds)]
-            train.fit_many(
+            ensemble.fit_many(
                 nets,
                 split.train,
                 seeds=[config.seed + k for k in range(config.seeds)],

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from .. import stats
+from ..base import stats
 from . import plots
 from .base import Plot, Section, Table
 

@@ -22,8 +22,10 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from .. import criteria, data, hessian_blocks, models, stats, surgery, train
-from ..progress import track
+from ..base import data, models, stats, train
+from ..base.progress import track
+from ..engines import ensemble, hessian_blocks
+from ..methods import criteria, surgery
 from .base import option
 from .obd_vs_magnitude_report import sections  # noqa: F401 (the study's report)
 
@@ -209,7 +211,7 @@ def _arms(config: Config) -> list[tuple[str, str]]:
 def _train(config: Config, split: data.Split, dropout: float) -> tuple[list[nn.Module], list]:
     seeds = [config.seed + k for k in range(config.seeds)]
     nets = [models.mlp(config.widths, dropout=dropout, seed=s) for s in seeds]
-    histories = train.fit_many(
+    histories = ensemble.fit_many(
         nets,
         split.train,
         seeds=seeds,
@@ -232,7 +234,7 @@ def _finetune(config, split, nets, scores, kind: str, crit: str) -> FineTuned:
             copies.append(pruned)
             masks.append(m)
     stacked_masks = {n: torch.stack([m[n] for m in masks]) for n in masks[0]}
-    train.fit_many(
+    ensemble.fit_many(
         copies,
         split.train,
         seeds=[config.seed + i for i in range(len(copies))],

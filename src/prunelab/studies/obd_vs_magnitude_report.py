@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from .. import stats
+from ..base import stats
 from . import plots
 from .base import Plot, Section, Table
 
@@ -439,7 +439,7 @@ def _finetune_section(r) -> Section:
         "With fine-tuning",
         [
             "The source prunes without retraining. For comparison we fine-tune the global masks "
-            "of selected arms at a few sparsities (train.fit_many with the masks in force, all "
+            "of selected arms at a few sparsities (ensemble.fit_many with the masks in force, all "
             "seeds and levels at once) and report the test accuracy before and after.",
         ],
         [

@@ -18,8 +18,9 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from .. import alignment, data, decoy, models, relevance, train
-from ..progress import track
+from ..base import data, models, train
+from ..base.progress import track
+from ..methods import alignment, decoy, relevance
 from . import toy_nets
 from .base import option
 from .relevance_report import sections  # noqa: F401 (the study's report)

@@ -7,8 +7,8 @@ import torch
 from matplotlib.colors import ListedColormap
 from matplotlib.patches import Rectangle
 
-from .. import stats
-from ..relevance import METHODS
+from ..base import stats
+from ..methods.relevance import METHODS
 from . import plots
 from .base import Plot, Section, Table
 

@@ -15,7 +15,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from .. import checkpoint, data, models, train
+from ..base import checkpoint, data, models, train
 from . import plots
 from .base import Plot, Section, Table, option
 

@@ -20,8 +20,10 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from .. import checkpoint, compare, criteria, data, models, surgery, train
-from ..progress import track
+from ..base import checkpoint, data, models, train
+from ..base.progress import track
+from ..engines import ensemble
+from ..methods import compare, criteria, surgery
 from . import toy_nets
 from .base import option
 from .train_vs_prune_report import headline, sections  # noqa: F401 (the study's report)
@@ -203,7 +205,7 @@ class Results:
 def _fit(nets: list[nn.Sequential], seeds: list[int], epochs: int, split, config, progress):
     """Train same-architecture nets in place with the study's recipe (one batched run)."""
     if nets and epochs > 0:
-        train.fit_many(
+        ensemble.fit_many(
             nets,
             split.train,
             seeds=seeds,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .. import compare, stats
+from ..base import stats
+from ..methods import compare
 from . import plots
 from .base import Plot, Section, Table
 

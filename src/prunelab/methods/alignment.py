@@ -33,9 +33,10 @@ import scipy.stats
 import torch
 from torch import Tensor, nn
 
-from . import models, relevance
-from .data import Dataset
-from .train import History, fit
+from ..base import models
+from ..base.data import Dataset
+from ..base.train import History, fit
+from . import relevance
 
 TARGETS = ("label", "predicted")
 AGREEMENTS = ("spearman", "pearson")

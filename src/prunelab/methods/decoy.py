@@ -26,8 +26,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from . import alignment, models, train
-from .data import Dataset, Split
+from ..base import models, train
+from ..base.data import Dataset, Split
+from . import alignment
 
 CORNERS = ("top_left", "top_right", "bottom_left", "bottom_right", "centre")
 

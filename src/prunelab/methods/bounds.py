@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import models
+from ..base import models
 
 REPLACEMENTS = ("mean", "zero")
 NORMS = ("l2", "range")

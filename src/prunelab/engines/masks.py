@@ -37,8 +37,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from . import models
-from .models import hidden_sizes
+from ..base import models
+from ..base.models import hidden_sizes
 
 __all__ = [
     "DEFAULT_CHUNK_BYTES",

@@ -24,9 +24,10 @@ import torch
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from . import checkpoint, data, models, report, train
-from .studies import STUDIES
-from .studies.base import config_fields, make_config
+from ..base import checkpoint, data, models, train
+from ..studies import STUDIES
+from ..studies.base import config_fields, make_config
+from . import report
 from .web import explorer
 
 

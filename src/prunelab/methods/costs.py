@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 
 from torch import nn
 
-from . import models
+from ..base import models
 
 Plan = Mapping[int, Iterable[int]]  # hidden layer -> node indices to remove (criteria.select)
 

@@ -9,7 +9,7 @@ cross-entropy of each model and its gradient are computed by a hand-written back
     dW_l = delta_l a_{l-1}^T,   db_l = sum_n delta_l            [K, H_l, H_{l-1}], [K, H_l]
     delta_{l-1} = (W_l^T delta_l) * r_{l-1} * phi'(z_{l-1})     (r: node and dropout masks)
 
-This is what :func:`prunelab.train.fit_many` trains with; it equals autograd on each model
+This is what :func:`prunelab.ensemble.fit_many` trains with; it equals autograd on each model
 separately (checked in the tests) and avoids the per-op overhead of K small models. A training
 loop passes one :class:`Workspace`, so the ``[K, H, B]`` activations and deltas (megabytes
 each) are written into the same memory every step instead of being allocated afresh: on a
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from . import models
+from ..base import models
 
 
 class Workspace:

@@ -32,7 +32,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from . import bounds, models, stats, surgery, train
+from ..base import models, stats, train
+from . import bounds, surgery
 
 # --- weights -----------------------------------------------------------------------------------
 

@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import curvature, models
+from ..base import models
+from . import curvature
 
 # Largest intermediate (elements) built at once; larger batches are split over samples.
 _MAX_ELEMENTS = 2**24

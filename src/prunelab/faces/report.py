@@ -22,10 +22,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from .checkpoint import versions
-from .files import atomic_write, from_jsonable, to_jsonable, write_json
-from .studies import STUDIES
-from .studies.base import Plot, Section, Table
+from ..base.checkpoint import versions
+from ..base.files import atomic_write, from_jsonable, to_jsonable, write_json
+from ..studies import STUDIES
+from ..studies.base import Plot, Section, Table
 from .web import explorer
 
 CSS = """

@@ -55,7 +55,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from . import models
+from ..base import models
 
 _CHUNK_ELEMENTS = 2**24  # largest [2, n, H_out, H_in] block of relative importances at once
 _DIRECT_DRAWS = 2**22  # up to this many draws in all, sample indices; beyond, binomial counts

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import curvature, hessian_blocks, models
+from ...base import models
+from ...engines import curvature, hessian_blocks
 from .checks import check_inputs
 
 WeightCriterion = Callable[..., dict[str, Tensor]]

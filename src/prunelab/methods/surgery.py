@@ -26,7 +26,8 @@ import torch.nn.functional as F
 import torch.nn.utils.prune
 from torch import Tensor, nn
 
-from . import models, stacked
+from ..base import models
+from ..engines import stacked
 
 COMPENSATIONS = ("mean", "none")
 
@@ -514,7 +515,8 @@ def obs_prune(
     B. Hassibi & D. Stork (1993), "Second order derivatives for network pruning: Optimal Brain
     Surgeon", NIPS 5; X. Dong, S. Chen & S. Pan (2017), layer-wise OBS, NIPS.
     """
-    from . import criteria, hessian_blocks  # methods-level peers; imported late (no cycle)
+    from ..engines import hessian_blocks
+    from . import criteria  # methods-level peers; imported late (no cycle)
 
     damping = criteria.OBS_DAMPING if damping is None else damping
     max_block = criteria.OBS_MAX_BLOCK if max_block is None else max_block

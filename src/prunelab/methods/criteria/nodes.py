@@ -22,7 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import bounds, curvature, models
+from ...base import models
+from ...engines import curvature
+from .. import bounds
 from .checks import check_inputs
 
 SCOPES = ("layer", "global")

@@ -63,7 +63,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .models import Dense, Net, derivatives, parse
+from ..base.models import Dense, Net, derivatives, parse
 
 _WHERE = "relevance.explain"
 RESCALE_TOLERANCE = 1e-10  # |z - z_ref| below which rescale falls back to f'(z), as Captum does

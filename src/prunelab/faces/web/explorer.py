@@ -54,8 +54,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .. import checkpoint, data, models
-from ..files import atomic_write
+from ...base import checkpoint, data, models
+from ...base.files import atomic_write
 
 EXPLORER_CHECKPOINT = "explorer.safetensors"  # what a study saves into its run folder
 EXPLORER_PAGE = "explorer.html"

@@ -33,7 +33,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from . import coreset, guarantees, models
+from ..base import models
+from . import coreset, guarantees
 
 # --- bounds in logit units -------------------------------------------------------------------
 

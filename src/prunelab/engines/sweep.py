@@ -13,7 +13,7 @@ its mean over reference data ``x_ref``, taken in the network pruned so far. With
 with ``abar^l`` the mean of ``a^l`` over ``x_ref`` passed through the same (replaced) layers
 below: one bias shift per mask, so every mask is still one batched product
 (:func:`removal_logits`). :func:`masked_equivalent` gives the same shift as a full-size model
-copy, so that training under a node mask (``train.fit_many(node_masks=...)``) equals training the
+copy, so that training under a node mask (``ensemble.fit_many(node_masks=...)``) equals training the
 physically pruned model.
 
 :func:`compare` summarises a sweep of criteria over removal fractions and seeds the way a fair
@@ -32,9 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..base import models, stats
+from ..base.data import Dataset
 from . import masks as engine
-from . import models, stats
-from .data import Dataset
 
 COMPENSATIONS = ("none", "mean")
 
@@ -230,7 +230,7 @@ def masked_equivalent(
     ``surgery.remove_nodes(model, remove, compensate=compensate, x=x)``: with ``"mean"`` the
     copy's next-layer biases absorb ``W^{l+1}[:, R_l] abar^l_{R_l}``, the means taken over ``x``
     layer by layer in the network pruned so far. Training the copy under the mask
-    (``train.fit_many(..., node_masks=masks)``) trains exactly the pruned model: removed nodes
+    (``ensemble.fit_many(..., node_masks=masks)``) trains exactly the pruned model: removed nodes
     get zero gradients, so Adam and SGD leave their weights untouched. This lets pruned models of
     different shapes train together in one stacked ``fit_many`` call.
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .. import models
+from ...base import models
 
 
 def check_inputs(

@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import masks as engine
-from . import models
-from .masks import DEFAULT_CHUNK_BYTES, Affine
+from ..base import models
+from ..engines import masks as engine
+from ..engines.masks import DEFAULT_CHUNK_BYTES, Affine
 
 REDUCTIONS = ("mean", "sum")
 

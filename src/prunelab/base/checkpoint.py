@@ -20,7 +20,8 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from . import __version__, models
+from .. import __version__
+from . import models
 from .files import atomic_write, to_jsonable
 
 FORMAT = "prunelab-checkpoint/1"

@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import models
+from ..base import models
 
 # Largest factor tensor [V, N, H] built at once; larger batches are split over samples.
 _MAX_FACTOR_ELEMENTS = 2**25

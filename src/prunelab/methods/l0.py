@@ -40,10 +40,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import models
-from .data import Dataset
-from .progress import track
-from .train import FitConfig
+from ..base import models
+from ..base.data import Dataset
+from ..base.progress import track
+from ..base.train import FitConfig
 
 BETA = 2 / 3  # temperature of the hard concrete
 GAMMA = -0.1  # stretch interval (gamma, zeta)
