@@ -79,7 +79,7 @@ def test_parse_functional_forward_matches_module():
 
 def test_parse_names_unsupported_module_position_and_supported_set():
     m = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Softmax(dim=1))
-    with pytest.raises(TypeError, match=r"module 2 \(Softmax\).*Linear, ReLU"):
+    with pytest.raises(TypeError, match=r"module 2 \(Softmax\).*Linear, Conv2d, ReLU"):
         models.parse(m, method="ablation")
     with pytest.raises(TypeError, match="ablation"):
         models.parse(m, method="ablation")
@@ -140,7 +140,8 @@ def test_spec_round_trip_keeps_structure_and_sharing():
 @pytest.mark.parametrize(
     "records, match",
     [
-        ([{"type": "Conv2d"}], "unknown module type"),
+        ([{"type": "Conv3d"}], "unknown module type"),
+        ([{"type": "Conv2d", "in_channels": 1}], r"record 0 \(Conv2d\)"),
         ([{"type": "ref", "of": 0}], "bad reference"),
         ([{"type": "Linear", "in_features": 2}], "record 0"),
     ],

@@ -1,7 +1,8 @@
-"""Building MLPs and parsing any supported ``nn.Sequential`` into a list of dense layers.
+"""Building models (MLPs, LeNet-5, VGG), their JSON specs, and the dense view of an MLP.
 
-The parsed view (:class:`Net`, a tuple of :class:`Dense`) is the single place in prunelab that
-knows layer types: every method reads weights, biases and activations through it. A layer is
+Module types are known only to the op view (:mod:`prunelab.ops`). The dense view
+(:class:`Net`, a tuple of :class:`Dense`) is read from it for the methods that take MLPs so
+far: every such method reads weights, biases and activations through it. A layer is
 
     z^l = a^{l-1} W^l.T + b^l,        a^l = phi_l(z^l)        (W^l: [H_l, H_{l-1}])
 
@@ -16,85 +17,39 @@ from __future__ import annotations
 import itertools
 import math
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-ACTIVATIONS: dict[str, Callable[[float], nn.Module]] = {
-    "relu": lambda slope: nn.ReLU(),
-    "leaky_relu": lambda slope: nn.LeakyReLU(slope),
-    "tanh": lambda slope: nn.Tanh(),
-    "sigmoid": lambda slope: nn.Sigmoid(),
-    "gelu": lambda slope: nn.GELU(),
-    "gelu_tanh": lambda slope: nn.GELU(approximate="tanh"),
-    "identity": lambda slope: nn.Identity(),
-}
-PIECEWISE_LINEAR = frozenset({"relu", "leaky_relu", "identity"})  # phi'' = 0 almost everywhere
-_GELU_C = math.sqrt(2.0 / math.pi)  # tanh-approximate GELU: z (1 + tanh u) / 2, u = c (z + a z^3)
-_GELU_A = 0.044715
+from . import ops
+from .ops import ACTIVATIONS, PIECEWISE_LINEAR, derivatives, from_spec, phi, spec
 
-_ACTIVATION_NAMES: dict[type, str] = {
-    nn.ReLU: "relu",
-    nn.LeakyReLU: "leaky_relu",
-    nn.Tanh: "tanh",
-    nn.Sigmoid: "sigmoid",
-    nn.GELU: "gelu",
-}
-SUPPORTED_MODULES = ("Linear", *(t.__name__ for t in _ACTIVATION_NAMES), "Dropout", "Flatten")
+__all__ = [
+    "ACTIVATIONS",
+    "PIECEWISE_LINEAR",
+    "SUPPORTED_MODULES",
+    "Dense",
+    "Net",
+    "derivatives",
+    "from_spec",
+    "hidden_sizes",
+    "lenet5",
+    "linear",
+    "mlp",
+    "parse",
+    "phi",
+    "scaled_forward",
+    "spec",
+    "vgg",
+]
 
-
-def phi(name: str, z: Tensor, slope: float = 0.01) -> Tensor:
-    """Apply the activation ``name`` elementwise (the functional twin of ``ACTIVATIONS``)."""
-    if name == "relu":
-        return F.relu(z)
-    if name == "leaky_relu":
-        return F.leaky_relu(z, slope)
-    if name == "tanh":
-        return torch.tanh(z)
-    if name == "sigmoid":
-        return torch.sigmoid(z)
-    if name == "gelu":
-        return F.gelu(z)
-    if name == "gelu_tanh":
-        return F.gelu(z, approximate="tanh")
-    return z
-
-
-def derivatives(name: str, z: Tensor, slope: float = 0.01) -> tuple[Tensor, Tensor | None]:
-    """``phi'(z)`` and ``phi''(z)`` elementwise; ``phi''`` is None for piecewise-linear ``phi``.
-
-    At a ReLU kink the derivative is taken as 0, as autograd does.
-    """
-    if name == "relu":
-        return (z > 0).to(z.dtype), None
-    if name == "leaky_relu":
-        return torch.where(z > 0, 1.0, torch.full_like(z, slope)), None  # slope in z's dtype
-    if name == "identity":
-        return torch.ones_like(z), None
-    if name == "tanh":
-        t = torch.tanh(z)
-        d1 = 1 - t * t
-        return d1, -2 * t * d1
-    if name == "sigmoid":
-        s = torch.sigmoid(z)
-        d1 = s * (1 - s)
-        return d1, d1 * (1 - 2 * s)
-    if name == "gelu":  # z Phi(z): phi' = Phi + z pdf, phi'' = pdf (2 - z^2)
-        pdf = torch.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
-        cdf = 0.5 * (1 + torch.erf(z / math.sqrt(2.0)))
-        return cdf + z * pdf, pdf * (2 - z * z)
-    if name == "gelu_tanh":
-        t = torch.tanh(_GELU_C * (z + _GELU_A * z**3))
-        sech2 = 1 - t * t
-        du = _GELU_C * (1 + 3 * _GELU_A * z * z)
-        ddu = _GELU_C * 6 * _GELU_A * z
-        d1 = 0.5 * (1 + t) + 0.5 * z * sech2 * du
-        d2 = sech2 * du + 0.5 * z * sech2 * (ddu - 2 * t * du * du)
-        return d1, d2
-    raise ValueError(f"unknown activation {name!r}; choose from {sorted(ACTIVATIONS)}")
+# what the dense view takes: the modules of an MLP
+SUPPORTED_MODULES = (
+    "Linear", "ReLU", "LeakyReLU", "Tanh", "Sigmoid", "GELU", "Dropout", "Flatten", "Identity",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -227,7 +182,10 @@ class Net:
 def parse(
     model: nn.Module, *, method: str = "prunelab", activations: Sequence[str] | None = None
 ) -> Net:
-    """Parse a supported ``nn.Sequential`` into its dense-layer view.
+    """The dense-layer view of an MLP, read from its op view (:func:`prunelab.ops.parse`).
+
+    For the methods that take MLPs so far: each Linear with the activation and Dropout after
+    it is one :class:`Dense` layer.
 
     Parameters
     ----------
@@ -244,67 +202,59 @@ def parse(
         If ``model`` is not an ``nn.Sequential`` or holds an unsupported module; the message
         names the module, its position and the supported set.
     ValueError
-        If the structure is not an MLP (no Linear, two activations in a row, widths that do not
-        chain, an activation the method does not support).
+        If the model is not an MLP (a convolution, pooling or BatchNorm, which this method
+        does not take yet; widths that do not chain; an activation the method does not
+        support).
     """
-    if not isinstance(model, nn.Sequential):
-        raise TypeError(
-            f"{method}: model must be an nn.Sequential of {', '.join(SUPPORTED_MODULES)}; "
-            f"got {type(model).__name__}"
-        )
-    names = {id(p): n for n, p in model.named_parameters()}
+    view = ops.parse(model, method=method)
     layers: list[dict] = []
     flatten, input_dropout = False, 0.0
-    for i, module in enumerate(model):
-        where = f"module {i} ({type(module).__name__})"
-        if isinstance(module, nn.Linear):
+    for op in view.ops:
+        where = f"module {op.position} ({type(op.module).__name__})"
+        if isinstance(op, ops.Affine):
+            if op.conv:
+                raise ValueError(_mlp_only(method, where))
+            if op.norm is not None:
+                norm = f"module {op.norm_position} ({type(op.norm).__name__})"
+                raise ValueError(_mlp_only(method, norm))
+            module = op.module
             if layers and layers[-1]["linear"].out_features != module.in_features:
                 raise ValueError(
                     f"{method}: {where} expects {module.in_features} inputs but the previous "
                     f"Linear gives {layers[-1]['linear'].out_features}"
                 )
-            name = names[id(module.weight)].rsplit(".", 1)[0]
-            layers.append(dict(position=i, name=name, linear=module, end=i))
-        elif isinstance(module, nn.Dropout):
-            p = float(module.p)
+            layers.append(dict(position=op.position, name=op.name, linear=module, end=op.position))
+        elif isinstance(op, ops.Pool):
+            raise ValueError(_mlp_only(method, where))
+        elif isinstance(op.module, nn.Dropout):
+            p = float(op.module.p)
             if not layers:
                 input_dropout = 1 - (1 - input_dropout) * (1 - p)
             else:
                 key = "dropout" if "activation" in layers[-1] else "dropout_pre"
                 layers[-1][key] = 1 - (1 - layers[-1].get(key, 0.0)) * (1 - p)
-                layers[-1]["end"] = i
-        elif isinstance(module, nn.Flatten):
+                layers[-1]["end"] = op.position
+        elif isinstance(op, ops.Flatten):
             if layers:
                 raise ValueError(f"{method}: {where} must come before the first Linear")
             flatten = True
-        elif isinstance(module, nn.Identity):
-            continue
-        elif type(module) in _ACTIVATION_NAMES:
-            act = _ACTIVATION_NAMES[type(module)]
-            if act == "gelu" and module.approximate == "tanh":
-                act = "gelu_tanh"
-            if not layers:
-                raise ValueError(f"{method}: {where} comes before any Linear")
-            if "activation" in layers[-1]:
+        elif isinstance(op, ops.Activation):
+            if activations is not None and op.activation not in activations:
                 raise ValueError(
-                    f"{method}: {where} follows another activation; one activation per Linear"
-                )
-            if activations is not None and act not in activations:
-                raise ValueError(
-                    f"{method}: {where} has activation {act!r}; this method supports "
+                    f"{method}: {where} has activation {op.activation!r}; this method supports "
                     f"{sorted(activations)}"
                 )
-            layers[-1]["activation"] = act
-            layers[-1]["slope"] = float(getattr(module, "negative_slope", 0.0))
-            layers[-1]["end"] = i
-        else:
-            raise TypeError(
-                f"{method}: unsupported {where}; supported modules are "
-                f"{', '.join(SUPPORTED_MODULES)}"
-            )
-    if not layers:
-        raise ValueError(f"{method}: the model has no Linear layer")
+            layers[-1]["activation"] = op.activation
+            layers[-1]["slope"] = op.slope
+            layers[-1]["end"] = op.position
     return Net(tuple(Dense(**layer) for layer in layers), flatten, input_dropout)
+
+
+def _mlp_only(method: str, where: str) -> str:
+    return (
+        f"{method}: {where}: this method takes MLPs so far (supported modules: "
+        f"{', '.join(SUPPORTED_MODULES)}); convnets reach it in a later release"
+    )
 
 
 def scaled_forward(model: nn.Sequential, x: Tensor, scales: Mapping[int, Tensor]) -> Tensor:
@@ -408,76 +358,184 @@ def linear(W: Tensor, b: Tensor | None, *, like: nn.Linear | None = None) -> nn.
     return new
 
 
-# --- architecture specs: a JSON-able description used by checkpoints -----------------------
+# --- convnets --------------------------------------------------------------------------------
 
 
-def spec(model: nn.Module) -> list[dict]:
-    """Describe a supported ``nn.Sequential`` as a list of JSON-able module records.
+def _init_(module: nn.Linear | nn.Conv2d, g: torch.Generator) -> None:
+    """PyTorch's default init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), from the generator ``g``."""
+    fan_in = module.weight[0].numel()
+    bound = 1.0 / math.sqrt(fan_in)
+    with torch.no_grad():
+        module.weight.copy_(_uniform(tuple(module.weight.shape), bound, g))
+        if module.bias is not None:
+            module.bias.copy_(_uniform(tuple(module.bias.shape), bound, g))
 
-    A module object that appears twice is recorded once and referenced (``{"type": "ref",
-    "of": i}``), so weight sharing survives a save and load.
+
+def _check_shape(in_shape: Sequence[int], what: str) -> tuple[int, int, int]:
+    shape = tuple(int(s) for s in in_shape)
+    if len(shape) != 3 or any(s < 1 for s in shape):
+        raise ValueError(
+            f"{what}: in_shape must be (channels, height, width), each >= 1; got {in_shape}"
+        )
+    return shape
+
+
+def _check_common(what: str, classes: int, activation: str, dropout: float) -> None:
+    if not isinstance(classes, int) or classes < 2:
+        raise ValueError(f"{what}: classes must be an int >= 2; got {classes!r}")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"{what}: activation {activation!r}: choose from {sorted(ACTIVATIONS)}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"{what}: dropout must be in [0, 1); got {dropout}")
+
+
+def lenet5(
+    *,
+    in_shape: Sequence[int] = (1, 28, 28),
+    classes: int = 10,
+    pool: str = "max",
+    activation: str = "relu",
+    batchnorm: bool = False,
+    dropout: float = 0.0,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+) -> nn.Sequential:
+    """LeNet-5 (LeCun, Bottou, Bengio & Haffner 1998, Fig. 2) as a plain ``nn.Sequential``.
+
+    ``conv 6@5x5 (padding 2), act, pool 2, conv 16@5x5, act, pool 2, Flatten, Linear 120, act,
+    Linear 84, act, Linear classes``: on 28x28 inputs the second conv gives 16@5x5 = 400
+    features, as in the paper. On inputs smaller than 20x20 (``digits``, 8x8) the second conv
+    is padded too, so that a feature map survives both pools. Optional BatchNorm after each
+    conv and Linear, Dropout after each hidden Linear's activation. Seeded init (PyTorch's
+    default distribution, the global RNG untouched).
+
+    Examples
+    --------
+    >>> model = lenet5(seed=0)
+    >>> model(torch.zeros(2, 1, 28, 28)).shape
+    torch.Size([2, 10])
     """
-    parse(model, method="checkpoint")  # validates
-    seen: dict[int, int] = {}
-    records: list[dict] = []
-    for i, m in enumerate(model):
-        if id(m) in seen:
-            records.append({"type": "ref", "of": seen[id(m)]})
-            continue
-        seen[id(m)] = i
-        if isinstance(m, nn.Linear):
-            records.append(
-                dict(
-                    type="Linear",
-                    in_features=m.in_features,
-                    out_features=m.out_features,
-                    bias=m.bias is not None,
-                )
-            )
-        elif isinstance(m, nn.LeakyReLU):
-            records.append(dict(type="LeakyReLU", negative_slope=m.negative_slope))
-        elif isinstance(m, nn.GELU):
-            records.append(dict(type="GELU", approximate=m.approximate))
-        elif isinstance(m, nn.Dropout):
-            records.append(dict(type="Dropout", p=m.p))
-        else:
-            records.append(dict(type=type(m).__name__))
-    return records
+    C, H, W = _check_shape(in_shape, "lenet5")
+    _check_common("lenet5", classes, activation, dropout)
+    pools = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
+    if pool not in pools:
+        raise ValueError(f"lenet5: pool {pool!r}: choose from {sorted(pools)}")
+    pad2 = 2 if min(H, W) < 20 else 0
+    h, w = H // 2, W // 2  # after conv1 (same size) and the first pool
+    h, w = (h + 2 * pad2 - 4) // 2, (w + 2 * pad2 - 4) // 2
+    if h < 1 or w < 1:
+        raise ValueError(f"lenet5: in_shape {tuple(in_shape)} is too small; at least 4x4")
+
+    def act() -> nn.Module:
+        return ACTIVATIONS[activation](0.01)
+
+    def norm(n: int, two_d: bool) -> list[nn.Module]:
+        return [nn.BatchNorm2d(n) if two_d else nn.BatchNorm1d(n)] if batchnorm else []
+
+    drop = [nn.Dropout(dropout)] if dropout > 0 else []
+    modules = [
+        nn.Conv2d(C, 6, 5, padding=2), *norm(6, True), act(), pools[pool](2),
+        nn.Conv2d(6, 16, 5, padding=pad2), *norm(16, True), act(), pools[pool](2),
+        nn.Flatten(),
+        nn.Linear(16 * h * w, 120), *norm(120, False), act(), *drop,
+        nn.Linear(120, 84), *norm(84, False), act(), *drop,
+        nn.Linear(84, classes),
+    ]  # fmt: skip
+    return _seeded(nn.Sequential(*modules), seed, dtype)
 
 
-_BUILDERS: dict[str, Callable[..., nn.Module]] = {
-    "Linear": lambda in_features, out_features, bias=True: nn.utils.skip_init(
-        nn.Linear, in_features, out_features, bias=bias
+VGG_CONFIGS: dict[str, tuple[int | str, ...]] = {  # Simonyan & Zisserman 2015, Table 1 (A, B, D)
+    "vgg11": (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
+    "vgg13": (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
+    "vgg16": (
+        64,
+        64,
+        "M",
+        128,
+        128,
+        "M",
+        256,
+        256,
+        256,
+        "M",
+        512,
+        512,
+        512,
+        "M",
+        512,
+        512,
+        512,
+        "M",
     ),
-    "ReLU": nn.ReLU,
-    "LeakyReLU": nn.LeakyReLU,
-    "Tanh": nn.Tanh,
-    "Sigmoid": nn.Sigmoid,
-    "GELU": nn.GELU,
-    "Dropout": nn.Dropout,
-    "Flatten": nn.Flatten,
-    "Identity": nn.Identity,
 }
 
 
-def from_spec(records: Sequence[dict]) -> nn.Sequential:
-    """Rebuild an (uninitialised) ``nn.Sequential`` from :func:`spec` records."""
-    modules: list[nn.Module] = []
-    for i, record in enumerate(records):
-        record = dict(record)
-        kind = record.pop("type", None)
-        if kind == "ref":
-            of = record.get("of")
-            if not isinstance(of, int) or not 0 <= of < i:
-                raise ValueError(f"architecture record {i}: bad reference {of!r}")
-            modules.append(modules[of])
-        elif kind in _BUILDERS:
-            try:
-                modules.append(_BUILDERS[kind](**record))
-            except TypeError as e:
-                raise ValueError(f"architecture record {i} ({kind}): {e}") from None
-        else:
-            raise ValueError(
-                f"architecture record {i}: unknown module type {kind!r}; known: {sorted(_BUILDERS)}"
-            )
-    return nn.Sequential(*modules)
+def vgg(
+    config: str = "vgg11",
+    *,
+    in_shape: Sequence[int] = (3, 32, 32),
+    classes: int = 10,
+    batchnorm: bool = True,
+    width: float = 1.0,
+    dropout: float = 0.5,
+    activation: str = "relu",
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+) -> nn.Sequential:
+    """VGG (Simonyan & Zisserman 2015) for small images, as torchvision lays it out.
+
+    ``Sequential(features, avgpool, Flatten, classifier)``: 3x3 convs (padding 1) with
+    BatchNorm and ReLU, 2x2 max pools (``ceil_mode``, so 28x28 or 8x8 inputs work too);
+    ``AdaptiveAvgPool2d(1)``; the CIFAR classifier ``Linear 512, ReLU, Dropout, Linear 512,
+    ReLU, Dropout, Linear classes``. ``width`` scales every channel and hidden count (at least
+    1 each), so that a CPU can train a thin VGG: ``vgg("vgg11", width=0.25)`` has 16-128
+    channels. Seeded init, the global RNG untouched.
+
+    Examples
+    --------
+    >>> model = vgg("vgg11", width=0.125, seed=0)
+    >>> model(torch.zeros(2, 3, 32, 32)).shape
+    torch.Size([2, 10])
+    """
+    if config not in VGG_CONFIGS:
+        raise ValueError(f"vgg: config {config!r}: choose from {sorted(VGG_CONFIGS)}")
+    C, _, _ = _check_shape(in_shape, "vgg")
+    _check_common("vgg", classes, activation, dropout)
+    if not (isinstance(width, int | float) and width > 0):
+        raise ValueError(f"vgg: width must be a positive number; got {width!r}")
+
+    def scaled(n: int) -> int:
+        return max(1, round(n * width))
+
+    features: list[nn.Module] = []
+    for v in VGG_CONFIGS[config]:
+        if v == "M":
+            features.append(nn.MaxPool2d(2, 2, ceil_mode=True))
+            continue
+        n = scaled(int(v))
+        features += [nn.Conv2d(C, n, 3, padding=1)]
+        features += [nn.BatchNorm2d(n)] if batchnorm else []
+        features += [ACTIVATIONS[activation](0.01)]
+        C = n
+    hidden = scaled(512)
+    drop = [nn.Dropout(dropout)] if dropout > 0 else []
+    act = ACTIVATIONS[activation]
+    classifier = [
+        nn.Linear(C, hidden), act(0.01), *drop,
+        nn.Linear(hidden, hidden), act(0.01), *drop,
+        nn.Linear(hidden, classes),
+    ]  # fmt: skip
+    model = nn.Sequential(
+        nn.Sequential(*features), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Sequential(*classifier)
+    )
+    return _seeded(model, seed, dtype)
+
+
+def _seeded(model: nn.Sequential, seed: int, dtype: torch.dtype) -> nn.Sequential:
+    """``model`` in ``dtype`` with every Linear and Conv2d initialised from ``seed``, in order."""
+    g = torch.Generator().manual_seed(seed)
+    model = model.to(dtype)
+    for m in model.modules():
+        if isinstance(m, nn.Linear | nn.Conv2d):
+            _init_(m, g)
+    return model

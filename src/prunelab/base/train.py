@@ -7,6 +7,8 @@ seed. Many seeds of one MLP at once: :func:`prunelab.ensemble.fit_many`.
 
 from __future__ import annotations
 
+import contextlib
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -14,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import models
+from . import ops
 from .data import Dataset
 from .progress import track
 
@@ -72,31 +74,61 @@ class FitConfig:
         return list(torch.randperm(n, generator=generator).split(self.batch_size))
 
 
-def _check_data(model: nn.Module, net: models.Net, data: Dataset, what: str) -> None:
-    d = data.x.flatten(1).shape[1] if net.flatten else data.x.shape[-1]
-    if d != net.in_features:
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module):
+    """``model`` in eval mode inside the block; every module's own mode restored after."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+def _check_data(model: nn.Module, view: ops.View, data: Dataset, what: str) -> None:
+    """Raise unless ``data`` fits the model: its input features or channels and its classes."""
+    if not isinstance(data, Dataset):
+        raise TypeError(f"{what} must be a prunelab Dataset; got {type(data).__name__}")
+    first = view.layers[0]
+    shape = tuple(data.x.shape[1:])
+    if first.conv and view.ops[0] is first:
+        if len(shape) != 3 or shape[0] != first.in_units:
+            raise ValueError(
+                f"{what} {data.name!r} has samples of shape {list(shape)} but the model's first "
+                f"Conv2d takes images [{first.in_units}, H, W]"
+            )
+    elif view.ops[0] is first and math.prod(shape) != first.in_units:
         raise ValueError(
-            f"{what} {data.name!r} has {d} input features but the model expects {net.in_features}"
+            f"{what} {data.name!r} has {math.prod(shape)} input features but the model expects "
+            f"{first.in_units}"
         )
-    if data.classes > net.out_features:
+    if data.classes > view.out_features:
         raise ValueError(
             f"{what} {data.name!r} has {data.classes} classes but the model has "
-            f"{net.out_features} outputs"
+            f"{view.out_features} outputs"
         )
+    try:  # one sample through the model: spatial sizes that do not fit fail here, not deep in
+        with torch.no_grad(), _eval_mode(model):  # no dropout draw, no BatchNorm update
+            ops.forward(view, data.x[:1].to(device=view.device, dtype=view.dtype))
+    except RuntimeError as e:
+        raise ValueError(
+            f"{what} {data.name!r} (samples of shape {list(shape)}) does not fit the model: {e}"
+        ) from None
 
 
-def _node_mask_blocks(net: models.Net, node_masks: Tensor | None) -> dict[int, Tensor]:
-    """Split a node mask ``[H]`` into per-layer blocks keyed by the layer group's last position."""
+def _scales(view: ops.View, node_masks: Tensor | None) -> dict[int, Tensor]:
+    """Split a unit mask ``[H]`` into per-hidden-layer blocks ``{l: [H_l]}``."""
     if node_masks is None:
         return {}
-    sizes = net.hidden_sizes
+    sizes = view.hidden_sizes
     if node_masks.shape != (sum(sizes),):
         raise ValueError(
             f"node_masks must have shape [{sum(sizes)}] (hidden sizes {sizes}); "
             f"got {list(node_masks.shape)}"
         )
-    blocks = node_masks.split(sizes)
-    return {layer.end: block for layer, block in zip(net.hidden, blocks, strict=True)}
+    blocks = node_masks.to(device=view.device, dtype=view.dtype).split(sizes)
+    return dict(enumerate(blocks))
 
 
 def _check_weight_masks(model: nn.Module, weight_masks: Mapping[str, Tensor]) -> dict:
@@ -115,16 +147,15 @@ def _check_weight_masks(model: nn.Module, weight_masks: Mapping[str, Tensor]) ->
 
 
 def predict(model: nn.Module, x: Tensor) -> Tensor:
-    """Class probabilities ``softmax(model(x))``: ``[N, D] -> [N, C]`` (eval mode, no gradients).
-
-    The model's train/eval mode is restored.
-    """
-    net = models.parse(model, method="train.predict")
+    """Class probabilities ``softmax(model(x))``: ``[N, *in] -> [N, C]`` (eval mode, no
+    gradients), on the model's device. The model's train/eval mode is restored."""
+    view = ops.parse(model, method="train.predict")
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            return torch.softmax(model(x.to(net.layers[0].weight.dtype)), dim=-1)
+            logits = _batched(view, x.to(device=view.device, dtype=view.dtype), {})
+            return torch.softmax(logits, dim=-1)
     finally:
         model.train(was_training)
 
@@ -132,21 +163,34 @@ def predict(model: nn.Module, x: Tensor) -> Tensor:
 def evaluate(model: nn.Module, data: Dataset, *, node_masks: Tensor | None = None) -> dict:
     """Mean cross-entropy and accuracy of ``model`` on ``data`` (eval mode, no gradients).
 
-    Returns ``{"loss": float, "accuracy": float}``. The model's train/eval mode is restored.
+    Returns ``{"loss": float, "accuracy": float}``. Runs on the model's device; the model's
+    train/eval mode is restored.
     """
-    net = models.parse(model, method="train.evaluate")
-    _check_data(model, net, data, "data")
-    masks = _node_mask_blocks(net, node_masks)
+    view = ops.parse(model, method="train.evaluate")
+    _check_data(model, view, data, "data")
+    scales = _scales(view, node_masks)
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            logits = models.scaled_forward(model, data.x.to(net.layers[0].weight.dtype), masks)
-            loss = F.cross_entropy(logits, data.y).item()
-            accuracy = (logits.argmax(1) == data.y).double().mean().item()
+            x = data.x.to(device=view.device, dtype=view.dtype)
+            y = data.y.to(view.device)
+            logits = _batched(view, x, scales)
+            loss = F.cross_entropy(logits, y).item()
+            accuracy = (logits.argmax(1) == y).double().mean().item()
     finally:
         model.train(was_training)
     return {"loss": loss, "accuracy": accuracy}
+
+
+EVAL_BATCH = 2048  # samples per forward in evaluate/predict: bounds a convnet's activations
+
+
+def _batched(view: ops.View, x: Tensor, scales: dict[int, Tensor]) -> Tensor:
+    """``ops.forward`` over ``x`` in batches of ``EVAL_BATCH`` (one batch if it fits)."""
+    if len(x) <= EVAL_BATCH:
+        return ops.forward(view, x, scales=scales)
+    return torch.cat([ops.forward(view, xb, scales=scales) for xb in x.split(EVAL_BATCH)])
 
 
 def fit(
@@ -200,13 +244,12 @@ def fit(
     History
     """
     config = FitConfig(epochs, lr, batch_size, optimizer, weight_decay, momentum)
-    net = models.parse(model, method="train.fit")
-    _check_data(model, net, train, "train")
-    masks = _node_mask_blocks(net, node_masks)
+    view = ops.parse(model, method="train.fit")
+    _check_data(model, view, train, "train")
+    scales = _scales(view, node_masks)
     wmasks = _check_weight_masks(model, weight_masks or {})
     params = dict(model.named_parameters())
-    dtype = net.layers[0].weight.dtype
-    x, y = train.x.to(dtype), train.y
+    x, y = train.x.to(device=view.device, dtype=view.dtype), train.y.to(view.device)
     history = History()
     was_training = model.training
     with torch.random.fork_rng(devices=[]):
@@ -223,7 +266,7 @@ def fit(
                 total_loss, total_correct, total_penalty = 0.0, 0, 0.0
                 for idx in batches or [None]:
                     xb, yb = (x, y) if idx is None else (x[idx], y[idx])
-                    logits = models.scaled_forward(model, xb, masks)
+                    logits = ops.forward(view, xb, scales=scales)
                     loss = F.cross_entropy(logits, yb)
                     total = loss
                     if penalty is not None:

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..base import models
+from ..base import models, ops
 from ..base.data import Dataset
 from ..base.progress import track
 from ..base.train import FitConfig, History, _check_data
@@ -71,6 +71,12 @@ def fit_many(
         raise ValueError(
             f"fit_many needs one seed per model; got {K} models and {len(seeds)} seeds"
         )
+    view = ops.parse(models_[0], method="ensemble.fit_many")
+    if view.conv or any(layer.norm is not None for layer in view.layers):
+        raise ValueError(
+            "ensemble.fit_many trains MLPs (stacked dense weights) only; this model has a "
+            "Conv2d or BatchNorm: train each seed with train.fit"
+        )
     nets = [models.parse(m, method="ensemble.fit_many") for m in models_]
     specs = [models.spec(m) for m in models_]
     if any(s != specs[0] for s in specs):
@@ -78,9 +84,9 @@ def fit_many(
     net = nets[0]
     if len({id(layer.linear) for layer in net.layers}) < len(net.layers):
         raise ValueError("fit_many: a Linear module is used twice (shared weights); use fit")
-    _check_data(models_[0], net, train, "train")
+    _check_data(models_[0], view, train, "train")
     dtype = net.layers[0].weight.dtype
-    x, y = train.x.to(dtype), train.y
+    x, y = train.x.to(device=view.device, dtype=dtype), train.y.to(view.device)
     N = len(y)
 
     # Stacked parameters [K, ...] in layer order; gradients come from stacked.backward.

@@ -1,0 +1,324 @@
+"""The op kinds of the parsed view, each with the primitives methods are written against.
+
+An op maps one sample batch ``x: [N, *in]`` to ``y: [N, *out]``. Every kind implements
+
+    apply(x, params)        y, exactly as the module computes it (parameter overrides by name)
+    vjp(x, g)               J(x)^T g: the gradient at the op's input from the gradient ``g`` at
+                            its output (Linear: ``g W``; Conv2d: the transposed convolution)
+    vjp(x, g, squared=True) (J(x) o J(x))^T g, the elementwise-squared Jacobian's transpose
+                            (Becker & LeCun's diagonal curvature and its residual terms need it)
+
+and the kinds that hold parameters (:class:`Affine`: a Linear or Conv2d, with an eval-mode
+BatchNorm after it folded in) add
+
+    folded()                the effective weight and bias with BatchNorm folded in
+    per_sample_grads(x, g)  d(sum g . y_n)/dW and /db per sample n (a conv through unfold)
+    slice_out(keep)         new modules computing only the output units ``keep``
+    slice_in(keep, block)   new module reading only the input units ``keep`` (a conv channel
+                            seen through a Flatten is a block of ``block`` Linear columns)
+    response(u)             the response to an input ``u`` without the bias (A u): how the op
+                            answers a unit held at a constant value, which is position
+                            dependent near the border of a zero-padded conv.
+
+Units are the output features of a Linear and the output channels of a Conv2d. Each primitive
+is checked against autograd in float64 in ``tests/test_ops.py``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .activations import derivatives, phi
+
+Params = Mapping[str, Tensor] | None
+
+
+def _get(params: Params, name: str, default: Tensor | None) -> Tensor | None:
+    """``params[name]`` if given, else the module's own tensor."""
+    return default if params is None or name not in params else params[name]
+
+
+def _autograd_vjp(fn, x: Tensor, g: Tensor) -> Tensor:
+    """``J^T g`` of ``fn`` at ``x`` by autograd (the op's own backward kernel)."""
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        return torch.autograd.grad(fn(x), x, g)[0]
+
+
+@dataclass(frozen=True, eq=False)
+class Op:
+    """One op: the module at ``position`` of the flattened Sequential, named ``name``."""
+
+    position: int
+    name: str
+    module: nn.Module
+
+    linear: ClassVar[bool] = True  # y = A x for a matrix A that does not depend on x
+
+    def apply(self, x: Tensor, params: Params = None) -> Tensor:
+        return self.module(x)
+
+    def vjp(self, x: Tensor, g: Tensor, *, squared: bool = False) -> Tensor:
+        return g.reshape(x.shape)
+
+
+class Pass(Op):
+    """Identity and Dropout: the identity at evaluation time."""
+
+
+class Flatten(Op):
+    """``nn.Flatten(1, -1)``: ``[N, *in] -> [N, prod(in)]``; a reshape, so ``J^T g`` reshapes."""
+
+    def apply(self, x: Tensor, params: Params = None) -> Tensor:
+        return x.flatten(1)
+
+
+@dataclass(frozen=True, eq=False)
+class Activation(Op):
+    """An elementwise activation ``a = phi(z)``: ``J = diag(phi'(z))``."""
+
+    activation: str = "identity"
+    slope: float = 0.0  # LeakyReLU's negative slope
+
+    def apply(self, x: Tensor, params: Params = None) -> Tensor:
+        return phi(self.activation, x, self.slope)
+
+    def derivatives(self, z: Tensor) -> tuple[Tensor, Tensor | None]:
+        """``phi'(z)`` and ``phi''(z)`` (None where ``phi`` is piecewise linear)."""
+        return derivatives(self.activation, z, self.slope)
+
+    def vjp(self, x: Tensor, g: Tensor, *, squared: bool = False) -> Tensor:
+        d1 = self.derivatives(x)[0]
+        return g * (d1 * d1 if squared else d1)
+
+
+class Pool(Op):
+    """Average pooling (a linear op) or max pooling (a routing op), 2-d and adaptive.
+
+    ``J^T g`` is the pooling's own backward. Each output of an average pool is ``c_o`` times
+    the sum of its window, so ``(J o J)^T g = J^T (c o g)``; a max pool routes each output from
+    one input (``J`` holds 0s and 1s), so ``J o J = J``.
+    """
+
+    @property
+    def routing(self) -> bool:
+        return isinstance(self.module, nn.MaxPool2d | nn.AdaptiveMaxPool2d)
+
+    @property
+    def linear(self) -> bool:  # type: ignore[override]
+        return not self.routing
+
+    def vjp(self, x: Tensor, g: Tensor, *, squared: bool = False) -> Tensor:
+        if squared and not self.routing:
+            g = g * self.coefficients(x.shape[-2:]).to(g)
+        return _autograd_vjp(self.module, x, g)
+
+    def coefficients(self, size: Sequence[int]) -> Tensor:
+        """The weight ``c_o`` of every input in output ``o``'s window: ``[H_out, W_out]``."""
+        m = self.module
+        ones = torch.ones(1, 1, *size, dtype=torch.float64)
+        if isinstance(m, nn.AdaptiveAvgPool2d):
+            return 1.0 / (_adaptive_counts(size, F.adaptive_avg_pool2d(ones, m.output_size)))
+        # n_o: the window's inputs inside the (unpadded) input, as a sum pool counts them
+        n = F.avg_pool2d(
+            ones, m.kernel_size, m.stride, m.padding, m.ceil_mode, False, divisor_override=1
+        )
+        return (self.module(ones) / n)[0, 0]  # c_o n_o = the pool of ones
+
+
+def _adaptive_counts(size: Sequence[int], like: Tensor) -> Tensor:
+    """Window sizes of an adaptive pool from ``size`` to ``like``'s size: ``[H_out, W_out]``."""
+
+    def lengths(n_in: int, n_out: int) -> Tensor:
+        i = torch.arange(n_out)
+        start = torch.div(i * n_in, n_out, rounding_mode="floor")
+        end = torch.div((i + 1) * n_in + n_out - 1, n_out, rounding_mode="floor")
+        return (end - start).double()
+
+    H_out, W_out = like.shape[-2:]
+    return lengths(size[0], H_out)[:, None] * lengths(size[1], W_out)[None, :]
+
+
+@dataclass(frozen=True, eq=False)
+class Affine(Op):
+    """A Linear or Conv2d, with an eval-mode BatchNorm that follows it folded in.
+
+    ``z = W x + b`` (a Conv2d: ``W * x + b``, a cross-correlation), then the BatchNorm
+    ``(z - mu) gamma / sqrt(var + eps) + beta``. Folded: ``W' = s W``, ``b' = s (b - mu) + beta``
+    with ``s = gamma / sqrt(var + eps)`` per unit (Ioffe & Szegedy 2015, section 3.1).
+    """
+
+    norm: nn.BatchNorm1d | nn.BatchNorm2d | None = None
+    norm_position: int | None = None
+    norm_name: str | None = None
+
+    @property
+    def conv(self) -> bool:
+        return isinstance(self.module, nn.Conv2d)
+
+    @property
+    def units(self) -> int:
+        """Output features (Linear) or channels (Conv2d)."""
+        return self.module.weight.shape[0]
+
+    @property
+    def in_units(self) -> int:
+        """Input features (Linear) or channels (Conv2d)."""
+        return self.module.weight.shape[1]
+
+    @property
+    def weight(self) -> Tensor:
+        return self.module.weight
+
+    @property
+    def bias(self) -> Tensor | None:
+        return self.module.bias
+
+    def raw(self, params: Params = None) -> tuple[Tensor, Tensor | None]:
+        """The module's own weight and bias (overridden by ``params``, keyed by name)."""
+        W = _get(params, f"{self.name}.weight", self.module.weight)
+        b = _get(params, f"{self.name}.bias", self.module.bias)
+        return W, b
+
+    def _z(self, x: Tensor, W: Tensor, b: Tensor | None) -> Tensor:
+        if not self.conv:
+            return F.linear(x, W, b)
+        m = self.module
+        return F.conv2d(x, W, b, m.stride, m.padding, m.dilation, m.groups)
+
+    def apply(self, x: Tensor, params: Params = None) -> Tensor:
+        z = self._z(x, *self.raw(params))
+        if self.norm is None:
+            return z
+        bn = self.norm
+        if bn.training:  # batch statistics, running averages updated: exactly the module
+            return bn(z)
+        gamma = _get(params, f"{self.norm_name}.weight", bn.weight)
+        beta = _get(params, f"{self.norm_name}.bias", bn.bias)
+        return F.batch_norm(z, bn.running_mean, bn.running_var, gamma, beta, False, 0.0, bn.eps)
+
+    def scale_shift(self, params: Params = None) -> tuple[Tensor, Tensor] | None:
+        """The BatchNorm as ``s z + t`` per unit (None without one); errors in training mode."""
+        bn = self.norm
+        if bn is None:
+            return None
+        if bn.training:
+            raise ValueError(
+                f"module {self.norm_position} ({type(bn).__name__}, {self.norm_name!r}) is in "
+                "training mode: it normalises with each batch's statistics, so it cannot be "
+                "folded into the op before it; call model.eval() first"
+            )
+        W = self.module.weight
+        gamma = _get(params, f"{self.norm_name}.weight", bn.weight)
+        beta = _get(params, f"{self.norm_name}.bias", bn.bias)
+        s = torch.rsqrt(bn.running_var.to(W) + bn.eps)
+        s = s if gamma is None else s * gamma
+        t = -bn.running_mean.to(W) * s
+        return s, t if beta is None else t + beta
+
+    def folded(self, params: Params = None) -> tuple[Tensor, Tensor]:
+        """Effective ``(W', b')`` with the BatchNorm folded in; ``b'`` is zeros without a bias."""
+        W, b = self.raw(params)
+        b = torch.zeros(W.shape[0], dtype=W.dtype, device=W.device) if b is None else b
+        st = self.scale_shift(params)
+        if st is None:
+            return W, b
+        s, t = st
+        return W * s.view(-1, *[1] * (W.dim() - 1)), s * b + t
+
+    def vjp(self, x: Tensor, g: Tensor, *, squared: bool = False) -> Tensor:
+        W = self.folded()[0]
+        W = W * W if squared else W
+        if not self.conv:
+            return g @ W
+        m = self.module
+        return torch.nn.grad.conv2d_input(x.shape, W, g, m.stride, m.padding, m.dilation, m.groups)
+
+    def per_sample_grads(self, x: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-sample gradients of ``sum_o g_no y_no`` w.r.t. ``W'`` and ``b'`` (folded).
+
+        Linear: ``dW_n = g_n x_n^T``: ``[N, H, D]``, ``db_n = g_n``. Conv2d, through the
+        unfolded input ``X_n = unfold(x_n): [C_in k_h k_w, L]`` (im2col; L output positions):
+        ``dW_n = g_n X_n^T`` reshaped to ``[N, *W.shape]``, ``db_n = sum_L g_n``.
+        """
+        N = x.shape[0]
+        if not self.conv:
+            return g[:, :, None] * x[:, None, :], g
+        m = self.module
+        X = F.unfold(x, m.kernel_size, m.dilation, m.padding, m.stride)  # (N, C_in k k, L)
+        G = g.reshape(N, self.units, -1)  # (N, C_out, L)
+        dW = torch.bmm(G, X.transpose(1, 2))  # (N, C_out, C_in k k)
+        return dW.view(N, *m.weight.shape), G.sum(2)
+
+    def slice_out(self, keep: Tensor) -> list[nn.Module]:
+        """New modules (the op, and its BatchNorm if any) computing only units ``keep``."""
+        W, b = self.raw()
+        new = [_like(self.module, W[keep], None if b is None else b[keep])]
+        if self.norm is not None:
+            new.append(_norm_like(self.norm, keep))
+        return new
+
+    def slice_in(self, keep: Tensor, block: int = 1) -> nn.Module:
+        """A new module reading only input units ``keep``, each a block of ``block`` columns."""
+        cols = (keep[:, None] * block + torch.arange(block, device=keep.device)).flatten()
+        W, b = self.raw()
+        return _like(self.module, W[:, cols], b)
+
+    def response(self, u: Tensor) -> Tensor:
+        """``A u``: the op (raw, before any BatchNorm) on ``u: [N, *in]`` without its bias."""
+        return self._z(u, self.raw()[0], None)
+
+
+def _like(module: nn.Linear | nn.Conv2d, W: Tensor, b: Tensor | None) -> nn.Module:
+    """A module of ``module``'s kind and settings holding copies of ``W`` and ``b``."""
+    import warnings
+
+    with warnings.catch_warnings():  # a layer with no units left is legitimate
+        warnings.filterwarnings("ignore", "Initializing zero-element tensors")
+        kw = dict(bias=b is not None, device=W.device, dtype=W.dtype)
+        if isinstance(module, nn.Conv2d):
+            m = module
+            new = nn.utils.skip_init(
+                nn.Conv2d, W.shape[1] * m.groups, W.shape[0], m.kernel_size, m.stride,
+                m.padding, m.dilation, m.groups, padding_mode=m.padding_mode, **kw,
+            )  # fmt: skip
+        else:
+            new = nn.utils.skip_init(nn.Linear, W.shape[1], W.shape[0], **kw)
+    with torch.no_grad():
+        new.weight.copy_(W)
+        if b is not None:
+            new.bias.copy_(b)
+    new.weight.requires_grad_(module.weight.requires_grad)
+    if b is not None and module.bias is not None:
+        new.bias.requires_grad_(module.bias.requires_grad)
+    return new
+
+
+def _norm_like(bn: nn.BatchNorm1d | nn.BatchNorm2d, keep: Tensor) -> nn.Module:
+    """A copy of ``bn`` holding only the entries ``keep``, in ``bn``'s mode."""
+    new = type(bn)(
+        len(keep), bn.eps, bn.momentum, bn.affine, bn.track_running_stats,
+        device=bn.running_mean.device if bn.running_mean is not None else None,
+        dtype=bn.running_mean.dtype if bn.running_mean is not None else None,
+    )  # fmt: skip
+    with torch.no_grad():
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            t = getattr(bn, name)
+            if t is not None:
+                getattr(new, name).copy_(t[keep])
+        if bn.num_batches_tracked is not None:
+            new.num_batches_tracked.copy_(bn.num_batches_tracked)
+    new.train(bn.training)
+    return new
+
+
+def conv_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
+    """Output length of a convolution along one axis (PyTorch's Conv2d formula)."""
+    return math.floor((size + 2 * padding - dilation * (kernel - 1) - 1) / stride + 1)

@@ -1,0 +1,319 @@
+"""The op view: every primitive of every op kind against autograd in float64."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+from torch.func import functional_call
+
+from prunelab import ops
+
+F64 = torch.float64
+
+
+def _eval(*modules: nn.Module) -> nn.Sequential:
+    """A float64 Sequential in eval mode with non-trivial BatchNorm statistics."""
+    torch.manual_seed(0)
+    seq = nn.Sequential(*modules).to(F64)
+    for m in seq.modules():
+        if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d):
+            with torch.no_grad():
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-1, 1)
+    return seq.eval()
+
+
+# (modules, per-sample input shape): each parses to exactly one op
+CASES = {
+    "linear": (lambda: [nn.Linear(5, 4)], (5,)),
+    "linear_nobias": (lambda: [nn.Linear(5, 4, bias=False)], (5,)),
+    "linear_bn": (lambda: [nn.Linear(5, 4), nn.BatchNorm1d(4)], (5,)),
+    "conv": (lambda: [nn.Conv2d(2, 3, 3, padding=1)], (2, 6, 6)),
+    "conv_strided": (lambda: [nn.Conv2d(2, 3, 3, stride=2, padding=2, dilation=2)], (2, 7, 7)),
+    "conv_rect": (lambda: [nn.Conv2d(2, 3, (2, 3), stride=(1, 2), padding=(0, 1))], (2, 5, 6)),
+    "conv_bn": (lambda: [nn.Conv2d(2, 3, 3, padding=1, bias=False), nn.BatchNorm2d(3)], (2, 5, 5)),
+    "avgpool": (lambda: [nn.AvgPool2d(2)], (2, 6, 6)),
+    "avgpool_pad": (lambda: [nn.AvgPool2d(3, 2, padding=1)], (2, 7, 7)),
+    "avgpool_pad_exclude": (
+        lambda: [nn.AvgPool2d(3, 2, padding=1, count_include_pad=False, ceil_mode=True)],
+        (2, 6, 6),
+    ),
+    "adaptive_avg": (lambda: [nn.AdaptiveAvgPool2d((3, 2))], (2, 7, 5)),
+    "maxpool": (lambda: [nn.MaxPool2d(2)], (2, 6, 6)),
+    "maxpool_overlap": (lambda: [nn.MaxPool2d(3, 1, padding=1)], (2, 5, 5)),
+    "adaptive_max": (lambda: [nn.AdaptiveMaxPool2d(3)], (2, 7, 7)),
+    **{
+        f"act_{name}": (lambda make=make: [make(0.1)], (3, 4, 4))
+        for name, make in ops.ACTIVATIONS.items()
+        if name != "identity"
+    },
+    "flatten": (lambda: [nn.Flatten()], (2, 3, 3)),
+    "dropout": (lambda: [nn.Dropout(0.5)], (6,)),
+    "identity": (lambda: [nn.Identity()], (6,)),
+}
+
+
+def _case(name: str, n: int = 3):
+    make, shape = CASES[name]
+    seq = _eval(*make())
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(n, *shape, generator=g, dtype=F64)
+    if name.startswith("maxpool") or name.startswith("adaptive_max"):
+        x = x + 1e-3 * torch.arange(x.numel(), dtype=F64).view_as(x)  # no ties
+    if isinstance(seq[0], nn.Linear | nn.Conv2d):
+        return seq, ops.parse(seq, method="test").ops[0], x
+    # a parameter-free op is read after a layer (a view starts with one)
+    layer = nn.Conv2d(shape[0], shape[0], 1) if len(shape) == 3 else nn.Linear(shape[0], 2)
+    return seq, ops.parse(nn.Sequential(layer, *seq), method="test").ops[1], x
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_apply_is_the_module(name):
+    seq, op, x = _case(name)
+    torch.testing.assert_close(op.apply(x), seq(x), rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_vjp_is_autograd(name):
+    seq, op, x = _case(name)
+    xr = x.clone().requires_grad_(True)
+    y = seq(xr)
+    g = torch.randn(y.shape, generator=torch.Generator().manual_seed(2), dtype=F64)
+    (want,) = torch.autograd.grad(y, xr, g)
+    torch.testing.assert_close(op.vjp(x, g), want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_squared_vjp_is_the_squared_jacobian(name):
+    seq, op, x = _case(name, n=1)
+    J = torch.autograd.functional.jacobian(seq, x)  # (1, *out, 1, *in)
+    out_numel = seq(x).numel()
+    J = J.reshape(out_numel, x.numel())
+    g = torch.randn(seq(x).shape, generator=torch.Generator().manual_seed(3), dtype=F64)
+    want = ((J * J).T @ g.reshape(-1)).view_as(x)
+    torch.testing.assert_close(op.vjp(x, g, squared=True), want, rtol=1e-12, atol=1e-12)
+
+
+AFFINE = [n for n in CASES if n.startswith(("linear", "conv"))]
+
+
+@pytest.mark.parametrize("name", AFFINE)
+def test_folded_weights_give_the_same_output(name):
+    seq, op, x = _case(name)
+    W, b = op.folded()
+    y = op._z(x, W, b)
+    torch.testing.assert_close(y, seq(x), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", AFFINE)
+def test_per_sample_grads_are_a_loop_of_autograd(name):
+    seq, op, x = _case(name)
+    g = torch.randn(seq(x).shape, generator=torch.Generator().manual_seed(4), dtype=F64)
+    dW, db = op.per_sample_grads(x, g)
+    W0, b0 = op.folded()
+    for n in range(len(x)):
+        W, b = W0.clone().requires_grad_(True), b0.clone().requires_grad_(True)
+        y = op._z(x[n : n + 1], W, b)
+        want_W, want_b = torch.autograd.grad((y * g[n : n + 1]).sum(), (W, b))
+        torch.testing.assert_close(dW[n], want_W, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(db[n], want_b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", AFFINE)
+def test_slice_out_keeps_exactly_those_units(name):
+    seq, op, x = _case(name)
+    keep = torch.tensor([2, 0])
+    small = nn.Sequential(*op.slice_out(keep)).eval()
+    torch.testing.assert_close(small(x), seq(x)[:, keep], rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize("name", AFFINE)
+def test_slice_in_equals_zeroing_the_removed_inputs(name):
+    seq, op, x = _case(name)
+    keep = torch.tensor([0, 1]) if op.in_units > 2 else torch.tensor([1])
+    gone = torch.ones(op.in_units, dtype=torch.bool)
+    gone[keep] = False
+    zeroed = x.clone()
+    zeroed[:, gone] = 0
+    torch.testing.assert_close(
+        op.slice_in(keep)(x[:, keep]), op.module(zeroed), rtol=1e-13, atol=1e-13
+    )
+
+
+def test_slice_in_through_flatten_removes_a_channel_block():
+    torch.manual_seed(0)
+    linear = nn.Linear(3 * 4, 5).to(F64)  # reads 3 channels of 2x2 positions, flattened
+    op = ops.parse(nn.Sequential(linear)).ops[0]
+    x = torch.randn(4, 3, 2, 2, dtype=F64)
+    keep = torch.tensor([0, 2])
+    zeroed = x.clone()
+    zeroed[:, 1] = 0
+    torch.testing.assert_close(
+        op.slice_in(keep, block=4)(x[:, keep].flatten(1)), linear(zeroed.flatten(1))
+    )
+
+
+@pytest.mark.parametrize("name", AFFINE)
+def test_response_is_the_linear_part(name):
+    seq, op, x = _case(name)
+    zero = torch.zeros_like(x)
+    torch.testing.assert_close(op.response(x), op.module(x) - op.module(zero), atol=1e-13, rtol=0)
+
+
+def test_response_to_a_constant_channel_depends_on_position_in_a_padded_conv():
+    """A zero-padded 3x3 conv answers a constant input channel less at the border."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(1, 1, 3, padding=1, bias=False).to(F64)
+    with torch.no_grad():
+        conv.weight.fill_(1.0)
+    op = ops.parse(nn.Sequential(conv)).ops[0]
+    r = op.response(torch.full((1, 1, 4, 4), 2.0, dtype=F64))[0, 0]
+    assert r[1:3, 1:3].eq(18).all()  # interior: 9 taps of 2
+    assert r[0, 0] == 8 and r[0, 1] == 12  # a corner sees 4 taps, an edge 6
+
+
+def test_batchnorm_in_training_mode_cannot_be_folded():
+    view = ops.parse(nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2)))
+    view.ops[0].norm.train()
+    with pytest.raises(ValueError, match=r"module 1 \(BatchNorm1d, '1'\) is in training mode"):
+        view.ops[0].folded()
+
+
+# --- parsing ---------------------------------------------------------------------------
+
+
+def test_parse_reads_a_vgg_shaped_model():
+    model = nn.Sequential(
+        nn.Sequential(  # features
+            nn.Conv2d(3, 4, 3, padding=1),
+            nn.BatchNorm2d(4),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(4, 6, 3, padding=1),
+            nn.ReLU(),
+        ),
+        nn.AdaptiveAvgPool2d(2),  # avgpool
+        nn.Flatten(),
+        nn.Sequential(nn.Linear(24, 7), nn.ReLU(), nn.Dropout(), nn.Linear(7, 3)),  # classifier
+    )
+    view = ops.parse(model)
+    assert view.hidden_sizes == [4, 6, 7]
+    assert [type(op).__name__ for op in view.ops] == [
+        "Affine", "Activation", "Pool", "Affine", "Activation", "Pool", "Flatten", "Affine",
+        "Activation", "Pass", "Affine",
+    ]  # fmt: skip
+    assert [view.ops[k].name for k in view.unit_ops] == ["0.2", "0.5", "3.1"]
+    assert view.ops[0].norm_name == "0.1" and view.conv
+
+
+@pytest.mark.parametrize(
+    ("model", "error", "match"),
+    [
+        (nn.Linear(2, 2), TypeError, "must be an nn.Sequential"),
+        (nn.Sequential(nn.Linear(2, 2), nn.Softmax(1)), TypeError, r"module 1 \(Softmax\).*Linear, Conv2d"),
+        (nn.Sequential(nn.Conv2d(2, 2, 3, groups=2), nn.Flatten()), ValueError, "groups=1"),
+        (nn.Sequential(nn.Conv2d(2, 2, 3, padding="same")), ValueError, "as integers"),
+        (nn.Sequential(nn.Conv2d(2, 2, 3, padding_mode="reflect")), ValueError, "'zeros'"),
+        (nn.Sequential(nn.Flatten(0), nn.Linear(2, 2)), ValueError, r"Flatten\(1, -1\)"),
+        (nn.Sequential(nn.Conv2d(1, 1, 1), nn.MaxPool2d(2, return_indices=True)), ValueError,
+         "return_indices=False"),
+        (nn.Sequential(nn.ReLU(), nn.Linear(2, 2)), ValueError, "before any Linear or Conv2d"),
+        (nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Tanh()), ValueError, "one activation"),
+        (nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.BatchNorm1d(2)), ValueError,
+         "directly follow a Linear or Conv2d"),
+        (nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2, track_running_stats=False)),
+         ValueError, "no running statistics"),
+        (nn.Sequential(nn.ReLU()), ValueError, "before any"),
+        (nn.Sequential(nn.Flatten()), ValueError, "no Linear or Conv2d"),
+    ],
+)  # fmt: skip
+def test_parse_errors_name_the_module_and_the_choices(model, error, match):
+    with pytest.raises(error, match=match):
+        ops.parse(model, method="test")
+
+
+# --- the forward pass ------------------------------------------------------------------
+
+
+def _lenet(batchnorm: bool = True) -> nn.Sequential:
+    torch.manual_seed(0)
+    norm = [nn.BatchNorm2d(4)] if batchnorm else []
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), *norm, nn.Tanh(), nn.MaxPool2d(2),
+        nn.Conv2d(4, 5, 3), nn.ReLU(), nn.AvgPool2d(2),
+        nn.Flatten(), nn.Linear(5, 6), nn.GELU(), nn.Linear(6, 3),
+    )  # fmt: skip
+    return _eval(*model)
+
+
+def test_forward_is_the_model_and_functional_call():
+    model = _lenet()
+    x = torch.randn(4, 1, 8, 8, dtype=F64)
+    view = ops.parse(model)
+    torch.testing.assert_close(ops.forward(view, x), model(x), rtol=0, atol=0)
+    params = {n: p * 1.5 for n, p in model.named_parameters()}
+    torch.testing.assert_close(
+        ops.forward(view, x, params=params),
+        functional_call(model, params, (x,)),
+        atol=1e-14,
+        rtol=0,
+    )
+
+
+def test_forward_scales_and_taps_the_units_after_their_activation():
+    model = _lenet()
+    view = ops.parse(model)
+    x = torch.randn(4, 1, 8, 8, dtype=F64)
+    s0, s2 = torch.rand(4, dtype=F64), torch.rand(4, 6, dtype=F64)  # shared, per sample
+    seen = []
+
+    def scale(k, s):
+        def hook(module, inputs, out):
+            seen.append(out)  # before the multiplier
+            return out * (s[..., None, None] if out.dim() == 4 else s)
+
+        return model[k].register_forward_hook(hook)
+
+    handles = [scale(2, s0), scale(9, s2)]  # Tanh after conv+BN, GELU after the Linear
+    try:
+        want = model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    out, acts = ops.forward(view, x, scales={0: s0, 2: s2}, taps=True)
+    torch.testing.assert_close(out, want, rtol=0, atol=1e-14)
+    assert [a.shape for a in acts] == [(4, 4, 8, 8), (4, 5, 2, 2), (4, 6)]
+    torch.testing.assert_close(acts[0], seen[0] * s0[:, None, None])
+    torch.testing.assert_close(acts[2], seen[1] * s2)
+
+
+def test_forward_flattens_images_for_an_mlp():
+    mlp = _eval(nn.Linear(16, 3), nn.ReLU(), nn.Linear(3, 2))
+    x = torch.randn(5, 1, 4, 4, dtype=F64)
+    torch.testing.assert_close(ops.forward(ops.parse(mlp), x), mlp(x.flatten(1)))
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    k=st.integers(1, 3),
+    stride=st.integers(1, 3),
+    padding=st.integers(0, 2),
+    dilation=st.integers(1, 2),
+    size=st.integers(5, 9),
+)
+def test_conv_primitives_for_any_geometry(k, stride, padding, dilation, size):
+    """vjp and per-sample gradients of a Conv2d equal autograd for any stride/padding/dilation."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(2, 3, k, stride, padding, dilation).to(F64)
+    op = ops.parse(nn.Sequential(conv)).ops[0]
+    x = torch.randn(2, 2, size, size, dtype=F64, requires_grad=True)
+    y = conv(x)
+    g = torch.randn_like(y)
+    gx, gW, gb = torch.autograd.grad(y, (x, conv.weight, conv.bias), g)
+    torch.testing.assert_close(op.vjp(x.detach(), g), gx)
+    dW, db = op.per_sample_grads(x.detach(), g)
+    torch.testing.assert_close(dW.sum(0), gW)
+    torch.testing.assert_close(db.sum(0), gb)
