@@ -89,3 +89,17 @@ def test_mismatched_tensors_are_named(tmp_path):
     _rewrite(path, tensors, dict(header, format="other/9"))
     with pytest.raises(ValueError, match="format"):
         checkpoint.load(path)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_convnet_round_trip_is_exact(tmp_path, dtype):
+    model = models.vgg("vgg11", width=0.125, seed=0, dtype=dtype)
+    model.train()
+    model(torch.randn(8, 3, 32, 32, dtype=dtype))  # BatchNorm running statistics move
+    model.eval()
+    path = checkpoint.save(tmp_path / "vgg.safetensors", model, data="cifar10")
+    same, meta = checkpoint.load(path)
+    x = torch.randn(4, 3, 32, 32, dtype=dtype)
+    assert torch.equal(same(x), model(x)) and meta["data"] == "cifar10"
+    assert same[0][1].num_batches_tracked.item() == 1
+    assert next(same.parameters()).dtype == dtype

@@ -143,6 +143,44 @@ def test_dataset_helpers():
     assert "x=[6, 2, 2]" in repr(d)
 
 
+def test_dataset_holds_images_nchw():
+    x = torch.arange(360, dtype=torch.float32).reshape(6, 3, 4, 5) / 1000  # [N, C, H, W]
+    y = torch.tensor([2, 0, 1, 2, 0, 1])
+    d = Dataset(x, y, "img")
+    assert d.shape == (3, 4, 5) and d.features == 60 and d.classes == 3
+    assert Dataset(torch.zeros(4, 7), torch.zeros(4).long()).shape == (7,)
+    assert torch.equal(d[1:3].x, x[1:3]) and d[1:3].shape == (3, 4, 5)
+    assert torch.equal(d.subset([4, 0]).x, x[[4, 0]]) and d.subset([4, 0]).y.tolist() == [0, 2]
+    assert torch.equal(d[d.y == 2].x, x[[0, 3]])
+    assert torch.equal(d.flatten().x, x.reshape(6, 60)) and d.flatten().x[1, 20] == x[1, 1, 0, 0]
+    assert d.to(torch.float64).x.shape == (6, 3, 4, 5)
+    s = d.split(2, seed=0)
+    assert s.shape == (3, 4, 5) and s.features == 60 and (len(s.train), len(s.test)) == (4, 2)
+    rows = torch.cat([s.train.x, s.test.x])[:, 0, 0, 0] * 1000 / 60  # image i starts at 60 i
+    order = rows.round().long()
+    assert sorted(order.tolist()) == list(range(6))
+    assert torch.equal(torch.cat([s.train.y, s.test.y]), y[order])
+    assert torch.equal(torch.cat([s.train.x, s.test.x]), x[order])
+    with pytest.raises(ValueError, match=r"shape \[3, 4, 5\] but test 'img' has \[60\]"):
+        Split(d[:2], d.flatten())
+
+
+def test_dataset_validates_images():
+    x = torch.zeros(4, 1, 2, 2)
+    x[2, 0, 1, 1] = float("nan")
+    with pytest.raises(ValueError, match="dataset 'im': x holds 1 NaN/Inf values"):
+        Dataset(x, torch.zeros(4).long(), "im")
+    with pytest.raises(ValueError, match="dataset 'im': x has 4 rows but y has 3"):
+        Dataset(torch.zeros(4, 1, 2, 2), torch.zeros(3).long(), "im")
+    with pytest.raises(ValueError, match=r"\[N, D\] .* or \[N, C, H, W\] .*; got \[\]"):
+        Dataset(torch.tensor(1.0), torch.zeros(1).long(), "im")
+    big = torch.full((4, 1, 2, 2), 6e4, dtype=torch.float16)  # finite, but the sum overflows
+    assert torch.equal(Dataset(big, torch.zeros(4).long()).x, big)
+    big[1, 0, 0, 1] = float("inf")
+    with pytest.raises(ValueError, match="x holds 1 NaN/Inf values"):
+        Dataset(big, torch.zeros(4).long())
+
+
 @settings(max_examples=25, deadline=None)
 @given(n=st.integers(2, 300), frac=st.floats(0.01, 0.99), seed=st.integers(0, 2**32))
 def test_split_partitions_the_rows(n, frac, seed):

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from prunelab import models
+from prunelab import models, ops
 
 
 def test_mlp_structure_and_seeded_init():
@@ -210,3 +210,96 @@ def test_scaled_forward_equals_scaling_the_next_layers_weights():
     want = a @ (model[4].weight * m1).T + model[4].bias
     torch.testing.assert_close(got, want)
     torch.testing.assert_close(models.scaled_forward(model, x, {}), model(x))
+
+
+# --- convnets --------------------------------------------------------------------------
+
+
+def test_lenet5_has_the_papers_shape_on_28x28():
+    model = models.lenet5(seed=0)
+    convs = [m for m in model if isinstance(m, nn.Conv2d)]
+    linears = [m for m in model if isinstance(m, nn.Linear)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == [
+        (1, 6, (5, 5)),
+        (6, 16, (5, 5)),
+    ]
+    assert [(m.in_features, m.out_features) for m in linears] == [(400, 120), (120, 84), (84, 10)]
+    # 61,706 parameters: conv 156 + 2,416, fc 48,120 + 10,164 + 850
+    assert sum(p.numel() for p in model.parameters()) == 61706
+    assert ops.parse(model).hidden_sizes == [6, 16, 120, 84]
+
+
+@pytest.mark.parametrize("in_shape", [(1, 8, 8), (3, 32, 32), (1, 28, 28)])
+@pytest.mark.parametrize("pool", ["max", "avg"])
+def test_lenet5_takes_small_and_large_images(in_shape, pool):
+    model = models.lenet5(in_shape=in_shape, pool=pool, batchnorm=True, dropout=0.2, classes=4)
+    assert model.eval()(torch.zeros(2, *in_shape)).shape == (2, 4)
+
+
+def test_convnet_init_is_seeded_and_leaves_the_global_rng():
+    state = torch.get_rng_state()
+    a, b, c = models.lenet5(seed=1), models.lenet5(seed=1), models.lenet5(seed=2)
+    assert torch.equal(state, torch.get_rng_state())
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert not torch.equal(a[0].weight, c[0].weight)
+    bound = 1 / (1 * 5 * 5) ** 0.5  # PyTorch's default U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+    assert a[0].weight.abs().max() <= bound and a[0].weight.abs().max() > 0.9 * bound
+
+
+@pytest.mark.parametrize("config", ["vgg11", "vgg13", "vgg16"])
+def test_vgg_layout_and_width(config):
+    convs = {"vgg11": 8, "vgg13": 10, "vgg16": 13}[config]
+    model = models.vgg(config, width=0.25, seed=0)
+    features, avgpool, flatten, classifier = model
+    assert isinstance(avgpool, nn.AdaptiveAvgPool2d) and isinstance(flatten, nn.Flatten)
+    got = [m.out_channels for m in features if isinstance(m, nn.Conv2d)]
+    assert len(got) == convs and max(got) == 128 and min(got) == 16  # 512 and 64 scaled by 1/4
+    view = ops.parse(model.eval())
+    assert all(layer.norm is not None for layer in view.layers if layer.conv)
+    assert view.hidden_sizes[-2:] == [128, 128]
+    for shape in [(3, 32, 32), (3, 28, 28), (3, 8, 8)]:
+        assert model(torch.zeros(2, *shape)).shape == (2, 10)
+
+
+def test_full_vgg16_has_its_known_size():
+    # 14,714,688 conv parameters of VGG-16 (Simonyan & Zisserman 2015, configuration D) plus
+    # BatchNorm (2 x 4,224) and the CIFAR classifier 512-512-512-10 (530,442)
+    model = models.vgg("vgg16")
+    assert sum(p.numel() for p in model.parameters()) == 14_714_688 + 2 * 4_224 + 530_442
+
+
+@pytest.mark.parametrize(
+    ("build", "error"),
+    [
+        (lambda: models.lenet5(pool="median"), "pool 'median'"),
+        (lambda: models.lenet5(in_shape=(28, 28)), "in_shape"),
+        (lambda: models.lenet5(in_shape=(1, 3, 3)), "too small"),
+        (lambda: models.lenet5(classes=1), "classes"),
+        (lambda: models.vgg("vgg19"), "vgg11"),
+        (lambda: models.vgg(width=0), "width"),
+        (lambda: models.vgg(dropout=1.0), "dropout"),
+    ],
+)
+def test_convnet_builders_reject_bad_arguments(build, error):
+    with pytest.raises(ValueError, match=error):
+        build()
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: models.lenet5(batchnorm=True, dropout=0.1, pool="avg", seed=3),
+        lambda: models.vgg("vgg11", width=0.125, seed=3),
+    ],
+)
+def test_convnet_spec_round_trip(build):
+    model = build()
+    for m in model.modules():  # non-default BatchNorm statistics survive
+        if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+    rebuilt = models.from_spec(models.spec(model))
+    rebuilt.load_state_dict(model.state_dict())
+    x = torch.randn(3, *((1, 28, 28) if isinstance(model[0], nn.Conv2d) else (3, 32, 32)))
+    assert torch.equal(rebuilt.eval()(x), model.eval()(x))
+    assert models.spec(rebuilt) == models.spec(model)

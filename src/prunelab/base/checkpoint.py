@@ -125,7 +125,8 @@ def load(path: str | os.PathLike) -> tuple[nn.Sequential, dict]:
                 f"checkpoint {str(path)!r}: tensor {name!r} has shape "
                 f"{list(t.shape)}, the architecture needs {list(expected[name].shape)}"
             )
-    dtype = next(iter(tensors.values())).dtype if tensors else torch.float32
+    floating = [t.dtype for t in tensors.values() if t.is_floating_point()]
+    dtype = floating[0] if floating else torch.float32  # not a BatchNorm's integer counter
     model = model.to(dtype)
     with torch.no_grad():
         for name, target in _tensors(model).items():

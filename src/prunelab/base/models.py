@@ -434,12 +434,12 @@ def lenet5(
 
     drop = [nn.Dropout(dropout)] if dropout > 0 else []
     modules = [
-        nn.Conv2d(C, 6, 5, padding=2), *norm(6, True), act(), pools[pool](2),
-        nn.Conv2d(6, 16, 5, padding=pad2), *norm(16, True), act(), pools[pool](2),
+        _skip(nn.Conv2d, C, 6, 5, padding=2), *norm(6, True), act(), pools[pool](2),
+        _skip(nn.Conv2d, 6, 16, 5, padding=pad2), *norm(16, True), act(), pools[pool](2),
         nn.Flatten(),
-        nn.Linear(16 * h * w, 120), *norm(120, False), act(), *drop,
-        nn.Linear(120, 84), *norm(84, False), act(), *drop,
-        nn.Linear(84, classes),
+        _skip(nn.Linear, 16 * h * w, 120), *norm(120, False), act(), *drop,
+        _skip(nn.Linear, 120, 84), *norm(84, False), act(), *drop,
+        _skip(nn.Linear, 84, classes),
     ]  # fmt: skip
     return _seeded(nn.Sequential(*modules), seed, dtype)
 
@@ -513,7 +513,7 @@ def vgg(
             features.append(nn.MaxPool2d(2, 2, ceil_mode=True))
             continue
         n = scaled(int(v))
-        features += [nn.Conv2d(C, n, 3, padding=1)]
+        features += [_skip(nn.Conv2d, C, n, 3, padding=1)]
         features += [nn.BatchNorm2d(n)] if batchnorm else []
         features += [ACTIVATIONS[activation](0.01)]
         C = n
@@ -521,9 +521,9 @@ def vgg(
     drop = [nn.Dropout(dropout)] if dropout > 0 else []
     act = ACTIVATIONS[activation]
     classifier = [
-        nn.Linear(C, hidden), act(0.01), *drop,
-        nn.Linear(hidden, hidden), act(0.01), *drop,
-        nn.Linear(hidden, classes),
+        _skip(nn.Linear, C, hidden), act(0.01), *drop,
+        _skip(nn.Linear, hidden, hidden), act(0.01), *drop,
+        _skip(nn.Linear, hidden, classes),
     ]  # fmt: skip
     model = nn.Sequential(
         nn.Sequential(*features), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Sequential(*classifier)
@@ -539,3 +539,8 @@ def _seeded(model: nn.Sequential, seed: int, dtype: torch.dtype) -> nn.Sequentia
         if isinstance(m, nn.Linear | nn.Conv2d):
             _init_(m, g)
     return model
+
+
+def _skip(cls: type, *args, **kwargs) -> nn.Module:
+    """A Linear or Conv2d built without initialisation (no global RNG use; see :func:`_seeded`)."""
+    return nn.utils.skip_init(cls, *args, **kwargs)

@@ -13,6 +13,7 @@ Precedence: defaults, then ``--quick`` presets, then the TOML file, then options
 from __future__ import annotations
 
 import inspect
+import math
 import tomllib
 import typing
 import webbrowser
@@ -266,44 +267,114 @@ def list_studies() -> None:
         typer.echo(f"{name:<{width}}  {study.SUMMARY}")
 
 
+ARCHITECTURES = ("mlp", "lenet5", *models.VGG_CONFIGS)
+DEVICE_HELP = "cpu, cuda, or auto (cuda when available)"
+
+
+def _device(name: str) -> torch.device:
+    """The torch device for ``--device``: cpu, cuda (an error without one) or auto."""
+    if name not in ("cpu", "cuda", "auto"):
+        raise _fail(f"--device {name!r}: choose from cpu, cuda, auto")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise _fail("--device cuda: this machine has no CUDA device (torch sees none)")
+    return torch.device(name)
+
+
+def _build(arch: str, widths: str | None, shape: tuple[int, ...], classes: int, opts: dict):
+    """The untrained model of ``--arch`` for samples of ``shape`` and ``classes`` classes."""
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"--arch {arch!r}: choose from {', '.join(ARCHITECTURES)}")
+    if arch == "mlp":
+        if not widths:
+            raise ValueError("--arch mlp needs --widths, e.g. 784,300,100,10")
+        try:
+            sizes = [int(w) for w in widths.replace(" ", "").split(",") if w]
+        except ValueError:
+            raise ValueError(f"--widths {widths!r}: give integers separated by commas") from None
+        d_in = math.prod(shape)
+        if sizes[0] != d_in:
+            raise ValueError(
+                f"--widths {widths!r} starts with {sizes[0]} but the data has {d_in} input features"
+            )
+        return models.mlp(
+            sizes, activation=opts["activation"], dropout=opts["dropout"], seed=opts["seed"]
+        )
+    if len(shape) != 3:
+        raise ValueError(
+            f"--arch {arch} takes images [C, H, W]; the data has samples of shape {list(shape)}"
+        )
+    common = dict(in_shape=shape, classes=classes, activation=opts["activation"], seed=opts["seed"])
+    if arch == "lenet5":
+        return models.lenet5(
+            pool=opts["pool"], batchnorm=opts["batchnorm"], dropout=opts["dropout"], **common
+        )
+    return models.vgg(
+        arch, width=opts["width"], batchnorm=opts["batchnorm"], dropout=opts["dropout"], **common
+    )
+
+
 @app.command("train")
 def train_command(
     data_name: Annotated[str, typer.Option("--data", help=f"one of {', '.join(data.LOADERS)}")],
-    widths: Annotated[
-        str,
-        typer.Option(
-            help="hidden and output widths, or all widths, e.g. "
-            "2,20,2 (the input width is checked against the data)"
-        ),
-    ],
     out: Annotated[Path, typer.Option(help="checkpoint file to write (.safetensors)")],
+    arch: Annotated[str, typer.Option(help=f"one of {', '.join(ARCHITECTURES)}")] = "mlp",
+    widths: Annotated[
+        str | None,
+        typer.Option(
+            help="--arch mlp: all widths, e.g. 784,300,100,10 (the input width is checked "
+            "against the data)"
+        ),
+    ] = None,
+    width: Annotated[float, typer.Option(help="--arch vgg*: channel multiplier")] = 1.0,
+    pool: Annotated[str, typer.Option(help="--arch lenet5: max or avg")] = "max",
+    batchnorm: Annotated[
+        bool | None,
+        typer.Option(
+            "--batchnorm/--no-batchnorm",
+            help="convnets: BatchNorm after each layer [default: vgg yes, lenet5 no]",
+        ),
+    ] = None,
+    data_root: Annotated[
+        Path | None,
+        typer.Option("--data-root", help="folder of a full-size set (mnist, cifar10, ...)"),
+    ] = None,
     activation: Annotated[
         str, typer.Option(help=f"one of {', '.join(models.ACTIVATIONS)}")
     ] = "relu",
-    dropout: Annotated[float, typer.Option(help="dropout after each hidden layer")] = 0.0,
+    dropout: Annotated[
+        float | None,
+        typer.Option(help="dropout after each hidden layer [default: vgg 0.5, else 0]"),
+    ] = None,
     epochs: Annotated[int, typer.Option()] = 20,
     lr: Annotated[float, typer.Option()] = 0.01,
     batch_size: Annotated[int, typer.Option()] = 32,
     optimizer: Annotated[str, typer.Option(help="adam or sgd")] = "adam",
     weight_decay: Annotated[float, typer.Option()] = 0.0,
     seed: Annotated[int, typer.Option()] = 0,
+    device: Annotated[str, typer.Option("--device", help=DEVICE_HELP)] = "cpu",
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
     threads: Annotated[
         int, typer.Option("--threads", help="torch CPU threads (0: torch's default)")
     ] = 0,
 ) -> None:
-    """Train an MLP on a built-in data set and save a checkpoint for later studies."""
+    """Train a model (an MLP, LeNet-5 or a VGG) on a data set and save a checkpoint."""
     _set_threads(threads)
+    where = _device(device)
+    vgg = arch.startswith("vgg")
+    opts = dict(
+        activation=activation,
+        dropout=(0.5 if vgg else 0.0) if dropout is None else dropout,
+        batchnorm=vgg if batchnorm is None else batchnorm,
+        seed=seed,
+        pool=pool,
+        width=width,
+    )
     try:
-        split = data.load(data_name, seed=seed)
-        sizes = [int(w) for w in widths.replace(" ", "").split(",") if w]
-        d_in = split.train.x.flatten(1).shape[1]
-        if sizes[0] != d_in:
-            raise ValueError(
-                f"--widths {widths!r} starts with {sizes[0]} but {data_name!r} has "
-                f"{d_in} input features"
-            )
-        model = models.mlp(sizes, activation=activation, dropout=dropout, seed=seed)
+        split = data.load(data_name, seed=seed, root=data_root)
+        shape = tuple(split.train.x.shape[1:])
+        model = _build(arch, widths, shape, split.train.classes, opts).to(where)
         history = train.fit(
             model,
             split.train,
@@ -315,23 +386,23 @@ def train_command(
             seed=seed,
             progress=progress,
         )
-    except (KeyError, ValueError, TypeError) as e:
+    except (KeyError, ValueError, TypeError, FileNotFoundError) as e:
         raise _fail(str(e.args[0]) if e.args else str(e)) from None
     scores = train.evaluate(model, split.test)
     checkpoint.save(
         out,
-        model,
+        model.cpu(),
         data=data_name,
         seed=seed,
-        widths=sizes,
+        arch=arch,
+        **({"widths": [int(w) for w in widths.split(",") if w.strip()]} if arch == "mlp" else {}),
         train=dict(
             epochs=epochs,
             lr=lr,
             batch_size=batch_size,
             optimizer=optimizer,
             weight_decay=weight_decay,
-            activation=activation,
-            dropout=dropout,
+            **{k: v for k, v in opts.items() if k != "seed"},
         ),
     )
     typer.echo(
