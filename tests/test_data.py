@@ -224,7 +224,7 @@ def test_load_unknown_name():
 
 def test_digits():
     s = data.load("digits", seed=0)
-    assert s.train.x.shape == (1438, 64) and s.test.x.shape == (359, 64)
+    assert s.train.x.shape == (1438, 1, 8, 8) and s.test.x.shape == (359, 1, 8, 8)
     assert s.classes == 10 and s.train.x.dtype == torch.float32
     assert s.train.x.min() == 0 and s.train.x.max() == 1
     assert set(s.test.y.tolist()) == set(range(10))
@@ -253,7 +253,7 @@ def test_digits_match_sklearn():
 
 def test_mnist5k():
     s = data.load("mnist5k", seed=0)
-    assert s.train.x.shape == (4000, 784) and s.test.x.shape == (1000, 784)
+    assert s.train.x.shape == (4000, 1, 28, 28) and s.test.x.shape == (1000, 1, 28, 28)
     assert s.train.x.min() == 0 and s.train.x.max() == 1
     assert set(s.train.y.tolist()) == set(range(10)) == set(s.test.y.tolist())  # shuffled
     assert torch.bincount(torch.cat([s.train.y, s.test.y])).tolist() == [500] * 10

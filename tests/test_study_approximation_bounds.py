@@ -48,7 +48,7 @@ def _mussay_by_hand(net, split):
     W1, b1 = net[0].weight.detach(), net[0].bias.detach()
     W2, b2 = net[2].weight.detach(), net[2].bias.detach()
     W3 = net[4].weight.detach()
-    x = torch.cat((split.train.x, split.test.x)).double()
+    x = torch.cat((split.train.x, split.test.x)).double().flatten(1)
     a = torch.relu(x @ W1.T + b1)
     beta = max(math.sqrt(float(row @ row) + 1) for row in a)
     F = sum(
@@ -56,7 +56,7 @@ def _mussay_by_hand(net, split):
         for p in range(W2.shape[0])
     )
     with torch.no_grad():
-        f = net(split.test.x.double())
+        f = net(split.test.x.double().flatten(1))
     return f, beta, F
 
 
@@ -88,7 +88,7 @@ def test_dev_accuracy_and_the_nominal_weight_bound(tiny, plain_net):
     dev = data.Dataset(split.test.x.double(), split.test.y, "dev", 10)
     assert r.regimes[0].accuracy[0] == pytest.approx(train.evaluate(net, dev)["accuracy"], abs=2e-3)
     with torch.no_grad():
-        f = net(dev.x)
+        f = net(dev.x.flatten(1))
     y = dev.y
     t = f.argmax(1)
     top = f.topk(2, dim=1).values

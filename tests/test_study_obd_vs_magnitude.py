@@ -57,7 +57,7 @@ def _index(levels, level):
 
 def test_curves_equal_pruning_one_level_at_a_time(tiny):
     config, r, split, nets, _ = tiny
-    xs, ys = split.train.x[:200], split.train.y[:200]
+    xs, ys = split.train.x[:200].flatten(1), split.train.y[:200]
     for kind in study.KINDS:
         for k, net in enumerate(nets[kind]):
             assert r.test_accuracy[kind][k] == train.evaluate(net, split.test)["accuracy"]
@@ -93,7 +93,7 @@ def test_fine_tuning_starts_from_the_swept_accuracy_and_keeps_masks(tiny):
 
 def test_cross_terms_against_autograd(tiny):
     config, r, split, nets, _ = tiny
-    xs, ys = split.train.x[:200], split.train.y[:200]
+    xs, ys = split.train.x[:200].flatten(1), split.train.y[:200]
     for t in r.cross_terms:
         net = copy.deepcopy(nets[t.kind][0]).double().eval()  # dropout off
         params = {n: p.detach() for n, p in net.named_parameters()}

