@@ -199,17 +199,17 @@ def test_check_labels_names_the_problem(y, error, match):
     assert ok.dtype == torch.long and ok.tolist() == [1, 0, 1]
 
 
-def test_scaled_forward_equals_scaling_the_next_layers_weights():
+def test_unit_scales_equal_scaling_the_next_layers_weights():
     model = models.mlp((3, 5, 4, 2), seed=0, dtype=torch.float64)
-    net = models.parse(model)
+    view = ops.parse(model)
     x = torch.randn(7, 3, dtype=torch.float64)
     m0, m1 = torch.rand(5, dtype=torch.float64), torch.rand(4, dtype=torch.float64)
-    got = models.scaled_forward(model, x, {net.hidden[0].end: m0, net.hidden[1].end: m1})
+    got = ops.forward(view, x, scales={0: m0, 1: m1})
     a = torch.relu(x @ model[0].weight.T + model[0].bias)
     a = torch.relu(a @ (model[2].weight * m0).T + model[2].bias)  # scaling a = scaling columns
     want = a @ (model[4].weight * m1).T + model[4].bias
     torch.testing.assert_close(got, want)
-    torch.testing.assert_close(models.scaled_forward(model, x, {}), model(x))
+    torch.testing.assert_close(ops.forward(view, x, scales={}), model(x))
 
 
 # --- convnets --------------------------------------------------------------------------

@@ -17,11 +17,10 @@ from __future__ import annotations
 import itertools
 import math
 import warnings
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import ops
@@ -41,7 +40,6 @@ __all__ = [
     "mlp",
     "parse",
     "phi",
-    "scaled_forward",
     "spec",
     "vgg",
 ]
@@ -92,6 +90,7 @@ class Net:
     layers: tuple[Dense, ...]
     flatten: bool = False  # a Flatten precedes the first Linear
     input_dropout: float = 0.0
+    view: ops.View | None = field(default=None, compare=False, repr=False)  # the op view
 
     @property
     def hidden(self) -> tuple[Dense, ...]:
@@ -170,13 +169,8 @@ class Net:
         Values only (no autograd graph). ``torch.cat(net.activations(x), 1)`` is ``[N, H]``
         with the nodes numbered as in a node mask.
         """
-        acts = []
         with torch.no_grad():
-            a = self.inputs(x)
-            for layer in self.hidden:
-                a = layer.phi(F.linear(a, layer.weight, layer.bias))
-                acts.append(a)
-        return acts
+            return ops.forward(self.view, x, taps=True, training=False)[1]
 
 
 def parse(
@@ -247,7 +241,7 @@ def parse(
             layers[-1]["activation"] = op.activation
             layers[-1]["slope"] = op.slope
             layers[-1]["end"] = op.position
-    return Net(tuple(Dense(**layer) for layer in layers), flatten, input_dropout)
+    return Net(tuple(Dense(**layer) for layer in layers), flatten, input_dropout, view)
 
 
 def _mlp_only(method: str, where: str) -> str:
@@ -255,20 +249,6 @@ def _mlp_only(method: str, where: str) -> str:
         f"{method}: {where}: this method takes MLPs so far (supported modules: "
         f"{', '.join(SUPPORTED_MODULES)}); convnets reach it in a later release"
     )
-
-
-def scaled_forward(model: nn.Sequential, x: Tensor, scales: Mapping[int, Tensor]) -> Tensor:
-    """``model(x)`` with ``scales[i]`` multiplied into the output of module ``i``.
-
-    Keyed by module position, e.g. a hidden layer's ``Dense.end`` (its last module): node
-    masks ``[H_l]`` there remove nodes, per-example gates ``[N, H_l]`` gate them. Autograd
-    flows through ``scales``.
-    """
-    for i, module in enumerate(model):
-        x = module(x)
-        if i in scales:
-            x = x * scales[i]
-    return x
 
 
 def hidden_sizes(model: nn.Module) -> list[int]:

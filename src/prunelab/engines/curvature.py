@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..base import models
+from ..base import models, ops
 
 # Largest factor tensor [V, N, H] built at once; larger batches are split over samples.
 _MAX_FACTOR_ELEMENTS = 2**25
@@ -472,19 +472,6 @@ def empirical_fisher_diag(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, T
     return _zero_like_params(model, out)
 
 
-def _loss_fn(layers: list[_Layer], x: Tensor, y: Tensor) -> Callable[[dict], Tensor]:
-    """Mean cross-entropy as a pure function of a parameter dict (dropout as identity)."""
-
-    def loss(params: dict[str, Tensor]) -> Tensor:
-        a = x
-        for layer in layers:
-            z = F.linear(a, params[f"{layer.name}.weight"], params.get(f"{layer.name}.bias"))
-            a = models.phi(layer.kind, z, layer.slope)
-        return F.cross_entropy(a, y)
-
-    return loss
-
-
 def rademacher(params: dict[str, Tensor], k: int, generator: torch.Generator) -> dict[str, Tensor]:
     """``k`` Rademacher probes per parameter, ``v: [k, *shape]`` with entries +-1 (each with
     probability 1/2), in the parameter's dtype and device: ``E[v v^T] = I``, so
@@ -548,11 +535,11 @@ def hutchinson_diag(
         raise ValueError(f"hutchinson_diag: return_std needs probes >= 2; got {probes}")
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"hutchinson_diag: chunk must be a positive integer; got {chunk!r}")
-    layers, x, y = _prepare(model, x, y, "hutchinson_diag")
+    _, x, y = _prepare(model, x, y, "hutchinson_diag")
     params = {n: p.detach() for n, p in model.named_parameters()}
     if generator is None:
         generator = torch.Generator(device=x.device).manual_seed(0)
-    grad_fn = torch.func.grad(_loss_fn(layers, x, y))
+    grad_fn = torch.func.grad(ops.param_loss(ops.parse(model, method="hutchinson_diag"), x, y))
 
     def v_hv(v: dict[str, Tensor]) -> dict[str, Tensor]:
         hv = torch.func.jvp(grad_fn, (params,), (v,))[1]

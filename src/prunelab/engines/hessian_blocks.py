@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..base import models
+from ..base import models, ops
 from . import curvature
 
 # Largest intermediate (elements) built at once; larger batches are split over samples.
@@ -310,13 +310,7 @@ def offdiagonal_ratio_estimate(
     if generator is None:
         generator = torch.Generator(device=x.device).manual_seed(0)
 
-    def loss(p: dict[str, Tensor]) -> Tensor:
-        a = x
-        for layer in net.layers:
-            a = layer.phi(F.linear(a, p[f"{layer.name}.weight"], p.get(f"{layer.name}.bias")))
-        return F.cross_entropy(a, y)
-
-    grad = torch.func.grad(loss)
+    grad = torch.func.grad(ops.param_loss(net.view, x, y))
 
     def norm_hv(v: dict[str, Tensor]) -> Tensor:
         hv = torch.func.jvp(grad, (params,), (v,))[1]

@@ -55,7 +55,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from ..base import models
+from ..base import models, ops
 
 _CHUNK_ELEMENTS = 2**24  # largest [2, n, H_out, H_in] block of relative importances at once
 _DIRECT_DRAWS = 2**22  # up to this many draws in all, sample indices; beyond, binomial counts
@@ -721,11 +721,11 @@ def layer_inputs(model: nn.Module, layer: int, x: Tensor) -> Tensor:
     """
     net = _parse(model, "coreset.layer_inputs")
     layer = _layer_index(net, layer, "coreset.layer_inputs", hidden=False)
+    x = net.inputs(x).to(net.layers[0].weight.dtype)
+    if layer == 0:
+        return x
     with torch.no_grad():
-        a = net.inputs(x).to(net.layers[0].weight.dtype)
-        for dense in net.layers[:layer]:
-            a = dense.phi(nn.functional.linear(a, dense.weight, dense.bias))
-    return a
+        return ops.forward(net.view, x, taps=True, training=False)[1][layer - 1]
 
 
 def _replace(model: nn.Sequential, new: Mapping[int, nn.Linear]) -> nn.Sequential:

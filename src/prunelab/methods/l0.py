@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..base import models
+from ..base import models, ops
 from ..base.data import Dataset
 from ..base.progress import track
 from ..base.train import FitConfig
@@ -163,14 +163,9 @@ def gated_logits(model: nn.Sequential, gates: Gates, x: Tensor) -> Tensor:
     """Logits ``[N, C]`` of the model with its test-time gates (eval mode, no gradients)."""
     net = models.parse(model, method="l0.gated_logits")
     _check_gates(net, gates, "l0.gated_logits")
-    by_position = {net.hidden[layer].end: z for layer, z in gates.test().items()}
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            return models.scaled_forward(model, x.to(net.layers[0].weight.dtype), by_position)
-    finally:
-        model.train(was_training)
+    with torch.no_grad():
+        x = x.to(net.layers[0].weight.dtype)
+        return ops.forward(net.view, x, scales=gates.test(), training=False)
 
 
 def fit_l0(
@@ -252,7 +247,6 @@ def fit_l0(
         for i in layers
     }
     gates = Gates(log_alpha)
-    positions = {net.hidden[i].end: i for i in layers}
     groups = [{"params": list(model.parameters())}]
     groups.append(
         {"params": list(log_alpha.values()), "weight_decay": 0.0, "lr": gate_lr or config.lr}
@@ -268,11 +262,8 @@ def fit_l0(
                 total_loss, total_correct = 0.0, 0
                 for idx in config.batches(len(y), g) or [None]:
                     xb, yb = (x, y) if idx is None else (x[idx], y[idx])
-                    z = {
-                        p: sample_gates(log_alpha[i], len(yb), generator=g)
-                        for p, i in positions.items()
-                    }
-                    logits = models.scaled_forward(model, xb, z)
+                    z = {i: sample_gates(log_alpha[i], len(yb), generator=g) for i in layers}
+                    logits = ops.forward(net.view, xb, scales=z)
                     ce = F.cross_entropy(logits, yb)
                     l0 = sum(prob_nonzero(la).sum() for la in log_alpha.values())
                     opt.zero_grad(set_to_none=True)

@@ -8,7 +8,7 @@
 from .activations import ACTIVATIONS, PIECEWISE_LINEAR, derivatives, phi
 from .kinds import Activation, Affine, Flatten, Op, Params, Pass, Pool
 from .spec import from_spec, spec
-from .view import SUPPORTED_MODULES, View, forward, parse
+from .view import SUPPORTED_MODULES, View, forward, param_loss, parse
 
 __all__ = [
     "ACTIVATIONS",
@@ -25,6 +25,7 @@ __all__ = [
     "derivatives",
     "forward",
     "from_spec",
+    "param_loss",
     "parse",
     "phi",
     "spec",

@@ -38,6 +38,9 @@ from torch import Tensor, nn
 from .activations import derivatives, phi
 
 Params = Mapping[str, Tensor] | None
+# ``training`` of apply: None follows each module's own mode (as ``model(x)``); False is
+# evaluation (Dropout the identity, BatchNorm with its running statistics), as methods read a
+# model.
 
 
 def _get(params: Params, name: str, default: Tensor | None) -> Tensor | None:
@@ -62,7 +65,7 @@ class Op:
 
     linear: ClassVar[bool] = True  # y = A x for a matrix A that does not depend on x
 
-    def apply(self, x: Tensor, params: Params = None) -> Tensor:
+    def apply(self, x: Tensor, params: Params = None, training: bool | None = None) -> Tensor:
         return self.module(x)
 
     def vjp(self, x: Tensor, g: Tensor, *, squared: bool = False) -> Tensor:
@@ -72,11 +75,14 @@ class Op:
 class Pass(Op):
     """Identity and Dropout: the identity at evaluation time."""
 
+    def apply(self, x: Tensor, params: Params = None, training: bool | None = None) -> Tensor:
+        return x if training is False else self.module(x)
+
 
 class Flatten(Op):
     """``nn.Flatten(1, -1)``: ``[N, *in] -> [N, prod(in)]``; a reshape, so ``J^T g`` reshapes."""
 
-    def apply(self, x: Tensor, params: Params = None) -> Tensor:
+    def apply(self, x: Tensor, params: Params = None, training: bool | None = None) -> Tensor:
         return x.flatten(1)
 
 
@@ -87,7 +93,7 @@ class Activation(Op):
     activation: str = "identity"
     slope: float = 0.0  # LeakyReLU's negative slope
 
-    def apply(self, x: Tensor, params: Params = None) -> Tensor:
+    def apply(self, x: Tensor, params: Params = None, training: bool | None = None) -> Tensor:
         return phi(self.activation, x, self.slope)
 
     def derivatives(self, z: Tensor) -> tuple[Tensor, Tensor | None]:
@@ -193,12 +199,12 @@ class Affine(Op):
         m = self.module
         return F.conv2d(x, W, b, m.stride, m.padding, m.dilation, m.groups)
 
-    def apply(self, x: Tensor, params: Params = None) -> Tensor:
+    def apply(self, x: Tensor, params: Params = None, training: bool | None = None) -> Tensor:
         z = self._z(x, *self.raw(params))
         if self.norm is None:
             return z
         bn = self.norm
-        if bn.training:  # batch statistics, running averages updated: exactly the module
+        if bn.training and training is not False:  # batch statistics, running averages updated
             return bn(z)
         gamma = _get(params, f"{self.norm_name}.weight", bn.weight)
         beta = _get(params, f"{self.norm_name}.bias", bn.bias)

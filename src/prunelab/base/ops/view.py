@@ -10,11 +10,12 @@ unit multipliers and taps of the unit activations; every method that needs more 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .kinds import Activation, Affine, Flatten, Op, Params, Pass, Pool
@@ -238,6 +239,7 @@ def forward(
     params: Params = None,
     scales: Mapping[int, Tensor] | None = None,
     taps: bool = False,
+    training: bool | None = None,
 ) -> Tensor | tuple[Tensor, list[Tensor]]:
     """The model's output on ``x``, with parameter overrides, unit multipliers and taps.
 
@@ -256,6 +258,10 @@ def forward(
     taps : bool
         Also return the unit activations of every hidden layer (after their multipliers):
         ``[N, H_l]`` or ``[N, H_l, *spatial]``.
+    training : bool, optional
+        None: each Dropout and BatchNorm in its module's own mode, as ``model(x)`` (training
+        uses this). False: evaluation, Dropout off and BatchNorm on its running statistics,
+        whatever the modules' modes (how methods read a model).
 
     Returns
     -------
@@ -265,7 +271,7 @@ def forward(
     layer_of = {k: layer for layer, k in enumerate(view.unit_ops)}
     acts: list[Tensor] = []
     for k, op in enumerate(view.ops):
-        a = op.apply(a, params)
+        a = op.apply(a, params, training)
         layer = layer_of.get(k)
         if layer is None:
             continue
@@ -275,3 +281,15 @@ def forward(
         if taps:
             acts.append(a)
     return (a, acts) if taps else a
+
+
+def param_loss(
+    view: View, x: Tensor, y: Tensor, *, temperature: float = 1.0
+) -> Callable[[Mapping[str, Tensor]], Tensor]:
+    """``p -> CE(f(x; p) / temperature, y)``: the mean cross-entropy as a pure function of a
+    parameter dict (``torch.func`` differentiates it); evaluation mode."""
+
+    def loss(params: Mapping[str, Tensor]) -> Tensor:
+        return F.cross_entropy(forward(view, x, params=params, training=False) / temperature, y)
+
+    return loss

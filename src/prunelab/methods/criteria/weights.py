@@ -13,10 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...base import models
+from ...base import models, ops
 from ...engines import curvature, hessian_blocks
 from .checks import check_inputs
 
@@ -414,11 +413,8 @@ def synflow(
     params = {n: p.detach().abs().double() for n, p in model.named_parameters()}
     ones = torch.ones(1, net.in_features, dtype=torch.float64, device=x.device)
 
-    def R(p: dict[str, Tensor]) -> Tensor:
-        a = ones
-        for layer in net.layers:
-            a = layer.phi(F.linear(a, p[f"{layer.name}.weight"], p.get(f"{layer.name}.bias")))
-        return a.sum()
+    def R(p: dict[str, Tensor]) -> Tensor:  # R = 1^T (prod_l |W^l|) 1: the flow through |theta|
+        return ops.forward(net.view, ones, params=p, training=False).sum()
 
     dR = torch.func.grad(R)(params)
     dtype = x.dtype
@@ -490,14 +486,7 @@ def _param_loss(
     net: models.Net, x: Tensor, y: Tensor, temperature: float = 1.0
 ) -> Callable[[dict[str, Tensor]], Tensor]:
     """Mean cross-entropy of logits / temperature as a pure function of a parameter dict."""
-
-    def loss(p: dict[str, Tensor]) -> Tensor:
-        a = x
-        for layer in net.layers:
-            a = layer.phi(F.linear(a, p[f"{layer.name}.weight"], p.get(f"{layer.name}.bias")))
-        return F.cross_entropy(a / temperature, y)
-
-    return loss
+    return ops.param_loss(net.view, x, y, temperature=temperature)
 
 
 def _normalised(net: models.Net, s: dict[str, Tensor]) -> dict[str, Tensor]:
