@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..base import models, stats
+from ..base import models, ops, stats
 from ..base.data import Dataset
 from . import masks as engine
 
@@ -250,27 +250,15 @@ def masked_equivalent(
     if compensate == "mean" and not isinstance(x, Tensor):
         raise ValueError("masked_equivalent: compensate='mean' needs data x=Tensor[N, D]")
     mask = plan_masks([remove], net.hidden_sizes)[0]
-    out = copy.deepcopy(model)
     if compensate == "none":
-        return out, mask.to(net.layers[0].weight.dtype)
-    copied = models.parse(out, method="masked_equivalent")
-    W0 = copied.layers[0].weight
-    mask = mask.to(device=W0.device, dtype=W0.dtype)
-    with torch.no_grad():
-        a = copied.inputs(x).to(W0)
-        for ell, (layer, m) in enumerate(
-            zip(copied.hidden, mask.split(copied.hidden_sizes), strict=True)
-        ):
-            a = layer.phi(F.linear(a, layer.weight, layer.bias))  # [N, H_l], pruned so far
-            removed = m == 0
-            if bool(removed.any()):
-                nxt = copied.layers[ell + 1].linear
-                shift = nxt.weight[:, removed] @ a[:, removed].mean(0)  # [H_{l+1}]
-                if nxt.bias is None:
-                    nxt.bias = nn.Parameter(shift, requires_grad=nxt.weight.requires_grad)
-                else:
-                    nxt.bias.add_(shift)
-            a = a * m
+        return copy.deepcopy(model), mask.to(net.layers[0].weight.dtype)
+    W0 = net.layers[0].weight
+    removed = {
+        ell: (m == 0).nonzero().squeeze(1)
+        for ell, m in enumerate(mask.to(W0.device).split(net.hidden_sizes))
+    }
+    x = net.inputs(x).to(W0)
+    out, mask = ops.remove_units(model, net.view, removed, x=x, keep_shape=True)
     return out, mask
 
 

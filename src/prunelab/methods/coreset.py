@@ -867,8 +867,7 @@ def prune_neurons(
     fn = "coreset.prune_neurons"
     net = _parse(model, fn)
     layer = _layer_index(net, layer, fn, hidden=True)
-    dense, nxt = net.layers[layer], net.layers[layer + 1]
-    H = dense.width
+    H = net.layers[layer].width
     if probs.shape != (H,) or not bool((probs >= 0).all()) or not bool(probs.sum() > 0):
         raise ValueError(f"{fn}: probs must be a distribution over the layer's {H} neurons")
     p = probs.detach().to(torch.float64) / probs.sum()
@@ -886,18 +885,11 @@ def prune_neurons(
             raise ValueError(f"{fn}: samples must be an int >= 1; got {samples!r}")
         counts, m = sample_counts(p, samples, generator=generator), samples
     kept = counts > 0
-    W, dtype = dense.weight.detach(), dense.weight.dtype
-    bias = torch.zeros_like(W[:, 0]) if dense.bias is None else dense.bias.detach()
-    points = torch.cat((W, bias.unsqueeze(1)), dim=1)[kept]  # p = [W_p, b_p]: (H_kept, H_in + 1)
-    new_bias = None if dense.bias is None else points[:, -1]
-    scale = counts[kept].to(torch.float64) / (m * p[kept])  # n_p / (m Pr(p))
-    W_next = (nxt.weight.detach()[:, kept].to(torch.float64) * scale).to(nxt.weight.dtype)
-    next_bias = None if nxt.bias is None else nxt.bias.detach()
-    new = {
-        dense.position: models.linear(points[:, :-1].to(dtype), new_bias),
-        nxt.position: models.linear(W_next, next_bias),
-    }
-    return Pruned(_replace(model, new), torch.tensor(m), kept)
+    scale = torch.zeros(H, dtype=torch.float64, device=p.device)
+    scale[kept] = counts[kept].to(torch.float64) / (m * p[kept])  # n_p / (m Pr(p))
+    removed = {layer: (~kept).nonzero().squeeze(1)}
+    new = ops.remove_units(model, net.view, removed, scale={layer: scale}, method=fn)[0]
+    return Pruned(new, torch.tensor(m), kept)
 
 
 def prune_neurons_mussay(

@@ -13,7 +13,6 @@ that is constant on the data is removed without changing any output.
 
 from __future__ import annotations
 
-import copy
 import math
 import operator
 import warnings
@@ -26,7 +25,7 @@ import torch.nn.functional as F
 import torch.nn.utils.prune
 from torch import Tensor, nn
 
-from ..base import models
+from ..base import models, ops
 from ..engines import stacked
 
 COMPENSATIONS = ("mean", "none")
@@ -110,46 +109,7 @@ def remove_nodes(
             "pass x=Tensor[N, D] or use compensate='none'"
         )
     a = net.check_x(x, "remove_nodes", convert=True) if compensate == "mean" else None
-    linears = _pruned_linears(net, removed, a)
-    position = {layer.position: i for i, layer in enumerate(net.layers)}
-    children = OrderedDict()
-    # not named_children(), which skips a module's second occurrence
-    for i, (name, module) in enumerate(model._modules.items()):
-        children[name] = linears[position[i]] if i in position else copy.deepcopy(module)
-    return nn.Sequential(children).train(model.training)
-
-
-def _pruned_linears(
-    net: models.Net, removed: dict[int, Tensor], a: Tensor | None
-) -> list[nn.Linear]:
-    """New Linear modules, layer by layer; with data ``a`` [N, D], compensate by the means."""
-    out: list[nn.Linear] = []
-    cols: Tensor | None = None  # kept inputs of the current layer (None: all)
-    shift: Tensor | None = None  # [H_l] bias shift from the previous layer's removed means
-    with torch.no_grad():
-        for ell, layer in enumerate(net.layers):
-            W = layer.weight.detach()  # [H_out, H_in]
-            b = None if layer.bias is None else layer.bias.detach()
-            if cols is not None:
-                W = W[:, cols]
-            if shift is not None:
-                b = shift if b is None else b + shift
-            R = removed.get(ell)  # removed rows of this layer (None for the output layer)
-            keep = None if R is None else _complement(R, W.shape[0])
-            if a is not None and R is not None:
-                a = layer.phi(F.linear(a, W, b))  # [N, H_l] in the network pruned so far
-                abar = a[:, R].mean(0)  # [|R|]
-                shift = net.layers[ell + 1].weight.detach()[:, R] @ abar  # [H_{l+1}]
-                a = a[:, keep]
-            else:
-                shift = None
-                if a is not None and ell < len(net.hidden):
-                    a = layer.phi(F.linear(a, W, b))
-            if keep is not None:
-                W, b = W[keep], None if b is None else b[keep]
-            out.append(models.linear(W, b, like=layer.linear))
-            cols = keep
-    return out
+    return ops.remove_units(model, net.view, removed, x=a, method="remove_nodes")[0]
 
 
 def _complement(R: Tensor, H: int) -> Tensor:

@@ -7,6 +7,7 @@
 
 from .activations import ACTIVATIONS, PIECEWISE_LINEAR, derivatives, phi
 from .kinds import Activation, Affine, Flatten, Op, Params, Pass, Pool
+from .rewire import remove_units
 from .spec import from_spec, spec
 from .view import SUPPORTED_MODULES, View, forward, param_loss, parse
 
@@ -28,5 +29,6 @@ __all__ = [
     "param_loss",
     "parse",
     "phi",
+    "remove_units",
     "spec",
 ]
