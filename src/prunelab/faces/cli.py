@@ -125,7 +125,10 @@ def _run_study(
         raise _fail(str(e.args[0]) if e.args else str(e)) from None
     run_dir = out / study.NAME
     typer.echo(f"running {study.NAME}{' (quick)' if quick else ''} -> {run_dir}")
-    results = study.run(config, run_dir, progress=progress)
+    try:
+        results = study.run(config, run_dir, progress=progress)
+    except (FileNotFoundError, ValueError) as e:  # a checkpoint or data set it cannot take
+        raise _fail(f"{study.NAME}: {e.args[0] if e.args else e}") from None
     path = report.write_run(study, config, results, run_dir)
     for key, value in study.headline(results).items():
         typer.echo(f"  {key}: {value:.4g}" if isinstance(value, float) else f"  {key}: {value}")

@@ -16,7 +16,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from ..base import checkpoint, data, models, stats, train
+from ..base import checkpoint, data, models, ops, stats, train
 from ..base.progress import track
 from ..engines import ensemble, masks
 from ..methods import ablation
@@ -330,6 +330,11 @@ def _subject(config: Config) -> tuple[nn.Sequential, data.Split, str, dict | Non
         description = "the toy-nets circle net (2-20-2 ReLU)"
         return model, toy_nets.circle_split(toy), description, recipe, config.seed
     model, meta = checkpoint.load(config.checkpoint)
+    if ops.parse(model, method="node-removal").conv:
+        raise ValueError(
+            f"{config.checkpoint} holds a convnet; this study takes MLPs so far "
+            "(channels as units come to it in a later release)"
+        )
     name = config.data or meta.get("data") or "circle"
     seed = meta.get("seed", config.seed)
     split = data.load(name, seed=seed)
