@@ -317,3 +317,39 @@ def test_conv_primitives_for_any_geometry(k, stride, padding, dilation, size):
     dW, db = op.per_sample_grads(x.detach(), g)
     torch.testing.assert_close(dW.sum(0), gW)
     torch.testing.assert_close(db.sum(0), gb)
+
+
+def test_unit_gradients_are_autograd_through_every_op_kind():
+    model = _lenet()
+    view = ops.parse(model)
+    x = torch.randn(5, 1, 8, 8, dtype=F64)
+    y = torch.tensor([0, 1, 2, 1, 0])
+    acts, grads = ops.unit_gradients(
+        view, x, lambda f: torch.softmax(f, 1) - torch.nn.functional.one_hot(y, 3).to(f)
+    )
+    scales = {ell: torch.ones(h, dtype=F64, requires_grad=True) for ell, h in enumerate([4, 5, 6])}
+    out, taps = ops.forward(view, x, scales=scales, taps=True)
+    for t in taps:
+        t.retain_grad()
+    torch.nn.functional.cross_entropy(out, y, reduction="sum").backward()
+    for a, g, t in zip(acts, grads, taps, strict=True):
+        torch.testing.assert_close(a, t.detach())
+        torch.testing.assert_close(g, t.grad, rtol=1e-12, atol=1e-12)
+
+
+def test_forward_edit_and_start():
+    model = _lenet()
+    view = ops.parse(model)
+    x = torch.randn(3, 1, 8, 8, dtype=F64)
+    _, taps = ops.forward(view, x, taps=True)
+
+    def hold(a):
+        a = a.clone()
+        a[:, 1] = 0.5
+        return a
+
+    held = ops.forward(view, x, edit={1: hold})
+    want = model[6:](hold(taps[1]))  # modules 6.. follow the second conv's ReLU (module 5)
+    torch.testing.assert_close(held, want, rtol=0, atol=1e-14)
+    k = view.unit_ops[1] + 1  # start after the second layer's units
+    torch.testing.assert_close(ops.forward(view, taps[1], start=k), model(x), rtol=0, atol=1e-14)

@@ -76,29 +76,25 @@ def _layer_index(net: models.Net, layer: int | str, method: str) -> int:
 
 def _inputs_and_pre(net: models.Net, x: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """Input ``a^{k-1}`` [N, D] and pre-activation ``z^k`` [N, H] of layer k (dropout off)."""
-    a = x
     with torch.no_grad():
-        for layer in net.layers[:k]:
-            a = layer.phi(F.linear(a, layer.weight, layer.bias))
+        a = x if k == 0 else ops.forward(net.view, x, taps=True, training=False)[1][k - 1]
         layer = net.layers[k]
         return a, F.linear(a, layer.weight, layer.bias)
 
 
 def _upper(net: models.Net, k: int) -> Callable[[Tensor, Tensor], Tensor]:
     """Per-sample loss ``l_n`` as a function of ``z^k_n`` [H] and the label (a scalar tensor)."""
-    layers = net.layers
+    view = net.view
+    start = view.ops.index(view.layers[k]) + 1  # the ops after layer k's pre-activation
+    params = {
+        f"{d.name}.{n}": t.detach() for d in net.layers for n, t in d.linear.named_parameters()
+    }
 
     def loss(z: Tensor, y: Tensor) -> Tensor:
-        a = layers[k].phi(z)
-        for layer in layers[k + 1 :]:
-            a = layer.phi(F.linear(a, layer.weight.detach(), _detach(layer.bias)))
-        return F.cross_entropy(a[None], y[None])
+        f = ops.forward(view, z[None], params=params, training=False, start=start)
+        return F.cross_entropy(f, y[None])
 
     return loss
-
-
-def _detach(t: Tensor | None) -> Tensor | None:
-    return None if t is None else t.detach()
 
 
 def pre_activation_hessians(model: nn.Module, x: Tensor, y: Tensor, layer: int | str) -> Tensor:

@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..base import models
+from ..base import models, ops
 
 REPLACEMENTS = ("mean", "zero")
 NORMS = ("l2", "range")
@@ -411,15 +411,16 @@ def loss_change(
 
 def _logits(net: models.Net, x: Tensor, replace: tuple | None = None) -> Tensor:
     """Logits [N, C]; ``replace = (l, S, c)`` sets ``a^l[:, S] = c`` on the way."""
-    a = x
-    for k, dense in enumerate(net.layers):
-        a = F.linear(a, dense.weight, dense.bias)
-        if k < len(net.hidden):
-            a = dense.phi(a)
-            if replace is not None and replace[0] == k:
-                a = a.clone()
-                a[:, replace[1]] = replace[2]
-    return a
+    if replace is None:
+        return ops.forward(net.view, x, training=False)
+    ell, S, c = replace
+
+    def hold(a: Tensor) -> Tensor:
+        a = a.clone()
+        a[:, S] = c
+        return a
+
+    return ops.forward(net.view, x, edit={ell: hold}, training=False)
 
 
 def _deviation(

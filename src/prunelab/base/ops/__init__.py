@@ -9,7 +9,7 @@ from .activations import ACTIVATIONS, PIECEWISE_LINEAR, derivatives, phi
 from .kinds import Activation, Affine, Flatten, Op, Params, Pass, Pool
 from .rewire import remove_units
 from .spec import from_spec, spec
-from .view import SUPPORTED_MODULES, View, forward, param_loss, parse
+from .view import SUPPORTED_MODULES, View, forward, param_loss, parse, unit_gradients
 
 __all__ = [
     "ACTIVATIONS",
@@ -31,4 +31,5 @@ __all__ = [
     "phi",
     "remove_units",
     "spec",
+    "unit_gradients",
 ]

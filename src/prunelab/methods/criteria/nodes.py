@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...base import models
+from ...base import models, ops
 from ...engines import curvature
 from .. import bounds
 from .checks import check_inputs
@@ -481,28 +481,14 @@ def _activations(model, x, y, method) -> tuple[models.Net, Tensor, list[Tensor]]
 def _forward_backward(net: models.Net, x: Tensor, y: Tensor) -> tuple[list[Tensor], list[Tensor]]:
     """Hidden activations a^l [N, H_l] and per-sample gradients g^l = dl_n/da^l_n [N, H_l].
 
-    One forward pass and one backward pass through the activations only (no weight gradients):
-    ``g^L = p - e_y`` at the logits, ``g^{l} = (g^{l+1} * phi'(z^{l+1})) W^{l+1}``.
+    One forward pass and one backward pass through the activations only (no weight gradients),
+    from ``dl_n/df = p - e_y`` at the logits (:func:`prunelab.ops.unit_gradients`).
     """
-    with torch.no_grad():
-        acts, slopes = [], []
-        a = x
-        for ell, dense in enumerate(net.hidden):
-            z = F.linear(a, dense.weight, dense.bias)  # [N, H_l]
-            a = dense.phi(z)
-            acts.append(a)  # phi'(z^0) is never needed: the backward stops at a^0
-            slopes.append(models.derivatives(dense.activation, z, dense.slope)[0] if ell else None)
-        out = net.layers[-1]
-        f = F.linear(a, out.weight, out.bias)  # [N, C]
-        g = torch.softmax(f, 1) - F.one_hot(y, f.shape[1]).to(f.dtype)  # [N, C] dl_n/df
-        grads = []
-        delta = g  # dl_n/dz^{l+1}
-        for ell in range(len(net.hidden) - 1, -1, -1):
-            g_a = delta @ net.layers[ell + 1].weight.detach()  # [N, H_l]
-            grads.append(g_a)
-            if ell > 0:
-                delta = g_a * slopes[ell]
-    return acts, grads[::-1]
+
+    def dl_df(f: Tensor) -> Tensor:
+        return torch.softmax(f, 1) - F.one_hot(y, f.shape[1]).to(f.dtype)
+
+    return ops.unit_gradients(net.view, x, dl_df)
 
 
 def _check_scores(scores: Sequence[Tensor]) -> list[Tensor]:
