@@ -31,7 +31,6 @@ ICLR 2018.
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -298,16 +297,6 @@ def prune(model: nn.Sequential, gates: Gates) -> nn.Sequential:
     if len({id(layer.linear) for layer in net.layers}) < len(net.layers):
         raise ValueError(f"{fn}: a Linear module appears twice in the model (shared weights)")
     _check_gates(net, gates, fn)
-    Ws = [layer.weight.detach().clone() for layer in net.layers]
-    bs = [None if layer.bias is None else layer.bias.detach().clone() for layer in net.layers]
-    rows = {i: torch.arange(layer.width) for i, layer in enumerate(net.layers)}
-    for layer, z in gates.test().items():
-        keep = z > 0
-        rows[layer] = rows[layer][keep]
-        Ws[layer + 1] = Ws[layer + 1][:, keep] * z[keep].to(Ws[layer + 1].dtype)  # fold z_hat
-    out = copy.deepcopy(model)
-    for i, dense in enumerate(net.layers):
-        out[dense.position] = models.linear(
-            Ws[i][rows[i]], None if bs[i] is None else bs[i][rows[i]]
-        )
-    return out
+    z_hat = gates.test()
+    remove = {layer: (z <= 0).nonzero().squeeze(1) for layer, z in z_hat.items()}
+    return ops.remove_units(model, net.view, remove, scale=z_hat, method=fn)[0]
