@@ -36,3 +36,7 @@ def test_readme_library_example_runs_as_written(tmp_path, monkeypatch):
     assert namespace["grad"].shape == (1000, 20) and len(namespace["certificate"]) == 20
     assert int(namespace["pruned"].kept.sum()) == 10
     torch.testing.assert_close(namespace["total"], namespace["r"].output, atol=1e-5, rtol=0)
+    # convnets: the LeNet-5 recipe, and channel removal keeps the model working
+    lenet, images = namespace["lenet"], namespace["images"]
+    assert namespace["train"].evaluate(lenet, images.test)["accuracy"] >= 0.95
+    assert namespace["ops"].parse(namespace["smaller"]).hidden_sizes == [6, 14, 120, 84]
