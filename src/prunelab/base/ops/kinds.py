@@ -26,7 +26,7 @@ is checked against autograd in float64 in ``tests/test_ops.py``.
 
 from __future__ import annotations
 
-import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
@@ -284,8 +284,6 @@ class Affine(Op):
 
 def _like(module: nn.Linear | nn.Conv2d, W: Tensor, b: Tensor | None) -> nn.Module:
     """A module of ``module``'s kind and settings holding copies of ``W`` and ``b``."""
-    import warnings
-
     with warnings.catch_warnings():  # a layer with no units left is legitimate
         warnings.filterwarnings("ignore", "Initializing zero-element tensors")
         kw = dict(bias=b is not None, device=W.device, dtype=W.dtype)
@@ -323,8 +321,3 @@ def _norm_like(bn: nn.BatchNorm1d | nn.BatchNorm2d, keep: Tensor) -> nn.Module:
             new.num_batches_tracked.copy_(bn.num_batches_tracked)
     new.train(bn.training)
     return new
-
-
-def conv_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
-    """Output length of a convolution along one axis (PyTorch's Conv2d formula)."""
-    return math.floor((size + 2 * padding - dilation * (kernel - 1) - 1) / stride + 1)
