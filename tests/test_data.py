@@ -243,7 +243,7 @@ def test_digits_match_sklearn():
 
     bunch = load_digits()
     d = data.load("digits", seed=0)
-    x = torch.cat([d.train.x, d.test.x]).double() * 16
+    x = torch.cat([d.train.x, d.test.x]).flatten(1).double() * 16
     y = torch.cat([d.train.y, d.test.y])
     order = np.lexsort(np.column_stack([x.numpy(), y.numpy()]).T)  # compare as sorted rows
     ref = np.column_stack([bunch.data, bunch.target])
