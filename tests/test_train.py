@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from prunelab import data, ensemble, models, train
+from prunelab import data, ensemble, models, ops, train
 
 
 def params(m):
@@ -180,3 +180,92 @@ def test_fit_many_errors(blobs):
         ensemble.fit_many(
             [models.mlp((2, 3, 3)), models.mlp((2, 4, 3))], blobs, seeds=[0, 1], progress=False
         )
+
+
+# --- convnets --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tiny_images():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(48, 1, 8, 8, generator=g)
+    y = (x[:, 0, :4].mean((1, 2)) > x[:, 0, 4:].mean((1, 2))).long()  # top half brighter
+    return data.Dataset(x, y, "halves", 2)
+
+
+def test_one_sgd_step_on_a_batchnorm_convnet_is_autograd(tiny_images):
+    model = models.lenet5(in_shape=(1, 8, 8), classes=2, batchnorm=True, seed=0)
+    ref = models.lenet5(in_shape=(1, 8, 8), classes=2, batchnorm=True, seed=0)
+    ref.train()
+    loss = F.cross_entropy(ref(tiny_images.x), tiny_images.y)
+    grads = torch.autograd.grad(loss, list(ref.parameters()))
+    train.fit(model, tiny_images, epochs=1, lr=0.1, batch_size=None, optimizer="sgd",
+              seed=0, progress=False)  # fmt: skip
+    for p, q, g in zip(model.parameters(), ref.parameters(), grads, strict=True):
+        torch.testing.assert_close(p, q - 0.1 * g)
+    # the BatchNorm's running statistics moved exactly as one training forward moves them
+    torch.testing.assert_close(model[1].running_mean, ref[1].running_mean)
+    assert model[1].num_batches_tracked.item() == 1
+
+
+def test_evaluate_and_predict_on_a_convnet(tiny_images):
+    model = models.lenet5(in_shape=(1, 8, 8), classes=2, batchnorm=True, dropout=0.5, seed=0)
+    model.train()  # evaluate and predict switch to eval mode and back
+    scores = train.evaluate(model, tiny_images)
+    assert model.training
+    with torch.no_grad():
+        logits = model.eval()(tiny_images.x)
+    model.train()
+    assert scores["loss"] == pytest.approx(F.cross_entropy(logits, tiny_images.y).item(), rel=1e-6)
+    assert scores["accuracy"] == (logits.argmax(1) == tiny_images.y).double().mean().item()
+    torch.testing.assert_close(train.predict(model, tiny_images.x), logits.softmax(1))
+
+
+def test_channel_masks_in_fit_and_evaluate(tiny_images):
+    model = models.lenet5(in_shape=(1, 8, 8), classes=2, seed=0)
+    H = sum(ops.parse(model).hidden_sizes)  # 6 + 16 + 120 + 84 units
+    mask = torch.ones(H)
+    mask[[1, 6 + 3]] = 0  # channel 1 of conv 1, channel 3 of conv 2
+    hooks = []
+    for k, ch in ((1, 1), (4, 3)):  # the ReLUs after the two convs
+
+        def zero(m, i, out, ch=ch):
+            out = out.clone()
+            out[:, ch] = 0
+            return out
+
+        hooks.append(model[k].register_forward_hook(zero))
+    with torch.no_grad():
+        logits = model(tiny_images.x)
+    for h in hooks:
+        h.remove()
+    got = train.evaluate(model, tiny_images, node_masks=mask)
+    assert got["loss"] == pytest.approx(F.cross_entropy(logits, tiny_images.y).item(), rel=1e-6)
+    assert got["loss"] != pytest.approx(train.evaluate(model, tiny_images)["loss"], rel=1e-6)
+    before = model[3].weight.detach().clone()
+    train.fit(model, tiny_images, epochs=2, node_masks=mask, seed=0, progress=False)
+    torch.testing.assert_close(model[3].weight[:, 1], before[:, 1])  # reads a removed channel
+    assert not torch.equal(model[3].weight[:, 0], before[:, 0])
+
+
+@pytest.mark.parametrize(
+    ("build", "match"),
+    [
+        (lambda: models.lenet5(in_shape=(3, 8, 8), classes=2), r"shape \[1, 8, 8\].*\[3, H, W\]"),
+        (lambda: models.lenet5(in_shape=(1, 28, 28), classes=2), "does not fit the model"),
+        (lambda: models.lenet5(in_shape=(1, 8, 8), classes=1 + 1), None),
+    ],
+)
+def test_fit_checks_images_against_the_convnet(tiny_images, build, match):
+    model = build()
+    if match is None:
+        train.fit(model, tiny_images, epochs=1, progress=False)
+        return
+    with pytest.raises(ValueError, match=match):
+        train.fit(model, tiny_images, epochs=1, progress=False)
+
+
+def test_fit_many_says_it_takes_mlps(tiny_images):
+    nets = [models.lenet5(in_shape=(1, 8, 8), classes=2, seed=s) for s in range(2)]
+    with pytest.raises(ValueError, match="MLPs .* train.fit"):
+        ensemble.fit_many(nets, tiny_images, seeds=[0, 1], progress=False)
