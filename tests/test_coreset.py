@@ -72,7 +72,7 @@ def test_relative_importance_matches_loop_and_sums_to_one():
 def test_sensitivities_are_the_chunked_max_over_the_batch(monkeypatch):
     W, a = _layer(4, 6, 50, 1)
     expected = relative_importance(W, a).amax(1)
-    monkeypatch.setattr(coreset, "_CHUNK_ELEMENTS", 100)  # forces many chunks
+    monkeypatch.setattr(coreset.sensitivity, "_CHUNK_ELEMENTS", 100)  # forces many chunks
     s = sensitivities(W, a)
     torch.testing.assert_close(s, expected, rtol=0, atol=0)
     S, size = s.sum(-1), (coreset.split_signs(W) > 0).sum(-1)  # (2, H_out): per part
@@ -103,7 +103,7 @@ def test_pfp_neuron_sensitivity_is_the_max_over_parts_and_next_neurons():
 @pytest.mark.parametrize("direct", [True, False], ids=["indices", "binomial_chain"])
 def test_sample_counts_sum_to_m_and_have_mean_mq(direct, monkeypatch):
     if not direct:
-        monkeypatch.setattr(coreset, "_DIRECT_DRAWS", 0)
+        monkeypatch.setattr(coreset.sampling, "_DIRECT_DRAWS", 0)
     g = _gen(4)
     q = torch.softmax(torch.randn(7, generator=g, dtype=DTYPE), 0)
     R, m = 20_000, 13
