@@ -74,7 +74,7 @@ def test_run_writes_results_report_and_checkpoints_then_rerenders(tmp_path):
     raw = json.loads((run / "results.json").read_text())
     assert raw["config"]["seed"] == 4 and raw["config"]["circle_width"] == 6
     assert raw["config"]["spirals_widths"] == [2, 8, 8, 2]
-    assert raw["versions"]["torch"] == torch.__version__
+    assert raw["versions"]["torch"] == torch.__version__ and raw["device"] == "cpu"
     assert set(raw["headline"]) >= {"circle test accuracy", "spirals test accuracy"}
     html = (run / "report.html").read_text()
     assert "data:image/png;base64," in html and "What was done" in html
@@ -165,3 +165,37 @@ def test_train_writes_a_checkpoint_later_studies_can_load(tmp_path):
 def test_train_errors(tmp_path, args, match):
     result = runner.invoke(app, ["train", *args, "--out", str(tmp_path / "x.safetensors")])
     assert result.exit_code == 2 and match in result.output
+
+
+def test_train_a_convnet_checkpoint_that_loads_back(tmp_path):
+    out = tmp_path / "lenet.safetensors"
+    args = ["train", "--arch", "lenet5", "--data", "digits", "--epochs", "1", "--out", str(out)]
+    result = runner.invoke(app, [*args, "--batchnorm", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    model, meta = checkpoint.load(out)
+    assert meta["arch"] == "lenet5" and meta["train"]["batchnorm"] is True
+    x = data.load("digits", seed=0).test.x[:3]
+    assert model(x).shape == (3, 10) and isinstance(model[1], torch.nn.BatchNorm2d)
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["--arch", "resnet", "--data", "digits"], "choose from mlp, lenet5, vgg11"),
+        (["--arch", "lenet5", "--data", "circle"], "takes images [C, H, W]"),
+        (["--arch", "mlp", "--data", "digits"], "needs --widths"),
+        (["--data", "digits", "--widths", "64,8,10", "--device", "tpu"], "cpu, cuda, auto"),
+        (["--data", "mnist", "--widths", "784,8,10", "--data-root", "/nonexistent"], "MNIST"),
+        (["--data", "cifar10", "--arch", "vgg11"], "pass --data-root DIR"),
+    ],
+)
+def test_train_convnet_and_device_errors(tmp_path, args, match):
+    result = runner.invoke(app, ["train", *args, "--out", str(tmp_path / "x.safetensors")])
+    assert result.exit_code == 2 and match in result.output, result.output
+
+
+def test_cuda_without_a_gpu_is_one_clear_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    result = runner.invoke(app, ["run", "toy-nets", "--device", "cuda", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "no CUDA device" in result.output
+    assert not (tmp_path / "toy-nets").exists()

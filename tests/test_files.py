@@ -65,3 +65,16 @@ def test_json_round_trip_of_nested_dataclasses_with_tensors_and_nan():
 def test_write_json_never_emits_bare_nan(tmp_path):
     path = files.write_json(tmp_path / "r.json", {"x": float("nan"), "t": torch.tensor([1.5])})
     assert path.read_text().replace(" ", "").replace("\n", "") == '{"x":"nan","t":[1.5]}'
+
+
+def test_to_cpu_reaches_every_tensor_and_keeps_the_containers():
+    @dataclass(frozen=True)
+    class Inner:
+        t: Tensor
+        n: int
+
+    value = {"a": [Inner(torch.ones(2), 3), (torch.zeros(1), "x")], "b": torch.arange(3)}
+    out = files.to_cpu(value)
+    assert isinstance(out["a"][0], Inner) and out["a"][0].n == 3
+    assert torch.equal(out["a"][0].t, torch.ones(2)) and out["a"][1][1] == "x"
+    assert all(t.device.type == "cpu" for t in (out["a"][0].t, out["a"][1][0], out["b"]))

@@ -41,6 +41,29 @@ def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
     return path
 
 
+def to_cpu(value: Any) -> Any:
+    """``value`` with every tensor inside (dataclass fields, dicts, lists, tuples) on the CPU.
+
+    What a study returns goes through this, so results computed on a GPU format and save like
+    any others.
+    """
+    if isinstance(value, Tensor):
+        return value.cpu()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        changes = {
+            f.name: to_cpu(getattr(value, f.name)) for f in dataclasses.fields(value) if f.init
+        }
+        return dataclasses.replace(value, **changes)
+    if isinstance(value, dict):
+        return {k: to_cpu(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [to_cpu(v) for v in value]
+    if isinstance(value, tuple):
+        items = [to_cpu(v) for v in value]
+        return type(value)(*items) if hasattr(value, "_fields") else tuple(items)
+    return value
+
+
 def to_jsonable(value: Any) -> Any:
     """Convert tensors, arrays, dataclasses, tuples and non-finite floats to plain JSON values.
 

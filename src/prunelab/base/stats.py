@@ -50,7 +50,7 @@ def normal_fit(values: Tensor) -> NormalFit:
     if len(v) < 3:
         raise ValueError(f"normal_fit needs at least 3 values; got {len(v)}")
     mean, std = v.mean().item(), v.std(correction=0).item()
-    arr = v.numpy()
+    arr = v.cpu().numpy()
     ks = scipy.stats.kstest(arr, "norm", args=(mean, std if std > 0 else 1.0))
     sw = scipy.stats.shapiro(arr) if std > 0 else (1.0, 1.0)
     return NormalFit(mean, std, float(ks.statistic), float(ks.pvalue), float(sw[0]), float(sw[1]))
@@ -80,7 +80,7 @@ def correlation_p_value(r: Tensor | float, n: int) -> Tensor:
     """Two-sided p-value of Pearson's r under H0: rho = 0, from t = r sqrt((n-2)/(1-r^2))."""
     r = torch.as_tensor(r, dtype=torch.float64).clamp(-1 + 1e-15, 1 - 1e-15)
     t = r * math.sqrt(n - 2) / torch.sqrt(1 - r**2)
-    return torch.as_tensor(2 * scipy.stats.t.sf(t.abs().numpy(), n - 2))
+    return torch.as_tensor(2 * scipy.stats.t.sf(t.abs().cpu().numpy(), n - 2))
 
 
 @dataclass(frozen=True)

@@ -477,8 +477,8 @@ def rademacher(params: dict[str, Tensor], k: int, generator: torch.Generator) ->
     probability 1/2), in the parameter's dtype and device: ``E[v v^T] = I``, so
     ``E[v * (H v)] = diag(H)`` and ``E ||H v||^2 = ||H||_F^2``."""
     return {
-        n: torch.randint(0, 2, (k, *p.shape), generator=generator, device=p.device)
-        .to(p.dtype)
+        n: torch.randint(0, 2, (k, *p.shape), generator=generator, device=generator.device)
+        .to(device=p.device, dtype=p.dtype)
         .mul_(2)
         .sub_(1)
         for n, p in params.items()

@@ -69,7 +69,8 @@ def _drop(
 ) -> Tensor | None:
     if g is None or p == 0:
         return None
-    return (torch.rand(shape, generator=g, dtype=like.dtype) >= p).to(like.dtype) / (1 - p)
+    u = torch.rand(shape, generator=g, dtype=like.dtype, device=g.device).to(like.device)
+    return (u >= p).to(like.dtype) / (1 - p)
 
 
 def _mul(x: Tensor, r: Tensor | None) -> Tensor:

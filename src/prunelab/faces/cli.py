@@ -96,6 +96,21 @@ run_app = typer.Typer(
 app.add_typer(run_app, name="run")
 
 
+ARCHITECTURES = ("mlp", "lenet5", *models.VGG_CONFIGS)
+DEVICE_HELP = "cpu, cuda, or auto (cuda when available)"
+
+
+def _device(name: str) -> torch.device:
+    """The torch device for ``--device``: cpu, cuda (an error without one) or auto."""
+    if name not in ("cpu", "cuda", "auto"):
+        raise _fail(f"--device {name!r}: choose from cpu, cuda, auto")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise _fail("--device cuda: this machine has no CUDA device (torch sees none)")
+    return torch.device(name)
+
+
 def _read_toml(path: Path | None) -> dict[str, Any]:
     if path is None:
         return {}
@@ -117,19 +132,26 @@ def _study_overrides(study: ModuleType, toml: dict[str, Any]) -> dict[str, Any]:
 
 
 def _run_study(
-    study: ModuleType, *, quick: bool, out: Path, overrides: dict[str, Any], progress: bool
+    study: ModuleType,
+    *,
+    quick: bool,
+    out: Path,
+    overrides: dict[str, Any],
+    progress: bool,
+    device: torch.device,
 ) -> Path:
     try:
         config = make_config(study.Config, quick=quick, overrides=overrides)
     except (KeyError, ValueError) as e:
         raise _fail(str(e.args[0]) if e.args else str(e)) from None
     run_dir = out / study.NAME
-    typer.echo(f"running {study.NAME}{' (quick)' if quick else ''} -> {run_dir}")
+    where = "" if device.type == "cpu" else f" on {device}"
+    typer.echo(f"running {study.NAME}{' (quick)' if quick else ''}{where} -> {run_dir}")
     try:
-        results = study.run(config, run_dir, progress=progress)
+        results = study.run(config, run_dir, progress=progress, device=device)
     except (FileNotFoundError, ValueError) as e:  # a checkpoint or data set it cannot take
         raise _fail(f"{study.NAME}: {e.args[0] if e.args else e}") from None
-    path = report.write_run(study, config, results, run_dir)
+    path = report.write_run(study, config, results, run_dir, device=str(device))
     for key, value in study.headline(results).items():
         typer.echo(f"  {key}: {value:.4g}" if isinstance(value, float) else f"  {key}: {value}")
     typer.echo(f"  report: {path}")
@@ -184,6 +206,12 @@ def _make_study_command(study: ModuleType):
             default=0,
             annotation=Annotated[int, typer.Option("--threads", help=THREADS_HELP)],
         ),
+        inspect.Parameter(
+            "device",
+            inspect.Parameter.KEYWORD_ONLY,
+            default="cpu",
+            annotation=Annotated[str, typer.Option("--device", help=DEVICE_HELP)],
+        ),
     ]
     for name, (kind, f) in config_fields(study.Config).items():
         flag = "--" + name.replace("_", "-")
@@ -207,9 +235,12 @@ def _make_study_command(study: ModuleType):
             kwargs.pop(k) for k in ("quick", "out", "config", "progress")
         )
         _set_threads(kwargs.pop("threads"))
+        device = _device(kwargs.pop("device"))
         overrides = _study_overrides(study, _read_toml(config))
         overrides |= {k: v for k, v in kwargs.items() if v is not None}
-        _run_study(study, quick=quick, out=out, overrides=overrides, progress=progress)
+        _run_study(
+            study, quick=quick, out=out, overrides=overrides, progress=progress, device=device
+        )
 
     command.__signature__ = inspect.Signature(params)  # typer reads options from here
     command.__doc__ = f"{study.SUMMARY}"
@@ -241,9 +272,11 @@ def run_all(
     threads: Annotated[
         int, typer.Option("--threads", help="torch CPU threads (0: torch's default)")
     ] = 0,
+    device: Annotated[str, typer.Option("--device", help=DEVICE_HELP)] = "cpu",
 ) -> None:
     """Run every study in order and write index.html linking the reports."""
     _set_threads(threads)
+    where = _device(device)
     toml = _read_toml(config)
     unknown = [k for k, v in toml.items() if isinstance(v, dict) and k not in STUDIES]
     if unknown:
@@ -256,7 +289,9 @@ def run_all(
         if seed is not None:
             overrides["seed"] = seed
         run_dirs.append(
-            _run_study(study, quick=quick, out=out, overrides=overrides, progress=progress)
+            _run_study(
+                study, quick=quick, out=out, overrides=overrides, progress=progress, device=where
+            )
         )
     index = report.write_index(out, run_dirs)
     typer.echo(f"index: {index}")
@@ -268,21 +303,6 @@ def list_studies() -> None:
     width = max(map(len, STUDIES))
     for name, study in STUDIES.items():
         typer.echo(f"{name:<{width}}  {study.SUMMARY}")
-
-
-ARCHITECTURES = ("mlp", "lenet5", *models.VGG_CONFIGS)
-DEVICE_HELP = "cpu, cuda, or auto (cuda when available)"
-
-
-def _device(name: str) -> torch.device:
-    """The torch device for ``--device``: cpu, cuda (an error without one) or auto."""
-    if name not in ("cpu", "cuda", "auto"):
-        raise _fail(f"--device {name!r}: choose from cpu, cuda, auto")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise _fail("--device cuda: this machine has no CUDA device (torch sees none)")
-    return torch.device(name)
 
 
 def _build(arch: str, widths: str | None, shape: tuple[int, ...], classes: int, opts: dict):
@@ -320,7 +340,14 @@ def _build(arch: str, widths: str | None, shape: tuple[int, ...], classes: int, 
 
 @app.command("train")
 def train_command(
-    data_name: Annotated[str, typer.Option("--data", help=f"one of {', '.join(data.LOADERS)}")],
+    data_name: Annotated[
+        str,
+        typer.Option(
+            "--data",
+            help=f"one of {', '.join(data.LOADERS)}, or with --data-root one of "
+            f"{', '.join(data.FOLDER_SETS)}",
+        ),
+    ],
     out: Annotated[Path, typer.Option(help="checkpoint file to write (.safetensors)")],
     arch: Annotated[str, typer.Option(help=f"one of {', '.join(ARCHITECTURES)}")] = "mlp",
     widths: Annotated[
@@ -374,6 +401,11 @@ def train_command(
         pool=pool,
         width=width,
     )
+    if data_name in data.FOLDER_SETS and data_root is None:
+        raise _fail(
+            f"--data {data_name} is read from a folder you have (prunelab never downloads): "
+            "pass --data-root DIR"
+        )
     try:
         split = data.load(data_name, seed=seed, root=data_root)
         shape = tuple(split.train.x.shape[1:])

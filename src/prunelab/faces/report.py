@@ -153,12 +153,20 @@ def render(
     return atomic_write(run_dir / "report.html", page)
 
 
-def write_run(study: ModuleType, config: Any, results: Any, run_dir: str | os.PathLike) -> Path:
+def write_run(
+    study: ModuleType,
+    config: Any,
+    results: Any,
+    run_dir: str | os.PathLike,
+    *,
+    device: str = "cpu",
+) -> Path:
     """Write ``results.json`` and the report for one finished study into ``run_dir``."""
     run_dir = Path(run_dir)
     meta = {
         "created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "versions": versions(),
+        "device": device,
     }
     write_json(
         run_dir / "results.json",

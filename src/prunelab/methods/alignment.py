@@ -199,7 +199,8 @@ def bias_fraction(r: relevance.Relevance) -> Tensor:
 
 def _rank_rows(v: Tensor) -> Tensor:
     """Average ranks along each row (ties share their mean rank), [N, D] float64."""
-    return torch.from_numpy(scipy.stats.rankdata(v.detach().double().cpu().numpy(), axis=1))
+    ranks = scipy.stats.rankdata(v.detach().double().cpu().numpy(), axis=1)
+    return torch.from_numpy(ranks).to(v.device)
 
 
 def row_correlation(a: Tensor, b: Tensor, *, kind: str = "spearman") -> Tensor:

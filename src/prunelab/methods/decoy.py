@@ -66,8 +66,8 @@ def level_class(v: Tensor, classes: int) -> Tensor:
 
 def with_patch(x: Tensor, region: Tensor, value: Tensor | float) -> Tensor:
     """A copy of ``x`` [N, D] with the ``region`` pixels of sample n set to ``value[n]``."""
-    value = torch.as_tensor(value, dtype=x.dtype).expand(len(x))  # [N]
-    return torch.where(region, value[:, None], x)
+    value = torch.as_tensor(value, dtype=x.dtype, device=x.device).expand(len(x))  # [N]
+    return torch.where(region.to(x.device), value[:, None], x)
 
 
 @dataclass(frozen=True, eq=False)
@@ -113,7 +113,7 @@ def decoy_task(split: Split, region: Tensor, *, seed: int) -> DecoyTask:
     C, g = split.classes, torch.Generator().manual_seed(seed)
     y, yt = split.train.y, split.test.y
     shift = torch.randint(1, C, yt.shape, generator=g)  # [N_test] in 1..C-1
-    swapped_to = (yt + shift) % C
+    swapped_to = (yt + shift.to(yt.device)) % C
     name = split.train.name
 
     def data(images: Tensor, labels: Tensor, value: Tensor, what: str) -> Dataset:
@@ -201,7 +201,8 @@ def sweep(
         xv = with_patch(x, region, v)
         prediction = train.predict(model, xv).argmax(1)
         accuracy.append((prediction == y).double().mean().item())
-        follow.append(follow_rate(model, xv, level_class(torch.full((len(x),), v), classes)))
+        patch_labels = level_class(torch.full((len(x),), v, device=x.device), classes)
+        follow.append(follow_rate(model, xv, patch_labels))
         with torch.no_grad():
             share.append(alignment.relevance_share(model, xv, region, method=method).mean().item())
     return Sweep(values, torch.tensor(accuracy), torch.tensor(follow), torch.tensor(share))

@@ -77,7 +77,10 @@ def sample_gates(
 
     Reparametrised (differentiable in ``log_alpha``); ``u`` comes from ``generator``.
     """
-    u = torch.rand((n, *log_alpha.shape), generator=generator, dtype=torch.float64)
+    u = torch.rand(
+        (n, *log_alpha.shape), generator=generator, dtype=torch.float64, device=generator.device
+    )
+    u = u.to(log_alpha.device)
     u = (_U_EPS + (1 - 2 * _U_EPS) * u).to(log_alpha.dtype)
     s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + log_alpha) / beta)
     return (s * (zeta - gamma) + gamma).clamp(0, 1)
@@ -233,8 +236,9 @@ def fit_l0(
             f"{fn}: layers must be distinct hidden-layer indices in [0, {len(net.hidden)}); "
             f"got {layers}"
         )
-    dtype = net.layers[0].weight.dtype
-    x, y = net.inputs(train.x).to(dtype), train.y
+    W0 = net.layers[0].weight
+    dtype = W0.dtype
+    x, y = net.inputs(train.x).to(device=W0.device, dtype=dtype), train.y.to(W0.device)
     if x.shape[1] != net.in_features or train.classes > net.out_features:
         raise ValueError(
             f"{fn}: train {train.name!r} ({x.shape[1]} features, {train.classes} classes) does "
@@ -242,7 +246,9 @@ def fit_l0(
         )
     g = torch.Generator().manual_seed(seed)
     log_alpha = {
-        i: init_log_alpha(net.hidden[i].width, generator=g, r=r, dtype=dtype).requires_grad_()
+        i: init_log_alpha(net.hidden[i].width, generator=g, r=r, dtype=dtype)
+        .to(x.device)
+        .requires_grad_()
         for i in layers
     }
     gates = Gates(log_alpha)

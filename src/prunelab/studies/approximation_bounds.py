@@ -26,7 +26,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from ..base import data, models, train
+from ..base import data, files, models, train
 from ..base.progress import track
 from ..engines import ensemble
 from ..methods import coreset, coreset_eval, guarantees, l0
@@ -326,11 +326,12 @@ def _subject(net: nn.Sequential, regime: str, seed: int, wd: float, split, confi
 
 
 def _regime_nets(config: Config, regime: str, split) -> tuple[list[nn.Sequential], float]:
-    """Train ``config.seeds`` LeNet-300-100s of one regime together."""
+    """Train ``config.seeds`` LeNet-300-100s of one regime together, on the device of ``split``."""
     dropout = config.dropout if regime == "dropout" else 0.0
     wd = config.weight_decay if regime == "weight_decay" else 0.0
     seeds = [config.seed + k for k in range(config.seeds)]
-    nets = [models.mlp(WIDTHS, dropout=dropout, seed=s) for s in seeds]
+    device = split.train.x.device
+    nets = [models.mlp(WIDTHS, dropout=dropout, seed=s).to(device) for s in seeds]
     ensemble.fit_many(
         nets,
         split.train,
@@ -657,12 +658,20 @@ def _alpha_trial(sub: _Subject, alpha: float, config, g) -> dict:
 # --- the study ---------------------------------------------------------------------------------
 
 
-def run(config: Config, out: str | Path, *, progress: bool = True) -> Results:
-    """Train, prune, measure; every number of the report."""
+def run(
+    config: Config, out: str | Path, *, progress: bool = True, device: str | torch.device = "cpu"
+) -> Results:
+    """Train, prune, measure; every number of the report.
+
+    Everything is computed on ``device`` (initialisations and data are drawn on the CPU and
+    moved there; the sampling generator stays on the CPU); the results come back on the CPU.
+    """
+    device = torch.device(device)
     split = data.load(
         "mnist5k", seed=config.seed, n_train=config.n_train, n_test=config.n_dev
     )  # dev: held-out images
-    g = torch.Generator().manual_seed(config.seed)
+    split = split.to(device=device)
+    g = torch.Generator().manual_seed(config.seed)  # on the CPU: the same draws on every device
     H = WIDTHS[2]
     n_weights = WIDTHS[2] * WIDTHS[3]
     regimes, eps_rows, sparse_rows, tune_rows, alpha_rows = [], [], [], [], []
@@ -679,7 +688,7 @@ def run(config: Config, out: str | Path, *, progress: bool = True) -> Results:
             balls = [
                 coreset_eval.ball_inputs(
                     config.ball_points, WIDTHS[1], sub.beta, generator=g, dtype=torch.float64
-                )
+                ).to(device)  # drawn on the CPU generator, then moved
                 for sub in subs
             ]
             for share in config.shares:
@@ -733,7 +742,7 @@ def run(config: Config, out: str | Path, *, progress: bool = True) -> Results:
                         )
                     )
         advance(status="scaling")
-    return Results(
+    results = Results(
         data="mnist5k",
         n_train=len(split.train),
         n_dev=len(split.test),
@@ -748,6 +757,7 @@ def run(config: Config, out: str | Path, *, progress: bool = True) -> Results:
         alpha_regime=config.regimes[0],
         alpha_share=config.alpha_share,
     )
+    return files.to_cpu(results)
 
 
 def _mean(values: list[float]) -> float:

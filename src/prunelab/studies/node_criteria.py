@@ -21,7 +21,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from ..base import checkpoint, data, models, stats, train
+from ..base import checkpoint, data, files, models, stats, train
 from ..base.progress import track
 from ..engines import ensemble, sweep
 from ..methods import costs, criteria, surgery
@@ -251,25 +251,27 @@ def _recipe(name: str, config: Config) -> dict:
     )
 
 
-def _train(name: str, recipe: dict, config: Config, out: Path, progress: bool):
-    """The split and ``config.seeds`` nets trained together on it, saved as checkpoints."""
+def _train(name: str, recipe: dict, config: Config, out: Path, progress: bool, device):
+    """The split and ``config.seeds`` nets trained together on it (all on ``device``), saved as
+    checkpoints."""
     split = data.load(name, seed=config.seed, n_train=recipe["n_train"], n_test=config.n_test)
+    split = split.to(device=device)
     seeds = [config.seed + k for k in range(config.seeds)]
-    nets = [models.mlp(recipe["widths"], seed=s) for s in seeds]
+    nets = [models.mlp(recipe["widths"], seed=s).to(device) for s in seeds]
     fit = {k: recipe[k] for k in ("epochs", "lr", "batch_size")}
     ensemble.fit_many(nets, split.train, seeds=seeds, progress=progress, **fit)
-    files = []
+    saved = []
     for s, net in zip(seeds, nets, strict=True):
-        files.append(f"{name}_seed{s}.safetensors")
+        saved.append(f"{name}_seed{s}.safetensors")
         checkpoint.save(
-            out / files[-1],
+            out / saved[-1],
             net,
             data=name,
             seed=s,
             widths=list(recipe["widths"]),
             train=dict(fit, optimizer="adam", n_train=len(split.train), split_seed=config.seed),
         )
-    return split, seeds, nets, files
+    return split, seeds, nets, saved
 
 
 def _panel(scope, compensate, accuracy, loss, majority, fractions, baseline) -> Panel:
@@ -315,8 +317,10 @@ def _finetune(split, ref, seeds, nets, scores, recipe, config: Config) -> FineTu
         }
         for s, net in enumerate(nets):
             masks = sweep.plan_masks([plans[k, s] for k in range(K)], models.hidden_sizes(net))
-            m = sweep.removal_metrics(net, split.test, masks, compensate=comp, x_ref=ref.x)
-            before_loss[:, s, f], before_acc[:, s, f] = m.loss, m.accuracy
+            m = sweep.removal_metrics(
+                net, split.test, masks.to(ref.x.device), compensate=comp, x_ref=ref.x
+            )
+            before_loss[:, s, f], before_acc[:, s, f] = m.loss.cpu(), m.accuracy.cpu()
         # every pruned model as a full-size copy under a node mask: one stacked fit_many
         pairs = {
             key: sweep.masked_equivalent(nets[key[1]], plan, compensate=comp, x=ref.x)
@@ -331,7 +335,7 @@ def _finetune(split, ref, seeds, nets, scores, recipe, config: Config) -> FineTu
             epochs=config.finetune_epochs,
             lr=recipe["lr"],
             batch_size=recipe["batch_size"],
-            node_masks=torch.stack([pairs[key][1] for key in keys]),
+            node_masks=torch.stack([pairs[key][1].to(ref.x.device) for key in keys]),
             progress=False,
         )
         for (k, s), model in zip(keys, copies, strict=True):
@@ -361,17 +365,20 @@ def _finetune(split, ref, seeds, nets, scores, recipe, config: Config) -> FineTu
     )
 
 
-def _study_net(name: str, config: Config, out: Path, progress: bool) -> NetStudy:
+def _study_net(name: str, config: Config, out: Path, progress: bool, device) -> NetStudy:
     recipe = _recipe(name, config)
-    split, seeds, nets, files = _train(name, recipe, config, out, progress)
+    split, seeds, nets, saved = _train(name, recipe, config, out, progress, device)
     ref = split.train[: config.score_points]  # scores and compensation means come from here
     # the full nets (an all-ones mask): loss, accuracy and prediction collapse in one pass
     full = [
-        sweep.removal_metrics(net, split.test, torch.ones(1, sum(models.hidden_sizes(net))))
+        sweep.removal_metrics(
+            net, split.test, torch.ones(1, sum(models.hidden_sizes(net)), device=device)
+        )
         for net in nets
     ]
     names, fracs = config.criteria, list(config.fractions)
     K, S, F = len(names), len(seeds), len(fracs)
+    # the [scope, compensation, K, S, F] tables live on the CPU: small, filled piece by piece
     accuracy = torch.empty(len(SCOPES), len(COMPENSATIONS), K, S, F)
     loss, majority = torch.empty_like(accuracy), torch.empty_like(accuracy)
     params = torch.empty(len(SCOPES), K, S, F)
@@ -383,7 +390,8 @@ def _study_net(name: str, config: Config, out: Path, progress: bool) -> NetStudy
             plans = {}
             for k, criterion in enumerate(names):
                 start = time.perf_counter()
-                g = torch.Generator().manual_seed(seed)  # only "random" draws from it
+                # only "random" draws from it, on the CPU (then moved): the same on every device
+                g = torch.Generator().manual_seed(seed)
                 scores[k].append(criteria.node_scores(criterion, net, ref.x, ref.y, generator=g))
                 seconds[k] += (time.perf_counter() - start) / S
                 for i, scope in enumerate(SCOPES):
@@ -395,12 +403,13 @@ def _study_net(name: str, config: Config, out: Path, progress: bool) -> NetStudy
                 advance()
             keys = list(plans)
             masks = sweep.plan_masks([plans[key] for key in keys], models.hidden_sizes(net))
+            masks = masks.to(device)
             where = torch.tensor(keys).T  # [3, M]: scope, criterion, fraction of each mask
             for j, comp in enumerate(COMPENSATIONS):
                 m = sweep.removal_metrics(net, split.test, masks, compensate=comp, x_ref=ref.x)
-                loss[where[0], j, where[1], s, where[2]] = m.loss
-                accuracy[where[0], j, where[1], s, where[2]] = m.accuracy
-                majority[where[0], j, where[1], s, where[2]] = m.majority
+                loss[where[0], j, where[1], s, where[2]] = m.loss.cpu()
+                accuracy[where[0], j, where[1], s, where[2]] = m.accuracy.cpu()
+                majority[where[0], j, where[1], s, where[2]] = m.majority.cpu()
     base = names.index(BASELINE)
     panels = [
         _panel(scope, comp, accuracy[i, j], loss[i, j], majority[i, j], fracs, base)
@@ -441,23 +450,31 @@ def _study_net(name: str, config: Config, out: Path, progress: bool) -> NetStudy
         contrasts,
         cost,
         finetune,
-        files,
+        saved,
         torch.cat([m.majority for m in full]),
     )
 
 
-def run(config: Config, out: str | Path, *, progress: bool = True) -> Results:
-    """Train each net's seeds, score, prune, evaluate and fine-tune; checkpoints go to ``out``."""
-    out = Path(out)
-    nets = [_study_net(name, config, out, progress) for name in config.nets]
+def run(
+    config: Config, out: str | Path, *, progress: bool = True, device: str | torch.device = "cpu"
+) -> Results:
+    """Train each net's seeds, score, prune, evaluate and fine-tune; checkpoints go to ``out``.
+
+    Everything is computed on ``device`` (initialisations, data and random scores are drawn on
+    the CPU and moved there); the results come back on the CPU.
+    """
+    out, device = Path(out), torch.device(device)
+    nets = [_study_net(name, config, out, progress, device) for name in config.nets]
     ranks = torch.stack([p.by_accuracy.rank_mean for n in nets for p in n.panels])
-    return Results(
-        list(config.criteria),
-        [c for c in config.criteria if c in criteria.LABELLED],
-        list(config.fractions),
-        nets,
-        ranks.mean(0),
-        config.highlight,
+    return files.to_cpu(
+        Results(
+            list(config.criteria),
+            [c for c in config.criteria if c in criteria.LABELLED],
+            list(config.fractions),
+            nets,
+            ranks.mean(0),
+            config.highlight,
+        )
     )
 
 

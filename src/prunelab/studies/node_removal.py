@@ -16,7 +16,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from ..base import checkpoint, data, models, ops, stats, train
+from ..base import checkpoint, data, files, models, ops, stats, train
 from ..base.progress import track
 from ..engines import ensemble, masks
 from ..methods import ablation
@@ -190,7 +190,7 @@ class Results:
 def _density(values: Tensor, width: float, points: int = 300) -> Density:
     lo, hi = values.min().item(), values.max().item()
     pad = 4 * width + 0.05 * (hi - lo)
-    x = torch.linspace(lo - pad, hi + pad, points, dtype=torch.float64)
+    x = torch.linspace(lo - pad, hi + pad, points, dtype=torch.float64, device=values.device)
     return Density(x, stats.kde(values, x, width))
 
 
@@ -201,7 +201,8 @@ def _or_all(part: Tensor, everything: Tensor) -> Tensor:
 
 def _subsets(model, x, y, p: float, config: Config, g: torch.Generator, chunk: int) -> Subsets:
     H = sum(masks.hidden_sizes(model))
-    m = masks.bernoulli(config.masks, H, p, generator=g, dtype=x.dtype)  # (M, H)
+    # drawn on the CPU generator, then moved: the same masks on every device
+    m = masks.bernoulli(config.masks, H, p, generator=g, dtype=x.dtype).to(x.device)  # (M, H)
     loss, grad = ablation.mask_losses(model, x, y, m, chunk_bytes=chunk)
     log_grad = grad / loss[:, None]
     on, off = grad[m == 1], grad[m == 0]
@@ -243,6 +244,7 @@ def _subsets(model, x, y, p: float, config: Config, g: torch.Generator, chunk: i
 def _paths(model, x, y, config: Config, g: torch.Generator, chunk: int) -> Paths:
     H = sum(masks.hidden_sizes(model))
     walk = masks.flip_paths(config.paths, H, generator=g, dtype=x.dtype)  # (P, H+1, H)
+    walk = walk.to(x.device)  # drawn on the CPU generator, as the masks above
     loss = ablation.mask_losses(model, x, y, walk.reshape(-1, H), chunk_bytes=chunk)[0]
     log_loss = loss.log().reshape(config.paths, H + 1)  # (P, H+1)
     cov = stats.path_covariance(log_loss)
@@ -252,34 +254,32 @@ def _paths(model, x, y, config: Config, g: torch.Generator, chunk: int) -> Paths
 
 def _removal(model, x, y, config: Config, chunk: int) -> Removal:
     H = sum(masks.hidden_sizes(model))
-    single = ablation.mask_losses(
-        model, x, y, masks.removals(H, [[j] for j in range(H)], dtype=x.dtype), chunk_bytes=chunk
-    )[0]
+    one_each = masks.removals(H, [[j] for j in range(H)], dtype=x.dtype).to(x.device)  # (H, H)
+    single = ablation.mask_losses(model, x, y, one_each, chunk_bytes=chunk)[0]
     order = single.argsort().tolist()
     k = config.max_pair_nodes
     nodes = sorted(order if k >= H else order[: k // 2] + order[-(k - k // 2) :])
     pairs = [(i, j) for a, i in enumerate(nodes) for j in nodes[a + 1 :]]
     if not pairs:
         return Removal(single, 0, nodes, [], [])
-    loss = ablation.mask_losses(
-        model, x, y, masks.removals(H, pairs, dtype=x.dtype), chunk_bytes=chunk
-    )[0]
+    two_each = masks.removals(H, pairs, dtype=x.dtype).to(x.device)  # (pairs, H)
+    loss = ablation.mask_losses(model, x, y, two_each, chunk_bytes=chunk)[0]
     ranked = loss.argsort().tolist()
     rows = [(pairs[i][0], pairs[i][1], loss[i].item()) for i in ranked]
     return Removal(single, len(pairs), nodes, rows[:5], rows[::-1][:5])
 
 
 def _maps(model, net_data: data.Dataset, test: data.Dataset, config: Config) -> Maps:
-    lim = 2.0
-    grid = data.grid(config.grid, lim)
+    lim, device = 2.0, test.x.device
+    grid = data.grid(config.grid, lim).to(device)
     probability = train.predict(model, grid)[:, 1].reshape(config.grid, config.grid)
     loss = ablation.mask_point_losses(
         model,
         grid,
         data.plane_labels(net_data, grid),
-        torch.ones(1, sum(masks.hidden_sizes(model))),
+        torch.ones(1, sum(masks.hidden_sizes(model)), device=device),
     )[0]
-    small = data.grid(config.gradient_grid, lim)
+    small = data.grid(config.gradient_grid, lim).to(device)
     grads = ablation.point_mask_gradients(model, small, data.plane_labels(net_data, small))
     G = config.gradient_grid
     reference = [toy_nets.circle_boundary()] if net_data.name == "circle" else []
@@ -316,11 +316,14 @@ def _headline_row(
     )
 
 
-def _subject(config: Config) -> tuple[nn.Sequential, data.Split, str, dict | None, int]:
-    """The model, its data, a description, its training recipe (if known), the data's seed."""
+def _subject(
+    config: Config, device: torch.device
+) -> tuple[nn.Sequential, data.Split, str, dict | None, int]:
+    """The model, its data (both on ``device``), a description, its training recipe (if known),
+    the data's seed."""
     if not config.checkpoint:
         toy = toy_nets.Config(seed=config.seed, circle_epochs=config.circle_epochs)
-        model = toy_nets.circle_net(toy)
+        model = toy_nets.circle_net(toy, device=device)
         recipe = dict(
             widths=(2, toy.circle_width, 2),
             epochs=toy.circle_epochs,
@@ -328,8 +331,10 @@ def _subject(config: Config) -> tuple[nn.Sequential, data.Split, str, dict | Non
             batch_size=toy.batch_size,
         )
         description = "the toy-nets circle net (2-20-2 ReLU)"
-        return model, toy_nets.circle_split(toy), description, recipe, config.seed
+        split = toy_nets.circle_split(toy, device=device)
+        return model, split, description, recipe, config.seed
     model, meta = checkpoint.load(config.checkpoint)
+    model = model.to(device)
     if ops.parse(model, method="node-removal").conv:
         raise ValueError(
             f"{config.checkpoint} holds a convnet; this study takes MLPs so far "
@@ -337,7 +342,7 @@ def _subject(config: Config) -> tuple[nn.Sequential, data.Split, str, dict | Non
         )
     name = config.data or meta.get("data") or "circle"
     seed = meta.get("seed", config.seed)
-    split = data.load(name, seed=seed)
+    split = data.load(name, seed=seed).to(device=device)
     recipe = None
     if "train" in meta and "widths" in meta:
         t = meta["train"]
@@ -350,9 +355,16 @@ def _subject(config: Config) -> tuple[nn.Sequential, data.Split, str, dict | Non
     return model, split, f"checkpoint {Path(config.checkpoint).name}", recipe, seed
 
 
-def run(config: Config, out: str | Path, *, progress: bool = True) -> Results:
-    """Every measurement of the study, on the fixed test set."""
-    model, split, description, recipe, split_seed = _subject(config)
+def run(
+    config: Config, out: str | Path, *, progress: bool = True, device: str | torch.device = "cpu"
+) -> Results:
+    """Every measurement of the study, on the fixed test set.
+
+    Everything is computed on ``device`` (masks are drawn from CPU generators and moved there,
+    so every device sees the same ones); the results come back on the CPU.
+    """
+    device = torch.device(device)
+    model, split, description, recipe, split_seed = _subject(config, device)
     out = Path(out)
     # the studied net, for the interactive explorer page linked from the report
     checkpoint.save(
@@ -389,7 +401,10 @@ def run(config: Config, out: str | Path, *, progress: bool = True) -> Results:
         if recipe is None:
             note = "The checkpoint carries no training recipe, so no other seeds were trained."
         else:
-            nets = [models.mlp(recipe["widths"], seed=config.seed + k) for k in range(config.seeds)]
+            nets = [
+                models.mlp(recipe["widths"], seed=config.seed + k).to(device)
+                for k in range(config.seeds)
+            ]
             ensemble.fit_many(
                 nets,
                 split.train,
@@ -420,7 +435,7 @@ def run(config: Config, out: str | Path, *, progress: bool = True) -> Results:
         *masks.hidden_sizes(model),
         models.parse(model).out_features,
     )
-    return Results(
+    results = Results(
         model=description,
         data=test.name,
         widths=widths,
@@ -441,6 +456,7 @@ def run(config: Config, out: str | Path, *, progress: bool = True) -> Results:
         seeds=seeds,
         seeds_note=note,
     )
+    return files.to_cpu(results)
 
 
 def headline(results: Results) -> dict[str, float]:

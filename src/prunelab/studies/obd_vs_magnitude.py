@@ -22,7 +22,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from ..base import data, models, stats, train
+from ..base import data, files, models, stats, train
 from ..base.progress import track
 from ..engines import ensemble, hessian_blocks
 from ..methods import criteria, surgery
@@ -209,8 +209,10 @@ def _arms(config: Config) -> list[tuple[str, str]]:
 
 
 def _train(config: Config, split: data.Split, dropout: float) -> tuple[list[nn.Module], list]:
+    """``config.seeds`` nets trained together, on the device of ``split``."""
     seeds = [config.seed + k for k in range(config.seeds)]
-    nets = [models.mlp(config.widths, dropout=dropout, seed=s) for s in seeds]
+    device = split.train.x.device
+    nets = [models.mlp(config.widths, dropout=dropout, seed=s).to(device) for s in seeds]
     histories = ensemble.fit_many(
         nets,
         split.train,
@@ -452,9 +454,17 @@ def _fmt(values: list[float]) -> str:
 # --- the study ---------------------------------------------------------------------------------
 
 
-def run(config: Config, out: str | Path, *, progress: bool = True) -> Results:
-    """Train, score, sweep, fine-tune and measure the Hessian's cross terms."""
+def run(
+    config: Config, out: str | Path, *, progress: bool = True, device: str | torch.device = "cpu"
+) -> Results:
+    """Train, score, sweep, fine-tune and measure the Hessian's cross terms.
+
+    Everything is computed on ``device`` (initialisations and data are drawn on the CPU and
+    moved there; the criteria's and probes' generators stay on the CPU); the results come back
+    on the CPU.
+    """
     split = data.load("mnist5k", seed=config.seed, n_train=config.n_train, n_test=config.n_test)
+    split = split.to(device=torch.device(device))
     train_x, train_y = split.train.x, split.train.y
     xs, ys = train_x[: config.score_samples], train_y[: config.score_samples]
     xt, yt = split.test.x, split.test.y
@@ -503,22 +513,24 @@ def run(config: Config, out: str | Path, *, progress: bool = True) -> Results:
             advance(status=f"fine-tuned ({kind})")
             terms.append(_cross_terms(config, nets, scores, xs, ys, kind))
             advance(status=f"cross terms ({kind})")
-    results = Results(
-        widths=tuple(config.widths),
-        weights=sum(a * b for a, b in zip(config.widths[:-1], config.widths[1:], strict=True)),
-        n_train=len(train_y),
-        n_test=len(yt),
-        score_samples=len(ys),
-        seeds=[config.seed + k for k in range(config.seeds)],
-        train_loss=train_loss,
-        test_accuracy=test_accuracy,
-        curves=curves,
-        fine=fine,
-        fine_tuned=tuned,
-        cross_terms=terms,
-        findings=[],
+    results = files.to_cpu(
+        Results(
+            widths=tuple(config.widths),
+            weights=sum(a * b for a, b in zip(config.widths[:-1], config.widths[1:], strict=True)),
+            n_train=len(train_y),
+            n_test=len(yt),
+            score_samples=len(ys),
+            seeds=[config.seed + k for k in range(config.seeds)],
+            train_loss=train_loss,
+            test_accuracy=test_accuracy,
+            curves=curves,
+            fine=fine,
+            fine_tuned=tuned,
+            cross_terms=terms,
+            findings=[],
+        )
     )
-    results.findings = _findings(results, config)
+    results.findings = _findings(results, config)  # read from the CPU copy
     return results
 
 

@@ -18,7 +18,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from ..base import data, models, train
+from ..base import data, files, models, train
 from ..base.progress import track
 from ..methods import alignment, decoy, relevance
 from . import toy_nets
@@ -201,7 +201,7 @@ def _plane(
     name: str, model: nn.Sequential, split: data.Split, config: Config, reference
 ) -> PlaneMaps:
     G, methods = config.grid, list(relevance.METHODS)
-    grid = data.grid(G, config.lim)
+    grid = data.grid(G, config.lim).to(split.test.x.device)
     rs = [relevance.explain(model, grid, method=m, target=TARGET_CLASS) for m in methods]
     net = models.parse(model)
     blame = relevance.explain(model, grid, method="blame_bias", target=TARGET_CLASS)
@@ -239,7 +239,7 @@ def _plane(
     )
 
 
-def _toy(config: Config) -> tuple[PlaneMaps, PlaneMaps]:
+def _toy(config: Config, device: torch.device) -> tuple[PlaneMaps, PlaneMaps]:
     toy = toy_nets.Config(
         seed=config.seed,
         circle_epochs=config.circle_epochs,
@@ -247,15 +247,15 @@ def _toy(config: Config) -> tuple[PlaneMaps, PlaneMaps]:
     )
     circle = _plane(
         "circle",
-        toy_nets.circle_net(toy),
-        toy_nets.circle_split(toy),
+        toy_nets.circle_net(toy, device=device),
+        toy_nets.circle_split(toy, device=device),
         config,
         [toy_nets.circle_boundary()],
     )
     spirals = _plane(
         "spirals",
-        toy_nets.spirals_net(toy),
-        toy_nets.spirals_split(toy),
+        toy_nets.spirals_net(toy, device=device),
+        toy_nets.spirals_split(toy, device=device),
         config,
         toy_nets.spiral_arms(seed=config.seed),
     )
@@ -266,7 +266,8 @@ def _toy(config: Config) -> tuple[PlaneMaps, PlaneMaps]:
 
 
 def _image_net(widths: tuple[int, ...], train_data: data.Dataset, config: Config, seed: int):
-    model = models.mlp(widths, seed=seed)
+    """``mlp(widths, seed)`` trained on ``train_data``, on its device."""
+    model = models.mlp(widths, seed=seed).to(train_data.x.device)
     train.fit(
         model,
         train_data,
@@ -322,7 +323,7 @@ def _images(split: data.Split, config: Config) -> ImageMaps:
 def _decoy_run(
     task: decoy.DecoyTask, widths, weight: float, on_random: bool, seed: int, config: Config
 ):
-    model = models.mlp(widths, seed=seed)
+    model = models.mlp(widths, seed=seed).to(task.train.x.device)
     history = alignment.fit_penalised(
         model,
         task.train_random if on_random else task.train,
@@ -340,7 +341,7 @@ def _decoy_run(
 
 def _decoy(split: data.Split, config: Config, corner: str, advance) -> Decoy:
     side = IMAGE_SETS[config.images]
-    region = decoy.patch_region(side, config.patch, corner)
+    region = decoy.patch_region(side, config.patch, corner).to(split.train.x.device)
     task = decoy.decoy_task(split, region, seed=config.seed)
     widths = (side * side, *config.decoy_hidden, split.classes)
     methods = list(relevance.METHODS)
@@ -416,17 +417,24 @@ def _decoy(split: data.Split, config: Config, corner: str, advance) -> Decoy:
     )
 
 
-def run(config: Config, out: str | Path, *, progress: bool = True) -> Results:
-    """Relevance maps of the toy nets and an image net, then the decoy experiment."""
+def run(
+    config: Config, out: str | Path, *, progress: bool = True, device: str | torch.device = "cpu"
+) -> Results:
+    """Relevance maps of the toy nets and an image net, then the decoy experiment.
+
+    Everything is computed on ``device`` (initialisations and data are drawn on the CPU and
+    moved there); the results come back on the CPU.
+    """
+    device = torch.device(device)
     runs = config.seeds * (2 + len(config.weights)) * len(config.corners)
     with track(3 + runs, "relevance", enabled=progress) as advance:
-        circle, spirals = _toy(config)
+        circle, spirals = _toy(config, device)
         advance(2, status="toy nets")
-        split = data.load(config.images, seed=config.seed)
+        split = data.load(config.images, seed=config.seed).to(device=device)
         images = _images(split, config)
         advance(status="image net")
         decoys = [_decoy(split, config, corner, advance) for corner in config.corners]
-    return Results(list(relevance.METHODS), circle, spirals, images, decoys)
+    return files.to_cpu(Results(list(relevance.METHODS), circle, spirals, images, decoys))
 
 
 def headline(results: Results) -> dict[str, float]:

@@ -15,7 +15,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from ..base import checkpoint, data, models, train
+from ..base import checkpoint, data, files, models, train
 from . import plots
 from .base import Plot, Section, Table, option
 
@@ -105,9 +105,12 @@ def train_net(
     batch_size: int,
     seed: int,
     progress: bool,
+    device: str | torch.device = "cpu",
 ) -> tuple[torch.nn.Sequential, train.History]:
-    """Build ``mlp(widths, seed)`` and fit it on ``split.train`` (the recipe other studies reuse)."""
-    model = models.mlp(widths, seed=seed)
+    """Build ``mlp(widths, seed)`` on ``device`` and fit it on ``split.train`` (the recipe other
+    studies reuse). The weights are drawn on the CPU, so every device starts from the same ones.
+    """
+    model = models.mlp(widths, seed=seed).to(device)
     history = train.fit(
         model,
         split.train,
@@ -121,42 +124,53 @@ def train_net(
     return model, history
 
 
-def circle_split(config: Config) -> data.Split:
-    return data.load("circle", seed=config.seed, n_train=config.circle_train, n_test=config.n_test)
+def circle_split(config: Config, *, device: str | torch.device = "cpu") -> data.Split:
+    """The circle data of ``config`` on ``device`` (drawn on the CPU, then moved)."""
+    split = data.load("circle", seed=config.seed, n_train=config.circle_train, n_test=config.n_test)
+    return split.to(device=device)
 
 
-def spirals_split(config: Config) -> data.Split:
-    return data.load(
+def spirals_split(config: Config, *, device: str | torch.device = "cpu") -> data.Split:
+    """The spirals data of ``config`` on ``device`` (drawn on the CPU, then moved)."""
+    split = data.load(
         "spirals", seed=config.seed, n_train=config.spirals_train, n_test=config.n_test
     )
+    return split.to(device=device)
 
 
-def circle_net(config: Config, *, progress: bool = False) -> torch.nn.Sequential:
-    """The trained circle net of ``config`` (deterministic: same config, same weights)."""
+def circle_net(
+    config: Config, *, progress: bool = False, device: str | torch.device = "cpu"
+) -> torch.nn.Sequential:
+    """The trained circle net of ``config`` on ``device`` (deterministic: same config, same
+    weights on the CPU)."""
     widths = (2, config.circle_width, 2)
     return train_net(
         "circle",
         widths,
-        circle_split(config),
+        circle_split(config, device=device),
         epochs=config.circle_epochs,
         lr=config.circle_lr,
         batch_size=config.batch_size,
         seed=config.seed,
         progress=progress,
+        device=device,
     )[0]
 
 
-def spirals_net(config: Config, *, progress: bool = False) -> torch.nn.Sequential:
-    """The trained spirals net of ``config`` (deterministic)."""
+def spirals_net(
+    config: Config, *, progress: bool = False, device: str | torch.device = "cpu"
+) -> torch.nn.Sequential:
+    """The trained spirals net of ``config`` on ``device`` (deterministic)."""
     return train_net(
         "spirals",
         config.spirals_widths,
-        spirals_split(config),
+        spirals_split(config, device=device),
         epochs=config.spirals_epochs,
         lr=config.spirals_lr,
         batch_size=config.batch_size,
         seed=config.seed,
         progress=progress,
+        device=device,
     )[0]
 
 
@@ -170,6 +184,7 @@ def _net(
     out: Path,
     reference: list[Tensor],
     progress: bool,
+    device: torch.device,
 ) -> Net:
     model, history = train_net(
         name,
@@ -180,6 +195,7 @@ def _net(
         batch_size=config.batch_size,
         seed=config.seed,
         progress=progress,
+        device=device,
     )
     scores = train.evaluate(model, split.test)
     file = f"{name}.safetensors"
@@ -197,7 +213,7 @@ def _net(
             n_train=len(split.train),
         ),
     )
-    grid = data.grid(config.grid, config.lim)
+    grid = data.grid(config.grid, config.lim).to(device)
     probability = train.predict(model, grid)[:, 1].reshape(config.grid, config.grid)
     return Net(
         name,
@@ -217,32 +233,40 @@ def _net(
     )
 
 
-def run(config: Config, out: str | Path, *, progress: bool = True) -> Results:
-    """Train both nets, save their checkpoints into ``out`` and map their outputs."""
-    out = Path(out)
+def run(
+    config: Config, out: str | Path, *, progress: bool = True, device: str | torch.device = "cpu"
+) -> Results:
+    """Train both nets, save their checkpoints into ``out`` and map their outputs.
+
+    Everything is computed on ``device`` (data and nets are drawn on the CPU and moved there);
+    the results come back on the CPU.
+    """
+    out, device = Path(out), torch.device(device)
     circle = _net(
         "circle",
         (2, config.circle_width, 2),
-        circle_split(config),
+        circle_split(config, device=device),
         config.circle_epochs,
         config.circle_lr,
         config,
         out,
         [circle_boundary()],
         progress,
+        device,
     )
     spirals = _net(
         "spirals",
         config.spirals_widths,
-        spirals_split(config),
+        spirals_split(config, device=device),
         config.spirals_epochs,
         config.spirals_lr,
         config,
         out,
         spiral_arms(seed=config.seed),
         progress,
+        device,
     )
-    return Results(circle, spirals, config.lim)
+    return files.to_cpu(Results(circle, spirals, config.lim))
 
 
 def headline(results: Results) -> dict[str, float]:

@@ -20,7 +20,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from ..base import checkpoint, data, models, train
+from ..base import checkpoint, data, files, models, train
 from ..base.progress import track
 from ..engines import ensemble
 from ..methods import compare, criteria, surgery
@@ -300,7 +300,7 @@ def _matrices(criterion, plans, theta0, full, nets, split) -> Matrices:
                 agreement=compare.agreement(nets["prune"][k], nets["init"][k], test_x),
                 finetune_agreement=compare.agreement(nets["finetune"][k], nets["init"][k], test_x),
                 removed_dead=[int(d[plan.get(ell, [])].sum()) for ell, d in enumerate(dead)],
-                kept_dead=[int(d[kept[ell]].sum()) for ell, d in enumerate(dead)],
+                kept_dead=[int(d[kept[ell].to(d.device)].sum()) for ell, d in enumerate(dead)],
             )
         )
 
@@ -348,17 +348,24 @@ def _certificates(criterion, plans, full, x, y) -> Certificates:
     )
 
 
-def run(config: Config, out: str | Path, *, progress: bool = True) -> Results:
-    """Train, prune, fine-tune and prune-then-train every seed; compare the arms."""
-    out = Path(out)
+def run(
+    config: Config, out: str | Path, *, progress: bool = True, device: str | torch.device = "cpu"
+) -> Results:
+    """Train, prune, fine-tune and prune-then-train every seed; compare the arms.
+
+    Everything is computed on ``device`` (initialisations, data and the random criterion's
+    scores are drawn on the CPU and moved there); the results come back on the CPU.
+    """
+    out, device = Path(out), torch.device(device)
     split = toy_nets.spirals_split(
-        toy_nets.Config(seed=config.seed, spirals_train=config.n_train, n_test=config.n_test)
+        toy_nets.Config(seed=config.seed, spirals_train=config.n_train, n_test=config.n_test),
+        device=device,
     )
     x, y = split.train.x, split.train.y
     seeds = [config.seed + k for k in range(config.seeds)]
-    grid = data.grid(config.grid, config.lim)
+    grid = data.grid(config.grid, config.lim).to(device)
 
-    theta0 = [models.mlp(config.widths, seed=s) for s in seeds]
+    theta0 = [models.mlp(config.widths, seed=s).to(device) for s in seeds]
     full = [copy.deepcopy(m) for m in theta0]
     _fit(full, seeds, config.epochs, split, config, progress)
     checkpoint.save(out / "explorer.safetensors", full[0], data="spirals", seed=config.seed)
@@ -416,7 +423,7 @@ def run(config: Config, out: str | Path, *, progress: bool = True) -> Results:
             advance(status=f"{c}: weights and certificates")
         training = _training(theta0, full, x)
         advance()
-    return Results(
+    results = Results(
         seeds=seeds,
         widths=tuple(config.widths),
         pruned_widths=(
@@ -436,3 +443,4 @@ def run(config: Config, out: str | Path, *, progress: bool = True) -> Results:
         reference=toy_nets.spiral_arms(seed=config.seed),
         explorer="explorer.safetensors",
     )
+    return files.to_cpu(results)

@@ -202,6 +202,12 @@ class Split:
     def features(self) -> int:
         return self.train.features
 
+    def to(
+        self, dtype: torch.dtype | None = None, device: torch.device | str | None = None
+    ) -> Split:
+        """Both parts cast and moved as :meth:`Dataset.to` does."""
+        return Split(self.train.to(dtype, device), self.test.to(dtype, device))
+
 
 # ---------------------------------------------------------------------------------------------
 # randomness and sizes

@@ -55,7 +55,9 @@ def sample_counts(q: Tensor, m: Number, *, generator: torch.Generator) -> Tensor
     R, M = rem.shape[0], int(rem.max()) if rem.numel() else 0
     if M * R <= _DIRECT_DRAWS:  # few draws: draw the indices themselves
         safe = torch.where(total > 0, q, 1.0)  # rows with m = 0 may have q = 0
-        idx = torch.multinomial(safe, max(M, 1), replacement=True, generator=generator)
+        idx = _on(
+            generator, safe, lambda t: torch.multinomial(t, max(M, 1), True, generator=generator)
+        )
         valid = torch.arange(max(M, 1), device=q.device) < rem.unsqueeze(1)  # (R, M)
         counts = torch.zeros_like(q).scatter_add_(1, idx, valid.to(q.dtype))
         return counts.to(torch.int64).reshape(*batch, n)
@@ -66,7 +68,10 @@ def sample_counts(q: Tensor, m: Number, *, generator: torch.Generator) -> Tensor
     cond[rows, last[rows]] = 1.0  # whatever remains goes to the last unit with q > 0
     counts = torch.zeros_like(q)
     for j in range(n):
-        counts[:, j] = torch.binomial(rem, cond[:, j].contiguous(), generator=generator)
+        p_j = cond[:, j].contiguous().to(generator.device)
+        counts[:, j] = torch.binomial(rem.to(generator.device), p_j, generator=generator).to(
+            q.device
+        )
         rem = rem - counts[:, j]
     return counts.to(torch.int64).reshape(*batch, n)
 
@@ -90,7 +95,7 @@ def sample_until_distinct(q: Tensor, k: int, *, generator: torch.Generator) -> t
     seen, m = 0, 0
     chunk = max(64, 4 * k)
     while seen < k:
-        idx = torch.multinomial(q, chunk, replacement=True, generator=generator)  # (chunk,)
+        idx = _on(generator, q, lambda t: torch.multinomial(t, chunk, True, generator=generator))
         first = torch.full_like(counts, chunk).scatter_reduce(
             0, idx, torch.arange(chunk, device=q.device), "amin"
         )  # first position of each unit within the chunk
@@ -225,3 +230,8 @@ def deterministic_bound(W: Tensor, s: Tensor, kept: Tensor, a: Tensor) -> Tensor
     R = (s * ~kept).sum(-1)  # (2, H_out)
     parts = split_signs(W)
     return R[0] * (a.abs() @ parts[0].T) + R[1] * (a.abs() @ parts[1].T)
+
+
+def _on(generator: torch.Generator, t: Tensor, draw) -> Tensor:
+    """``draw(t)`` on the generator's device (a CPU generator draws on the CPU), back on ``t``'s."""
+    return draw(t.to(generator.device)).to(t.device)
