@@ -353,3 +353,35 @@ def test_forward_edit_and_start():
     torch.testing.assert_close(held, want, rtol=0, atol=1e-14)
     k = view.unit_ops[1] + 1  # start after the second layer's units
     torch.testing.assert_close(ops.forward(view, taps[1], start=k), model(x), rtol=0, atol=1e-14)
+
+
+def test_training_mode_batchnorm_takes_parameter_overrides_like_functional_call():
+    torch.manual_seed(0)
+    make = lambda: nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 2))  # noqa: E731
+    a, b = make().double().train(), make().double().train()
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(6, 3, dtype=F64)
+    params = {n: 2 * p.detach() for n, p in a.named_parameters()}
+    got = ops.forward(ops.parse(a), x, params=params)
+    want = functional_call(b, params, (x,))
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-14)
+    torch.testing.assert_close(a[1].running_mean, b[1].running_mean, rtol=0, atol=0)
+    assert a[1].num_batches_tracked == b[1].num_batches_tracked == 1
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm1d(2)),
+        nn.Sequential(nn.Linear(2, 2), nn.BatchNorm2d(2)),
+    ],
+)
+def test_batchnorm_must_match_its_layer(model):
+    with pytest.raises(ValueError, match="which takes a BatchNorm"):
+        ops.parse(model)
+
+
+def test_an_mlp_behind_input_dropout_reads_images_flattened():
+    mlp = _eval(nn.Dropout(0.2), nn.Linear(16, 3), nn.ReLU(), nn.Linear(3, 2))
+    x = torch.randn(5, 1, 4, 4, dtype=F64)
+    torch.testing.assert_close(ops.forward(ops.parse(mlp), x), mlp(x.flatten(1)))

@@ -117,3 +117,41 @@ def test_nesting_names_and_modes_survive():
     assert [n for n, _ in small.named_children()] == ["0", "1", "2", "3"]
     assert small.training and small[0][1].training
     assert small[3][3].in_features == model[3][3].in_features - 1
+
+
+def test_a_large_constant_channel_does_not_hide_another_channels_border():
+    """The constancy check is per reader channel: a huge constant one cannot mask a small one."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 3, 1),
+        nn.ReLU(),
+        nn.Conv2d(3, 2, 3, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(2 * 5 * 5, 2),
+    )  # fmt: skip  (float32: the huge channel's rounding is larger than the other's border)
+    with torch.no_grad():
+        model[0].weight.fill_(1.0)  # every first-layer channel is relu(x): mean about 1/2
+        model[0].bias.zero_()
+        model[2].weight.zero_()
+        model[2].weight[0, 0, 1, 1] = 1e7  # centre tap only: constant response
+        model[2].weight[1, 1] = 1.0  # all taps: less at the border
+    x = torch.rand(8, 1, 5, 5)
+    with pytest.raises(ValueError, match="zero-padded convolution"):
+        ops.remove_units(model, ops.parse(model), {0: torch.tensor([0, 1])}, x=x)
+
+
+def test_removing_every_channel_of_a_conv_is_refused():
+    model, _ = _model("lenet5_max")
+    with pytest.raises(ValueError, match="all 16 channels"):
+        ops.remove_units(model, ops.parse(model), {1: torch.arange(16)})
+
+
+def test_each_module_keeps_its_mode_and_requires_grad():
+    model, _ = _model("lenet5_avg_bn")
+    model.train()
+    model[1].eval()  # a frozen BatchNorm inside a training model
+    model[1].weight.requires_grad_(False)
+    small, _ = ops.remove_units(model, ops.parse(model), {0: torch.tensor([2])})
+    assert small.training and small[0].training and not small[1].training
+    assert not small[1].weight.requires_grad and small[1].bias.requires_grad

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -269,3 +271,10 @@ def test_fit_many_says_it_takes_mlps(tiny_images):
     nets = [models.lenet5(in_shape=(1, 8, 8), classes=2, seed=s) for s in range(2)]
     with pytest.raises(ValueError, match="MLPs .* train.fit"):
         ensemble.fit_many(nets, tiny_images, seeds=[0, 1], progress=False)
+
+
+def test_a_last_batch_of_one_sample_joins_the_one_before_under_batchnorm(tiny_images):
+    model = models.lenet5(in_shape=(1, 8, 8), classes=2, batchnorm=True, seed=0)
+    data33 = tiny_images.subset(slice(0, 33))
+    history = train.fit(model, data33, epochs=2, batch_size=32, seed=0, progress=False)
+    assert len(history.loss) == 2 and all(math.isfinite(v) for v in history.loss)

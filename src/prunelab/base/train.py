@@ -250,6 +250,7 @@ def fit(
     wmasks = _check_weight_masks(model, weight_masks or {})
     params = dict(model.named_parameters())
     x, y = train.x.to(device=view.device, dtype=view.dtype), train.y.to(view.device)
+    norms = any(layer.norm is not None for layer in view.layers)
     history = History()
     was_training = model.training
     with torch.random.fork_rng(devices=[]):
@@ -263,6 +264,9 @@ def fit(
         with track(config.epochs, "training", enabled=progress) as advance:
             for _ in range(config.epochs):
                 batches = config.batches(len(y), g)
+                if batches and len(batches) > 1 and len(batches[-1]) == 1 and norms:
+                    # BatchNorm cannot normalise one sample: it joins the batch before
+                    batches[-2:] = [torch.cat(batches[-2:])]
                 total_loss, total_correct, total_penalty = 0.0, 0, 0.0
                 for idx in batches or [None]:
                     xb, yb = (x, y) if idx is None else (x[idx], y[idx])

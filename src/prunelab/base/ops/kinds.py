@@ -204,11 +204,20 @@ class Affine(Op):
         if self.norm is None:
             return z
         bn = self.norm
-        if bn.training and training is not False:  # batch statistics, running averages updated
-            return bn(z)
         gamma = _get(params, f"{self.norm_name}.weight", bn.weight)
         beta = _get(params, f"{self.norm_name}.bias", bn.bias)
-        return F.batch_norm(z, bn.running_mean, bn.running_var, gamma, beta, False, 0.0, bn.eps)
+        if not bn.training or training is False:
+            return F.batch_norm(z, bn.running_mean, bn.running_var, gamma, beta, False, 0.0, bn.eps)
+        if gamma is bn.weight and beta is bn.bias:
+            return bn(z)  # batch statistics, running averages updated: exactly the module
+        # the module's training step with overridden gamma, beta (as functional_call runs it)
+        momentum = bn.momentum
+        if bn.num_batches_tracked is not None:
+            bn.num_batches_tracked.add_(1)
+            momentum = 1.0 / float(bn.num_batches_tracked) if momentum is None else momentum
+        return F.batch_norm(
+            z, bn.running_mean, bn.running_var, gamma, beta, True, momentum or 0.0, bn.eps
+        )
 
     def scale_shift(self, params: Params = None) -> tuple[Tensor, Tensor] | None:
         """The BatchNorm as ``s z + t`` per unit (None without one); errors in training mode."""
@@ -319,5 +328,8 @@ def _norm_like(bn: nn.BatchNorm1d | nn.BatchNorm2d, keep: Tensor) -> nn.Module:
                 getattr(new, name).copy_(t[keep])
         if bn.num_batches_tracked is not None:
             new.num_batches_tracked.copy_(bn.num_batches_tracked)
+    for name in ("weight", "bias"):
+        if getattr(bn, name) is not None:
+            getattr(new, name).requires_grad_(getattr(bn, name).requires_grad)
     new.train(bn.training)
     return new

@@ -75,6 +75,11 @@ def remove_units(
                 ell = layers.index(op)
                 op = _reader(op, view, prev, remove, scale, u, keep_shape, method)
                 R = remove.get(ell) if ell < len(view.hidden) else None
+                if op.conv and R is not None and len(R) == op.units and not keep_shape:
+                    raise ValueError(
+                        f"{method}: removing all {op.units} channels of {op.name!r} (module "
+                        f"{op.position}) would leave a Conv2d with none; keep at least one"
+                    )
                 if R is not None and len(R) and not keep_shape:
                     new = op.slice_out(_complement(R, op.units))
                 else:
@@ -103,7 +108,7 @@ def remove_units(
                     if not keep_shape:
                         a = a[:, _complement(R, a.shape[1])]  # u keeps every unit
     mask = torch.cat(masks) if masks else torch.ones(0)
-    return _rebuild(model, replaced).train(model.training), mask
+    return _rebuild(model, replaced), mask
 
 
 def _reader(
@@ -126,8 +131,10 @@ def _reader(
         shift = op.response(_after_reader_input(u, op))[0]  # [H_out] or [H_out, *spatial]
         if shift.dim() > 1:
             flat = shift.flatten(1)
-            tol = 64 * torch.finfo(flat.dtype).eps * float(flat.abs().max())  # sums' rounding
-            if bool(((flat - flat[:, :1]).abs() > tol).any()):
+            # rounding of each output's sum is bounded by eps times the sum of |terms|
+            scale = op._z(_after_reader_input(u, op).abs(), op.raw()[0].abs(), None)[0]
+            tol = 64 * torch.finfo(flat.dtype).eps * scale.flatten(1).amax(1, keepdim=True)
+            if bool(((flat - flat[:, :1]).abs() > tol).any()):  # not constant over positions
                 raise ValueError(
                     f"{method}: {op.name!r} (module {op.position}) is a zero-padded "
                     "convolution reading removed channels: their mean compensation depends on "
@@ -178,7 +185,11 @@ def _rebuild(model: nn.Sequential, replaced: Mapping[int, nn.Module]) -> nn.Sequ
                 children[name] = build(m)
             else:
                 k = next(counter)
-                children[name] = replaced[k] if k in replaced else copy.deepcopy(m)
-        return nn.Sequential(OrderedDict(children)).train(seq.training)
+                new = replaced[k] if k in replaced else copy.deepcopy(m)
+                new.training = m.training  # each module keeps its own mode
+                children[name] = new
+        out = nn.Sequential(OrderedDict(children))
+        out.training = seq.training
+        return out
 
     return build(model)

@@ -86,8 +86,9 @@ class View:
         return self.layers[0].weight.device
 
     def inputs(self, x: Tensor) -> Tensor:
-        """``x`` as the first op takes it: an MLP (a Linear first) reads images flattened."""
-        first = self.ops[0]
+        """``x`` as the first op takes it: an MLP (a Linear first, after any Dropout or
+        Identity) reads images flattened."""
+        first = next(op for op in self.ops if not isinstance(op, Pass))
         if isinstance(first, Affine) and not first.conv and x.dim() > 2:
             return x.flatten(1)
         return x
@@ -218,6 +219,12 @@ def _fold(ops: list[Op], bn: nn.Module, i: int, name: str, where: str, method: s
         raise ValueError(
             f"{method}: {where} must directly follow a Linear or Conv2d (it is folded into "
             "that layer)"
+        )
+    want = nn.BatchNorm2d if prev.conv else nn.BatchNorm1d
+    if type(bn) is not want:
+        raise ValueError(
+            f"{method}: {where} follows a {type(prev.module).__name__}, which takes a "
+            f"{want.__name__}"
         )
     if bn.running_mean is None:
         raise ValueError(
