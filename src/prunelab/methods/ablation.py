@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..base import models
+from ..base import models, ops
 from ..engines import masks as engine
 from ..engines.masks import DEFAULT_CHUNK_BYTES, Affine
 
@@ -170,12 +170,12 @@ def point_mask_gradients(
     y = _labels(y, N, layers[-1].weight.shape[0], a1.device, method)
     # one copy of the mask per point: d(sum of losses)/d(copy n) is point n's gradient
     m = m.expand(N, -1).clone().requires_grad_(True)  # (N, H)
+    view = models.parse(model, method=method).view
+    params = {n: p.detach().to(a1) for n, p in model.named_parameters()}
     with torch.enable_grad():
-        a = a1.T  # (N, H1)
-        for layer, block in zip(layers, m.split(sizes, dim=1), strict=True):
-            z = torch.addmm(layer.bias, a * block, layer.weight.T)  # (N, H_out)
-            a = models.phi(layer.activation, z, layer.slope)
-        (grad,) = torch.autograd.grad(F.cross_entropy(a, y, reduction="sum"), m)
+        scales = dict(enumerate(m.split(sizes, dim=1)))  # per point: [N, H_l]
+        f = ops.forward(view, x.to(a1), params=params, scales=scales, training=False)
+        (grad,) = torch.autograd.grad(F.cross_entropy(f, y, reduction="sum"), m)
     return grad
 
 
