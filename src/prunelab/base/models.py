@@ -1,4 +1,4 @@
-"""Building models (MLPs, LeNet-5, VGG), their JSON specs, and the dense view of an MLP.
+"""Building models (MLPs, LeNet-5, VGG), and the dense view of an MLP.
 
 Module types are known only to the op view (:mod:`prunelab.ops`). The dense view
 (:class:`Net`, a tuple of :class:`Dense`) is read from it for the methods that take MLPs so
@@ -6,10 +6,12 @@ far: every such method reads weights, biases and activations through it. A layer
 
     z^l = a^{l-1} W^l.T + b^l,        a^l = phi_l(z^l)        (W^l: [H_l, H_{l-1}])
 
-with dropout (a training-time operation) recorded where it sits. Supported modules: ``Linear``,
-``ReLU``, ``LeakyReLU``, ``Tanh``, ``Sigmoid``, ``GELU``, ``Identity``, ``Dropout`` and ``Flatten``
-(before the first ``Linear``). Anything else raises a ``TypeError`` naming the module, its
-position and the supported set.
+with dropout (a training-time operation) recorded where it sits. The dense view takes
+``Linear``, ``ReLU``, ``LeakyReLU``, ``Tanh``, ``Sigmoid``, ``GELU``, ``Identity``, ``Dropout`` and
+``Flatten`` (before the first ``Linear``); a Conv2d, pooling or BatchNorm gets a ``ValueError``
+saying the method takes MLPs so far, and a module the op view does not know a ``TypeError``,
+each naming the module, its position and the supported set. :func:`spec` and
+:func:`from_spec` (the checkpoints' architecture records) live in :mod:`prunelab.ops`.
 """
 
 from __future__ import annotations
