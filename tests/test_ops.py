@@ -385,3 +385,15 @@ def test_an_mlp_behind_input_dropout_reads_images_flattened():
     mlp = _eval(nn.Dropout(0.2), nn.Linear(16, 3), nn.ReLU(), nn.Linear(3, 2))
     x = torch.randn(5, 1, 4, 4, dtype=F64)
     torch.testing.assert_close(ops.forward(ops.parse(mlp), x), mlp(x.flatten(1)))
+
+
+def test_records_are_each_layers_input_output_and_activation():
+    model = _eval(nn.Linear(4, 5), nn.Tanh(), nn.Dropout(0.3), nn.Linear(5, 3), nn.Sigmoid())
+    x = torch.randn(6, 4, dtype=F64)
+    (a0, z0, h0), (a1, z1, h1) = ops.records(ops.parse(model), x)
+    torch.testing.assert_close(a0, x)
+    torch.testing.assert_close(z0, model[0](x))
+    torch.testing.assert_close(h0, torch.tanh(z0))
+    torch.testing.assert_close(a1, h0)  # dropout off
+    torch.testing.assert_close(z1, model[3](h0))
+    torch.testing.assert_close(h1, model(x))  # the output activation counts

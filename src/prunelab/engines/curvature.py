@@ -64,7 +64,8 @@ class _Layer:
 
 
 def _prepare(model: nn.Module, x: Tensor, y: Tensor, method: str, *, shared: bool = False):
-    """Validate ``(model, x, y)`` once; return the layers, the flat inputs and the labels.
+    """Validate ``(model, x, y)`` once; return the op view, the layers, the flat inputs and the
+    labels.
 
     ``shared=True`` accepts a Linear module used twice (fine for activation curvature, which
     never accumulates per parameter).
@@ -86,20 +87,20 @@ def _prepare(model: nn.Module, x: Tensor, y: Tensor, method: str, *, shared: boo
         for layer in net.layers
     ]
     x = net.check_x(x, method)
-    return layers, x, net.check_labels(y, x.shape[0], method)
+    return net.view, layers, x, net.check_labels(y, x.shape[0], method)
 
 
-def _forward(layers: list[_Layer], x: Tensor):
+def _forward(view: ops.View, layers: list[_Layer], x: Tensor):
     """Forward pass; returns per-layer (input a^{l-1} [N, H_in], phi' [N, H], phi'' or None)
     and the logits [N, C]."""
-    records = []
-    a = x
-    for layer in layers:
-        z = F.linear(a, layer.W, layer.b)  # [N, H]
-        d1, d2 = models.derivatives(layer.kind, z, layer.slope)
-        records.append((a, d1, d2))
-        a = models.phi(layer.kind, z, layer.slope)
-    return records, a
+    params = {f"{layer.name}.weight": layer.W for layer in layers}
+    params |= {f"{layer.name}.bias": layer.b for layer in layers if layer.b is not None}
+    recs = ops.records(view, x, params=params)
+    out = [
+        (a_in, *models.derivatives(layer.kind, z, layer.slope))
+        for layer, (a_in, z, _) in zip(layers, recs, strict=True)
+    ]
+    return out, recs[-1][2]  # the logits, after an output activation if there is one
 
 
 def _accumulate(out: dict[str, Tensor], layer: _Layer, h_z: Tensor, a_in: Tensor) -> None:
@@ -147,12 +148,12 @@ def _zero_like_params(model: nn.Module, out: dict[str, Tensor]) -> dict[str, Ten
 
 def _diag_curvature(model, x, y, *, method: str, residuals: bool) -> dict[str, Tensor]:
     """The backward factor recursion; ``residuals=False`` gives the GGN diagonal."""
-    layers, x, y = _prepare(model, x, y, method)
+    view, layers, x, y = _prepare(model, x, y, method)
     N = x.shape[0]
     out: dict[str, Tensor] = {}
     with torch.no_grad():
         for rows in _chunks(N, _factor_elements(layers, residuals)):
-            _backward_factor(layers, x[rows], y[rows], N, residuals, out)
+            _backward_factor(view, layers, x[rows], y[rows], N, residuals, out)
     return _zero_like_params(model, out)
 
 
@@ -169,7 +170,7 @@ def _factor_elements(layers: list[_Layer], residuals: bool) -> int:
     return per_sample
 
 
-def _backward_factor(layers, x, y, N, residuals, out, visit=None) -> None:
+def _backward_factor(view, layers, x, y, N, residuals, out, visit=None) -> None:
     """Accumulate the exact (or GGN) diagonal of one chunk of samples into ``out``.
 
     ``B`` [V, n, H_k] holds the columns of the factor of H_a^k, ``w`` [V, n] their signed
@@ -179,7 +180,7 @@ def _backward_factor(layers, x, y, N, residuals, out, visit=None) -> None:
     if given, is called as ``visit(k, h_a, a)`` for every hidden layer k with the per-sample
     ``diag H_a^k`` [n, H_k] and the activations ``a^k`` [n, H_k].
     """
-    records, logits = _forward(layers, x)
+    records, logits = _forward(view, layers, x)
     B = _output_factor(logits, N)  # [V, n, H_L]: columns of the factor of H_a^L
     w = None  # [V, n] signed column weights; None means all ones (GGN columns only)
     pending = None  # (r [n, H_{k+1}], W^{k+1}): diag(r) at z^{k+1}, not yet expanded
@@ -339,7 +340,7 @@ def diag_hessian_activations(model: nn.Module, x: Tensor, y: Tensor) -> list[Ten
     LeCun, Denker & Solla (1990), "Optimal Brain Damage", NIPS 2 (node saliency via a gate).
     """
     method = "diag_hessian_activations"
-    layers, x, y = _prepare(model, x, y, method, shared=True)
+    view, layers, x, y = _prepare(model, x, y, method, shared=True)
     N = x.shape[0]
     out = [x.new_empty(N, layer.W.shape[0]) for layer in layers[:-1]]  # [N, H_l] each
     if not out:
@@ -350,7 +351,7 @@ def diag_hessian_activations(model: nn.Module, x: Tensor, y: Tensor) -> list[Ten
             def visit(k, h_a, a, rows=rows):
                 out[k][rows] = h_a
 
-            _backward_factor(layers, x[rows], y[rows], N, True, None, visit)
+            _backward_factor(view, layers, x[rows], y[rows], N, True, None, visit)
     return out
 
 
@@ -384,7 +385,7 @@ def diag_hessian_masks(model: nn.Module, x: Tensor, y: Tensor) -> list[Tensor]:
     gate is half this value under OBD's assumptions); Dangel, Kunstner & Hennig (2020),
     BackPACK (the factor recursion).
     """
-    layers, x, y = _prepare(model, x, y, "diag_hessian_masks", shared=True)
+    view, layers, x, y = _prepare(model, x, y, "diag_hessian_masks", shared=True)
     out = [x.new_zeros(layer.W.shape[0]) for layer in layers[:-1]]  # [H_l] each
     if not out:
         return out
@@ -394,7 +395,7 @@ def diag_hessian_masks(model: nn.Module, x: Tensor, y: Tensor) -> list[Tensor]:
 
     with torch.no_grad():
         for rows in _chunks(x.shape[0], _factor_elements(layers, True)):
-            _backward_factor(layers, x[rows], y[rows], x.shape[0], True, None, visit)
+            _backward_factor(view, layers, x[rows], y[rows], x.shape[0], True, None, visit)
     return out
 
 
@@ -415,11 +416,11 @@ def becker_lecun_diag(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tenso
     Becker & LeCun (1988), "Improving the convergence of back-propagation learning with second
     order methods"; LeCun, Denker & Solla (1990), "Optimal Brain Damage", NIPS 2, Sec. 3.
     """
-    layers, x, y = _prepare(model, x, y, "becker_lecun_diag")
+    view, layers, x, y = _prepare(model, x, y, "becker_lecun_diag")
     N = x.shape[0]
     out: dict[str, Tensor] = {}
     with torch.no_grad():
-        records, logits = _forward(layers, x)
+        records, logits = _forward(view, layers, x)
         p = torch.softmax(logits, 1)
         h_a = p * (1 - p) / N  # [N, C] diagonal of Lambda / N
         g_a = (p - F.one_hot(y, p.shape[1]).to(p.dtype)) / N
@@ -458,11 +459,11 @@ def empirical_fisher_diag(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, T
     Kunstner, Hennig & Balles (2019), "Limitations of the empirical Fisher approximation",
     NeurIPS.
     """
-    layers, x, y = _prepare(model, x, y, "empirical_fisher_diag")
+    view, layers, x, y = _prepare(model, x, y, "empirical_fisher_diag")
     N = x.shape[0]
     out: dict[str, Tensor] = {}
     with torch.no_grad():
-        records, logits = _forward(layers, x)
+        records, logits = _forward(view, layers, x)
         g_a = torch.softmax(logits, 1) - F.one_hot(y, logits.shape[1]).to(logits.dtype)
         for k in range(len(layers) - 1, -1, -1):
             layer, (a_in, d1, _) = layers[k], records[k]
@@ -535,11 +536,11 @@ def hutchinson_diag(
         raise ValueError(f"hutchinson_diag: return_std needs probes >= 2; got {probes}")
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"hutchinson_diag: chunk must be a positive integer; got {chunk!r}")
-    _, x, y = _prepare(model, x, y, "hutchinson_diag")
+    view, _, x, y = _prepare(model, x, y, "hutchinson_diag")
     params = {n: p.detach() for n, p in model.named_parameters()}
     if generator is None:
         generator = torch.Generator(device=x.device).manual_seed(0)
-    grad_fn = torch.func.grad(ops.param_loss(ops.parse(model, method="hutchinson_diag"), x, y))
+    grad_fn = torch.func.grad(ops.param_loss(view, x, y))
 
     def v_hv(v: dict[str, Tensor]) -> dict[str, Tensor]:
         hv = torch.func.jvp(grad_fn, (params,), (v,))[1]

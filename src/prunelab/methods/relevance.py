@@ -63,6 +63,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..base import ops
 from ..base.models import Dense, Net, derivatives, parse
 
 _WHERE = "relevance.explain"
@@ -498,14 +499,11 @@ def _check_call(
     return net, x, layer_rules
 
 
-def _forward(layers: Sequence[Dense], Ws: list[Tensor], bs: list[Tensor], x: Tensor) -> list:
+def _forward(net: Net, Ws: list[Tensor], bs: list[Tensor], x: Tensor) -> list:
     """[(a_in, z, a)] per layer; dropout is off (an explanation is of the eval-mode network)."""
-    out, a = [], x
-    for layer, W, b in zip(layers, Ws, bs, strict=True):
-        z = torch.addmm(b, a, W.T)  # [N, H]
-        out.append((a, z, layer.phi(z)))
-        a = out[-1][2]
-    return out
+    params = {f"{layer.name}.weight": W for layer, W in zip(net.layers, Ws, strict=True)}
+    params |= {f"{layer.name}.bias": b for layer, b in zip(net.layers, bs, strict=True)}
+    return ops.records(net.view, x, params=params)
 
 
 def explain(
@@ -601,11 +599,11 @@ def explain(
     bs = [
         x.new_zeros(layer.width) if layer.bias is None else layer.bias.to(x) for layer in net.layers
     ]
-    acts = _forward(net.layers, Ws, bs, x)
+    acts = _forward(net, Ws, bs, x)
     t = _targets(target, acts[-1][2])
     onehot = F.one_hot(t, net.out_features).to(x.dtype)  # [N, C]
     if spec["reference"] == "baseline":
-        refs = _forward(net.layers, Ws, bs, _baseline(baseline, x_raw, x))  # rows 1 or N
+        refs = _forward(net, Ws, bs, _baseline(baseline, x_raw, x))  # rows 1 or N
         d1 = 0.0  # the constant input is 1 in both passes
     else:
         refs = [(None, None, None)] * len(acts)  # every node's reference is 0

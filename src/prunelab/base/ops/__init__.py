@@ -9,7 +9,15 @@ from .activations import ACTIVATIONS, PIECEWISE_LINEAR, derivatives, phi
 from .kinds import Activation, Affine, Flatten, Op, Params, Pass, Pool
 from .rewire import remove_units
 from .spec import from_spec, spec
-from .view import SUPPORTED_MODULES, View, forward, param_loss, parse, unit_gradients
+from .view import (
+    SUPPORTED_MODULES,
+    View,
+    forward,
+    param_loss,
+    parse,
+    records,
+    unit_gradients,
+)
 
 __all__ = [
     "ACTIVATIONS",
@@ -29,6 +37,7 @@ __all__ = [
     "param_loss",
     "parse",
     "phi",
+    "records",
     "remove_units",
     "spec",
     "unit_gradients",

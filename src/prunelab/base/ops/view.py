@@ -340,3 +340,21 @@ def unit_gradients(
             if k > first:
                 g = view.ops[k].vjp(inputs[k], g)
     return acts, grads[::-1]
+
+
+def records(view: View, x: Tensor, *, params: Params = None) -> list[tuple[Tensor, Tensor, Tensor]]:
+    """Per layer, ``(a_in, z, a)``: the layer's input, its output ``z`` (BatchNorm included) and
+    ``a = phi(z)`` after its activation (``a = z`` without one), in evaluation mode.
+
+    What the layer-wise recursions of curvature and relevance read; ``a`` of one layer is
+    ``a_in`` of the next when only Dropout or Identity lie between them (an MLP).
+    """
+    out: list[tuple[Tensor, Tensor, Tensor]] = []
+    a = view.inputs(x)
+    for op in view.ops:
+        a_in, a = a, op.apply(a, params, training=False)
+        if isinstance(op, Affine):
+            out.append((a_in, a, a))
+        elif isinstance(op, Activation) and out:
+            out[-1] = (out[-1][0], out[-1][1], a)
+    return out
