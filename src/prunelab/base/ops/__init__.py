@@ -7,17 +7,10 @@
 
 from .activations import ACTIVATIONS, PIECEWISE_LINEAR, derivatives, phi
 from .kinds import Activation, Affine, Flatten, Op, Params, Pass, Pool
+from .passes import forward, param_loss, records, unit_gradients
 from .rewire import remove_units
 from .spec import from_spec, spec
-from .view import (
-    SUPPORTED_MODULES,
-    View,
-    forward,
-    param_loss,
-    parse,
-    records,
-    unit_gradients,
-)
+from .view import SUPPORTED_MODULES, View, parse
 
 __all__ = [
     "ACTIVATIONS",
