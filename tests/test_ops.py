@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.func import functional_call
 
-from prunelab import ops
+from prunelab import models, ops
 
 F64 = torch.float64
 
@@ -397,3 +397,24 @@ def test_records_are_each_layers_input_output_and_activation():
     torch.testing.assert_close(a1, h0)  # dropout off
     torch.testing.assert_close(z1, model[3](h0))
     torch.testing.assert_close(h1, model(x))  # the output activation counts
+
+
+def test_the_op_view_follows_the_device_of_its_inputs():
+    """On the meta device (shapes without data) every pass and primitive stays on it: no
+    tensor is made on the CPU behind the caller's back."""
+    model = models.lenet5(batchnorm=True, pool="avg").eval().to("meta")
+    view = ops.parse(model)
+    x = torch.empty(2, 1, 28, 28, device="meta")
+    out, taps = ops.forward(view, x, taps=True, scales={0: torch.ones(6, device="meta")})
+    recs = ops.records(view, x)
+    assert out.device.type == "meta" and all(t.device.type == "meta" for t in taps)
+    assert all(t.device.type == "meta" for rec in recs for t in rec)
+    a = x
+    for op in view.ops:
+        y = op.apply(a, training=False)
+        g = torch.empty_like(y)
+        assert op.vjp(a, g).device.type == "meta"
+        assert op.vjp(a, g, squared=True).device.type == "meta"
+        if isinstance(op, ops.Affine):
+            assert all(t.device.type == "meta" for t in (*op.folded(), *op.per_sample_grads(a, g)))
+        a = y
