@@ -517,9 +517,8 @@ def _seeded(model: nn.Sequential, seed: int, dtype: torch.dtype) -> nn.Sequentia
     """``model`` in ``dtype`` with every Linear and Conv2d initialised from ``seed``, in order."""
     g = torch.Generator().manual_seed(seed)
     model = model.to(dtype)
-    for m in model.modules():
-        if isinstance(m, nn.Linear | nn.Conv2d):
-            _init_(m, g)
+    for layer in ops.parse(model, method="models").layers:
+        _init_(layer.module, g)
     return model
 
 
