@@ -155,3 +155,18 @@ def test_each_module_keeps_its_mode_and_requires_grad():
     small, _ = ops.remove_units(model, ops.parse(model), {0: torch.tensor([2])})
     assert small.training and small[0].training and not small[1].training
     assert not small[1].weight.requires_grad and small[1].bias.requires_grad
+
+
+@pytest.mark.parametrize(
+    ("remove", "x", "match"),
+    [
+        ({4: [0]}, None, "hidden layer 4 out of range"),
+        ({0: [6]}, None, r"unit index 6 out of range; hidden layer 0 \(0\) has 6 units"),
+        ({1: [2, 2]}, None, "unit 2 more than once"),
+        ({0: [0]}, torch.full((2, 1, 28, 28), float("nan"), dtype=F64), "NaN or inf"),
+    ],
+)
+def test_remove_units_names_a_bad_plan(remove, x, match):
+    model, _ = _model("lenet5_max")
+    with pytest.raises(ValueError, match=match):
+        ops.remove_units(model, ops.parse(model), remove, x=x)

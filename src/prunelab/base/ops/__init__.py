@@ -8,7 +8,7 @@
 from .activations import ACTIVATIONS, PIECEWISE_LINEAR, derivatives, phi
 from .kinds import Activation, Affine, Flatten, Op, Params, Pass, Pool
 from .passes import forward, param_loss, records, unit_gradients
-from .rewire import remove_units
+from .rewire import check_remove, remove_units
 from .spec import from_spec, spec
 from .view import SUPPORTED_MODULES, View, parse
 
@@ -24,6 +24,7 @@ __all__ = [
     "Pass",
     "Pool",
     "View",
+    "check_remove",
     "derivatives",
     "forward",
     "from_spec",

@@ -21,8 +21,9 @@ same compensation, and a unit mask that zeroes ``R_l`` (returned) completes the 
 from __future__ import annotations
 
 import copy
+import operator
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -47,9 +48,9 @@ def remove_units(
     ----------
     model : nn.Sequential
         The model ``view`` was parsed from; not modified.
-    remove : dict of int to Tensor
-        Hidden layer -> sorted, distinct indices of its units to remove (validated by the
-        caller); an empty tensor removes none.
+    remove : dict of int to list or Tensor
+        Hidden layer -> distinct indices of its units to remove (see :func:`check_remove`);
+        an empty list removes none.
     x : Tensor[N, *in], optional
         Data for mean compensation (None: the units are deleted, which equals zeroing them).
     scale : dict of int to Tensor[H_l], optional
@@ -62,6 +63,12 @@ def remove_units(
     (nn.Sequential, Tensor[H])
         The new model, in ``model``'s training mode, and the unit mask (0 on removed units).
     """
+    remove = check_remove(view, remove, method=method, keep_one=False)
+    if x is not None:
+        if not isinstance(x, Tensor) or not x.is_floating_point() or x.shape[0] == 0:
+            raise ValueError(f"{method}: x must be a non-empty floating-point Tensor [N, ...]")
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{method}: x holds NaN or inf values")
     layers = view.layers
     hidden = {k: ell for ell, k in enumerate(view.unit_ops)}
     replaced: dict[int, nn.Module] = {}  # flattened position -> new module
@@ -109,6 +116,73 @@ def remove_units(
                         a = a[:, _complement(R, a.shape[1])]  # u keeps every unit
     mask = torch.cat(masks) if masks else torch.ones(0)
     return _rebuild(model, replaced), mask
+
+
+def check_remove(
+    view: View,
+    remove: Mapping[int, Iterable[int]],
+    *,
+    method: str = "remove_units",
+    what: str = "unit",
+    keep_one: bool = True,
+) -> dict[int, Tensor]:
+    """Validate a removal plan ``{hidden layer: [unit, ...]}``; return {hidden layer: sorted
+    unit indices} for its non-empty entries. ``keep_one``: refuse emptying a layer."""
+    if not isinstance(remove, Mapping):
+        raise TypeError(
+            f"{method}: remove must be a mapping {{hidden_layer: [{what}, ...]}}; "
+            f"got {type(remove).__name__}"
+        )
+    sizes = view.hidden_sizes
+    device = view.device
+    out: dict[int, Tensor] = {}
+    for key, nodes in remove.items():
+        ell = _index(key, f"{method}: hidden-layer key {key!r}")
+        if not 0 <= ell < len(sizes):
+            raise ValueError(
+                f"{method}: hidden layer {ell} out of range; the model has {len(sizes)} "
+                f"hidden layer(s) with sizes {sizes} (keys 0..{len(sizes) - 1})"
+            )
+        H = sizes[ell]
+        if isinstance(nodes, Tensor):
+            if nodes.is_floating_point() or nodes.is_complex() or nodes.dtype == torch.bool:
+                raise TypeError(
+                    f"{method}: remove[{ell}] must hold integer {what} indices; got {nodes.dtype}"
+                )
+            nodes = nodes.reshape(-1).tolist()
+        if isinstance(nodes, (str, bytes)) or not isinstance(nodes, Iterable):
+            raise TypeError(
+                f"{method}: remove[{ell}] must be a list of {what} indices; "
+                f"got {type(nodes).__name__}"
+            )
+        index = [_index(i, f"{method}: remove[{ell}] entry {i!r}") for i in nodes]
+        bad = [i for i in index if not 0 <= i < H]
+        if bad:
+            raise ValueError(
+                f"{method}: remove[{ell}] holds {what} index {bad[0]} out of range; hidden "
+                f"layer {ell} ({view.hidden[ell].name}) has {H} {what}s (0..{H - 1})"
+            )
+        if len(set(index)) < len(index):
+            dup = next(i for i in index if index.count(i) > 1)
+            raise ValueError(f"{method}: remove[{ell}] lists {what} {dup} more than once")
+        if keep_one and len(index) == H:
+            raise ValueError(
+                f"{method}: remove[{ell}] removes all {H} {what}s of hidden layer {ell} "
+                f"({view.hidden[ell].name}); keep at least one"
+            )
+        if index:
+            out[ell] = torch.tensor(sorted(index), dtype=torch.long, device=device)
+    return out
+
+
+def _index(value: object, what: str) -> int:
+    """``value`` as a Python int; bools and non-integers raise a TypeError."""
+    if isinstance(value, bool):
+        raise TypeError(f"{what} must be an integer, not a bool")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{what} must be an integer; got {type(value).__name__}") from None
 
 
 def _reader(

@@ -13,10 +13,8 @@ that is constant on the data is removed without changing any output.
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Iterable, Mapping
 
-import torch
 from torch import Tensor, nn
 
 from ...base import models, ops
@@ -95,7 +93,7 @@ def remove_nodes(
         raise ValueError(
             f"remove_nodes: compensate={compensate!r}; choose from {list(COMPENSATIONS)}"
         )
-    removed = _check_remove(net, remove)
+    removed = ops.check_remove(net.view, remove, method="remove_nodes", what="node")
     if compensate == "mean" and x is None:
         raise ValueError(
             "remove_nodes: compensate='mean' needs data x to take the removed nodes' means; "
@@ -103,62 +101,3 @@ def remove_nodes(
         )
     a = net.check_x(x, "remove_nodes", convert=True) if compensate == "mean" else None
     return ops.remove_units(model, net.view, removed, x=a, method="remove_nodes")[0]
-
-
-def _check_remove(net: models.Net, remove: Mapping[int, Iterable[int]]) -> dict[int, Tensor]:
-    """Validate ``remove``; return {hidden layer: sorted node indices} for non-empty entries."""
-    if not isinstance(remove, Mapping):
-        raise TypeError(
-            "remove_nodes: remove must be a mapping {hidden_layer: [node, ...]}; "
-            f"got {type(remove).__name__}"
-        )
-    sizes = net.hidden_sizes
-    device = net.layers[0].weight.device
-    out: dict[int, Tensor] = {}
-    for key, nodes in remove.items():
-        ell = _index(key, f"remove_nodes: hidden-layer key {key!r}")
-        if not 0 <= ell < len(sizes):
-            raise ValueError(
-                f"remove_nodes: hidden layer {ell} out of range; the model has {len(sizes)} "
-                f"hidden layer(s) with sizes {sizes} (keys 0..{len(sizes) - 1})"
-            )
-        H = sizes[ell]
-        if isinstance(nodes, Tensor):
-            if nodes.is_floating_point() or nodes.is_complex() or nodes.dtype == torch.bool:
-                raise TypeError(
-                    f"remove_nodes: remove[{ell}] must hold integer node indices; got {nodes.dtype}"
-                )
-            nodes = nodes.reshape(-1).tolist()
-        if isinstance(nodes, (str, bytes)) or not isinstance(nodes, Iterable):
-            raise TypeError(
-                f"remove_nodes: remove[{ell}] must be a list of node indices; "
-                f"got {type(nodes).__name__}"
-            )
-        index = [_index(i, f"remove_nodes: remove[{ell}] entry {i!r}") for i in nodes]
-        bad = [i for i in index if not 0 <= i < H]
-        if bad:
-            raise ValueError(
-                f"remove_nodes: remove[{ell}] holds node index {bad[0]} out of range; hidden "
-                f"layer {ell} ({net.hidden[ell].name}) has {H} nodes (0..{H - 1})"
-            )
-        if len(set(index)) < len(index):
-            dup = next(i for i in index if index.count(i) > 1)
-            raise ValueError(f"remove_nodes: remove[{ell}] lists node {dup} more than once")
-        if len(index) == H:
-            raise ValueError(
-                f"remove_nodes: remove[{ell}] removes all {H} nodes of hidden layer {ell} "
-                f"({net.hidden[ell].name}); keep at least one"
-            )
-        if index:
-            out[ell] = torch.tensor(sorted(index), dtype=torch.long, device=device)
-    return out
-
-
-def _index(value: object, what: str) -> int:
-    """``value`` as a Python int; bools and non-integers raise a TypeError."""
-    if isinstance(value, bool):
-        raise TypeError(f"{what} must be an integer, not a bool")
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise TypeError(f"{what} must be an integer; got {type(value).__name__}") from None
