@@ -35,7 +35,7 @@ from .view import View, _flatten
 def remove_units(
     model: nn.Sequential,
     view: View,
-    remove: Mapping[int, Tensor],
+    remove: Mapping[int, Iterable[int]],
     *,
     x: Tensor | None = None,
     scale: Mapping[int, Tensor] | None = None,
@@ -61,7 +61,14 @@ def remove_units(
     Returns
     -------
     (nn.Sequential, Tensor[H])
-        The new model, in ``model``'s training mode, and the unit mask (0 on removed units).
+        The new model (module names, nesting, each module's mode and ``requires_grad`` kept;
+        a module used twice becomes two copies) and the unit mask (0 on removed units).
+
+    Raises
+    ------
+    ValueError
+        For a bad plan (:func:`check_remove`), non-finite or empty ``x``, removing every
+        channel of a Conv2d, or mean compensation read by a zero-padded convolution.
     """
     remove = check_remove(view, remove, method=method, keep_one=False)
     if x is not None:
