@@ -77,9 +77,8 @@ def _layer_index(net: models.Net, layer: int | str, method: str) -> int:
 def _inputs_and_pre(net: models.Net, x: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """Input ``a^{k-1}`` [N, D] and pre-activation ``z^k`` [N, H] of layer k (dropout off)."""
     with torch.no_grad():
-        a = x if k == 0 else ops.forward(net.view, x, taps=True, training=False)[1][k - 1]
-        layer = net.layers[k]
-        return a, F.linear(a, layer.weight, layer.bias)
+        a, z, _ = ops.records(net.view, x)[k]
+        return a, z
 
 
 def _upper(net: models.Net, k: int) -> Callable[[Tensor, Tensor], Tensor]:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..base import models, stats, train
+from ..base import models, ops, stats, train
 from . import bounds, surgery
 
 # --- weights -----------------------------------------------------------------------------------
@@ -239,10 +239,9 @@ def coactive(model: nn.Module, x: Tensor, layer: int) -> Tensor:
     if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < L:
         raise ValueError(f"coactive: layer must be a Linear index in 0..{L - 1}; got {layer!r}")
     x = _as_input(net, x)
-    a = x if layer == 0 else net.activations(x)[layer - 1]  # [N, H_in]
     dense = net.layers[layer]
     with torch.no_grad():
-        z = torch.nn.functional.linear(a, dense.weight, dense.bias)  # [N, H_out]
+        a, z, _ = ops.records(net.view, x)[layer]  # [N, H_in], [N, H_out]
         gate = models.derivatives(dense.activation, z, dense.slope)[0] != 0
     return (gate.double().T @ (a != 0).double()) > 0
 
