@@ -77,3 +77,22 @@ def test_report_renders_and_results_round_trip(tiny):
     assert r2.subsets[0].log_loss_fit == r.subsets[0].log_loss_fit
     assert r2.removal.best_pairs[0][:2] == r.removal.best_pairs[0][:2]
     report.rerender(out)
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        models.lenet5(in_shape=(1, 8, 8), seed=0),
+        torch.nn.Sequential(
+            torch.nn.Linear(64, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 10)
+        ),
+    ],
+)
+def test_a_checkpoint_it_cannot_take_is_named_before_any_work(tmp_path, model):
+    path = checkpoint.save(tmp_path / "m.safetensors", model.eval(), data="digits")
+    config = node_removal.Config(checkpoint=str(path), data="digits")
+    with pytest.raises(
+        ValueError, match=r"node-removal of .*m\.safetensors: module \d+ \(\w+\): .*MLPs"
+    ):
+        node_removal.run(config, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()

@@ -16,7 +16,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from ..base import checkpoint, data, files, models, ops, stats, train
+from ..base import checkpoint, data, files, models, stats, train
 from ..base.progress import track
 from ..engines import ensemble, masks
 from ..methods import ablation
@@ -335,11 +335,7 @@ def _subject(
         return model, split, description, recipe, config.seed
     model, meta = checkpoint.load(config.checkpoint)
     model = model.to(device)
-    if ops.parse(model, method="node-removal").conv:
-        raise ValueError(
-            f"{config.checkpoint} holds a convnet; this study takes MLPs so far "
-            "(channels as units come to it in a later release)"
-        )
+    models.parse(model, method=f"node-removal of {config.checkpoint}")  # MLPs so far
     name = config.data or meta.get("data") or "circle"
     seed = meta.get("seed", config.seed)
     split = data.load(name, seed=seed).to(device=device)
