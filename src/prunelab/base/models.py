@@ -115,55 +115,12 @@ class Net:
         return x.flatten(1) if x.dim() > 2 else x
 
     def check_x(self, x: Tensor, method: str, *, name: str = "x", convert: bool = False) -> Tensor:
-        """``x`` validated for this net: ``[N, D]`` after the model's ``Flatten``, ``N >= 1``,
-        finite, detached, in the parameters' dtype and device.
-
-        Errors name ``method`` and the argument ``name``. A dtype or device other than the
-        parameters' is an error, or with ``convert=True`` (floating-point ``x`` only) converted.
-        """
-        W = self.layers[0].weight
-        if not isinstance(x, Tensor):
-            raise TypeError(
-                f"{method}: {name} must be a torch.Tensor [N, {self.in_features}]; got "
-                f"{type(x).__name__}"
-            )
-        xs = self.inputs(x)
-        if xs.dim() != 2 or xs.shape[1] != self.in_features:
-            raise ValueError(
-                f"{method}: {name} must have shape [N, {self.in_features}] (after the model's "
-                f"Flatten); got shape {tuple(x.shape)}"
-            )
-        if convert:
-            if not xs.is_floating_point():
-                raise TypeError(f"{method}: {name} must be a floating-point tensor; got {xs.dtype}")
-            xs = xs.to(device=W.device, dtype=W.dtype)
-        if xs.dtype != W.dtype or xs.device != W.device:
-            raise TypeError(
-                f"{method}: {name} is {xs.dtype} on {xs.device} but the model's parameters are "
-                f"{W.dtype} on {W.device}; convert one of them"
-            )
-        if xs.shape[0] == 0:
-            raise ValueError(f"{method}: {name} holds no samples")
-        if not bool(torch.isfinite(xs).all()):
-            raise ValueError(f"{method}: {name} holds NaN or inf values")
-        return xs.detach()
+        """``x`` validated for this net as ``[N, D]`` (:meth:`prunelab.ops.View.check_x`)."""
+        return self.view.check_x(x, method, name=name, convert=convert).flatten(1)
 
     def check_labels(self, y: Tensor, n: int, method: str) -> Tensor:
-        """Class labels ``y: [n]`` of an integer dtype in ``[0, C)``, returned as int64 on the
-        parameters' device; errors name ``method``."""
-        C = self.out_features
-        if not isinstance(y, Tensor):
-            raise TypeError(f"{method}: y must be a torch.Tensor [{n}]; got {type(y).__name__}")
-        if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
-            raise TypeError(f"{method}: y must hold integer class labels; got {y.dtype}")
-        if y.shape != (n,):
-            raise ValueError(f"{method}: y must have shape [{n}] like x; got {tuple(y.shape)}")
-        if int(y.min()) < 0 or int(y.max()) >= C:
-            raise ValueError(
-                f"{method}: y must be class labels in [0, {C}) for a model with {C} outputs; "
-                f"got range [{int(y.min())}, {int(y.max())}]"
-            )
-        return y.to(device=self.layers[0].weight.device, dtype=torch.long)
+        """Labels ``y: [n]`` in ``[0, C)`` as int64 (:meth:`prunelab.ops.View.check_labels`)."""
+        return self.view.check_labels(y, n, method)
 
     def activations(self, x: Tensor) -> list[Tensor]:
         """Hidden activations ``a^l: [N, H_l]`` for every hidden layer (dropout as identity).

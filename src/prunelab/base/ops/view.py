@@ -8,6 +8,7 @@ are: after the layer's activation. The passes over a view are in :mod:`.passes`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -81,6 +82,82 @@ class View:
     @property
     def device(self) -> torch.device:
         return self.layers[0].weight.device
+
+    def in_shape(self) -> str:
+        """What one sample looks like to the model, for messages: ``"[C, H, W]"`` or ``"[D]"``."""
+        first = self.layers[0]
+        if first.conv:
+            return f"[{first.in_units}, H, W]"
+        return f"[{first.in_units}]"
+
+    def check_x(self, x: Tensor, method: str, *, name: str = "x", convert: bool = False) -> Tensor:
+        """``x`` validated for this model: ``[N, *in]`` that the model takes (an MLP reads it
+        flattened), ``N >= 1``, finite, detached, in the parameters' dtype and device.
+
+        Returned as the first op reads it (:meth:`inputs`). A dtype or device other than the
+        parameters' is an error, or with ``convert=True`` (floating-point ``x`` only) converted.
+        Spatial sizes that do not fit the layers fail here, on one sample, with a clear error.
+        """
+        first = self.layers[0]
+        if not isinstance(x, Tensor):
+            raise TypeError(
+                f"{method}: {name} must be a torch.Tensor [N, {self.in_shape()[1:-1]}]; got "
+                f"{type(x).__name__}"
+            )
+        xs = self.inputs(x)
+        if first.conv and self.ops[0] is first:
+            if xs.dim() != 4 or xs.shape[1] != first.in_units:
+                raise ValueError(
+                    f"{method}: {name} must have shape [N, {first.in_units}, H, W] (the first "
+                    f"Conv2d takes {first.in_units} channel(s)); got shape {tuple(x.shape)}"
+                )
+        elif not first.conv and (xs.dim() < 2 or math.prod(xs.shape[1:]) != first.in_units):
+            raise ValueError(
+                f"{method}: {name} must have shape [N, {first.in_units}] (after the model's "
+                f"Flatten); got shape {tuple(x.shape)}"
+            )
+        if convert:
+            if not xs.is_floating_point():
+                raise TypeError(f"{method}: {name} must be a floating-point tensor; got {xs.dtype}")
+            xs = xs.to(device=self.device, dtype=self.dtype)
+        if xs.dtype != self.dtype or xs.device != self.device:
+            raise TypeError(
+                f"{method}: {name} is {xs.dtype} on {xs.device} but the model's parameters are "
+                f"{self.dtype} on {self.device}; convert one of them"
+            )
+        if xs.shape[0] == 0:
+            raise ValueError(f"{method}: {name} holds no samples")
+        if not bool(torch.isfinite(xs).all()):
+            raise ValueError(f"{method}: {name} holds NaN or inf values")
+        if self.conv or xs.dim() > 2:
+            try:  # one sample through: spatial sizes that do not fit fail here, not deep inside
+                with torch.no_grad():
+                    a = xs[:1]
+                    for op in self.ops:
+                        a = op.apply(a, training=False)
+            except RuntimeError as e:
+                raise ValueError(
+                    f"{method}: {name} has samples of shape {list(x.shape[1:])}, which the model "
+                    f"cannot take: {e}"
+                ) from None
+        return xs.detach()
+
+    def check_labels(self, y: Tensor, n: int, method: str) -> Tensor:
+        """Class labels ``y: [n]`` of an integer dtype in ``[0, C)``, returned as int64 on the
+        parameters' device; errors name ``method``."""
+        C = self.out_features
+        if not isinstance(y, Tensor):
+            raise TypeError(f"{method}: y must be a torch.Tensor [{n}]; got {type(y).__name__}")
+        if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+            raise TypeError(f"{method}: y must hold integer class labels; got {y.dtype}")
+        if y.shape != (n,):
+            raise ValueError(f"{method}: y must have shape [{n}] like x; got {tuple(y.shape)}")
+        if int(y.min()) < 0 or int(y.max()) >= C:
+            raise ValueError(
+                f"{method}: y must be class labels in [0, {C}) for a model with {C} outputs; "
+                f"got range [{int(y.min())}, {int(y.max())}]"
+            )
+        return y.to(device=self.device, dtype=torch.long)
 
     def inputs(self, x: Tensor) -> Tensor:
         """``x`` as the first op takes it: an MLP (a Linear first, after any Dropout or
