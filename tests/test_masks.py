@@ -359,3 +359,176 @@ def test_removals():
     assert torch.equal(m, expected)
     with pytest.raises(ValueError, match=r"node indices must lie in \[0, 4\); got \[2, 4\]"):
         masks.removals(4, [[2, 4]])
+
+
+# --- convnets: channel masks on the op engine (prunelab.engines.masks_conv) -----------------
+
+
+def _hooked(model: nn.Sequential, node_masks: torch.Tensor):
+    """Forward hooks multiplying each hidden layer's units (a channel's whole map) by a block."""
+    from prunelab import ops
+
+    view = ops.parse(model)
+    flat = [m for m in model.modules() if not isinstance(m, nn.Sequential)]
+    sites = [flat[view.ops[k].position] for k in view.unit_ops]
+
+    @contextmanager
+    def masked(m):
+        handles = [
+            site.register_forward_hook(
+                lambda _mod, _inp, out, b=b: out * b.view(-1, *[1] * (out.dim() - 2))
+            )
+            for site, b in zip(sites, m.split(view.hidden_sizes), strict=True)
+        ]
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+
+    return masked
+
+
+def conv_oracle(model, x, y, node_masks):
+    """Loop over masks: hooks on the model, F.cross_entropy, autograd (dropout off)."""
+    masked = _hooked(model, node_masks)
+    logits, point_losses, losses, grads = [], [], [], []
+    for m in node_masks:
+        m = m.clone().requires_grad_(True)
+        with masked(m):
+            f = model(x)
+        loss = F.cross_entropy(f, y)
+        logits.append(f.detach())
+        point_losses.append(F.cross_entropy(f.detach(), y, reduction="none"))
+        losses.append(loss.detach())
+        grads.append(torch.autograd.grad(loss, m)[0])
+    return torch.stack(logits), torch.stack(point_losses), torch.stack(losses), torch.stack(grads)
+
+
+def _convnet(kind: str, dtype=F64):
+    """An eval-mode convnet with non-trivial BatchNorm statistics, and its input shape."""
+    if kind == "lenet5_max":
+        model, shape = models.lenet5(seed=0, dtype=dtype), (1, 28, 28)
+    elif kind == "lenet5_avg":
+        model, shape = (
+            models.lenet5(pool="avg", activation="tanh", seed=0, dtype=dtype),
+            (1, 28, 28),
+        )
+    elif kind == "vgg11_bn":
+        model = models.vgg("vgg11", width=0.125, in_shape=(3, 16, 16), seed=0, dtype=dtype)
+        shape = (3, 16, 16)
+    else:  # a conv read without activation, a GELU, a padded strided conv, an adaptive max pool
+        g = torch.Generator().manual_seed(0)
+        model = nn.Sequential(
+            nn.Conv2d(2, 3, 3, padding=1),
+            nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.BatchNorm2d(4), nn.GELU(),
+            nn.AdaptiveMaxPool2d(2), nn.Flatten(), nn.Linear(16, 5), nn.ReLU(), nn.Dropout(0.3),
+            nn.Linear(5, 3),
+        ).to(dtype)  # fmt: skip
+        with torch.no_grad():
+            for p in model.parameters():
+                p.copy_(torch.randn(p.shape, generator=g, dtype=dtype) * 0.5)
+        shape = (2, 7, 7)
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(16, *shape, generator=torch.Generator().manual_seed(1), dtype=dtype))
+    return model.eval(), shape
+
+
+CONVNETS = ("lenet5_max", "lenet5_avg", "vgg11_bn", "odd")
+
+
+def conv_problem(kind, *, M=5, N=6, low=-0.5, dtype=F64, seed=0):
+    model, shape = _convnet(kind, dtype)
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(N, *shape, generator=g, dtype=dtype)
+    C = [m for m in model.modules() if isinstance(m, nn.Linear)][-1].out_features
+    y = torch.randint(0, C, (N,), generator=g)
+    H = sum(masks.hidden_sizes(model))
+    m = (low + (1.5 - low) * torch.rand(M, H, generator=g, dtype=dtype)).to(dtype)
+    return model, x, y, m
+
+
+@pytest.mark.parametrize("kind", CONVNETS)
+@pytest.mark.parametrize("low", [0.0, -0.5])  # non-negative masks share the max pools
+def test_convnet_masks_match_the_autograd_loop_in_float64(kind, low):
+    model, x, y, m = conv_problem(kind, low=low)
+    f_ref, pl_ref, loss_ref, grad_ref = conv_oracle(model, x, y, m)
+    for chunk_bytes in (1, masks.DEFAULT_CHUNK_BYTES):  # one mask per chunk, all at once
+        loss, grad = ablation.mask_losses(model, x, y, m, chunk_bytes=chunk_bytes)
+        torch.testing.assert_close(loss, loss_ref, atol=1e-10, rtol=0)
+        torch.testing.assert_close(grad, grad_ref, atol=1e-10, rtol=0)
+    loss_sum, grad_sum = ablation.mask_losses(model, x, y, m, reduction="sum")
+    torch.testing.assert_close(loss_sum, loss_ref * x.shape[0], atol=1e-10, rtol=0)
+    torch.testing.assert_close(grad_sum, grad_ref * x.shape[0], atol=1e-10, rtol=0)
+    torch.testing.assert_close(
+        ablation.mask_point_losses(model, x, y, m), pl_ref, atol=1e-10, rtol=0
+    )
+    torch.testing.assert_close(masks.masked_logits(model, x, m), f_ref, atol=1e-10, rtol=0)
+    point = ablation.point_mask_gradients(model, x, y, m[0])
+    torch.testing.assert_close(point.mean(0), grad_ref[0], atol=1e-10, rtol=0)
+
+
+def test_convnet_masks_match_the_loop_in_float32():
+    model, x, y, m = conv_problem("lenet5_max", dtype=torch.float32, low=0.0)
+    _, _, loss_ref, grad_ref = conv_oracle(model, x, y, m)
+    loss, grad = ablation.mask_losses(model, x, y, m)
+    torch.testing.assert_close(loss, loss_ref, atol=1e-5, rtol=0)
+    torch.testing.assert_close(grad, grad_ref, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["lenet5_max", "vgg11_bn"])
+def test_zero_before_a_max_pool_gives_the_one_sided_derivative(kind):
+    """At a 0 behind a max pool the loss has a kink: the gradient is the derivative of turning
+    the unit up, which the loop computes once the zeros are nudged to a tiny positive value."""
+    model, x, y, _ = conv_problem(kind)
+    H = sum(masks.hidden_sizes(model))
+    m = (torch.rand(4, H, generator=torch.Generator().manual_seed(3)) < 0.5).to(F64)
+    m[:, 0] = 0  # a channel of the first conv layer, read through a max pool
+    _, _, loss_ref, grad_ref = conv_oracle(model, x, y, m.clamp_min(1e-13))
+    loss, grad = ablation.mask_losses(model, x, y, m)
+    torch.testing.assert_close(loss, loss_ref, atol=1e-10, rtol=0)
+    torch.testing.assert_close(grad, grad_ref, atol=1e-10, rtol=0)
+    point = ablation.point_mask_gradients(model, x, y, m[0])
+    torch.testing.assert_close(point.mean(0), grad_ref[0], atol=1e-10, rtol=0)
+    # and a one-sided finite difference on a zeroed conv channel
+    j, t = 0, 1e-6
+    up = m[:1].clone()
+    up[0, j] = t
+    diff = (ablation.mask_losses(model, x, y, up)[0] - loss[:1]) / t
+    torch.testing.assert_close(diff, grad[:1, j], atol=1e-5, rtol=1e-4)
+
+
+def test_folded_reader_equals_the_repeated_prefix():
+    """The folded first reader (one GEMM over masks) and running it per mask agree."""
+    from prunelab import ops
+    from prunelab.engines import masks_conv
+
+    model, x, y, m = conv_problem("vgg11_bn", low=0.0)
+    view = ops.parse(model)
+    a = masks_conv.plan(view, x, nonneg=True)
+    b = masks_conv.plan(view, x, nonneg=True, shared_bytes=0)
+    assert a.P is not None and b.P is None
+    torch.testing.assert_close(masks_conv.logits(a, m), masks_conv.logits(b, m), atol=1e-12, rtol=0)
+
+
+def test_convnet_mask_errors_name_the_problem():
+    model, x, y, m = conv_problem("lenet5_max")
+    with pytest.raises(ValueError, match=r"masks must have shape \[M, 226\].*\[6, 16, 120, 84\]"):
+        ablation.mask_losses(model, x, y, m[:, :10])
+    with pytest.raises(ValueError, match=r"x must have shape \[N, 1, H, W\]"):
+        masks.masked_logits(model, x[:, :, :, :, None], m)
+    bad = m.clone()
+    bad[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="non-finite"):
+        ablation.mask_losses(model, x, y, bad)
+    with pytest.raises(ValueError, match=r"labels y must lie in \[0, 10\)"):
+        ablation.mask_losses(model, x, y + 10, m)
+
+
+def test_convnet_hidden_activations_are_feature_maps():
+    model, x, _, _ = conv_problem("lenet5_max")
+    acts = masks.hidden_activations(model, x)
+    assert [tuple(a.shape[1:]) for a in acts] == [(6, 28, 28), (16, 10, 10), (120,), (84,)]
+    with torch.no_grad():
+        torch.testing.assert_close(acts[1], model[:5](x))

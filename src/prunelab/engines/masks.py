@@ -1,5 +1,10 @@
 """Many node masks at once: the batched engine behind node ablation.
 
+MLPs run on the dense engine of this module; every other model (convolutions, pooling,
+BatchNorm), where a conv layer's units are its output channels, runs on the op engine of
+:mod:`prunelab.engines.masks_conv`. :func:`masked_logits` and :mod:`prunelab.ablation` pick
+the engine. The dense engine:
+
 A node mask ``m: Tensor[M, H]`` holds one weight per hidden node (``H`` = total hidden width,
 nodes numbered layer by layer) and multiplies each node after its activation:
 
@@ -31,14 +36,15 @@ treated as at evaluation time (identity).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
-from ..base import models
-from ..base.models import hidden_sizes
+from ..base import models, ops
+from . import masks_conv
 
 __all__ = [
     "DEFAULT_CHUNK_BYTES",
@@ -137,6 +143,51 @@ def prepare(model: nn.Module, x: Tensor, masks: Tensor, *, method: str) -> Prepa
     z1 = torch.addmm(first.bias[:, None], first.weight, xs.detach().to(dtype).T)  # (H1, N)
     a1 = _phi(first, z1, inplace=True)
     return Prepared(layers[1:], a1, masks, sizes)
+
+
+def is_dense(view: ops.View) -> bool:
+    """Whether the dense engine takes ``view``: Linear layers only, no pooling or BatchNorm."""
+    return not any(
+        isinstance(op, ops.Pool) or (isinstance(op, ops.Affine) and (op.conv or op.norm))
+        for op in view.ops
+    )
+
+
+def conv_inputs(
+    model: nn.Module, x: Tensor, masks: Tensor, *, method: str
+) -> tuple[ops.View, Tensor, Tensor]:
+    """Validate ``x`` and ``masks`` for the op engine (:mod:`.masks_conv`); return the view of
+    a model in evaluation mode and ``x``'s dtype (a copy where needed), ``x`` and ``masks``.
+
+    Computation follows ``x``: its device, and its dtype if floating (else the weights').
+    """
+    view = ops.parse(model, method=method)
+    if not view.hidden:
+        raise ValueError(f"{method}: the model has no hidden layer, so there are no units to mask")
+    for name, t in (("x", x), ("masks", masks)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{method}: {name} must be a torch.Tensor; got {type(t).__name__}")
+    dtype = x.dtype if x.is_floating_point() else view.dtype
+    if dtype != view.dtype or x.device != view.device or any(m.training for m in model.modules()):
+        model = copy.deepcopy(model).to(device=x.device, dtype=dtype).eval()
+        view = ops.parse(model, method=method)
+    xs = view.check_x(x, method, convert=True)
+    sizes = view.hidden_sizes
+    H = sum(sizes)
+    if masks.dim() != 2 or masks.shape[1] != H:
+        raise ValueError(
+            f"{method}: masks must have shape [M, {H}] (H = total number of units, per hidden "
+            f"layer {sizes}; a conv layer's units are its channels); got shape "
+            f"{tuple(masks.shape)}"
+        )
+    masks = masks.detach().to(device=xs.device, dtype=dtype)
+    bad = int((~torch.isfinite(masks)).sum())
+    if bad:
+        raise ValueError(
+            f"{method}: masks hold {bad} non-finite value(s) (NaN or inf) out of {masks.numel()}; "
+            "unit masks must be finite"
+        )
+    return view, xs, masks
 
 
 def _affine(layer: models.Dense, device: torch.device, dtype: torch.dtype) -> Affine:
@@ -277,12 +328,23 @@ _PHI_BACKWARD = {
 }
 
 
-def hidden_activations(model: nn.Module, x: Tensor) -> list[Tensor]:
-    """Activations ``a^l: [N, H_l]`` of every hidden layer, unmasked (dropout as identity).
+def hidden_sizes(model: nn.Module) -> list[int]:
+    """Units per hidden layer (the blocks of a unit mask ``[M, H]``); a conv layer's units are
+    its output channels."""
+    return ops.parse(model, method="hidden_sizes").hidden_sizes
 
-    ``torch.cat(hidden_activations(model, x), 1)`` is ``[N, H]``, nodes numbered as in a mask.
+
+def hidden_activations(model: nn.Module, x: Tensor) -> list[Tensor]:
+    """Activations of every hidden layer, unmasked (evaluation mode): ``[N, H_l]`` for a
+    Linear, ``[N, H_l, h, w]`` for a Conv2d (a channel's feature map).
+
+    On an MLP ``torch.cat(hidden_activations(model, x), 1)`` is ``[N, H]``, units numbered as
+    in a mask.
     """
-    return models.parse(model, method="hidden_activations").activations(x)
+    view = ops.parse(model, method="hidden_activations")
+    xs = view.check_x(x, "hidden_activations")
+    with torch.no_grad():
+        return ops.forward(view, xs, taps=True, training=False)[1]
 
 
 # --- mask generators (Hobson 2022, section 1) -----------------------------------------------
@@ -340,19 +402,21 @@ def masked_logits(
 ) -> Tensor:
     """Logits of ``model`` on ``x`` under each of ``M`` node masks, all at once.
 
-    ``f[m] = model(x)`` with every hidden node ``j`` multiplied by ``masks[m, j]`` after its
-    activation (a 0 removes the node, a 1 keeps it, fractions scale it). Dropout acts as in
-    evaluation mode. The result carries no autograd graph; for d(loss)/d(mask) use
+    ``f[m] = model(x)`` with every hidden unit ``j`` multiplied by ``masks[m, j]`` after its
+    activation (a 0 removes the unit, a 1 keeps it, fractions scale it); a conv layer's units
+    are its channels, and a channel's factor multiplies its whole feature map. Dropout and
+    BatchNorm act as in evaluation mode. The result carries no autograd graph; for d(loss)/d(mask) use
     :func:`prunelab.ablation.mask_losses`.
 
     Parameters
     ----------
     model : nn.Sequential
-        A model :func:`prunelab.models.parse` accepts, with at least one hidden layer.
-    x : Tensor[N, D]
-        Inputs (flattened like the model's ``Flatten`` if it has one).
+        A model :func:`prunelab.ops.parse` accepts (an MLP or a convnet), with at least one
+        hidden layer.
+    x : Tensor[N, *in]
+        Inputs: ``[N, D]`` or images an MLP reads flattened; ``[N, C, H, W]`` for a convnet.
     masks : Tensor[M, H]
-        Node masks, ``H = sum(hidden_sizes(model))``, nodes numbered layer by layer; any real
+        Unit masks, ``H = sum(hidden_sizes(model))``, units numbered layer by layer; any real
         (bool, int or float) dtype.
     chunk_bytes : int
         Budget for the temporaries of one chunk of masks.
@@ -374,6 +438,12 @@ def masked_logits(
     >>> masked_logits(model, torch.zeros(5, 2), torch.ones(4, 3)).shape
     torch.Size([4, 5, 2])
     """
+    if not is_dense(ops.parse(model, method="masked_logits")):
+        view, xs, masks = conv_inputs(model, x, masks, method="masked_logits")
+        p = masks_conv.plan(view, xs, nonneg=bool((masks >= 0).all()))
+        Mc = masks_conv.chunk_size(p, chunk_bytes=chunk_bytes, backward=False)
+        with torch.no_grad():
+            return torch.cat([masks_conv.logits(p, m) for m in masks.split(Mc)])
     layers, a1, masks, sizes = prepare(model, x, masks, method="masked_logits")
     N, M, C = a1.shape[1], masks.shape[0], layers[-1].weight.shape[0]
     out = a1.new_empty(M, N, C)

@@ -8,8 +8,12 @@ and its gradient ``dL/dm`` says, node by node, how the loss would change if the 
 turned up a little (Hobson 2022, "Exploring toy neural nets under node removal", section 1,
 "Gradients of the loss"). For 0/1 masks ``L`` is the loss of the pruned network.
 
-Everything is batched over masks through the engine in :mod:`prunelab.masks`: one forward and
-one hand-written backward per chunk of masks. With ``p = softmax(f)``, the backward starts from
+Everything is batched over masks. On MLPs the dense engine of :mod:`prunelab.masks` runs one
+forward and one hand-written backward per chunk of masks; on convnets (a unit is a channel,
+its mask multiplies the whole feature map) the op engine of
+:mod:`prunelab.engines.masks_conv` runs one batched forward and autograd's reverse pass per
+chunk. Behind a max pool a mask entry of exactly 0 is a kink of the loss; the gradient there
+is the one-sided derivative of turning the unit up (:func:`prunelab.engines.masks_conv.run`). With ``p = softmax(f)``, the backward starts from
 ``dl_n/df = p_n - e_{y_n}``; with one hidden layer it reduces to
 
     dL/dm_j = 1/N sum_n a_{n,j} (W_out.T (p_n - e_{y_n}))_j .
@@ -28,8 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..base import models, ops
+from ..base import ops
 from ..engines import masks as engine
+from ..engines import masks_conv
 from ..engines.masks import DEFAULT_CHUNK_BYTES, Affine
 
 REDUCTIONS = ("mean", "sum")
@@ -50,17 +55,18 @@ def mask_losses(
 ) -> tuple[Tensor, Tensor]:
     """Cross-entropy of ``model`` under each node mask, and its gradient w.r.t. the mask.
 
-    ``loss[m] = 1/N sum_n CE(model_m(x_n), y_n)`` where ``model_m`` multiplies hidden node ``j``
-    by ``masks[m, j]`` after its activation, and ``grad[m] = d loss[m] / d masks[m]``. Equal to
+    ``loss[m] = 1/N sum_n CE(model_m(x_n), y_n)`` where ``model_m`` multiplies hidden unit ``j``
+    (a feature, or a conv channel's whole map) by ``masks[m, j]`` after its activation, and ``grad[m] = d loss[m] / d masks[m]``. Equal to
     a loop over masks with autograd, but batched: no Python loop over masks.
 
     Parameters
     ----------
     model : nn.Sequential
-        A model :func:`prunelab.models.parse` accepts, with at least one hidden layer; dropout
-        acts as in evaluation mode. It is not modified.
-    x : Tensor[N, D]
-        Inputs; the computation runs on ``x``'s device and in its dtype.
+        A model :func:`prunelab.ops.parse` accepts (MLP or convnet), with at least one hidden
+        layer; dropout and BatchNorm act as in evaluation mode. It is not modified.
+    x : Tensor[N, *in]
+        Inputs (``[N, C, H, W]`` for a convnet); the computation runs on ``x``'s device and in
+        its dtype.
     y : Tensor[N]
         Integer class labels in ``[0, C)``.
     masks : Tensor[M, H]
@@ -87,6 +93,11 @@ def mask_losses(
     """
     if reduction not in REDUCTIONS:
         raise ValueError(f"mask_losses: reduction {reduction!r}: choose from {list(REDUCTIONS)}")
+    if not engine.is_dense(ops.parse(model, method="mask_losses")):
+        loss, grad = _conv_losses(model, x, y, masks, chunk_bytes, "mask_losses", grad=True)
+        loss, grad = loss.sum(1), grad
+        N = loss.new_tensor(x.shape[0])
+        return (loss / N, grad / N) if reduction == "mean" else (loss, grad)
     layers, a1, masks, sizes = engine.prepare(model, x, masks, method="mask_losses")
     layers, head = _cross_entropy_head(layers, y, a1, method="mask_losses")
     N, M = a1.shape[1], masks.shape[0]
@@ -124,6 +135,9 @@ def mask_point_losses(
     -------
     Tensor[M, N]
     """
+    if not engine.is_dense(ops.parse(model, method="mask_point_losses")):
+        method = "mask_point_losses"
+        return _conv_losses(model, x, y, masks, chunk_bytes, method, grad=False)[0]
     layers, a1, masks, sizes = engine.prepare(model, x, masks, method="mask_point_losses")
     layers, head = _cross_entropy_head(layers, y, a1, method="mask_point_losses")
     N, M = a1.shape[1], masks.shape[0]
@@ -156,7 +170,7 @@ def point_mask_gradients(
     Tensor[N, H]
     """
     method = "point_mask_gradients"
-    sizes = models.parse(model, method=method).hidden_sizes
+    sizes = ops.parse(model, method=method).hidden_sizes
     if mask is None:
         mask = torch.ones(sum(sizes))
     if not isinstance(mask, Tensor) or mask.shape != (sum(sizes),):
@@ -165,18 +179,41 @@ def point_mask_gradients(
             f"{method}: mask must be one node mask of shape [{sum(sizes)}] (hidden sizes "
             f"{sizes}); got {got}"
         )
-    layers, a1, m, sizes = engine.prepare(model, x, mask[None], method=method)
-    N = a1.shape[1]
-    y = _labels(y, N, layers[-1].weight.shape[0], a1.device, method)
+    view, xs, m = engine.conv_inputs(model, x, mask[None], method=method)
+    N = xs.shape[0]
+    y = _labels(y, N, view.out_features, xs.device, method)
     # one copy of the mask per point: d(sum of losses)/d(copy n) is point n's gradient
     m = m.expand(N, -1).clone().requires_grad_(True)  # (N, H)
-    view = models.parse(model, method=method).view
-    params = {n: p.detach().to(a1) for n, p in model.named_parameters()}
     with torch.enable_grad():
         scales = dict(enumerate(m.split(sizes, dim=1)))  # per point: [N, H_l]
-        f = ops.forward(view, x.to(a1), params=params, scales=scales, training=False)
+        at = masks_conv.points(view, nonneg=bool((m >= 0).all()))
+        f = masks_conv.run(view, xs, 0, scales, at)
         (grad,) = torch.autograd.grad(F.cross_entropy(f, y, reduction="sum"), m)
     return grad
+
+
+def _conv_losses(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    masks: Tensor,
+    chunk_bytes: int,
+    method: str,
+    *,
+    grad: bool,
+) -> tuple[Tensor, Tensor | None]:
+    """Per-point losses ``[M, N]`` and, with ``grad``, d(their sum over points)/d(masks)
+    ``[M, H]`` on the op engine (:mod:`prunelab.engines.masks_conv`)."""
+    view, xs, masks = engine.conv_inputs(model, x, masks, method=method)
+    y = _labels(y, xs.shape[0], view.out_features, xs.device, method)
+    p = masks_conv.plan(view, xs, nonneg=bool((masks >= 0).all()))
+    Mc = masks_conv.chunk_size(p, chunk_bytes=chunk_bytes, backward=grad)
+    points, grads = [], []
+    for m in masks.split(Mc):
+        point, g = masks_conv.losses(p, y, m, grad=grad, loss=masks_conv.cross_entropy)
+        points.append(point)
+        grads.append(g)
+    return torch.cat(points), (torch.cat(grads) if grad else None)
 
 
 def _cross_entropy_head(

@@ -28,6 +28,7 @@ def forward(
     taps: bool = False,
     training: bool | None = None,
     start: int = 0,
+    stop: int | None = None,
 ) -> Tensor | tuple[Tensor, list[Tensor]]:
     """The model's output on ``x``, with parameter overrides, unit multipliers and taps.
 
@@ -53,9 +54,10 @@ def forward(
         None: each Dropout and BatchNorm in its module's own mode, as ``model(x)`` (training
         uses this). False: evaluation, Dropout off and BatchNorm on its running statistics,
         whatever the modules' modes (how methods read a model).
-    start : int
-        Run ``view.ops[start:]`` only, ``x`` being the input of op ``start`` (taps then hold
-        the hidden layers read after it).
+    start, stop : int
+        Run ``view.ops[start:stop]`` only, ``x`` being the input of op ``start`` (taps then
+        hold the hidden layers read in that range); the result is the output of op
+        ``stop - 1`` (default: the logits).
 
     Returns
     -------
@@ -64,7 +66,7 @@ def forward(
     a = view.inputs(x) if start == 0 else x
     layer_of = {k: layer for layer, k in enumerate(view.unit_ops)}
     acts: list[Tensor] = []
-    for k in range(start, len(view.ops)):
+    for k in range(start, len(view.ops) if stop is None else stop):
         a = view.ops[k].apply(a, params, training)
         layer = layer_of.get(k)
         if layer is None:

@@ -1,0 +1,212 @@
+"""Many unit masks at once on any op view: the batched mask engine for convnets.
+
+A unit mask ``m: Tensor[M, H]`` holds one factor per unit, units numbered layer by layer (a
+Linear's output features, a Conv2d's output channels); a channel's factor multiplies its whole
+feature map after the activation (as :func:`prunelab.ops.forward`'s ``scales``). The dense
+engine (:mod:`prunelab.engines.masks`) serves MLPs; this one serves every other view. No loop
+over masks:
+
+* **Shared prefix.** Everything up to the first hidden layer's units depends on no mask and is
+  computed once, and so are the ops between those units and the layer that reads them when
+  they commute with a per-channel factor: average pooling, Flatten, Dropout, Identity, and max
+  pooling when every factor is non-negative (``max(m a) = m max(a)`` for ``m >= 0``).
+* **Folded first reader.** The reader ``z = s (A a~) + c`` of the first masked layer (``A``
+  its linear map, ``s`` its BatchNorm scale, ``c`` the response to a zero input, biases and
+  BatchNorm shift included) is linear in the masked input ``a~ = m a``, so per mask
+
+      z[m] = c + sum_j m_j P_j,    P_j = s (A (a * e_j))          (e_j: unit j alone)
+
+  The ``P_j`` are computed once for all masks; each chunk of masks is then one GEMM
+  ``[Mc, H_0 + 1] @ [H_0 + 1, N * |z|]`` (the last column of ones picks up ``c``), about ``k_h k_w`` times cheaper than running the reader's
+  convolution per mask. When ``P`` would exceed ``shared_bytes`` the prefix's output is
+  repeated per mask instead.
+* **The rest** runs as one batch of ``Mc * N`` samples through :func:`prunelab.ops.forward`
+  (mask ``m`` of the chunk on rows ``m N .. m N + N - 1``), and the gradient w.r.t. the masks
+  is autograd's reverse pass through that one batched graph.
+
+Chunks of ``Mc`` masks are sized so the per-mask activations, kept for the reverse pass, fit
+``chunk_bytes``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..base import ops
+
+SHARED_BYTES = 2**28  # the folded reader's P: 256 MiB at most, else the plain path
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated problem: the view, the shared prefix and how the first reader is run.
+
+    ``shared``: input of op ``start`` (``[N, *shape]``), mask-independent; ``P``: the folded
+    first reader, ``[H_0 + 1, N * prod(z)]``, its last row ``c`` for every sample (None: op
+    ``start`` runs per mask on ``shared`` scaled by the first layer's masks); ``c``: the
+    reader's response to zero, ``[1, *z]``;
+    ``per_sample``: elements per sample of every per-mask activation after the prefix.
+    """
+
+    view: ops.View
+    shared: Tensor
+    start: int
+    block: int
+    P: Tensor | None
+    c: Tensor | None
+    z_shape: tuple[int, ...]
+    per_sample: int
+    sizes: list[int]
+    at: list[int]
+
+
+def plan(view: ops.View, x: Tensor, *, nonneg: bool, shared_bytes: int = SHARED_BYTES) -> Plan:
+    """The shared prefix of ``x`` (validated ``[N, *in]``) and the folded first reader.
+
+    ``nonneg``: every mask factor is >= 0, so a max pool after the first masked units can be
+    shared too.
+    """
+    sizes = view.hidden_sizes
+    first_units = view.unit_ops[0]
+    with torch.no_grad():
+        a = view.inputs(x)
+        for op in view.ops[: first_units + 1]:
+            a = op.apply(a, training=False)
+        start = first_units + 1
+        while not isinstance(view.ops[start], ops.Affine):
+            op = view.ops[start]
+            if isinstance(op, ops.Pool) and op.routing and not nonneg:
+                break
+            a = op.apply(a, training=False)
+            start += 1
+        reader = view.ops[start]
+        N = a.shape[0]
+        block = a[0].numel() // sizes[0]  # a channel's positions (1 for a Linear's feature)
+        P = c = None
+        z_shape: tuple[int, ...] = ()
+        if isinstance(reader, ops.Affine):
+            z_shape = tuple(reader.apply(a[:1], training=False).shape[1:])
+            if (sizes[0] + 1) * N * math.prod(z_shape) * a.element_size() <= shared_bytes:
+                P, c = _fold(reader, a, sizes[0])
+        per_sample = _per_sample(view, a[:1], start, z_shape if P is not None else None)
+    at = points(view, nonneg=nonneg)
+    return Plan(view, a, start, block, P, c, z_shape, per_sample, sizes, at)
+
+
+def _fold(reader: ops.Affine, a: Tensor, H0: int) -> tuple[Tensor, Tensor]:
+    """``P: [H_0 + 1, N * prod(z)]``: rows ``P_j = s (A (a * e_j))`` and a last row ``c`` (the
+    response to 0, biases and BatchNorm shift included) per sample; and ``c: [1, *z]``."""
+    N = a.shape[0]
+    st = reader.scale_shift()
+    units = a.view(N, H0, -1)
+    rows = []
+    for j in range(H0):  # a loop over the reader's input units, once, not over masks
+        u = torch.zeros_like(units)
+        u[:, j] = units[:, j]
+        r = reader.response(u.view_as(a))
+        if st is not None:
+            r = r * st[0].view(-1, *[1] * (r.dim() - 2))
+        rows.append(r.reshape(-1))
+    c = reader.apply(torch.zeros_like(a[:1]), training=False)  # [1, *z]
+    rows.append(c.expand(N, *c.shape[1:]).reshape(-1))  # the last row: c, for a factor 1
+    return torch.stack(rows), c
+
+
+def _per_sample(view: ops.View, a: Tensor, start: int, z_shape) -> int:
+    """Elements per sample of the activations the per-mask batch keeps, on one sample."""
+    total = 0
+    if z_shape is not None:
+        a = view.ops[start].apply(a, training=False)
+        start += 1
+    total += a.numel()
+    for op in view.ops[start:]:
+        a = op.apply(a, training=False)
+        total += a.numel()
+    return total
+
+
+def chunk_size(p: Plan, *, chunk_bytes: int, backward: bool) -> int:
+    """Masks per chunk: per mask ``N`` samples of ``per_sample`` elements, about 3 copies
+    each (activation, saved input, gradient) with a reverse pass, 1 without."""
+    if not isinstance(chunk_bytes, int) or isinstance(chunk_bytes, bool) or chunk_bytes < 1:
+        raise ValueError(f"chunk_bytes must be a positive int; got {chunk_bytes!r}")
+    per_mask = p.shared.shape[0] * p.per_sample * p.shared.element_size() * (3 if backward else 1)
+    return max(1, chunk_bytes // max(1, per_mask))
+
+
+def points(view: ops.View, *, nonneg: bool) -> list[int]:
+    """Per hidden layer, the op before which its multiplier is applied: the first op after its
+    units that does not commute with a per-channel factor (a layer, a Flatten, or a max pool
+    when some factor is negative). Pooling before scaling does less work, and at a factor of
+    0 it gives the one-sided derivative of turning the unit up (see :func:`run`)."""
+    out = []
+    for k in view.unit_ops:
+        j = k + 1
+        while isinstance(view.ops[j], ops.Pass) or (
+            isinstance(view.ops[j], ops.Pool) and (nonneg or not view.ops[j].routing)
+        ):
+            j += 1
+        out.append(j)
+    return out
+
+
+def run(view: ops.View, a: Tensor, start: int, scales: dict[int, Tensor], at: list[int]) -> Tensor:
+    """``view.ops[start:]`` on ``a``, multiplying hidden layer ``l``'s units by ``scales[l]``
+    (``[B, H_l]``) just before op ``at[l]`` (:func:`points`); evaluation mode.
+
+    Equal to :func:`prunelab.ops.forward` with ``scales`` where the function is differentiable.
+    Behind a max pool a factor of exactly 0 is a kink (every pooled value of the zeroed map
+    ties at 0): autograd's convention there picks the window's first position, while scaling
+    after the pool gives ``lim_{t -> 0+} (L(m + t e_j) - L(m)) / t``, the change from turning
+    the unit up a little, which is what a mask gradient is read as.
+    """
+    k = start
+    for ell in sorted(scales, key=lambda ell: at[ell]):
+        if at[ell] < start:
+            continue
+        a = ops.forward(view, a, start=k, stop=at[ell], training=False)
+        s = scales[ell]
+        a, k = a * s.view(*s.shape, *[1] * (a.dim() - 2)), at[ell]
+    return ops.forward(view, a, start=k, training=False)
+
+
+def logits(p: Plan, masks: Tensor) -> Tensor:
+    """Logits of one chunk of masks ``[Mc, H]`` (autograd flows to ``masks``): ``[Mc, N, C]``."""
+    Mc, N = masks.shape[0], p.shared.shape[0]
+    blocks = masks.split(p.sizes, dim=1)
+    if p.P is not None:  # z[m] = c + sum_j m_j P_j: one GEMM for the chunk
+        ones = masks.new_ones(Mc, 1)
+        a = (torch.cat([blocks[0], ones], 1) @ p.P).view(Mc * N, *p.z_shape)
+        start = p.start + 1
+    else:  # the prefix's output repeated per mask, scaled by the first layer's masks
+        m0 = blocks[0].repeat_interleave(p.block, dim=1).view(Mc, 1, *p.shared.shape[1:])
+        a = (p.shared[None] * m0).reshape(Mc * N, *p.shared.shape[1:])
+        start = p.start
+    scales = {ell: b.repeat_interleave(N, dim=0) for ell, b in enumerate(blocks) if ell > 0}
+    return run(p.view, a, start, scales, p.at).view(Mc, N, -1)
+
+
+def losses(
+    p: Plan, y: Tensor, masks: Tensor, *, grad: bool, loss: Callable[[Tensor, Tensor], Tensor]
+) -> tuple[Tensor, Tensor | None]:
+    """Per-point losses ``[Mc, N]`` of one chunk and, with ``grad``, d(sum of them)/d(masks)."""
+    with torch.enable_grad() if grad else torch.no_grad():
+        m = masks.detach().requires_grad_(grad)
+        f = logits(p, m)
+        point = loss(f, y)
+        if not grad:
+            return point, None
+        (g,) = torch.autograd.grad(point.sum(), m)
+    return point.detach(), g
+
+
+def cross_entropy(f: Tensor, y: Tensor) -> Tensor:
+    """``CE(f[m, n], y[n])`` for logits ``[Mc, N, C]``: ``[Mc, N]``."""
+    Mc, N, C = f.shape
+    return F.cross_entropy(f.reshape(Mc * N, C), y.repeat(Mc), reduction="none").view(Mc, N)
