@@ -200,3 +200,63 @@ def test_majority_share_errors_name_the_problem():
     with pytest.raises(ValueError, match="integer class predictions"):
         sweep.majority_share(torch.tensor([0.0, 1.0]), 3)
     assert sweep.majority_share(torch.tensor([2, 2, 1], dtype=torch.int32), 3).item() == 2 / 3
+
+
+# --- convnets: removal with mean compensation on the op engine -------------------------------
+
+
+def _held_oracle(view, plan, x_ref, x):
+    """Hold the removed units at their means, layer by layer in the network held so far."""
+    from prunelab import ops
+
+    edit, means = {}, {}
+    for ell, R in sorted(plan.items()):
+        _, taps = ops.forward(view, x_ref, edit=edit, taps=True, training=False)
+        means[ell] = taps[ell][:, R].transpose(0, 1).reshape(len(R), -1).mean(1)
+
+        def hold(a, ell=ell, R=R):
+            a = a.clone()
+            a[:, R] = means[ell].view(-1, *[1] * (a.dim() - 2))
+            return a
+
+        edit[ell] = hold
+    return ops.forward(view, x, edit=edit, training=False)
+
+
+@pytest.mark.parametrize("kind", ["lenet5_max", "lenet5_avg_tanh", "vgg11_bn"])
+@pytest.mark.parametrize("fold", [True, False])
+def test_convnet_mean_removal_holds_units_at_their_sequential_means(kind, fold):
+    from prunelab import ops
+    from prunelab.engines import masks as engine
+    from prunelab.engines import masks_conv
+
+    F64 = torch.float64
+    if kind == "vgg11_bn":  # padded 3x3 convs: the held channels' effect depends on the position
+        model = models.vgg("vgg11", width=0.125, in_shape=(3, 16, 16), seed=0, dtype=F64)
+        shape = (3, 16, 16)
+        model.train()
+        with torch.no_grad():
+            model(torch.randn(16, *shape, dtype=F64))
+    else:
+        pool, act = ("max", "relu") if kind == "lenet5_max" else ("avg", "tanh")
+        model, shape = models.lenet5(pool=pool, activation=act, seed=0, dtype=F64), (1, 28, 28)
+    model.eval()
+    view = ops.parse(model)
+    g = torch.Generator().manual_seed(0)
+    x_ref = torch.randn(9, *shape, generator=g, dtype=F64)
+    x = torch.randn(5, *shape, generator=g, dtype=F64)
+    plans = [{0: [1, 3], 1: [0, 2, 5]}, {1: [1]}, {0: [0], 2: [4, 5, 6], 3: [0, 1, 2]}, {}]
+    masks = sweep.plan_masks(plans, view.hidden_sizes, dtype=F64)
+    if fold:
+        f = sweep.removal_logits(model, x, masks, compensate="mean", x_ref=x_ref)
+    else:  # the first layer's units repeated per mask instead of the folded reader
+        _, both, m = engine.conv_inputs(model, torch.cat([x_ref, x]), masks, method="test")
+        p = masks_conv.plan(view, both, nonneg=True, ref=9, shared_bytes=0)
+        assert p.P is None
+        f = masks_conv.held(p, m)
+    for i, plan in enumerate(plans):
+        plan = {ell: torch.tensor(R) for ell, R in plan.items()}
+        torch.testing.assert_close(f[i], _held_oracle(view, plan, x_ref, x), atol=1e-12, rtol=0)
+    none = sweep.removal_logits(model, x, masks, compensate="none")
+    with torch.no_grad():
+        torch.testing.assert_close(none[-1], model(x), atol=1e-12, rtol=0)

@@ -64,13 +64,20 @@ class Plan:
     per_sample: int
     sizes: list[int]
     at: list[int]
+    ref: int = 0  # rows of ``shared`` that are reference data for held units (:func:`held`)
+    Q: Tensor | None = None  # [H_0, prod(z)]: the reader's response to unit j held at its mean
+    units: Tensor | None = None  # [N, *unit shape]: the first layer's units, for held units
+    abar: Tensor | None = None  # [H_0]: their means over the reference rows
 
 
-def plan(view: ops.View, x: Tensor, *, nonneg: bool, shared_bytes: int = SHARED_BYTES) -> Plan:
+def plan(
+    view: ops.View, x: Tensor, *, nonneg: bool, ref: int = 0, shared_bytes: int = SHARED_BYTES
+) -> Plan:
     """The shared prefix of ``x`` (validated ``[N, *in]``) and the folded first reader.
 
     ``nonneg``: every mask factor is >= 0, so a max pool after the first masked units can be
-    shared too.
+    shared too. ``ref > 0``: the first ``ref`` rows of ``x`` are reference data whose means
+    removed units are held at (:func:`held`).
     """
     sizes = view.hidden_sizes
     first_units = view.unit_ops[0]
@@ -78,6 +85,7 @@ def plan(view: ops.View, x: Tensor, *, nonneg: bool, shared_bytes: int = SHARED_
         a = view.inputs(x)
         for op in view.ops[: first_units + 1]:
             a = op.apply(a, training=False)
+        units = a
         start = first_units + 1
         while not isinstance(view.ops[start], ops.Affine):
             op = view.ops[start]
@@ -95,8 +103,32 @@ def plan(view: ops.View, x: Tensor, *, nonneg: bool, shared_bytes: int = SHARED_
             if (sizes[0] + 1) * N * math.prod(z_shape) * a.element_size() <= shared_bytes:
                 P, c = _fold(reader, a, sizes[0])
         per_sample = _per_sample(view, a[:1], start, z_shape if P is not None else None)
+        Q = abar = None
+        if ref:
+            abar = units[:ref].transpose(0, 1).reshape(sizes[0], -1).mean(1)
+            if P is not None:
+                Q = _held_rows(view, first_units + 1, start, abar, units[:1])
     at = points(view, nonneg=nonneg)
-    return Plan(view, a, start, block, P, c, z_shape, per_sample, sizes, at)
+    if not ref or P is not None:
+        units = None
+    return Plan(view, a, start, block, P, c, z_shape, per_sample, sizes, at, ref, Q, units, abar)
+
+
+def _held_rows(view: ops.View, first: int, start: int, abar: Tensor, like: Tensor) -> Tensor:
+    """``Q: [H_0, prod(z)]``: row ``j`` is ``s (A u_j)``, the reader's answer to unit ``j`` held
+    at ``abar_j`` everywhere (through the pools between; near the border of a zero-padded conv
+    it depends on the position), the other units at 0."""
+    H0 = len(abar)
+    u = torch.zeros(H0, *like.shape[1:], dtype=like.dtype, device=like.device)
+    u.view(H0, H0, -1)[range(H0), range(H0)] = abar[:, None]  # one constant map per unit
+    for op in view.ops[first:start]:
+        u = op.apply(u, training=False)
+    reader = view.ops[start]
+    r = reader.response(u)
+    st = reader.scale_shift()
+    if st is not None:
+        r = r * st[0].view(-1, *[1] * (r.dim() - 2))
+    return r.reshape(H0, -1)
 
 
 def _fold(reader: ops.Affine, a: Tensor, H0: int) -> tuple[Tensor, Tensor]:
@@ -190,6 +222,42 @@ def logits(p: Plan, masks: Tensor) -> Tensor:
         start = p.start
     scales = {ell: b.repeat_interleave(N, dim=0) for ell, b in enumerate(blocks) if ell > 0}
     return run(p.view, a, start, scales, p.at).view(Mc, N, -1)
+
+
+def held(p: Plan, masks: Tensor) -> Tensor:
+    """Logits ``[Mc, N - ref, C]`` of one chunk of 0/1 masks with every removed unit held at its
+    mean instead of zeroed (mean compensation): per mask and layer in order,
+
+        a^l <- m^l a^l + (1 - m^l) abar^l(m),    abar^l(m) = the mean of a^l over the reference
+                                                   rows and positions, in the network so held
+
+    which equals ``surgery.remove_nodes(model, plan, compensate="mean", x=reference)`` on the
+    other rows. The first layer's means depend on no mask: its held units enter the folded
+    reader as ``(1 - m) @ Q``.
+    """
+    Mc, N, R = masks.shape[0], p.shared.shape[0], p.ref
+    blocks = masks.split(p.sizes, dim=1)
+    m0 = blocks[0]
+    if p.P is not None:
+        z = (torch.cat([m0, m0.new_ones(Mc, 1)], 1) @ p.P).view(Mc, N, *p.z_shape)
+        a = (z + ((1 - m0) @ p.Q).view(Mc, 1, *p.z_shape)).view(Mc * N, *p.z_shape)
+        k = p.start + 1
+    else:  # the first layer's units repeated per mask, held, then every op after them
+        shape = p.units.shape[1:]
+        keep = m0.view(Mc, 1, -1, *[1] * (len(shape) - 1))
+        a = p.units[None] * keep + (1 - keep) * p.abar.view(1, 1, -1, *[1] * (len(shape) - 1))
+        a, k = a.reshape(Mc * N, *shape), p.view.unit_ops[0] + 1
+    for ell in range(1, len(p.sizes)):
+        u = p.view.unit_ops[ell]
+        if u >= k:
+            a, k = ops.forward(p.view, a, start=k, stop=u + 1, training=False), u + 1
+        b = a.view(Mc, N, *a.shape[1:])
+        dims = [1, *range(3, b.dim())]  # reference rows and positions
+        abar = b[:, :R].mean(dim=dims, keepdim=True)  # [Mc, 1, H_l, 1, ...]
+        keep = blocks[ell].view(Mc, 1, -1, *[1] * (b.dim() - 3))
+        a = (b * keep + (1 - keep) * abar).view_as(a)
+    f = ops.forward(p.view, a, start=k, training=False)
+    return f.view(Mc, N, -1)[:, R:]
 
 
 def losses(

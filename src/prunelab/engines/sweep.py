@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from ..base import models, ops, stats
 from ..base.data import Dataset
 from . import masks as engine
+from . import masks_conv
 
 COMPENSATIONS = ("none", "mean")
 
@@ -123,6 +124,8 @@ def removal_logits(
             "removal_logits: compensate='mean' needs reference data x_ref=Tensor[N_ref, D] "
             "for the removed nodes' means (and x a Tensor)"
         )
+    if not engine.is_dense(ops.parse(model, method="removal_logits")):
+        return _held_logits(model, x, masks, x_ref, chunk_bytes)
     net = models.parse(model, method="removal_logits")
     xs, refs = net.inputs(x), net.inputs(x_ref)
     if refs.dim() != 2 or refs.shape[0] == 0 or xs.dim() != 2 or refs.shape[1] != xs.shape[1]:
@@ -148,6 +151,22 @@ def removal_logits(
                 abar = a[:, :, :R].mean(2)  # [Mc, H_out] in the network pruned so far
             out[sl] = a[:, :, R:].transpose(1, 2)  # [Mc, C, N] -> [Mc, N, C]
     return out
+
+
+def _held_logits(model, x: Tensor, masks: Tensor, x_ref: Tensor, chunk_bytes: int) -> Tensor:
+    """:func:`removal_logits` with ``"mean"`` on a convnet: the op engine's held units."""
+    method = "removal_logits"
+    if x_ref.shape[1:] != x.shape[1:] or x_ref.shape[0] == 0:
+        raise ValueError(
+            f"{method}: x_ref must be non-empty samples shaped like x's {list(x.shape[1:])}; got "
+            f"{tuple(x_ref.shape)}"
+        )
+    both = torch.cat([x_ref.to(x), x])  # the means come from the first R rows
+    view, both, masks = engine.conv_inputs(model, both, masks, method=method)
+    p = masks_conv.plan(view, both, nonneg=True, ref=x_ref.shape[0])
+    Mc = masks_conv.chunk_size(p, chunk_bytes=chunk_bytes, backward=False)
+    with torch.no_grad():
+        return torch.cat([masks_conv.held(p, m) for m in masks.split(Mc)])
 
 
 class Metrics(NamedTuple):
