@@ -80,3 +80,35 @@ def test_mnist_mlp_numbers_and_errors():
         costs.widths(model, {1: list(range(100))})
     with pytest.raises(ValueError, match="compensate='half'"):
         costs.parameters(model, half, compensate="half")
+
+
+@pytest.mark.parametrize("batchnorm", [False, True])
+def test_convnet_counts_match_the_pruned_model(batchnorm):
+    """Parameters of the physically pruned lenet5 and MACs counted by hooks on its layers."""
+    from torch import nn
+
+    from prunelab import ops
+
+    model = models.lenet5(batchnorm=batchnorm, seed=0).eval()
+    plan = {0: [1, 4], 1: [0, 3, 15], 2: list(range(0, 120, 7)), 3: [5]}
+    for remove in (None, plan):
+        pruned = model if remove is None else surgery.remove_nodes(model, remove, compensate="none")
+        n_params = sum(p.numel() for p in pruned.parameters())
+        assert costs.parameters(model, remove) == n_params
+        macs = []
+
+        def count(module, inputs, out, macs=macs):
+            if isinstance(module, nn.Conv2d):
+                macs.append(module.weight.numel() * out[0, 0].numel())
+            elif isinstance(module, nn.Linear):
+                macs.append(module.weight.numel())
+
+        handles = [m.register_forward_hook(count) for m in pruned.modules()]
+        pruned(torch.zeros(1, 1, 28, 28))
+        for h in handles:
+            h.remove()
+        assert costs.macs(model, remove, in_shape=(1, 28, 28)) == sum(macs)
+        assert costs.widths(model, remove)[1:-1] == ops.parse(pruned).hidden_sizes
+    assert costs.speedup(model, plan, in_shape=(1, 28, 28)) > 1
+    with pytest.raises(ValueError, match=r"pass in_shape=\(C, H, W\)"):
+        costs.macs(model)
