@@ -23,6 +23,8 @@ def tiny(tmp_path_factory):
         spirals_widths=(2, 10, 8, 2),
         spirals_train=200,
         spirals_epochs=4,
+        lenet5_train=300,
+        lenet5_epochs=1,
         n_test=150,
         score_points=100,
         finetune_fractions=(0.5,),
@@ -37,11 +39,31 @@ def _net(config, out, name, s):
     r_net = f"{name}_seed{config.seed + s}.safetensors"
     model, meta = checkpoint.load(out / r_net)
     recipe = node_criteria._recipe(name, config)
-    split = data.load(name, seed=config.seed, n_train=recipe["n_train"], n_test=config.n_test)
+    split = data.load(
+        node_criteria.DATA[name], seed=config.seed, n_train=recipe["n_train"], n_test=config.n_test
+    )
     return model, split, split.train[: config.score_points]
 
 
-@pytest.mark.parametrize("name", ["spirals", "mnist5k"])
+def _macs(model, x) -> int:
+    """Multiply-accumulates of one input, counted by hooks on the layers as they run."""
+    count = []
+
+    def hook(module, inputs, out):
+        positions = out[0, 0].numel() if isinstance(module, torch.nn.Conv2d) else 1
+        count.append(module.weight.numel() * positions)
+
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)]
+    handles = [m.register_forward_hook(hook) for m in layers]
+    x1 = x[:1].flatten(1) if isinstance(layers[0], torch.nn.Linear) else x[:1]  # an MLP
+    with torch.no_grad():
+        model.eval()(x1)
+    for h in handles:
+        h.remove()
+    return sum(count)
+
+
+@pytest.mark.parametrize("name", ["spirals", "mnist5k", "lenet5"])
 def test_grid_equals_scoring_and_physically_removing_nodes(tiny, name):
     config, r, out = tiny
     n = next(n for n in r.nets if n.name == name)
@@ -71,9 +93,10 @@ def test_grid_equals_scoring_and_physically_removing_nodes(tiny, name):
         assert p.majority[k, s, f].item() == pytest.approx(top, abs=1e-6)
         cost = next(c for c in n.costs if c.scope == scope)
         assert cost.parameters[k, s, f].item() == sum(q.numel() for q in pruned.parameters())
-        full_macs = sum(layer.weight.numel() for layer in model if hasattr(layer, "weight"))
-        small_macs = sum(layer.weight.numel() for layer in pruned if hasattr(layer, "weight"))
+        full_macs, small_macs = _macs(model, split.test.x), _macs(pruned, split.test.x)
         assert cost.speedup[k, s, f].item() == pytest.approx(full_macs / small_macs, rel=1e-6)
+        if name == "lenet5":
+            assert n.macs == full_macs
 
 
 def test_summaries_are_consistent(tiny):

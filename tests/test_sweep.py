@@ -260,3 +260,28 @@ def test_convnet_mean_removal_holds_units_at_their_sequential_means(kind, fold):
     none = sweep.removal_logits(model, x, masks, compensate="none")
     with torch.no_grad():
         torch.testing.assert_close(none[-1], model(x), atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["lenet5_max", "vgg11_bn"])
+def test_convnet_masked_equivalent_acts_as_the_mean_compensated_pruned_model(kind):
+    from prunelab import ops, train
+
+    F64 = torch.float64
+    if kind == "vgg11_bn":
+        model = models.vgg("vgg11", width=0.125, in_shape=(3, 16, 16), seed=0, dtype=F64)
+        shape = (3, 16, 16)
+    else:
+        model, shape = models.lenet5(seed=0, dtype=F64), (1, 28, 28)
+    model.eval()
+    view = ops.parse(model)
+    g = torch.Generator().manual_seed(0)
+    x_ref = torch.randn(9, *shape, generator=g, dtype=F64)
+    x = torch.randn(5, *shape, generator=g, dtype=F64)
+    plan = {0: [1, 3], 1: [0, 2, 5], 2: [4]}
+    copy_, mask = sweep.masked_equivalent(model, plan, compensate="mean", x=x_ref)
+    scales = dict(enumerate(mask.split(view.hidden_sizes)))
+    with torch.no_grad():
+        f = ops.forward(ops.parse(copy_), x, scales=scales, training=False)
+    expect = _held_oracle(view, {k: torch.tensor(v) for k, v in plan.items()}, x_ref, x)
+    torch.testing.assert_close(f, expect, atol=1e-12, rtol=0)
+    assert train.predict(copy_, x).shape == (5, 10)

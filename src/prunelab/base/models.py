@@ -211,8 +211,9 @@ def _mlp_only(method: str, where: str) -> str:
 
 
 def hidden_sizes(model: nn.Module) -> list[int]:
-    """Widths of the hidden layers, in order (the blocks of a node mask ``[M, H]``)."""
-    return parse(model).hidden_sizes
+    """Units of the hidden layers, in order (the blocks of a node mask ``[M, H]``); a conv
+    layer's units are its output channels."""
+    return ops.parse(model, method="hidden_sizes").hidden_sizes
 
 
 def _uniform(shape: tuple[int, ...], bound: float, generator: torch.Generator) -> Tensor:

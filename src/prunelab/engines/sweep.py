@@ -263,22 +263,20 @@ def masked_equivalent(
         raise ValueError(
             f"masked_equivalent: compensate={compensate!r}; choose from {COMPENSATIONS}"
         )
-    net = models.parse(model, method="masked_equivalent")
-    if len({id(layer.linear) for layer in net.layers}) < len(net.layers):
-        raise ValueError("masked_equivalent: a Linear module is used twice (shared weights)")
+    view = ops.parse(model, method="masked_equivalent")
+    if len({id(layer.module) for layer in view.layers}) < len(view.layers):
+        raise ValueError("masked_equivalent: a layer module is used twice (shared weights)")
     if compensate == "mean" and not isinstance(x, Tensor):
-        raise ValueError("masked_equivalent: compensate='mean' needs data x=Tensor[N, D]")
-    mask = plan_masks([remove], net.hidden_sizes)[0]
+        raise ValueError("masked_equivalent: compensate='mean' needs data x=Tensor[N, ...]")
+    mask = plan_masks([remove], view.hidden_sizes)[0]
     if compensate == "none":
-        return copy.deepcopy(model), mask.to(net.layers[0].weight.dtype)
-    W0 = net.layers[0].weight
+        return copy.deepcopy(model), mask.to(view.dtype)
     removed = {
         ell: (m == 0).nonzero().squeeze(1)
-        for ell, m in enumerate(mask.to(W0.device).split(net.hidden_sizes))
+        for ell, m in enumerate(mask.to(view.device).split(view.hidden_sizes))
     }
-    x = net.inputs(x).to(W0)
-    out, mask = ops.remove_units(model, net.view, removed, x=x, keep_shape=True)
-    return out, mask
+    x = view.check_x(x, "masked_equivalent", convert=True)
+    return ops.remove_units(model, view, removed, x=x, keep_shape=True)
 
 
 # --- comparing criteria over a sweep ---------------------------------------------------------

@@ -1,6 +1,8 @@
-"""Study ``node-criteria``: every node criterion, compared fairly, on an MNIST MLP and the spirals net.
+"""Study ``node-criteria``: every node criterion, compared fairly, on an MNIST MLP, the spirals
+net and a LeNet-5 convnet on the same MNIST images.
 
-Each net is trained with ``seeds`` seeds (``ensemble.fit_many``) on one fixed split. For every
+Each net is trained with ``seeds`` seeds (``ensemble.fit_many``; the convnet with ``train.fit``
+seed by seed) on one fixed split. On the convnet a unit is a conv channel or a Linear feature. For every
 trained net and criterion the node scores are computed once, on a fixed subset of training
 points; the nodes with the lowest scores are removed, 10%..90% of them, per layer and globally
 (``criteria.select``), with and without mean compensation, and every pruned model is evaluated
@@ -32,7 +34,8 @@ NAME = "node-criteria"
 TITLE = "Node criteria: a fair comparison of which hidden nodes to remove"
 SUMMARY = "Every node criterion, 10-90% removed, per layer/global, +-mean compensation, seeds."
 
-NETS = ("mnist5k", "spirals")
+NETS = ("mnist5k", "spirals", "lenet5")
+DATA = {"mnist5k": "mnist5k", "spirals": "spirals", "lenet5": "mnist5k"}  # each net's data set
 SCOPES = criteria.SCOPES  # ("layer", "global")
 COMPENSATIONS = ("none", "mean")
 BASELINE = "random"
@@ -59,6 +62,10 @@ class Config:
     spirals_epochs: int = option(100, "epochs of the spirals net (toy-nets: 100)")
     spirals_lr: float = option(0.01, "Adam learning rate of the spirals net (toy-nets: 0.01)")
     spirals_batch: int = option(32, "mini-batch size of the spirals net (toy-nets: 32)")
+    lenet5_train: int = option(4000, "mnist5k training images of the LeNet-5 (at most 4000)")
+    lenet5_epochs: int = option(6, "epochs of the LeNet-5 (Adam)")
+    lenet5_lr: float = option(2e-3, "Adam learning rate of the LeNet-5")
+    lenet5_batch: int = option(64, "mini-batch size of the LeNet-5")
     n_test: int = option(1000, "test points every pruned model is evaluated on")
     score_points: int = option(
         1000, "training points the scores and the compensation means are taken over"
@@ -78,6 +85,8 @@ class Config:
         "mnist_epochs": 3,
         "spirals_train": 500,
         "spirals_epochs": 30,
+        "lenet5_train": 1000,
+        "lenet5_epochs": 2,
         "n_test": 500,
         "score_points": 500,
         "finetune_fractions": (0.5,),
@@ -106,10 +115,13 @@ class Config:
             raise ValueError("fractions must not be empty")
         if self.seeds < 2:
             raise ValueError(f"seeds must be >= 2 for intervals over seeds; got {self.seeds}")
-        for name in ("mnist_train", "mnist_epochs", "spirals_train", "spirals_epochs", "n_test"):
+        for name in (
+            "mnist_train", "mnist_epochs", "spirals_train", "spirals_epochs", "lenet5_train",
+            "lenet5_epochs", "n_test",
+        ):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
-        for name in ("score_points", "mnist_batch", "spirals_batch", "highlight"):
+        for name in ("score_points", "mnist_batch", "spirals_batch", "lenet5_batch", "highlight"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
         if self.finetune_epochs < 0:
@@ -202,7 +214,7 @@ class NetStudy:
     """Everything measured on one data set's nets."""
 
     name: str
-    widths: tuple[int, ...]
+    widths: tuple[int, ...]  # units: inputs (channels for the convnet), hidden layers, classes
     epochs: int
     lr: float
     batch_size: int
@@ -222,6 +234,8 @@ class NetStudy:
     finetune: FineTune | None
     checkpoints: list[str]
     test_majority: Tensor | None = None  # [S] full nets, as Panel.majority
+    arch: str = "mlp"  # "mlp" or "lenet5"
+    data: str = ""  # the data set (the net's name for the MLPs)
 
     def panel(self, scope: str, compensate: str) -> Panel:
         return next(p for p in self.panels if (p.scope, p.compensate) == (scope, compensate))
@@ -241,9 +255,10 @@ class Results:
 
 
 def _recipe(name: str, config: Config) -> dict:
-    p = "mnist" if name == "mnist5k" else "spirals"
+    p = {"mnist5k": "mnist", "spirals": "spirals", "lenet5": "lenet5"}[name]
     return dict(
-        widths=tuple(getattr(config, f"{p}_widths")),
+        arch="lenet5" if name == "lenet5" else "mlp",
+        widths=tuple(getattr(config, f"{p}_widths", ())),
         n_train=getattr(config, f"{p}_train"),
         epochs=getattr(config, f"{p}_epochs"),
         lr=getattr(config, f"{p}_lr"),
@@ -254,20 +269,30 @@ def _recipe(name: str, config: Config) -> dict:
 def _train(name: str, recipe: dict, config: Config, out: Path, progress: bool, device):
     """The split and ``config.seeds`` nets trained together on it (all on ``device``), saved as
     checkpoints."""
-    split = data.load(name, seed=config.seed, n_train=recipe["n_train"], n_test=config.n_test)
-    split = split.to(device=device)
+    split = data.load(
+        DATA[name], seed=config.seed, n_train=recipe["n_train"], n_test=config.n_test
+    ).to(device=device)
     seeds = [config.seed + k for k in range(config.seeds)]
-    nets = [models.mlp(recipe["widths"], seed=s).to(device) for s in seeds]
     fit = {k: recipe[k] for k in ("epochs", "lr", "batch_size")}
-    ensemble.fit_many(nets, split.train, seeds=seeds, progress=progress, **fit)
+    if recipe["arch"] == "lenet5":  # convnets train one by one (fit_many stacks MLPs)
+        nets = [models.lenet5(seed=s).to(device) for s in seeds]
+        with track(len(nets), f"{name}: training", enabled=progress) as advance:
+            for s, net in zip(seeds, nets, strict=True):
+                train.fit(net, split.train, seed=s, progress=False, **fit)
+                advance()
+        recipe["widths"] = tuple(costs.widths(nets[0]))
+    else:
+        nets = [models.mlp(recipe["widths"], seed=s).to(device) for s in seeds]
+        ensemble.fit_many(nets, split.train, seeds=seeds, progress=progress, **fit)
     saved = []
     for s, net in zip(seeds, nets, strict=True):
         saved.append(f"{name}_seed{s}.safetensors")
         checkpoint.save(
             out / saved[-1],
             net,
-            data=name,
+            data=DATA[name],
             seed=s,
+            arch=recipe["arch"],
             widths=list(recipe["widths"]),
             train=dict(fit, optimizer="adam", n_train=len(split.train), split_seed=config.seed),
         )
@@ -302,7 +327,35 @@ def _contrast(name: str, panels: list[Panel], a: tuple, b: tuple) -> Contrast:
     return Contrast(name, *stats.mean_interval(area[a] - area[b], dim=1))
 
 
-def _finetune(split, ref, seeds, nets, scores, recipe, config: Config) -> FineTune:
+def _finetune_stacked(split, ref, seeds, nets, plans, recipe, comp, config) -> dict:
+    """Fine-tune every pruned MLP at once: each as a full-size copy under a node mask, one
+    stacked ``fit_many``; returns ``{(k, s): test metrics}``."""
+    pairs = {
+        key: sweep.masked_equivalent(nets[key[1]], plan, compensate=comp, x=ref.x)
+        for key, plan in plans.items()
+    }
+    keys = list(pairs)
+    copies = [pairs[key][0] for key in keys]
+    ensemble.fit_many(
+        copies,
+        split.train,
+        seeds=[seeds[s] for _, s in keys],
+        epochs=config.finetune_epochs,
+        lr=recipe["lr"],
+        batch_size=recipe["batch_size"],
+        node_masks=torch.stack([pairs[key][1].to(ref.x.device) for key in keys]),
+        progress=False,
+    )
+    # the removed nodes are masked out in the copy: deleting them changes nothing
+    return {
+        (k, s): train.evaluate(
+            surgery.remove_nodes(model, plans[k, s], compensate="none"), split.test
+        )
+        for (k, s), model in zip(keys, copies, strict=True)
+    }
+
+
+def _finetune(split, ref, seeds, nets, scores, recipe, config: Config, progress) -> FineTune:
     """Prune at ``finetune_fractions``, evaluate, fine-tune all pruned models together, evaluate."""
     names, fracs = config.criteria, list(config.finetune_fractions)
     K, S, F2 = len(names), len(seeds), len(fracs)
@@ -321,27 +374,22 @@ def _finetune(split, ref, seeds, nets, scores, recipe, config: Config) -> FineTu
                 net, split.test, masks.to(ref.x.device), compensate=comp, x_ref=ref.x
             )
             before_loss[:, s, f], before_acc[:, s, f] = m.loss.cpu(), m.accuracy.cpu()
-        # every pruned model as a full-size copy under a node mask: one stacked fit_many
-        pairs = {
-            key: sweep.masked_equivalent(nets[key[1]], plan, compensate=comp, x=ref.x)
-            for key, plan in plans.items()
-        }
-        keys = list(pairs)
-        copies = [pairs[key][0] for key in keys]
-        ensemble.fit_many(
-            copies,
-            split.train,
-            seeds=[seeds[s] for _, s in keys],
-            epochs=config.finetune_epochs,
-            lr=recipe["lr"],
-            batch_size=recipe["batch_size"],
-            node_masks=torch.stack([pairs[key][1].to(ref.x.device) for key in keys]),
-            progress=False,
-        )
-        for (k, s), model in zip(keys, copies, strict=True):
-            # the removed nodes are masked out in the copy: deleting them changes nothing
-            pruned = surgery.remove_nodes(model, plans[k, s], compensate="none")
-            metrics = train.evaluate(pruned, split.test)
+        if recipe["arch"] == "mlp":
+            after = _finetune_stacked(split, ref, seeds, nets, plans, recipe, comp, config)
+        else:  # convnets: each pruned model fine-tuned on its own
+            after = {}
+            bar = track(len(plans), f"fine-tune at {frac:.0%}", enabled=progress)
+            with bar as advance:
+                for (k, s), plan in plans.items():
+                    pruned = surgery.remove_nodes(
+                        nets[s], plan, compensate=comp, x=ref.x if comp == "mean" else None
+                    )
+                    fit = {key: recipe[key] for key in ("lr", "batch_size")}
+                    train.fit(pruned, split.train, epochs=config.finetune_epochs, seed=seeds[s],
+                              progress=False, **fit)  # fmt: skip
+                    after[k, s] = train.evaluate(pruned, split.test)
+                    advance()
+        for (k, s), metrics in after.items():
             after_loss[k, s, f], after_acc[k, s, f] = metrics["loss"], metrics["accuracy"]
     base = names.index(BASELINE)
     b_mean, b_half = stats.mean_interval(before_acc, dim=1)
@@ -369,6 +417,7 @@ def _study_net(name: str, config: Config, out: Path, progress: bool, device) -> 
     recipe = _recipe(name, config)
     split, seeds, nets, saved = _train(name, recipe, config, out, progress, device)
     ref = split.train[: config.score_points]  # scores and compensation means come from here
+    shape = tuple(split.train.x.shape[1:]) if recipe["arch"] != "mlp" else None  # for MACs
     # the full nets (an all-ones mask): loss, accuracy and prediction collapse in one pass
     full = [
         sweep.removal_metrics(
@@ -399,7 +448,7 @@ def _study_net(name: str, config: Config, out: Path, progress: bool, device) -> 
                         plan = criteria.select(scores[k][s], fraction=frac, scope=scope)
                         plans[i, k, f] = plan
                         params[i, k, s, f] = costs.parameters(net, plan)
-                        speed[i, k, s, f] = costs.speedup(net, plan)
+                        speed[i, k, s, f] = costs.speedup(net, plan, in_shape=shape)
                 advance()
             keys = list(plans)
             masks = sweep.plan_masks([plans[key] for key in keys], models.hidden_sizes(net))
@@ -429,7 +478,7 @@ def _study_net(name: str, config: Config, out: Path, progress: bool, device) -> 
     ]
     finetune = None
     if config.finetune_fractions and config.finetune_epochs > 0:
-        finetune = _finetune(split, ref, seeds, nets, scores, recipe, config)
+        finetune = _finetune(split, ref, seeds, nets, scores, recipe, config, progress)
     return NetStudy(
         name,
         recipe["widths"],
@@ -444,7 +493,7 @@ def _study_net(name: str, config: Config, out: Path, progress: bool, device) -> 
         stats.mean_interval(torch.cat([m.accuracy for m in full]))[1].item(),
         torch.cat([m.loss for m in full]),
         costs.parameters(nets[0]),
-        costs.macs(nets[0]),
+        costs.macs(nets[0], in_shape=shape),
         seconds,
         panels,
         contrasts,
@@ -452,6 +501,8 @@ def _study_net(name: str, config: Config, out: Path, progress: bool, device) -> 
         finetune,
         saved,
         torch.cat([m.majority for m in full]),
+        recipe["arch"],
+        DATA[name],
     )
 
 

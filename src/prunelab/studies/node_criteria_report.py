@@ -316,13 +316,21 @@ def _collapse_figure(r) -> Plot:
 # --- tables ----------------------------------------------------------------------------------
 
 
+def _widths(n) -> str:
+    """``784-300-100-10``; for the convnet the units per layer with their kind."""
+    w = list(n.widths)
+    if getattr(n, "arch", "mlp") == "mlp":
+        return "-".join(map(str, w))
+    return f"{w[0]} ch, conv {w[1]}-{w[2]} ch, dense {'-'.join(map(str, w[3:]))}"
+
+
 def _setup_table(r) -> Table:
     rows = []
     for n in r.nets:
         rows.append(
             [
-                n.name,
-                "-".join(map(str, n.widths)),
+                n.name if getattr(n, "arch", "mlp") == "mlp" else f"{n.name} (on {n.data})",
+                _widths(n),
                 n.parameters,
                 n.macs,
                 f"{n.epochs} epochs, Adam lr {n.lr:g}, batch {n.batch_size}",
@@ -676,8 +684,11 @@ def sections(results, config) -> list[Section]:
         [
             f"Every node criterion of prunelab ({K}, listed below) is compared on the same trained "
             f"nets: {', '.join(n.name for n in r.nets)}, each trained with {S} seeds "
-            "(initialisation and batch order) on one fixed data split, all seeds at once with "
-            "ensemble.fit_many. For each net and criterion the node scores are computed once, on a "
+            "(initialisation and batch order) on one fixed data split, the MLPs' seeds at once "
+            "with ensemble.fit_many, the LeNet-5's one by one with train.fit. On the LeNet-5 a "
+            "node is a conv channel (its whole feature map) or a dense feature, and the "
+            "statistics of a channel are taken over samples and positions. For each net and "
+            "criterion the node scores are computed once, on a "
             "fixed subset of training points (the same for every criterion; the criteria that "
             "read the loss also get its labels). The lowest-scored nodes are removed, "
             f"{', '.join(f'{f:.0%}' for f in r.fractions)} of them, either per layer (the same "
@@ -686,7 +697,9 @@ def sections(results, config) -> list[Section]:
             "scores, so a criterion whose scale differs between layers also decides how much "
             "each layer loses). Removed nodes are either deleted (no compensation, the same as "
             "zeroing them) or replaced by their mean activation over the score points, folded "
-            "into the next layer's bias (mean compensation, as surgery.remove_nodes does).",
+            "into the next layer's bias (mean compensation, as surgery.remove_nodes does; "
+            "behind a zero-padded conv the held channel's effect depends on the position, and "
+            "remove_nodes keeps it exactly as a fixed per-position bias).",
             "No pruned net is fine-tuned in the main grid. All pruned nets are evaluated on the "
             "same held-out test points, batched over removal plans (sweep.removal_metrics, which "
             "equals physical removal by surgery.remove_nodes; checked in the tests). This is "
@@ -772,7 +785,8 @@ def sections(results, config) -> list[Section]:
                 "No single source ran this grid; these are the published claims the grid can "
                 "test, each checked on this run's per-layer panels (accuracy areas, mean ± 95% "
                 "interval over seeds, and mean rank). The settings differ from the sources': "
-                "here the nets are small MLPs, pruning is one-shot and without fine-tuning, "
+                "here the nets are small MLPs and a LeNet-5, pruning is one-shot and without "
+                "fine-tuning, "
                 "whereas Molchanov et al. and Hu et al. prune iteratively while fine-tuning "
                 "large convolutional nets, and Molchanov et al. accumulate squared minibatch "
                 "gradients (which adds a gradient-variance term) where our taylor squares the "
