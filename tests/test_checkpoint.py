@@ -1,11 +1,12 @@
 import json
+from collections import OrderedDict
 
 import pytest
 import safetensors.torch
 import torch
 from torch import nn
 
-from prunelab import checkpoint, models
+from prunelab import checkpoint, models, ops, surgery
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -103,3 +104,32 @@ def test_convnet_round_trip_is_exact(tmp_path, dtype):
     assert torch.equal(same(x), model(x)) and meta["data"] == "cifar10"
     assert same[0][1].num_batches_tracked.item() == 1
     assert next(same.parameters()).dtype == dtype
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_pruned_convnet_with_offsets_round_trips_exactly(tmp_path, dtype):
+    """Exact border compensation inserts Offsets ("4_offset", ...): their shapes, buffers and
+    names survive, and the loaded model can be pruned again."""
+    model = models.vgg("vgg11", width=0.125, in_shape=(3, 16, 16), seed=0, dtype=dtype)
+    model.train()
+    model(torch.randn(8, 3, 16, 16, dtype=dtype))
+    model.eval()
+    x = torch.rand(16, 3, 16, 16, dtype=dtype)
+    small = surgery.remove_nodes(model, {0: [1, 5], 1: [0, 3], 4: [1]}, x=x)
+    assert sum(isinstance(m, ops.Offset) for m in small.modules()) == 3
+    loaded, _ = checkpoint.load(checkpoint.save(tmp_path / "pruned.safetensors", small))
+    assert torch.equal(loaded(x), small(x))
+    assert [n for n, _ in loaded.named_modules()] == [n for n, _ in small.named_modules()]
+    assert models.spec(loaded) == models.spec(small)
+    again = surgery.remove_nodes(loaded, {0: [0], 1: [2]}, x=x)
+    assert sum(isinstance(m, ops.Offset) for m in again.modules()) == 3
+
+
+def test_module_names_survive(tmp_path):
+    m = nn.Sequential(
+        OrderedDict(flat=nn.Flatten(), fc1=nn.Linear(4, 3), act=nn.ReLU(), out=nn.Linear(3, 2))
+    ).eval()
+    loaded, _ = checkpoint.load(checkpoint.save(tmp_path / "named.safetensors", m))
+    assert [n for n, _ in loaded.named_children()] == ["flat", "fc1", "act", "out"]
+    x = torch.randn(5, 2, 2)
+    assert torch.equal(loaded(x), m(x))

@@ -17,6 +17,8 @@ def _eval(*modules: nn.Module) -> nn.Sequential:
     torch.manual_seed(0)
     seq = nn.Sequential(*modules).to(F64)
     for m in seq.modules():
+        if isinstance(m, ops.Offset):
+            m.offset.uniform_(-1, 1)
         if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d):
             with torch.no_grad():
                 m.running_mean.uniform_(-1, 1)
@@ -35,6 +37,11 @@ CASES = {
     "conv_strided": (lambda: [nn.Conv2d(2, 3, 3, stride=2, padding=2, dilation=2)], (2, 7, 7)),
     "conv_rect": (lambda: [nn.Conv2d(2, 3, (2, 3), stride=(1, 2), padding=(0, 1))], (2, 5, 6)),
     "conv_bn": (lambda: [nn.Conv2d(2, 3, 3, padding=1, bias=False), nn.BatchNorm2d(3)], (2, 5, 5)),
+    "conv_offset": (lambda: [nn.Conv2d(2, 3, 3, padding=1), ops.Offset((3, 6, 6))], (2, 6, 6)),
+    "conv_offset_bn": (
+        lambda: [nn.Conv2d(2, 3, 3, stride=2, padding=1), ops.Offset((3, 3, 3)), nn.BatchNorm2d(3)],
+        (2, 5, 5),
+    ),
     "avgpool": (lambda: [nn.AvgPool2d(2)], (2, 6, 6)),
     "avgpool_pad": (lambda: [nn.AvgPool2d(3, 2, padding=1)], (2, 7, 7)),
     "avgpool_pad_exclude": (
@@ -105,7 +112,9 @@ def test_folded_weights_give_the_same_output(name):
     seq, op, x = _case(name)
     W, b = op.folded()
     y = op._z(x, W, b)
-    torch.testing.assert_close(y, seq(x), rtol=1e-12, atol=1e-12)
+    o = op.folded_offset()  # the per-position part of the bias, an Offset's only
+    assert (o is None) == ("offset" not in name)
+    torch.testing.assert_close(y if o is None else y + o, seq(x), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("name", AFFINE)
@@ -175,6 +184,23 @@ def test_response_to_a_constant_channel_depends_on_position_in_a_padded_conv():
     assert r[0, 0] == 8 and r[0, 1] == 12  # a corner sees 4 taps, an edge 6
 
 
+def test_an_offset_folds_into_its_conv_before_the_batchnorm():
+    seq, op, x = _case("conv_offset_bn")
+    assert len(ops.parse(seq).ops) == 1
+    assert op.positions == (0, 1, 2) and (op.offset_name, op.norm_name) == ("1", "2")
+    assert dict(seq.named_buffers())["1.offset"].shape == (3, 3, 3)  # a buffer, not trained
+    assert "1.offset" not in dict(seq.named_parameters())
+
+
+def test_an_offset_takes_only_its_own_size():
+    seq, op, x = _case("conv_offset")
+    with pytest.raises(ValueError, match=r"shape \[3, 6, 6\].*got \[3, 7, 7\]"):
+        op.apply(torch.zeros(1, 2, 7, 7, dtype=F64))
+    view = ops.parse(seq)
+    with pytest.raises(ValueError, match=r"test: x has samples of shape \[2, 7, 7\]"):
+        view.check_x(torch.zeros(1, 2, 7, 7, dtype=F64), "test")
+
+
 def test_batchnorm_in_training_mode_cannot_be_folded():
     view = ops.parse(nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2)))
     view.ops[0].norm.train()
@@ -228,6 +254,15 @@ def test_parse_reads_a_vgg_shaped_model():
          ValueError, "no running statistics"),
         (nn.Sequential(nn.ReLU()), ValueError, "before any"),
         (nn.Sequential(nn.Flatten()), ValueError, "no Linear or Conv2d"),
+        (nn.Sequential(nn.Linear(2, 2), ops.Offset((2,))), ValueError, "directly follow a Conv2d"),
+        (nn.Sequential(nn.Conv2d(1, 2, 1), nn.ReLU(), ops.Offset((2, 3, 3))), ValueError,
+         "directly follow a Conv2d"),
+        (nn.Sequential(nn.Conv2d(1, 2, 1), nn.BatchNorm2d(2), ops.Offset((2, 3, 3))), ValueError,
+         r"before its BatchNorm"),
+        (nn.Sequential(nn.Conv2d(1, 2, 1), ops.Offset((3, 3, 3))), ValueError,
+         r"shape \[3, 3, 3\].*needs shape \[2, H, W\]"),
+        (nn.Sequential(nn.Conv2d(1, 2, 1), ops.Offset((2, 3, 3)), ops.Offset((2, 3, 3))),
+         ValueError, "another Offset"),
     ],
 )  # fmt: skip
 def test_parse_errors_name_the_module_and_the_choices(model, error, match):

@@ -9,10 +9,10 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from prunelab.surgery import remove_nodes
+from prunelab.surgery import compensation_error, remove_nodes
 from torch import nn
 
-from prunelab import models
+from prunelab import models, ops
 
 F64 = torch.float64
 ACTIVATIONS = ["relu", "leaky_relu", "tanh", "sigmoid", "gelu"]
@@ -232,6 +232,131 @@ def test_errors(remove, kwargs, error, match):
     kwargs = {"x": _x(5, 3, 0), **kwargs}
     with pytest.raises(error, match=match):
         remove_nodes(model, remove, **kwargs)
+
+
+# --- convnets -----------------------------------------------------------------------------
+
+
+def held(model: nn.Sequential, x: torch.Tensor, remove: dict, compensate: str) -> torch.Tensor:
+    """``model(x)`` with the removed channels (or features) of each hidden layer held at their
+    mean over samples and positions (or 0) after the activation, by hooks in layer order."""
+    view = ops.parse(model)
+    flat = [m for m in model.modules() if not isinstance(m, nn.Sequential)]
+    handles = []
+    for ell, nodes in remove.items():
+        R = torch.tensor(nodes)
+
+        def hook(m, inputs, out, R=R):
+            out = out.clone()
+            dims = [d for d in range(out.dim()) if d != 1]
+            value = out[:, R].mean(dims) if compensate == "mean" else out.new_zeros(len(R))
+            out[:, R] = value.view(-1, *[1] * (out.dim() - 2))
+            return out
+
+        handles.append(flat[view.ops[view.unit_ops[ell]].position].register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            return model(x)
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _convnet(name: str) -> tuple[nn.Sequential, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    if name == "lenet5":
+        x = torch.rand(32, 1, 28, 28, generator=g, dtype=F64)
+        return models.lenet5(seed=0, dtype=F64).eval(), x
+    model = models.vgg("vgg11", width=0.125, in_shape=(3, 16, 16), seed=0, dtype=F64)
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(16, 3, 16, 16, generator=g, dtype=F64))  # BatchNorm statistics
+    return model.eval(), torch.rand(32, 3, 16, 16, generator=g, dtype=F64)
+
+
+CONV_PLANS = {
+    "lenet5": {0: [1, 4], 1: [0, 3, 15], 2: list(range(0, 120, 2)), 3: [5, 80]},
+    "vgg": {0: [1, 5], 1: [0, 3], 2: [7], 4: [1, 2], 5: [3], 7: [0, 9], 8: [1]},
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONV_PLANS))
+@pytest.mark.parametrize("compensate", ["mean", "none"])
+def test_convnets_match_the_held_forward(name, compensate):
+    model, x = _convnet(name)
+    remove = CONV_PLANS[name]
+    pruned = remove_nodes(model, remove, compensate=compensate, x=x)
+    torch.testing.assert_close(pruned(x), held(model, x, remove, compensate), rtol=0, atol=1e-10)
+    sizes = ops.parse(pruned).hidden_sizes
+    assert sizes == [
+        H - len(remove.get(ell, [])) for ell, H in enumerate(ops.parse(model).hidden_sizes)
+    ]
+    offsets = [n for n, m in pruned.named_modules() if isinstance(m, ops.Offset)]
+    if compensate == "none" or name == "lenet5":  # lenet5's readers are unpadded
+        assert offsets == []
+    else:  # the padded conv readers of layers 0, 1, 2, 4 (layer 5's reads one position)
+        assert offsets == ["0.4_offset", "0.8_offset", "0.11_offset", "0.18_offset"]
+
+
+def _output_of(model: nn.Sequential, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """What ``module`` (inside ``model``) outputs when ``model`` runs on ``x``."""
+    seen = []
+    handle = module.register_forward_hook(lambda m, inputs, out: seen.append(out))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        handle.remove()
+    return seen[0]
+
+
+def test_mean_interior_adds_no_module_and_its_error_is_what_it_misses():
+    model, x = _convnet("vgg")
+    remove = {0: [1, 5]}
+    exact = remove_nodes(model, remove, x=x)
+    interior = remove_nodes(model, remove, compensate="mean_interior", x=x)
+    assert not any(isinstance(m, ops.Offset) for m in interior.modules())
+    err = compensation_error(model, remove, x=x)
+    assert list(err) == [0] and err[0] > 1e-3
+    # the one compensated reader (conv 0.4, its Offset, BatchNorm 0.5) differs by err[0] at most
+    gap = (_output_of(exact, exact[0][6], x) - _output_of(interior, interior[0][5], x)).abs()
+    assert abs(gap.max().item() - err[0]) < 1e-10
+    assert gap[:, :, 1:-1, 1:-1].max() < 1e-10  # the interior of the 8x8 maps
+    # a Linear or unpadded reader: exact, and the same as "mean"
+    lenet, xl = _convnet("lenet5")
+    assert max(compensation_error(lenet, CONV_PLANS["lenet5"], x=xl).values()) < 1e-12
+    a = remove_nodes(lenet, CONV_PLANS["lenet5"], compensate="mean_interior", x=xl)
+    torch.testing.assert_close(
+        a(xl), held(lenet, xl, CONV_PLANS["lenet5"], "mean"), rtol=0, atol=1e-10
+    )
+
+
+@pytest.mark.parametrize(
+    ("remove", "kwargs", "error", "match"),
+    [
+        ({1: list(range(16))}, {}, ValueError, "removes all 16 nodes of hidden layer 1"),
+        ({4: [0]}, {}, ValueError, "hidden layer 4 out of range"),
+        ({0: [6]}, {}, ValueError, "node index 6 out of range"),
+        ({0: [1]}, {"x": None}, ValueError, r"needs data x.*Tensor\[N, 1, H, W\]"),
+        ({0: [1]}, {"x": None, "compensate": "mean_interior"}, ValueError, "needs data x"),
+        ({0: [1]}, {"compensate": "border"}, ValueError, "mean_interior"),
+        ({0: [1]}, {"x": torch.rand(2, 3, 28, 28)}, ValueError, r"shape \[N, 1, H, W\]"),
+        ({0: [1]}, {"x": torch.rand(2, 1, 3, 3)}, ValueError, "cannot take"),
+    ],
+)
+def test_convnet_errors(remove, kwargs, error, match):
+    model, x = _convnet("lenet5")
+    kwargs = {"x": x[:4], **kwargs}
+    with pytest.raises(error, match=match):
+        remove_nodes(model, remove, **kwargs)
+
+
+def test_compensation_error_names_itself():
+    model, x = _convnet("lenet5")
+    with pytest.raises(ValueError, match="compensation_error: .*needs data x"):
+        compensation_error(model, {0: [1]}, x=None)
+    with pytest.raises(ValueError, match=r"compensation_error: remove\[0\] holds node index 9"):
+        compensation_error(model, {0: [9]}, x=x)
 
 
 def test_unsupported_model_is_named():

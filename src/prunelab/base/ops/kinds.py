@@ -9,11 +9,14 @@ An op maps one sample batch ``x: [N, *in]`` to ``y: [N, *out]``. Every kind impl
                             (Becker & LeCun's diagonal curvature and its residual terms need it)
 
 and the kinds that hold parameters (:class:`Affine`: a Linear or Conv2d, with an eval-mode
-BatchNorm after it folded in) add
+BatchNorm after it folded in, and a Conv2d's :class:`.modules.Offset` before that BatchNorm)
+add
 
-    folded()                the effective weight and bias with BatchNorm folded in
+    folded()                the effective weight and per-unit bias with BatchNorm folded in
+    folded_offset()         the per-position part of the bias, ``s o offset`` (Offset only)
     per_sample_grads(x, g)  d(sum g . y_n)/dW and /db per sample n (a conv through unfold)
-    slice_out(keep)         new modules computing only the output units ``keep``
+    slice_out(keep)         new modules computing only the output units ``keep`` (the layer,
+                            its Offset and BatchNorm, each sliced)
     slice_in(keep, block)   new module reading only the input units ``keep`` (a conv channel
                             seen through a Flatten is a block of ``block`` Linear columns)
     response(u)             the response to an input ``u`` without the bias (A u): how the op
@@ -26,7 +29,6 @@ is checked against autograd in float64 in ``tests/test_ops.py``.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
@@ -36,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .activations import derivatives, phi
+from .modules import Offset
 
 Params = Mapping[str, Tensor] | None
 # ``training`` of apply: None follows each module's own mode (as ``model(x)``); False is
@@ -156,14 +159,19 @@ def _adaptive_counts(size: Sequence[int], like: Tensor) -> Tensor:
 class Affine(Op):
     """A Linear or Conv2d, with an eval-mode BatchNorm that follows it folded in.
 
-    ``z = W x + b`` (a Conv2d: ``W * x + b``, a cross-correlation), then the BatchNorm
-    ``(z - mu) gamma / sqrt(var + eps) + beta``. Folded: ``W' = s W``, ``b' = s (b - mu) + beta``
-    with ``s = gamma / sqrt(var + eps)`` per unit (Ioffe & Szegedy 2015, section 3.1).
+    ``z = W x + b`` (a Conv2d: ``W * x + b``, a cross-correlation), then a Conv2d's
+    :class:`.modules.Offset` if any, ``z + o`` with ``o: [C, H, W]`` a fixed shift per position,
+    then the BatchNorm ``(z - mu) gamma / sqrt(var + eps) + beta``. Folded: ``W' = s W``,
+    ``b' = s (b - mu) + beta`` and ``o' = s o`` with ``s = gamma / sqrt(var + eps)`` per unit
+    (Ioffe & Szegedy 2015, section 3.1).
     """
 
     norm: nn.BatchNorm1d | nn.BatchNorm2d | None = None
     norm_position: int | None = None
     norm_name: str | None = None
+    offset: Offset | None = None
+    offset_position: int | None = None
+    offset_name: str | None = None
 
     @property
     def conv(self) -> bool:
@@ -178,6 +186,12 @@ class Affine(Op):
     def in_units(self) -> int:
         """Input features (Linear) or channels (Conv2d)."""
         return self.module.weight.shape[1]
+
+    @property
+    def positions(self) -> tuple[int, ...]:
+        """Positions of its modules in the flattened Sequential: layer, Offset, BatchNorm."""
+        both = (self.offset_position, self.norm_position)
+        return (self.position, *(k for k in both if k is not None))
 
     @property
     def weight(self) -> Tensor:
@@ -201,6 +215,8 @@ class Affine(Op):
 
     def apply(self, x: Tensor, params: Params = None, training: bool | None = None) -> Tensor:
         z = self._z(x, *self.raw(params))
+        if self.offset is not None:
+            z = self.offset(z)
         if self.norm is None:
             return z
         bn = self.norm
@@ -248,6 +264,15 @@ class Affine(Op):
         s, t = st
         return W * s.view(-1, *[1] * (W.dim() - 1)), s * b + t
 
+    def folded_offset(self, params: Params = None) -> Tensor | None:
+        """``o' = s o``: the Offset as folded, the per-position part of the bias ``[H, *sp]``
+        that :meth:`folded` leaves out (None without an Offset): ``y = W' x + b' + o'``."""
+        if self.offset is None:
+            return None
+        o = self.offset.offset
+        st = self.scale_shift(params)
+        return o if st is None else o * st[0].view(-1, *[1] * (o.dim() - 1))
+
     def vjp(self, x: Tensor, g: Tensor, *, squared: bool = False) -> Tensor:
         W = self.folded()[0]
         W = W * W if squared else W
@@ -273,9 +298,11 @@ class Affine(Op):
         return dW.view(N, *m.weight.shape), G.sum(2)
 
     def slice_out(self, keep: Tensor) -> list[nn.Module]:
-        """New modules (the op, and its BatchNorm if any) computing only units ``keep``."""
+        """New modules (the op, its Offset and BatchNorm if any) computing only units ``keep``."""
         W, b = self.raw()
         new = [_like(self.module, W[keep], None if b is None else b[keep])]
+        if self.offset is not None:
+            new.append(offset_like(self.offset.offset[keep], self.offset.training))
         if self.norm is not None:
             new.append(_norm_like(self.norm, keep))
         return new
@@ -292,25 +319,48 @@ class Affine(Op):
 
 
 def _like(module: nn.Linear | nn.Conv2d, W: Tensor, b: Tensor | None) -> nn.Module:
-    """A module of ``module``'s kind and settings holding copies of ``W`` and ``b``."""
-    with warnings.catch_warnings():  # a layer with no units left is legitimate
-        warnings.filterwarnings("ignore", "Initializing zero-element tensors")
-        kw = dict(bias=b is not None, device=W.device, dtype=W.dtype)
-        if isinstance(module, nn.Conv2d):
-            m = module
-            new = nn.utils.skip_init(
-                nn.Conv2d, W.shape[1] * m.groups, W.shape[0], m.kernel_size, m.stride,
-                m.padding, m.dilation, m.groups, padding_mode=m.padding_mode, **kw,
-            )  # fmt: skip
-        else:
-            new = nn.utils.skip_init(nn.Linear, W.shape[1], W.shape[0], **kw)
+    """A plain Linear or Conv2d with ``module``'s settings and mode holding ``W`` and ``b``
+    (copied where they are ``module``'s own); ``requires_grad`` follows ``module``'s.
+
+    Built without ``__init__``'s parameter initialisation (an ``nn.Module`` with the
+    settings copied), which is most of the cost of making a layer.
+    """
+    cls = nn.Conv2d if isinstance(module, nn.Conv2d) else nn.Linear
+    new = cls.__new__(cls)
+    nn.Module.__init__(new)
+    for key, value in module.__dict__.items():  # settings: sizes, kernel, stride, padding, ...
+        if key not in _MODULE_STATE and not isinstance(value, Tensor):  # (torch's prune masks)
+            new.__dict__[key] = value
+    new.training = module.training
+    if cls is nn.Conv2d:
+        new.in_channels, new.out_channels = W.shape[1] * module.groups, W.shape[0]
+    else:
+        new.in_features, new.out_features = W.shape[1], W.shape[0]
+    new.register_parameter("weight", _parameter(W, module.weight, module.weight))
+    # a bias made for compensation follows the weight's requires_grad
+    like = module.weight if module.bias is None else module.bias
+    new.register_parameter("bias", None if b is None else _parameter(b, module.bias, like))
+    return new
+
+
+_MODULE_STATE = frozenset(nn.Module().__dict__)  # what every module's __init__ sets
+
+
+def _parameter(t: Tensor, own: Tensor | None, like: Tensor) -> nn.Parameter:
+    """``t`` as a new Parameter (copied if it shares memory with ``own``), as ``like`` requires
+    grad."""
+    t = t.detach()
+    if own is not None and t.untyped_storage().data_ptr() == own.untyped_storage().data_ptr():
+        t = t.clone()
+    return nn.Parameter(t.contiguous(), requires_grad=like.requires_grad)
+
+
+def offset_like(o: Tensor, training: bool) -> Offset:
+    """A new :class:`.modules.Offset` holding a copy of ``o``, in training mode or not."""
+    new = Offset(o.shape, device=o.device, dtype=o.dtype)
     with torch.no_grad():
-        new.weight.copy_(W)
-        if b is not None:
-            new.bias.copy_(b)
-    new.weight.requires_grad_(module.weight.requires_grad)
-    if b is not None and module.bias is not None:
-        new.bias.requires_grad_(module.bias.requires_grad)
+        new.offset.copy_(o)
+    new.train(training)
     return new
 
 

@@ -3,15 +3,20 @@
 Each module is a record ``{"type": name, **constructor arguments}``; a nested Sequential is
 ``{"type": "Sequential", "modules": [...]}``. Modules are numbered in pre-order (a Sequential
 before its children, the root not counted), and a module object that appears a second time is
-recorded as ``{"type": "ref", "of": k}``, so weight sharing survives a save and load.
+recorded as ``{"type": "ref", "of": k}``, so weight sharing survives a save and load. A child
+whose name in its Sequential is not its index (``OrderedDict`` names; the ``"3_offset"`` that
+:func:`.rewire.remove_units` gives an inserted :class:`.modules.Offset`) also records
+``"name"``, so parameter names, and with them checkpoints' tensor names, survive too.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 
 from torch import nn
 
+from .modules import Offset
 from .view import parse
 
 # constructor arguments by module type, read back from the module's attributes
@@ -49,6 +54,7 @@ _ARGS: dict[type, tuple[str, ...]] = {
     nn.Dropout: ("p",),
     nn.Flatten: ("start_dim", "end_dim"),
     nn.Identity: (),
+    Offset: ("shape",),
 }
 _TYPES = {t.__name__: t for t in _ARGS}
 _SKIP_INIT = (nn.Linear, nn.Conv2d)  # built without initialisation: no global RNG use
@@ -62,16 +68,17 @@ def spec(model: nn.Module) -> list[dict]:
 
     def records(seq: nn.Sequential) -> list[dict]:
         out = []
-        for m in seq:
+        for i, (name, m) in enumerate(seq._modules.items()):
             k = next(counter)
+            named = {} if name == str(i) else {"name": name}
             if id(m) in seen:
-                out.append({"type": "ref", "of": seen[id(m)]})
+                out.append({"type": "ref", "of": seen[id(m)], **named})
                 continue
             seen[id(m)] = k
             if isinstance(m, nn.Sequential):
-                out.append({"type": "Sequential", "modules": records(m)})
+                out.append({"type": "Sequential", **named, "modules": records(m)})
             else:
-                out.append({"type": type(m).__name__, **_arguments(m)})
+                out.append({"type": type(m).__name__, **named, **_arguments(m)})
         return out
 
     return records(model)
@@ -89,12 +96,15 @@ def from_spec(records: Sequence[dict]) -> nn.Sequential:
     """Rebuild an (uninitialised) ``nn.Sequential`` from :func:`spec` records."""
     built: list[nn.Module] = []  # in pre-order, for references
 
-    def modules(recs: Sequence[dict], where: str) -> list[nn.Module]:
-        out = []
+    def modules(recs: Sequence[dict], where: str) -> nn.Sequential:
+        out: OrderedDict[str, nn.Module] = OrderedDict()
         for i, record in enumerate(recs):
             record = dict(record)
             kind = record.pop("type", None)
+            name = record.pop("name", str(i))
             at = f"architecture record {where}{i}"
+            if not isinstance(name, str) or not name or "." in name or name in out:
+                raise ValueError(f"{at}: bad or repeated module name {name!r}")
             k = len(built)
             built.append(None)  # its place in pre-order
             if kind == "ref":
@@ -103,7 +113,7 @@ def from_spec(records: Sequence[dict]) -> nn.Sequential:
                     raise ValueError(f"{at}: bad reference {of!r}")
                 module = built[of]
             elif kind == "Sequential":
-                module = nn.Sequential(*modules(record.get("modules", []), f"{where}{i}."))
+                module = modules(record.get("modules", []), f"{where}{i}.")
             elif kind in _TYPES:
                 module = _build(_TYPES[kind], record, at)
             else:
@@ -111,10 +121,10 @@ def from_spec(records: Sequence[dict]) -> nn.Sequential:
                     f"{at}: unknown module type {kind!r}; known: {sorted([*_TYPES, 'Sequential'])}"
                 )
             built[k] = module
-            out.append(module)
-        return out
+            out[name] = module
+        return nn.Sequential(out)
 
-    return nn.Sequential(*modules(records, ""))
+    return modules(records, "")
 
 
 def _build(cls: type, record: dict, at: str) -> nn.Module:

@@ -2,12 +2,15 @@
 
 :func:`parse` is the single place in prunelab that knows module types. It flattens nested
 ``nn.Sequential`` s (torchvision's VGG shape: features, avgpool, classifier), folds each
-BatchNorm into the Linear or Conv2d before it, and records where each hidden layer's units
-are: after the layer's activation. The passes over a view are in :mod:`.passes`.
+BatchNorm into the Linear or Conv2d before it (and an :class:`.modules.Offset`, the exact
+border compensation of channel removal, into the Conv2d it follows), and records where each
+hidden layer's units are: after the layer's activation. The passes over a view are in
+:mod:`.passes`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from .kinds import Activation, Affine, Flatten, Op, Pass, Pool
+from .modules import Offset
 
 _ACTIVATION_NAMES: dict[type, str] = {
     nn.ReLU: "relu",
@@ -33,6 +37,7 @@ SUPPORTED_MODULES = (
     *(t.__name__ for t in _ACTIVATION_NAMES),
     *(t.__name__ for t in _POOLS),
     *(t.__name__ for t in _NORMS),
+    "Offset (prunelab.ops.Offset, after a Conv2d)",
     "Flatten",
     "Dropout",
     "Identity",
@@ -135,7 +140,7 @@ class View:
                     a = xs[:1]
                     for op in self.ops:
                         a = op.apply(a, training=False)
-            except RuntimeError as e:
+            except (RuntimeError, ValueError) as e:  # ValueError: an Offset's size
                 raise ValueError(
                     f"{method}: {name} has samples of shape {list(x.shape[1:])}, which the model "
                     f"cannot take: {e}"
@@ -185,8 +190,9 @@ def parse(model: nn.Module, *, method: str = "prunelab") -> View:
         names the module, its position and the supported set).
     ValueError
         If the structure cannot be read as layers: no Linear or Conv2d, a BatchNorm that does
-        not directly follow one, two activations after one layer, a Flatten that is not
-        ``Flatten(1, -1)``, a max pool returning indices, a grouped convolution.
+        not directly follow one, an Offset that does not directly follow a Conv2d (before its
+        BatchNorm) or does not match its channels, two activations after one layer, a Flatten
+        that is not ``Flatten(1, -1)``, a max pool returning indices, a grouped convolution.
     """
     if not isinstance(model, nn.Sequential):
         raise TypeError(
@@ -205,6 +211,9 @@ def parse(model: nn.Module, *, method: str = "prunelab") -> View:
         op = _op(module, i, names[id(module)], where, method)
         if isinstance(module, _NORMS):
             _fold(ops, module, i, names[id(module)], where, method)
+            continue
+        if isinstance(module, Offset):
+            _shift(ops, module, i, names[id(module)], where, method)
             continue
         if isinstance(op, Activation):
             last = _last_layer(ops)
@@ -246,7 +255,7 @@ def _last_layer(ops: Sequence[Op]) -> int | None:
 
 
 def _op(module: nn.Module, i: int, name: str, where: str, method: str) -> Op | None:
-    """The op of one module; None for a BatchNorm (folded by the caller)."""
+    """The op of one module; None for a BatchNorm or Offset (folded by the caller)."""
     if isinstance(module, nn.Linear):
         return Affine(i, name, module)
     if isinstance(module, nn.Conv2d):
@@ -279,7 +288,7 @@ def _op(module: nn.Module, i: int, name: str, where: str, method: str) -> Op | N
         return Flatten(i, name, module)
     if isinstance(module, nn.Dropout | nn.Identity):
         return Pass(i, name, module)
-    if isinstance(module, _NORMS):
+    if isinstance(module, (*_NORMS, Offset)):
         return None
     raise TypeError(
         f"{method}: unsupported {where}; supported modules are {', '.join(SUPPORTED_MODULES)}"
@@ -310,4 +319,22 @@ def _fold(ops: list[Op], bn: nn.Module, i: int, name: str, where: str, method: s
             f"{method}: {where} has {bn.num_features} features but the layer before it has "
             f"{prev.units} units"
         )
-    ops[-1] = Affine(prev.position, prev.name, prev.module, bn, i, name)
+    ops[-1] = dataclasses.replace(prev, norm=bn, norm_position=i, norm_name=name)
+
+
+def _shift(ops: list[Op], offset: Offset, i: int, name: str, where: str, method: str) -> None:
+    """Fold the Offset ``offset`` into the Conv2d op that ``ops`` ends with."""
+    prev = ops[-1] if ops else None
+    if not isinstance(prev, Affine) or not prev.conv or prev.norm is not None:
+        raise ValueError(
+            f"{method}: {where} must directly follow a Conv2d (before its BatchNorm, if any): "
+            "it shifts that convolution's output"
+        )
+    if prev.offset is not None:
+        raise ValueError(f"{method}: {where} follows another Offset of the same Conv2d; one each")
+    if len(offset.shape) != 3 or offset.shape[0] != prev.units:
+        raise ValueError(
+            f"{method}: {where} has shape {list(offset.shape)} but the Conv2d before it makes "
+            f"{prev.units} channels: it needs shape [{prev.units}, H, W]"
+        )
+    ops[-1] = dataclasses.replace(prev, offset=offset, offset_position=i, offset_name=name)

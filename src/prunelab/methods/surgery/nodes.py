@@ -1,14 +1,21 @@
-"""Physically removing hidden nodes from an MLP, with the next bias absorbing their mean.
+"""Physically removing hidden nodes (MLP features, conv channels), the reader absorbing their mean.
 
-Removing node i of hidden layer l deletes row i of ``W^l`` and ``b^l`` and column i of
-``W^{l+1}``. With mean compensation the next layer's bias absorbs what the node carried on
-average (Hobson 2022, "Train first vs prune first in neural networks"; Evci et al. 2018, mean
-replacement):
+Removing node i of hidden layer l deletes its row of ``W^l`` (a conv: its filter, and its
+BatchNorm entries) and its column of ``W^{l+1}`` (a conv: input channel i; a Linear after a
+Flatten: channel i's block of columns). With mean compensation the reader absorbs what the
+node carried on average (Hobson 2022, "Train first vs prune first in neural networks"; Evci
+et al. 2018, mean replacement):
 
-    b^{l+1}_k  <-  b^{l+1}_k + sum_{i removed} W^{l+1}_{ki} abar^l_i,    abar^l_i = mean_n a^l_{n,i}
+    z^{l+1}  <-  z^{l+1} + A^{l+1} u^l,     u^l_i = abar^l_i = mean_{n,p} a^l_{n,i,p}  (i removed)
 
-so the pruned network equals the original with the removed nodes held at their means. A node
-that is constant on the data is removed without changing any output.
+so the pruned network equals the original with the removed nodes held at their means. For a
+Linear reader ``A^{l+1} u^l = W^{l+1}[:, R] abar^l_R`` goes into its bias. A zero-padded conv
+reader answers a constant channel less near the border, so there the compensation depends on
+the position: ``compensate="mean"`` keeps it exact with a fixed per-position
+:class:`prunelab.ops.Offset` after that conv (the bias holds the interior value), and
+``compensate="mean_interior"`` folds only the interior value into the bias, exact away from the
+border; :func:`compensation_error` gives the error that makes at each reader. A node that is
+constant on the data is removed without changing any output.
 """
 
 from __future__ import annotations
@@ -17,9 +24,9 @@ from collections.abc import Iterable, Mapping
 
 from torch import Tensor, nn
 
-from ...base import models, ops
+from ...base import ops
 
-COMPENSATIONS = ("mean", "none")
+COMPENSATIONS = ("mean", "mean_interior", "none")
 
 
 def remove_nodes(
@@ -31,34 +38,48 @@ def remove_nodes(
 ) -> nn.Sequential:
     """A new, physically smaller copy of ``model`` without the listed hidden nodes.
 
-    With ``compensate="mean"`` the means are taken layer by layer from the input, in the
-    network *as pruned so far*: the mean of a node of hidden layer l is computed on ``x``
-    passed through the model whose earlier hidden layers are already pruned and compensated.
-    Each compensation therefore sees exactly the inputs it will receive, and the result equals
-    the original model with the removed nodes replaced by their means in that order (layer 0
-    first). With ``compensate="none"`` the nodes are simply deleted, which equals zeroing them.
+    A node is a unit: an output feature of a Linear or an output channel of a Conv2d. With
+    ``compensate="mean"`` the means are taken layer by layer from the input, in the network
+    *as pruned so far*: the mean of a node of hidden layer l (over samples and, for a channel,
+    positions) is computed on ``x`` passed through the model whose earlier hidden layers are
+    already pruned and compensated. Each compensation therefore sees exactly the inputs it will
+    receive, and the result equals the original model with the removed nodes replaced by their
+    means in that order (layer 0 first). With ``compensate="none"`` the nodes are simply
+    deleted, which equals zeroing them.
 
-        b^{l+1} <- b^{l+1} + W^{l+1}[:, R_l] abar^l_{R_l}       (R_l: removed nodes of layer l)
+        z^{l+1} <- z^{l+1} + A^{l+1} u^l          (u^l: removed nodes at abar^l, the rest 0)
 
-    Activations, ``Dropout``, ``Flatten`` and ``Identity`` modules are kept in place (copied);
-    means are computed with dropout off (evaluation mode), which leaves them unchanged in
-    expectation. A ``Linear`` that appears twice in ``model`` (shared weights) becomes two
-    independent ``Linear`` modules in the copy. The copy keeps ``model``'s module names,
-    dtype, device, ``requires_grad`` flags and training mode; ``model`` is not modified.
+    ``A^{l+1} u^l`` is the reader's response to that constant input (through the pools and
+    Flatten between; ``W^{l+1}[:, R_l] abar^l_{R_l}`` for a Linear), folded into its bias.
+    Where the reader is a zero-padded Conv2d and the response varies with position (less
+    near the border, where the kernel overlaps the padding), ``"mean"`` puts the interior
+    value ``v_c`` into the bias and the rest ``o_{c,p} = (A u)_{c,p} - v_c`` into an
+    :class:`prunelab.ops.Offset` ``[C, H, W]`` inserted right after that conv (before its
+    BatchNorm; named ``"<conv name>_offset"``): exact, but the model then takes inputs of the
+    one size it was pruned at. ``"mean_interior"`` folds ``v_c`` only: no new module, any input
+    size, exact at every position whose kernel lies inside the input, off by ``o`` at the
+    border (:func:`compensation_error` measures it).
+
+    Activations, pools, ``Dropout``, ``Flatten`` and ``Identity`` modules are kept in place
+    (copied); means are computed in evaluation mode (dropout off, BatchNorm on its running
+    statistics). A layer that appears twice in ``model`` (shared weights) becomes two
+    independent modules in the copy. The copy keeps ``model``'s module names, dtype, device,
+    ``requires_grad`` flags and training modes; ``model`` is not modified.
 
     Parameters
     ----------
     model : nn.Sequential
-        A model :func:`prunelab.models.parse` accepts.
+        A model :func:`prunelab.ops.parse` accepts: an MLP or a convnet.
     remove : mapping of int to iterable of int
         Hidden-layer index (0-based among hidden layers) to the indices of the nodes to
         remove from it (a list, tuple or integer tensor); empty lists are allowed.
-    compensate : {"mean", "none"}
-        Fold the removed nodes' mean activation over ``x`` into the next bias, or not. If the
-        next ``Linear`` has no bias and compensation is needed, one is created.
-    x : Tensor[N, D], optional
-        Data for the means; required for ``"mean"``. Converted to the weights' dtype and
-        device.
+    compensate : {"mean", "mean_interior", "none"}
+        Fold the removed nodes' mean activation over ``x`` into the reader exactly, with its
+        interior value only at zero-padded conv readers, or not at all. If the reader has no
+        bias and compensation is needed, one is created.
+    x : Tensor[N, *in], optional
+        Data for the means; required for ``"mean"`` and ``"mean_interior"``. Converted to the
+        weights' dtype and device.
 
     Returns
     -------
@@ -72,8 +93,8 @@ def remove_nodes(
         or ``x`` is not a floating-point tensor.
     ValueError
         For an unknown ``compensate``, a hidden layer or node index out of range, a duplicate
-        index, removing every node of a layer, ``"mean"`` without ``x``, or ``x`` of the
-        wrong shape, empty or non-finite.
+        index, removing every node of a layer, a mean compensation without ``x``, or ``x`` of
+        the wrong shape, empty or non-finite.
 
     References
     ----------
@@ -88,16 +109,59 @@ def remove_nodes(
     >>> small[0].out_features, small[2].in_features
     (3, 3)
     """
-    net = models.parse(model, method="remove_nodes")
+    view, removed, a = _check(model, remove, compensate, x, "remove_nodes")
+    border = "interior" if compensate == "mean_interior" else "offset"
+    return ops.remove_units(model, view, removed, x=a, border=border, method="remove_nodes")[0]
+
+
+def compensation_error(
+    model: nn.Module, remove: Mapping[int, Iterable[int]], *, x: Tensor
+) -> dict[int, float]:
+    """The border error of ``compensate="mean_interior"``, per hidden layer in ``remove``.
+
+    ``err_l = max_{c,p} |s_c o_{c,p}|``: the largest difference, over the reader's output
+    channels ``c`` and positions ``p``, between the reader's output (BatchNorm included) as
+    :func:`remove_nodes` with ``"mean_interior"`` builds it and with the exact compensation
+    ``"mean"`` on the same input, where ``o_{c,p} = (A u)_{c,p} - v_c`` is the position
+    dependent part of the compensation and ``s_c`` the reader's BatchNorm scale (1 without
+    one). The means are those ``"mean_interior"`` takes (layer by layer in its own network).
+    0 (to rounding) where the reader is a Linear or a convolution without padding.
+
+    Parameters
+    ----------
+    model, remove, x
+        As for :func:`remove_nodes` (``x`` required).
+
+    Returns
+    -------
+    dict of int to float
+        Hidden layer -> ``err_l``, one entry per non-empty entry of ``remove``, in the units
+        of the reader's output (its pre-activation).
+
+    Examples
+    --------
+    >>> model = models.vgg("vgg11", width=0.125, in_shape=(3, 16, 16)).eval()
+    >>> err = compensation_error(model, {0: [1, 2]}, x=torch.rand(8, 3, 16, 16))
+    >>> sorted(err), err[0] > 0
+    ([0], True)
+    """
+    view, removed, a = _check(model, remove, "mean_interior", x, "compensation_error")
+    return ops.compensation_error(model, view, removed, x=a, method="compensation_error")
+
+
+def _check(
+    model: nn.Module, remove: Mapping, compensate: str, x: Tensor | None, method: str
+) -> tuple[ops.View, dict[int, Tensor], Tensor | None]:
+    """The parsed view, the validated plan and ``x`` (None without compensation)."""
+    view = ops.parse(model, method=method)
     if compensate not in COMPENSATIONS:
+        raise ValueError(f"{method}: compensate={compensate!r}; choose from {list(COMPENSATIONS)}")
+    removed = ops.check_remove(view, remove, method=method, what="node")
+    if compensate == "none":
+        return view, removed, None
+    if x is None:
         raise ValueError(
-            f"remove_nodes: compensate={compensate!r}; choose from {list(COMPENSATIONS)}"
+            f"{method}: compensate={compensate!r} needs data x to take the removed nodes' "
+            f"means; pass x=Tensor[N, {view.in_shape()[1:-1]}] or use compensate='none'"
         )
-    removed = ops.check_remove(net.view, remove, method="remove_nodes", what="node")
-    if compensate == "mean" and x is None:
-        raise ValueError(
-            "remove_nodes: compensate='mean' needs data x to take the removed nodes' means; "
-            "pass x=Tensor[N, D] or use compensate='none'"
-        )
-    a = net.check_x(x, "remove_nodes", convert=True) if compensate == "mean" else None
-    return ops.remove_units(model, net.view, removed, x=a, method="remove_nodes")[0]
+    return view, removed, view.check_x(x, method, convert=True)
