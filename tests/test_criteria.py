@@ -1,4 +1,5 @@
-"""Node criteria against autograd and closed-form oracles (float64), and select()."""
+"""Node criteria against autograd and closed-form oracles (float64), on MLPs and on convnets
+(a unit is a channel), and select()."""
 
 from __future__ import annotations
 
@@ -7,11 +8,11 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from prunelab.criteria import LABELLED, NODE_CRITERIA, node_scores, select
 from prunelab.surgery import remove_nodes
 from torch import nn
 
-from prunelab import bounds, criteria, models
-from prunelab.criteria import LABELLED, NODE_CRITERIA, node_scores, select
+from prunelab import bounds, criteria, models, ops
 
 F64 = torch.float64
 
@@ -411,3 +412,293 @@ def test_select_then_remove():
     pruned = remove_nodes(model, plan, x=x)
     assert models.hidden_sizes(pruned) == [5, 4]
     assert criteria.NODE_CRITERIA is NODE_CRITERIA
+
+
+# --- convnets: a unit is a channel (statistics over samples and positions) ------------------
+
+ACT_MODULES = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.GELU)
+POOLS = {
+    "max": lambda: nn.MaxPool2d(2),
+    "avg": lambda: nn.AvgPool2d(2),
+    "max3": lambda: nn.MaxPool2d(3, 2, padding=1),  # overlapping windows
+}
+
+
+def _convnet(activation="relu", pool="max", bn=True, seed=0, reader_bn=False):
+    """A tiny LeNet-like float64 net in eval mode on [N, 2, 8, 8]: conv (padding 1), [BN], act,
+    pool, conv (stride 2, padding 2), [BN], act, Flatten, Linear, act, Linear; seeded weights
+    and non-trivial BatchNorm statistics."""
+    act = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "sigmoid": nn.Sigmoid}[activation]
+    model = nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1), *([nn.BatchNorm2d(3)] if bn else []), act(),
+        POOLS[pool](),
+        nn.Conv2d(3, 4, 3, stride=2, padding=2), *([nn.BatchNorm2d(4)] if reader_bn else []),
+        act(), nn.Flatten(), nn.Linear(36, 5), act(), nn.Linear(5, 3),
+    ).to(F64)  # fmt: skip
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model:
+            if isinstance(m, nn.Conv2d | nn.Linear):
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g, dtype=F64))
+                m.weight.mul_(m.weight[0].numel() ** -0.5)
+                m.bias.copy_(0.3 * torch.randn(m.bias.shape, generator=g, dtype=F64))
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(0.5 * torch.randn(m.num_features, generator=g, dtype=F64))
+                m.running_var.copy_(0.5 + torch.rand(m.num_features, generator=g, dtype=F64))
+                m.weight.copy_(torch.randn(m.num_features, generator=g, dtype=F64))
+                m.bias.copy_(0.5 * torch.randn(m.num_features, generator=g, dtype=F64))
+    return model.eval()
+
+
+def _conv_data(model, n=6, seed=1, shape=(2, 8, 8)):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, *shape, generator=g, dtype=F64)
+    C = [m for m in _modules(model) if isinstance(m, nn.Linear)][-1].out_features
+    return x, torch.randint(0, C, (n,), generator=g)
+
+
+def _modules(model):
+    out = []
+    for m in model:
+        out.extend(_modules(m) if isinstance(m, nn.Sequential) else [m])
+    return out
+
+
+def _run(model, x, gates=None, shifts=None, edit=None):
+    """The model's own modules in order (no op view): after hidden activation l, multiply
+    ``gates[l]`` per channel, add ``shifts[l]``, apply ``edit[l]``; returns (logits, units)."""
+    a, units = x, []
+    for m in _modules(model):
+        a = m(a)
+        if isinstance(m, ACT_MODULES):
+            ell = len(units)
+            if gates is not None:
+                a = a * gates[ell].view(-1, *[1] * (a.dim() - 2))
+            if shifts is not None:
+                a = a + shifts[ell]
+            if edit is not None and ell in edit:
+                a = edit[ell](a)
+            units.append(a)
+    return a, units
+
+
+def _channel_rows(a):
+    """[N, C, *spatial] -> [C, N P]: every sample and position of a channel in one row."""
+    return a.transpose(0, 1).reshape(a.shape[1], -1)
+
+
+@pytest.mark.parametrize("pool", ["max", "avg", "max3"])
+def test_convnet_activation_statistics(pool):
+    model = _convnet("tanh", pool)
+    x, y = _conv_data(model, n=7)
+    with torch.no_grad():
+        units = _run(model, x)[1]
+    for got, a in zip(node_scores("activation_std", model, x), units):
+        torch.testing.assert_close(got, torch.std(_channel_rows(a), 1, unbiased=False))
+    for got, a in zip(node_scores("activation_mean_abs", model, x, y), units):
+        torch.testing.assert_close(got, _channel_rows(a).abs().mean(1))
+
+
+def test_convnet_apoz_dead_channel():
+    model = _convnet("relu", bn=False)
+    x, _ = _conv_data(model, n=5)
+    with torch.no_grad():
+        model[0].bias[1] = -100.0  # channel 1 never fires: APoZ 1
+    scores = node_scores("apoz", model, x)
+    assert scores[0][1] == 0
+    with torch.no_grad():
+        units = _run(model, x)[1]
+    for got, a in zip(scores, units):
+        rows = _channel_rows(a)
+        expected = torch.tensor([1 - (r == 0).sum().item() / r.numel() for r in rows], dtype=F64)
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-15)
+
+
+def test_convnet_weight_norms_and_std_out_norm():
+    model = _convnet("relu", bn=True, reader_bn=True)
+    x, _ = _conv_data(model)
+    conv1, conv2, lin1, lin2 = (m for m in model if isinstance(m, nn.Conv2d | nn.Linear))
+    w_in = node_scores("weight_in_norm", model, x)
+    w_out = node_scores("weight_out_norm", model, x)
+    std_out = node_scores("std_out_norm", model, x)
+    std = node_scores("activation_std", model, x)
+    for j in range(3):  # filters (raw, BatchNorm not folded); the reader conv's W[:, j]
+        torch.testing.assert_close(w_in[0][j], conv1.weight[j].norm())
+        torch.testing.assert_close(w_out[0][j], conv2.weight[:, j].norm())
+    for j in range(4):  # the Linear after Flatten reads channel j through 9 columns
+        torch.testing.assert_close(w_out[1][j], lin1.weight[:, 9 * j : 9 * j + 9].norm())
+    torch.testing.assert_close(w_out[2], lin2.weight.norm(dim=0))
+    bn2 = model[5]  # the reader of layer 0 has a BatchNorm: std_out_norm folds it in
+    s = bn2.weight / torch.sqrt(bn2.running_var + bn2.eps)
+    folded = conv2.weight * s.view(-1, 1, 1, 1)
+    torch.testing.assert_close(std_out[0], std[0] * folded.flatten(2).norm(dim=(0, 2)))
+    torch.testing.assert_close(std_out[1], std[1] * w_out[1])
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "gelu"])
+@pytest.mark.parametrize("pool", ["max", "avg", "max3"])
+def test_convnet_taylor_and_mean_replacement(activation, pool):
+    model = _convnet(activation, pool)
+    x, y = _conv_data(model, n=5)
+    gates = [torch.ones(H, dtype=F64, requires_grad=True) for H in (3, 4, 5)]
+    grads = torch.autograd.grad(F.cross_entropy(_run(model, x, gates)[0], y), gates)
+    for got, g in zip(node_scores("taylor", model, x, y), grads):
+        torch.testing.assert_close(got, g.square(), rtol=1e-10, atol=1e-18)
+    # per-sample gradients: with the summed loss, d/d shift[n] = dl_n / da_n
+    with torch.no_grad():
+        units = _run(model, x)[1]
+    shifts = [torch.zeros_like(a, requires_grad=True) for a in units]
+    loss = F.cross_entropy(_run(model, x, shifts=shifts)[0], y, reduction="sum")
+    grads = torch.autograd.grad(loss, shifts)
+    for got, g, a in zip(node_scores("mean_replacement", model, x, y), grads, units):
+        abar = _channel_rows(a).mean(1).view(-1, *[1] * (a.dim() - 2))
+        first = ((abar - a) * g).flatten(2).sum(2) if a.dim() > 2 else (abar - a) * g
+        torch.testing.assert_close(got, first.abs().mean(0), rtol=1e-10, atol=1e-18)
+
+
+def _gate_hessians(model, x, y, sizes):
+    """d^2 L / dm_j^2 and dL/dm_j per hidden layer, by autograd through gates on the model's
+    own modules."""
+    gates = tuple(torch.ones(H, dtype=F64) for H in sizes)
+
+    def loss(*g):
+        return F.cross_entropy(_run(model, x, list(g))[0], y)
+
+    H = torch.autograd.functional.hessian(loss, gates)
+    first = torch.autograd.functional.jacobian(loss, gates)
+    return [H[ell][ell].diagonal() for ell in range(len(sizes))], list(first)
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "gelu", "sigmoid"])
+@pytest.mark.parametrize("pool", ["max", "avg", "max3"])
+@pytest.mark.parametrize("bn", [False, True])
+def test_convnet_obd_mask_matches_autograd(activation, pool, bn):
+    model = _convnet(activation, pool, bn=bn, reader_bn=bn)
+    x, y = _conv_data(model, n=5)
+    second, first = _gate_hessians(model, x, y, (3, 4, 5))
+    h = node_scores("obd_mask", model, x, y)
+    delta = node_scores("obd_mask_delta", model, x, y)
+    for ell in range(3):
+        torch.testing.assert_close(h[ell], second[ell], rtol=1e-9, atol=1e-15)
+        torch.testing.assert_close(
+            delta[ell], -first[ell] + 0.5 * second[ell], rtol=1e-9, atol=1e-15
+        )
+    if activation == "relu":
+        assert all((s >= -1e-15).all() for s in h)  # Gauss-Newton: non-negative
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "gelu"])
+@pytest.mark.parametrize("pool", ["max", "avg", "max3"])
+def test_convnet_mean_replacement_delta_is_second_order_expansion(activation, pool):
+    """d/dt + d2/dt2 / 2 at t=0 of L with a_j -> a_j + t (abar_j - a_j), abar_j the channel's
+    mean over samples and positions (a constant map), one channel at a time."""
+    model = _convnet(activation, pool, reader_bn=True)
+    x, y = _conv_data(model, n=6)
+    scores = node_scores("mean_replacement_delta", model, x, y)
+    with torch.no_grad():
+        units = _run(model, x)[1]
+    for ell, a in enumerate(units):
+        abar = _channel_rows(a).mean(1)
+        for j in range(a.shape[1]):
+            t = torch.zeros((), dtype=F64, requires_grad=True)
+
+            def move(b, j=j, t=t, abar=abar):
+                d = torch.zeros_like(b)
+                d[:, j] = abar[j] - b[:, j].detach()
+                return b + t * d
+
+            loss = F.cross_entropy(_run(model, x, edit={ell: move})[0], y)
+            (g,) = torch.autograd.grad(loss, t, create_graph=True)
+            (h,) = torch.autograd.grad(g, t)
+            torch.testing.assert_close(
+                scores[ell][j], (g + 0.5 * h).detach(), rtol=1e-9, atol=1e-15
+            )
+
+
+def test_convnet_constant_channel_scores_zero():
+    model = _convnet("tanh", "avg", bn=False)
+    x, y = _conv_data(model)
+    with torch.no_grad():
+        model[0].weight[2] = 0.0  # channel 2 is the constant map tanh(b_2), padding and all
+    for name in ("mean_replacement", "activation_std", "std_out_norm", "lipschitz"):
+        assert node_scores(name, model, x, y)[0][2] == 0, name
+    assert abs(node_scores("mean_replacement_delta", model, x, y)[0][2]) < 1e-18
+
+
+@pytest.mark.parametrize("pool", ["max", "max3"])
+def test_convnet_lipschitz_is_the_certified_bound(pool):
+    model = _convnet("relu", pool, reader_bn=True)
+    x, y = _conv_data(model, n=20)
+    scores = node_scores("lipschitz", model, x, y)
+    for got, b in zip(scores, bounds.node_bounds(model, x)):
+        torch.testing.assert_close(got, b, rtol=0, atol=0)
+    for ell, s in enumerate(scores):
+        for j in range(s.shape[0]):
+            change = bounds.loss_change(model, x, y, ell, [j]).abs().mean()
+            assert change <= s[j] * (1 + 1e-9)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: models.lenet5(in_shape=(1, 12, 12), seed=0, dtype=F64),
+        lambda: models.lenet5(
+            in_shape=(1, 12, 12), pool="avg", activation="tanh", batchnorm=True, dtype=F64
+        ),
+        lambda: models.vgg("vgg11", width=0.125, in_shape=(3, 8, 8), seed=1, dtype=F64),
+    ],
+    ids=["lenet5", "lenet5-avg-tanh-bn", "vgg11"],
+)
+def test_every_criterion_on_lenet5_and_vgg(make):
+    model = make().eval()
+    view = ops.parse(model)
+    first = view.layers[0]
+    x, y = _conv_data(
+        model, n=4, shape=(first.in_units, *((12, 12) if first.in_units == 1 else (8, 8)))
+    )
+    sizes = view.hidden_sizes
+    for name in NODE_CRITERIA:
+        scores = node_scores(name, model, x, y)
+        assert [s.shape[0] for s in scores] == sizes, name
+        assert all(torch.isfinite(s).all() for s in scores), name
+    second, _ = _gate_hessians(model, x, y, sizes)
+    for got, h in zip(node_scores("obd_mask", model, x, y), second):
+        torch.testing.assert_close(got, h, rtol=1e-8, atol=1e-15)
+    with torch.no_grad():
+        units = _run(model, x)[1]
+    for got, a in zip(node_scores("activation_std", model, x), units):
+        torch.testing.assert_close(got, torch.std(_channel_rows(a), 1, unbiased=False))
+
+
+def test_convnet_errors_name_the_argument():
+    model = _convnet()
+    x, y = _conv_data(model)
+    with pytest.raises(ValueError, match=r"taylor: x must have shape \[N, 2, H, W\]"):
+        node_scores("taylor", model, x[:, :1], y)
+    with pytest.raises(ValueError, match="obd_mask: x has samples of shape"):
+        node_scores("obd_mask", model, x[:, :, :3, :3], y)
+    with pytest.raises(TypeError, match="x is torch.float32"):
+        node_scores("apoz", model, x.float())
+    with pytest.raises(ValueError, match=r"y must be class labels in \[0, 3\)"):
+        node_scores("mean_replacement", model, x, y + 3)
+    with pytest.raises(ValueError, match="pass labels y"):
+        node_scores("obd_mask_delta", model, x)
+    model.train()  # BatchNorm on batch statistics cannot be folded
+    for name in ("activation_std", "taylor"):
+        with pytest.raises(ValueError, match=rf"{name}: .*training mode.*model.eval\(\)"):
+            node_scores(name, model, x, y)
+
+
+def test_criteria_on_a_pruned_convnet_with_border_offsets():
+    """A convnet after mean-compensated channel removal (an Offset at the zero-padded
+    reader): the criteria read it like any other; obd_mask against autograd."""
+    model = _convnet("tanh", "max3", reader_bn=True)
+    x, y = _conv_data(model, n=6)
+    pruned = remove_nodes(model, {0: [1]}, compensate="mean", x=x)
+    sizes = ops.parse(pruned).hidden_sizes
+    assert sizes == [2, 4, 5]
+    for name in NODE_CRITERIA:
+        assert [s.shape[0] for s in node_scores(name, pruned, x, y)] == sizes, name
+    second, _ = _gate_hessians(pruned, x, y, sizes)
+    for got, h in zip(node_scores("obd_mask", pruned, x, y), second):
+        torch.testing.assert_close(got, h, rtol=1e-9, atol=1e-15)

@@ -19,7 +19,7 @@ from prunelab.curvature import (
 from torch import nn
 from torch.func import functional_call, hessian, jacrev
 
-from prunelab import curvature, models
+from prunelab import curvature, models, ops
 
 # torch.func's forward-mode AD loads TorchScript decompositions that warn on import
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
@@ -273,3 +273,185 @@ def test_chunked_over_samples_gives_the_same_result(monkeypatch):
     monkeypatch.setattr(curvature, "_MAX_FACTOR_ELEMENTS", 50)  # ~1 sample per chunk
     for name, value in diag_hessian(model, x, y).items():
         _close(value, whole[name], 1e-13)
+
+
+# --- unit curvature on convnets (the op-generic path) ------------------------------------
+
+_ACTS = {
+    "relu": nn.ReLU, "leaky_relu": lambda: nn.LeakyReLU(0.2), "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid, "gelu": nn.GELU,
+}  # fmt: skip
+_POOLS = {
+    "none": lambda: nn.Identity(),
+    "max": lambda: nn.MaxPool2d(2),
+    "max3": lambda: nn.MaxPool2d(3, 2, padding=1),  # overlapping windows
+    "avg": lambda: nn.AvgPool2d(2, ceil_mode=True),
+    "adaptive": lambda: nn.AdaptiveAvgPool2d(3),
+}
+
+
+def _random_convnet(seed, activation, pool, bn, kernel, stride, padding, size, head_act=True):
+    """conv(2->3) [BN] act pool conv(3->4, 3, padding 1) [BN] act Flatten Linear [act] Linear,
+    float64, eval mode, seeded weights and BatchNorm statistics; inputs [N, 2, size, size]."""
+    g = torch.Generator().manual_seed(seed)
+    act = _ACTS[activation]
+    features = nn.Sequential(
+        nn.Conv2d(2, 3, kernel, stride=stride, padding=padding), *([nn.BatchNorm2d(3)] if bn else []),
+        act(), _POOLS[pool](), nn.Conv2d(3, 4, 3, padding=1), *([nn.BatchNorm2d(4)] if bn else []),
+        act(), nn.Flatten(),
+    ).to(DTYPE)  # fmt: skip
+    D = features.eval()(torch.zeros(1, 2, size, size, dtype=DTYPE)).shape[1]
+    head = [nn.Linear(D, 5), *([act()] if head_act else []), nn.Linear(5, 3)]
+    model = nn.Sequential(*features, *head).to(DTYPE)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d | nn.Linear):
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g, dtype=DTYPE))
+                m.weight.mul_(1.5 * m.weight[0].numel() ** -0.5)
+                m.bias.copy_(0.3 * torch.randn(m.bias.shape, generator=g, dtype=DTYPE))
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(0.5 * torch.randn(m.num_features, generator=g, dtype=DTYPE))
+                m.running_var.copy_(0.5 + torch.rand(m.num_features, generator=g, dtype=DTYPE))
+                m.weight.copy_(torch.randn(m.num_features, generator=g, dtype=DTYPE))
+                m.bias.copy_(0.5 * torch.randn(m.num_features, generator=g, dtype=DTYPE))
+    return model.eval()
+
+
+def _gate_oracle(model, x, y):
+    """d^2 L / dm_j^2 per hidden layer, autograd through unit gates (ops.forward's scales)."""
+    view = ops.parse(model)
+    gates = tuple(torch.ones(H, dtype=DTYPE) for H in view.hidden_sizes)
+
+    def loss(*m):
+        return F.cross_entropy(ops.forward(view, x, scales=dict(enumerate(m)), training=False), y)
+
+    H = torch.autograd.functional.hessian(loss, gates)
+    return [H[ell][ell].diagonal() for ell in range(len(gates))]
+
+
+def _mean_oracle(model, x, y):
+    """d^2/dt^2 of L with unit j moved towards its mean (over samples and positions), by
+    autograd through ops.forward's edit, one unit at a time."""
+    view = ops.parse(model)
+    with torch.no_grad():
+        units = ops.forward(view, x, taps=True, training=False)[1]
+    out = []
+    for ell, a in enumerate(units):
+        abar = a.transpose(0, 1).reshape(a.shape[1], -1).mean(1)
+        q = []
+        for j in range(a.shape[1]):
+
+            def loss(t, j=j, ell=ell, abar=abar):
+                def move(b):
+                    d = torch.zeros_like(b)
+                    d[:, j] = abar[j] - b[:, j].detach()
+                    return b + t * d
+
+                return F.cross_entropy(ops.forward(view, x, edit={ell: move}, training=False), y)
+
+            q.append(torch.func.hessian(loss)(torch.zeros((), dtype=DTYPE)))
+        out.append(torch.stack(q))
+    return out
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    activation=st.sampled_from(sorted(_ACTS)),
+    pool=st.sampled_from(sorted(_POOLS)),
+    bn=st.booleans(),
+    kernel=st.integers(1, 3),
+    stride=st.integers(1, 2),
+    padding=st.integers(0, 1),
+    size=st.integers(6, 9),
+    n=st.integers(1, 4),
+    head_act=st.booleans(),
+)
+def test_unit_curvature_on_random_convnets(
+    seed, activation, pool, bn, kernel, stride, padding, size, n, head_act
+):
+    model = _random_convnet(seed, activation, pool, bn, kernel, stride, padding, size, head_act)
+    g = torch.Generator().manual_seed(seed + 1)
+    x = torch.randn(n, 2, size, size, generator=g, dtype=DTYPE)
+    y = torch.randint(0, 3, (n,), generator=g)
+    for got, want in zip(curvature.diag_hessian_masks(model, x, y), _gate_oracle(model, x, y)):
+        _close(got, want, 1e-9)
+    mean = curvature.directional_curvature(model, x, y, direction="mean")
+    for got, want in zip(mean, _mean_oracle(model, x, y)):
+        _close(got, want, 1e-9)
+
+
+def test_unit_curvature_convnet_chunked(monkeypatch):
+    model = _random_convnet(3, "tanh", "max3", True, 3, 1, 1, 8)
+    g = torch.Generator().manual_seed(4)
+    x, y = torch.randn(7, 2, 8, 8, generator=g, dtype=DTYPE), torch.randint(0, 3, (7,), generator=g)
+    whole = curvature.diag_hessian_masks(model, x, y)
+    means = curvature.directional_curvature(model, x, y, direction="mean")
+    monkeypatch.setattr(curvature, "_MAX_FACTOR_ELEMENTS", 500)  # ~1 sample per chunk
+    for a, b in zip(curvature.diag_hessian_masks(model, x, y), whole):
+        _close(a, b, 1e-13)
+    for a, b in zip(curvature.directional_curvature(model, x, y, direction="mean"), means):
+        _close(a, b, 1e-13)
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "gelu"])
+def test_op_generic_path_equals_dense_recursion_on_mlps(activation):
+    """The convnet path run on an MLP's op view gives the MLP recursion's numbers."""
+    model = models.mlp((3, 6, 5, 4), activation=activation, seed=5, dtype=DTYPE)
+    x, y = _data(model, 9, seed=6)
+    view = ops.parse(model)
+    with torch.no_grad():
+        units = ops.forward(view, x, taps=True, training=False)[1]
+    means = [a.mean(0) for a in units]
+    for direction in ("mask", "mean"):
+        dense = curvature.directional_curvature(model, x, y, direction=direction, means=means)
+        with torch.no_grad():
+            generic = curvature._op_forms(view, x, y, direction, means)
+        for a, b in zip(generic, dense):
+            _close(a, b, 1e-12)
+    # the MLP's "mean" direction is sum_n h_nj (abar_j - a_nj)^2 with the activation diagonal
+    h = curvature.diag_hessian_activations(model, x, y)
+    q = curvature.directional_curvature(model, x, y, direction="mean")
+    for got, h_l, a in zip(q, h, units):
+        _close(got, (h_l * (a.mean(0) - a).square()).sum(0), 1e-13)
+
+
+def test_batchnorm_mlp_takes_the_op_path():
+    model = nn.Sequential(
+        nn.Linear(3, 5), nn.BatchNorm1d(5), nn.Tanh(), nn.Linear(5, 4), nn.GELU(), nn.Linear(4, 3)
+    ).to(DTYPE)
+    with torch.no_grad():
+        model[1].running_mean.uniform_(-0.5, 0.5)
+        model[1].running_var.uniform_(0.5, 2.0)
+        model[1].weight.uniform_(-2, 2)
+    model.eval()
+    x, y = _data(nn.Sequential(nn.Linear(3, 3)), 6, seed=8)
+    for got, want in zip(curvature.diag_hessian_masks(model, x, y), _gate_oracle(model, x, y)):
+        _close(got, want, 1e-10)
+
+
+def test_unit_curvature_errors():
+    model = _random_convnet(0, "relu", "max", True, 3, 1, 1, 6)
+    x = torch.randn(3, 2, 6, 6, dtype=DTYPE)
+    y = torch.tensor([0, 1, 2])
+    with pytest.raises(ValueError, match=r"direction='median'; choose from \['mask', 'mean'\]"):
+        curvature.directional_curvature(model, x, y, direction="median")
+    with pytest.raises(ValueError, match=r"means\[1\] must be a finite Tensor \[4\]; got \(3,\)"):
+        curvature.directional_curvature(
+            model, x, y, direction="mean", means=[torch.zeros(3), torch.zeros(3), torch.zeros(5)]
+        )
+    with pytest.raises(ValueError, match="means must be a list of 3 tensors"):
+        curvature.directional_curvature(model, x, y, direction="mean", means=torch.zeros(3))
+    with pytest.raises(ValueError, match=r"diag_hessian_masks: x must have shape \[N, 2, H, W\]"):
+        curvature.diag_hessian_masks(model, x[:, :1], y)
+    with pytest.raises(ValueError, match=r"y must be class labels in \[0, 3\)"):
+        curvature.diag_hessian_masks(model, x, y + 1)
+    with pytest.raises(
+        ValueError, match=r"diag_hessian_activations: module 0 \(Conv2d\).*diag_hessian_masks"
+    ):
+        curvature.diag_hessian_activations(model, x, y)
+    with pytest.raises(ValueError, match=r"diag_hessian: module 0 \(Conv2d\).*MLPs so far"):
+        curvature.diag_hessian(model, x, y)
+    model.train()
+    with pytest.raises(ValueError, match=r"diag_hessian_masks: .*training mode.*model.eval\(\)"):
+        curvature.diag_hessian_masks(model, x, y)

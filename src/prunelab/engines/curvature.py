@@ -1,4 +1,4 @@
-"""Diagonal curvature of the mean cross-entropy of an MLP, exact and estimated.
+"""Diagonal curvature of the mean cross-entropy, exact and estimated (MLPs; per unit, convnets).
 
 For a parsed MLP (``models.parse``) with layers ``z^l = a^{l-1} W^l.T + b^l``, ``a^l = phi(z^l)``
 and logits ``f = a^L``, the loss is the mean cross-entropy ``L = (1/N) sum_n l_n``. Every
@@ -29,6 +29,23 @@ Dropout is treated as in evaluation mode (identity) whatever ``model.training`` 
 model is never modified and no ``.grad`` is left behind. Results follow the parameters' dtype
 and device.
 
+Convnets. The per-unit curvature that node criteria need (:func:`diag_hessian_masks`,
+:func:`directional_curvature`) also runs on any model the op view takes (Conv2d, pooling,
+eval-mode BatchNorm, Flatten), where a unit is a channel and its direction a whole feature map
+``t_{n,j}``. Along it, per sample (``Lambda_n = diag p - p p^T``, ``J_n`` the logits' Jacobian
+w.r.t. the layer's activations),
+
+    t^T H_a,n t = (J_n t)^T (Lambda_n / N) (J_n t)
+                  + sum_{later curved activations k} sum_i (dL/da^k_i) phi_k''(z^k_i) (dz^k_i/dt)^2
+
+exactly: affine ops, average pools, BatchNorm and Flatten are linear and max pooling is
+piecewise linear, so only curved activations add second derivatives. The Gauss-Newton part
+comes from the C columns of ``S`` propagated backwards by the ops' own vector-Jacobian
+products (``B: [V, n, *shape]``), each unit's share being ``sum_v (sum_pos B_v t)^2``; the
+residual part from forward tangents ``dz^k/dt`` (one per channel of the layer, batched),
+needed only below a tanh, sigmoid or GELU. The other estimators (per-parameter diagonals,
+:func:`diag_hessian_activations`) take MLPs only so far and refuse a convnet by name.
+
 Shapes: N samples, C classes, H units, P parameters; ``V`` counts factor columns.
 """
 
@@ -47,6 +64,7 @@ from ..base import models, ops
 # Largest factor tensor [V, N, H] built at once; larger batches are split over samples.
 _MAX_FACTOR_ELEMENTS = 2**25
 _CURVED = frozenset(models.ACTIVATIONS) - models.PIECEWISE_LINEAR  # phi'' != 0
+DIRECTIONS = ("mask", "mean")  # a unit's direction: its activation, or its mean minus it
 
 
 # --- validation and the forward pass -----------------------------------------------------
@@ -327,7 +345,10 @@ def diag_hessian_activations(model: nn.Module, x: Tensor, y: Tensor) -> list[Ten
     Raises
     ------
     TypeError, ValueError
-        As :func:`diag_hessian`.
+        As :func:`diag_hessian`; a convnet (Conv2d, pooling or BatchNorm) is refused with a
+        ``ValueError`` naming the module: the exact per-position diagonal would need one
+        forward tangent per position. Its per-channel curvature is
+        :func:`diag_hessian_masks` / :func:`directional_curvature`.
 
     Notes
     -----
@@ -340,6 +361,13 @@ def diag_hessian_activations(model: nn.Module, x: Tensor, y: Tensor) -> list[Ten
     LeCun, Denker & Solla (1990), "Optimal Brain Damage", NIPS 2 (node saliency via a gate).
     """
     method = "diag_hessian_activations"
+    op_view = ops.parse(model, method=method)
+    if not _dense(op_view):
+        raise ValueError(
+            f"{method}: {_not_dense(op_view)}: the per-position activation diagonal of a "
+            "convnet is not computed (its curved-activation terms need one forward tangent per "
+            "position); for channels use diag_hessian_masks or directional_curvature"
+        )
     view, layers, x, y = _prepare(model, x, y, method, shared=True)
     N = x.shape[0]
     out = [x.new_empty(N, layer.W.shape[0]) for layer in layers[:-1]]  # [N, H_l] each
@@ -356,23 +384,32 @@ def diag_hessian_activations(model: nn.Module, x: Tensor, y: Tensor) -> list[Ten
 
 
 def diag_hessian_masks(model: nn.Module, x: Tensor, y: Tensor) -> list[Tensor]:
-    """Exact diagonal of the mean-CE Hessian w.r.t. node masks, every hidden node at once.
+    """Exact diagonal of the mean-CE Hessian w.r.t. unit masks, every hidden unit at once.
 
-    A node mask ``m`` multiplies hidden node j of layer l after its activation (``a -> m a``,
-    as in :mod:`prunelab.masks`). At ``m = 1``, since ``m_j`` enters only through
-    ``m_j a^l_{n,j}`` and samples do not interact,
+    A unit mask ``m`` multiplies hidden unit j of layer l after its activation (``a -> m a``,
+    as in :mod:`prunelab.masks`; a channel's mask scales its whole feature map). At ``m = 1``,
+    since ``m_j`` enters only through ``m_j a^l_{n,j}`` and samples do not interact,
 
-        d^2 L / dm_j^2 = sum_n (a^l_{n,j})^2 h^l_{n,j}
+        d^2 L / dm_j^2 = sum_n a_{n,j}^T [d^2 L / d a_n d a_n]_{jj} a_{n,j}
 
+    with ``a_{n,j}`` the unit's activation (a scalar, or a channel's feature map and the
+    Hessian's block over its positions). For an MLP this is ``sum_n (a^l_{n,j})^2 h^l_{n,j}``
     with ``h^l`` the per-sample activation diagonal of :func:`diag_hessian_activations`,
-    accumulated chunk by chunk without storing it. Exact for every supported activation
-    (the residuals of later curved layers are included); for piecewise-linear nets it is the
-    Gauss-Newton value and non-negative.
+    accumulated chunk by chunk without storing it; for a convnet the op-generic path of the
+    module docstring. Exact for every supported activation (the residuals of later curved
+    layers are included); for piecewise-linear nets it is the Gauss-Newton value and
+    non-negative. :func:`directional_curvature` with ``direction="mask"``.
 
     Parameters
     ----------
-    model, x, y
-        As :func:`diag_hessian_activations`.
+    model : nn.Sequential
+        A model the op view takes (MLPs and convnets; BatchNorm in evaluation mode); dropout
+        counts as identity. A module may appear twice.
+    x : Tensor[N, *in]
+        Inputs (``[N, D]`` or images for an MLP, ``[N, C, H, W]`` for a convnet); same dtype
+        and device as the parameters.
+    y : Tensor[N]
+        Integer class labels in ``[0, C)``.
 
     Returns
     -------
@@ -385,18 +422,283 @@ def diag_hessian_masks(model: nn.Module, x: Tensor, y: Tensor) -> list[Tensor]:
     gate is half this value under OBD's assumptions); Dangel, Kunstner & Hennig (2020),
     BackPACK (the factor recursion).
     """
-    view, layers, x, y = _prepare(model, x, y, "diag_hessian_masks", shared=True)
+    return _unit_curvature(model, x, y, "diag_hessian_masks", "mask", None)
+
+
+def directional_curvature(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    direction: str = "mask",
+    means: list[Tensor] | None = None,
+) -> list[Tensor]:
+    """Second derivative of the mean CE along each hidden unit's own direction, all at once.
+
+        q_j = d^2/ds^2 L(a + s t_j) at s = 0 = sum_n t_{n,j}^T [d^2 L / d a_n d a_n]_{jj} t_{n,j}
+
+    with ``t_j`` zero outside unit j and, on it, ``t_{n,j} = a_{n,j}`` (``direction="mask"``:
+    scaling the unit, :func:`diag_hessian_masks`) or ``t_{n,j} = abar_j - a_{n,j}``
+    (``"mean"``: moving it to its mean, the second-order term of mean replacement). For a
+    channel ``t_{n,j}`` is its feature map and ``abar_j`` a constant map; the block of the
+    per-sample Hessian over the channel's positions enters whole, not only its diagonal.
+    Exact for every supported activation (module docstring).
+
+    Parameters
+    ----------
+    model, x, y
+        As :func:`diag_hessian_masks`.
+    direction : {"mask", "mean"}
+    means : list of Tensor[H_l], optional
+        The values ``abar`` per hidden layer for ``"mean"`` (default: each unit's mean over
+        ``x`` and, for a channel, over positions).
+
+    Returns
+    -------
+    list of Tensor[H_l]
+        One entry per hidden layer; carries ``1/N`` like ``L``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For an unsupported model, BatchNorm in training mode, bad ``x``/``y``, an unknown
+        ``direction`` or ``means`` of the wrong shapes (the message names the argument).
+    """
+    return _unit_curvature(model, x, y, "directional_curvature", direction, means)
+
+
+def _unit_curvature(model, x, y, method: str, direction: str, means) -> list[Tensor]:
+    """Validate once, then the dense MLP recursion or the op-generic path."""
+    if direction not in DIRECTIONS:
+        raise ValueError(f"{method}: direction={direction!r}; choose from {list(DIRECTIONS)}")
+    view = ops.parse(model, method=method)
+    if _dense(view):
+        view, layers, x, y = _prepare(model, x, y, method, shared=True)
+    else:
+        layers = None
+        x, y = _check_op_inputs(view, x, y, method)
+    if direction == "mean":
+        means = _check_means(view, x, means, method)
+    if not view.hidden:
+        return []
+    with torch.no_grad():
+        if layers is not None:
+            return _dense_forms(view, layers, x, y, direction, means)
+        return _op_forms(view, x, y, direction, means)
+
+
+def _dense_forms(view, layers, x, y, direction, means) -> list[Tensor]:
+    """The MLP path: ``sum_n t_{n,j}^2 h_{n,j}`` from the factor recursion's visits."""
     out = [x.new_zeros(layer.W.shape[0]) for layer in layers[:-1]]  # [H_l] each
-    if not out:
-        return out
 
     def visit(k, h_a, a):
-        out[k] += (a.square() * h_a).sum(0)
+        t = a if direction == "mask" else means[k] - a  # [n, H_k]
+        out[k] += (t.square() * h_a).sum(0)
 
-    with torch.no_grad():
-        for rows in _chunks(x.shape[0], _factor_elements(layers, True)):
-            _backward_factor(view, layers, x[rows], y[rows], x.shape[0], True, None, visit)
+    for rows in _chunks(x.shape[0], _factor_elements(layers, True)):
+        _backward_factor(view, layers, x[rows], y[rows], x.shape[0], True, None, visit)
     return out
+
+
+# --- op-generic path: convnets -----------------------------------------------------------
+
+
+def _dense(view: ops.View) -> bool:
+    """Whether the dense MLP recursion takes the view: no Conv2d, pooling or BatchNorm."""
+    return not view.conv and all(
+        not isinstance(op, ops.Pool) and not (isinstance(op, ops.Affine) and op.norm is not None)
+        for op in view.ops
+    )
+
+
+def _not_dense(view: ops.View) -> str:
+    """The first module the dense recursion does not take, for messages."""
+    for op in view.ops:
+        if isinstance(op, ops.Affine) and op.norm is not None and not op.conv:
+            return f"module {op.norm_position} ({type(op.norm).__name__})"
+        if isinstance(op, ops.Pool) or (isinstance(op, ops.Affine) and op.conv):
+            return f"module {op.position} ({type(op.module).__name__})"
+    return "the model"
+
+
+def _check_op_inputs(view: ops.View, x: Tensor, y: Tensor, method: str) -> tuple[Tensor, Tensor]:
+    """``x`` and ``y`` validated on the op view; BatchNorm must be in evaluation mode."""
+    for layer in view.layers:
+        try:
+            layer.scale_shift()
+        except ValueError as e:
+            raise ValueError(f"{method}: {e}") from None
+    x = view.check_x(x, method)
+    return x, view.check_labels(y, x.shape[0], method)
+
+
+def _check_means(view: ops.View, x: Tensor, means, method: str) -> list[Tensor]:
+    """``means`` as one ``[H_l]`` tensor per hidden layer in ``x``'s dtype (default over x)."""
+    sizes = view.hidden_sizes
+    if means is None:
+        acts = ops.forward(view, x, taps=True, training=False)[1]
+        return [_unit_mean(a) for a in acts]
+    if isinstance(means, Tensor) or not isinstance(means, list | tuple) or len(means) != len(sizes):
+        raise ValueError(
+            f"{method}: means must be a list of {len(sizes)} tensors [H_l] (hidden sizes "
+            f"{sizes}); got {type(means).__name__}"
+        )
+    out = []
+    for ell, (m, H) in enumerate(zip(means, sizes, strict=True)):
+        if not isinstance(m, Tensor) or m.shape != (H,) or not bool(torch.isfinite(m).all()):
+            got = tuple(m.shape) if isinstance(m, Tensor) else type(m).__name__
+            raise ValueError(f"{method}: means[{ell}] must be a finite Tensor [{H}]; got {got}")
+        out.append(m.detach().to(dtype=x.dtype, device=x.device))
+    return out
+
+
+def _unit_mean(a: Tensor) -> Tensor:
+    """Each unit's mean over samples and positions: ``[N, H, *spatial] -> [H]``; a channel's as
+    ``a_ref + mean(a - a_ref)``, exact for a constant map."""
+    if a.dim() == 2:
+        return a.mean(0)
+    ref = a[:1].flatten(2)[..., 0].view(1, -1, *[1] * (a.dim() - 2))  # a channel's first value
+    return ref.view(-1) + (a - ref).mean(dim=[d for d in range(a.dim()) if d != 1])
+
+
+def _op_forms(view: ops.View, x: Tensor, y: Tensor, direction: str, means) -> list[Tensor]:
+    """``q_j`` of every hidden unit by the op-generic path (module docstring), chunked."""
+    out = [x.new_zeros(H) for H in view.hidden_sizes]
+    curved = {
+        k
+        for k, op in enumerate(view.ops)
+        if isinstance(op, ops.Activation) and op.activation in _CURVED
+    }
+    for rows in _chunks(x.shape[0], _op_elements(view, x, curved)):
+        _op_chunk(view, x[rows], y[rows], x.shape[0], curved, direction, means, out)
+    return out
+
+
+def _op_elements(view: ops.View, x: Tensor, curved: set[int]) -> int:
+    """Factor or tangent elements per sample: ``max(C, widest layer with a curved activation
+    after it)`` copies of the largest op output."""
+    a, size = view.inputs(x[:1]), x[0].numel()
+    for op in view.ops:
+        a = op.apply(a, training=False)
+        size = max(size, a.numel())
+    widths = [
+        H
+        for H, k in zip(view.hidden_sizes, view.unit_ops, strict=True)
+        if any(c > k for c in curved)
+    ]
+    return max([view.out_features, *widths]) * size
+
+
+def _op_chunk(view, x, y, N, curved, direction, means, out) -> None:
+    """Add one chunk of samples' ``q_j`` to ``out`` (see :func:`_op_forms`)."""
+    ins: list[Tensor] = []  # the input of every op, [n, *in]
+    local: dict[int, tuple | _Route] = {}  # Activation: (phi', phi''); max pool: its routing
+    a = view.inputs(x)
+    for k, op in enumerate(view.ops):
+        ins.append(a)
+        if isinstance(op, ops.Activation):
+            local[k] = op.derivatives(a)
+        elif isinstance(op, ops.Pool) and op.routing:
+            local[k] = _Route(op, a)
+            a = local[k].out.detach()
+            continue
+        a = op.apply(a, training=False)
+    p = torch.softmax(a, 1)
+    B = _output_factor(a, N)  # [V=C, n, C]: columns of the factor of Lambda / N
+    g = (p - F.one_hot(y, p.shape[1]).to(p.dtype)) / N  # dL/d(output of op k), [n, *out]
+    units = {k: ell for ell, k in enumerate(view.unit_ops)}
+    factors: dict[int, Tensor] = {}  # hidden layer -> B at its units [V, n, H, *spatial]
+    residual: dict[int, Tensor] = {}  # curved op k -> phi''(z^k) dL/da^k
+    for k in range(len(view.ops) - 1, view.unit_ops[0] - 1, -1):
+        if k in units:
+            factors[units[k]] = B
+        if k in curved:
+            residual[k] = local[k][1] * g
+        if k == view.unit_ops[0]:
+            break
+        op = view.ops[k]
+        B = _back(op, ins[k], B, local.get(k))
+        if any(c < k for c in curved):  # dL/da is needed further down
+            g = _back(op, ins[k], g[None], local.get(k))[0]
+    for ell, k in enumerate(view.unit_ops):
+        a = ins[k + 1]  # the units of hidden layer l: [n, H, *spatial]
+        t = a if direction == "mask" else means[ell].view(-1, *[1] * (a.dim() - 2)) - a
+        proj = factors[ell] * t  # [V, n, H, *spatial]
+        proj = proj.flatten(3).sum(3) if proj.dim() > 3 else proj  # sum_pos B_v t: [V, n, H]
+        out[ell] += proj.square().sum((0, 1))
+        later = [c for c in sorted(curved) if c > k]
+        if later:
+            out[ell] += _tangent_residual(view, ins, local, residual, k, t, later[-1])
+
+
+class _Route:
+    """A max pool's routing at its input ``x``, recorded once: ``J^T`` and ``J`` applied to
+    batches of columns through the one autograd graph (no forward recomputed per column)."""
+
+    def __init__(self, op: ops.Pool, x: Tensor):
+        with torch.enable_grad():
+            self.x = x.detach().requires_grad_(True)
+            self.out = op.apply(self.x, training=False)
+        self._u: Tensor | None = None
+        self._vjp: Tensor | None = None
+
+    def back(self, G: Tensor) -> Tensor:
+        """``J^T G_v``: ``[V, n, *out] -> [V, n, *in]``."""
+        return torch.autograd.grad(self.out, self.x, G, retain_graph=True, is_grads_batched=True)[0]
+
+    def ahead(self, T: Tensor) -> Tensor:
+        """``J T_j`` as the gradient of ``u -> <J^T u, T_j>``: ``[J, n, *in] -> [J, n, *out]``."""
+        if self._vjp is None:
+            with torch.enable_grad():
+                self._u = torch.zeros_like(self.out, requires_grad=True)
+                (self._vjp,) = torch.autograd.grad(self.out, self.x, self._u, create_graph=True)
+        return torch.autograd.grad(self._vjp, self._u, T, retain_graph=True, is_grads_batched=True)[
+            0
+        ]
+
+
+def _back(op: ops.Op, x: Tensor, G: Tensor, local) -> Tensor:
+    """``J(x)^T G_v`` for every column: ``G: [V, n, *out] -> [V, n, *in]`` by the op's vjp."""
+    if isinstance(op, ops.Activation):
+        return G * local[0]
+    if isinstance(local, _Route):
+        return local.back(G)
+    V, n = G.shape[:2]
+    xs = x.expand(V, *x.shape).reshape(V * n, *x.shape[1:])
+    return op.vjp(xs, G.reshape(V * n, *G.shape[2:])).view(V, n, *x.shape[1:])
+
+
+def _ahead(op: ops.Op, T: Tensor, local) -> Tensor:
+    """Forward tangents ``J(x) T_j``: ``T: [J, n, *in] -> [J, n, *out]``."""
+    if isinstance(op, ops.Activation):
+        return T * local[0]
+    if isinstance(local, _Route):
+        return local.ahead(T)
+    J, n = T.shape[:2]
+    flat = T.reshape(J * n, *T.shape[2:])
+    if isinstance(op, ops.Affine):  # the folded linear part: s * (W u)
+        z = op.response(flat)
+        st = op.scale_shift()
+        if st is not None:
+            z = z * st[0].view(-1, *[1] * (z.dim() - 2))
+    else:  # average pool, Flatten, Dropout/Identity: linear
+        z = op.apply(flat, training=False)
+    return z.view(J, n, *z.shape[1:])
+
+
+def _tangent_residual(view, ins, local, residual, k, t, stop) -> Tensor:
+    """``sum_n sum_{curved m > k} sum_i r^m_{n,i} (dz^m_{n,i}/dt_j)^2`` for every unit j of
+    the layer read at op k, by forward tangents (one per unit, batched): ``[H]``."""
+    H = t.shape[1]
+    eye = torch.eye(H, dtype=t.dtype, device=t.device).view(H, 1, H, *[1] * (t.dim() - 2))
+    T = eye * t  # [J=H, n, H, *spatial]: tangent j is t on unit j, 0 elsewhere
+    total = t.new_zeros(H)
+    for m in range(k + 1, stop + 1):
+        if m in residual:  # T is dz^m/dt at the activation's input
+            total += (T.square() * residual[m]).flatten(1).sum(1)
+        if m < stop:
+            T = _ahead(view.ops[m], T, local.get(m))
+    return total
 
 
 def becker_lecun_diag(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:

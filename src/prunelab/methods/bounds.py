@@ -28,6 +28,34 @@ class; softmax is never one-hot, so no finite network attains the bound exactly,
 approached arbitrarily closely (see ``tests/test_bounds.py``: one hidden node feeding a
 2-class output with a large wrong-class margin, ratio -> 1 as the margin grows).
 
+Convnets (any model the op view takes: Conv2d, average and max pooling, eval-mode BatchNorm,
+Flatten). A unit is a channel; replacing channel j by its mean holds its whole map at the
+constant ``abar_j`` (the mean over samples *and* the P_l positions), so ``delta_S(x)`` is the
+channels' maps minus those constants and its squared l2 norm sums over positions:
+
+    E ||delta_S||_2^2 = P_l sum_{j in S} sigma_j^2,     sigma_j^2 over samples and positions.
+
+From the replaced channels to the logits the network is a chain of links, each Lipschitz in
+l2: a maximal run of linear ops (Conv2d and Linear with any BatchNorm folded in, average
+pools, Flatten, Dropout as identity) with its *joint* operator norm at the actual input size,
+computed exactly (dense SVD) or by Lanczos (:mod:`prunelab.engines.opnorms`; never the norm of
+a kernel reshaped to a matrix); an activation, ``Lip(phi)``; a max pool, ``sqrt(m)`` with m
+the most windows holding one input (1 without overlap). Every op before the first layer that
+mixes channels acts channel by channel, so the links up to and including that reader's run
+are restricted to the channels S (the norm of ``A R_S``), which is what makes the constants
+differ between units. Hence
+
+    |Delta l(x)| <= sqrt(2) K_S ||delta_S(x)||_2,   K_S = prod_links ||link||,
+    E |Delta l|  <= sqrt(2) K_S sqrt(P_l sum_{j in S} sigma_j^2),
+
+which for an MLP (P_l = 1, links = single Linears and activations) is the formula above.
+``norm="range"`` uses infinity norms instead (max pools are 1-Lipschitz in it; a run's norm is
+exact from its dense matrix when small, else bounded by the product of its ops' norms) and the
+exact logit range of the last run. An activation after the output layer, if any, is one more
+link (then ``|Delta l| <= 2 ||Delta f||_inf`` for ``"range"``, and ``centred`` gains nothing).
+A convnet's operator norms depend on the input size: :func:`loss_lipschitz` and
+:func:`node_lipschitz` need ``x`` (one sample is enough). :func:`source_bound` stays MLP-only.
+
 Indices: ``layer = l`` counts hidden layers from 0; ``W^{l+1}`` is the Linear that reads hidden
 layer l, ``W^L`` the output layer, ``phi_k`` the activation after ``W^k``. Dropout counts as
 identity (evaluation mode). Results follow the parameters' dtype and device.
@@ -44,12 +72,14 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..base import models, ops
+from ..engines import opnorms
 
 REPLACEMENTS = ("mean", "zero")
 NORMS = ("l2", "range")
@@ -88,6 +118,7 @@ def loss_lipschitz(
     *,
     norm: str = "l2",
     centred: bool = False,
+    x: Tensor | None = None,
 ) -> Tensor:
     """Lipschitz constant of the per-sample loss w.r.t. the activations of a node set S.
 
@@ -102,10 +133,14 @@ def loss_lipschitz(
       range, ``|Delta l| <= max_c Delta f_c - min_c Delta f_c``. If l+1 is the output layer,
       ``L_S = R(W^L[:, S])``.
 
+    For a convnet, ``L_S = sqrt(2) K_S`` with ``K_S`` the product of the links' norms
+    (module docstring), in the l2 norm of the channels' whole maps.
+
     Parameters
     ----------
     model : nn.Sequential
-        A model ``models.parse`` accepts, with at least one hidden layer.
+        A model the op view takes (MLP or convnet; BatchNorm in evaluation mode), with at
+        least one hidden layer.
     layer : int
         Hidden-layer index (0-based among hidden layers).
     nodes : iterable of int, optional
@@ -113,29 +148,50 @@ def loss_lipschitz(
     norm : {"l2", "range"}
     centred : bool
         Project the output layer onto zero-sum logit changes (``norm="l2"`` only).
+    x : Tensor[N, C, H, W], optional
+        Inputs of the size the constant is for; required for a convnet (one sample is
+        enough), whose operator norms depend on the spatial size.
 
     Returns
     -------
     Tensor
         A scalar, in the parameters' dtype.
     """
-    net, ell = _net_layer(model, layer, "loss_lipschitz")
-    S = _check_nodes(net, ell, nodes, "loss_lipschitz")
-    norm, centred = _check_options(norm, centred, "loss_lipschitz")
+    method = "loss_lipschitz"
+    net, ell = _net_layer(model, layer, method)
+    S = _check_nodes(net, ell, nodes, method)
+    norm, centred = _check_options(norm, centred, method)
+    if isinstance(net, ops.View):
+        shapes = _shapes(net, _probe(net, x, method))
+        return _constants(net, ell, [S.tolist()], norm, centred, shapes, {})[0]
+    if x is not None:
+        net.check_x(x, method)
     W_next = _output_weight(net, ell + 1, centred)[:, S]  # [H_{l+1}, |S|]
     return _first_factor(net, ell, W_next, norm) * _downstream(net, ell, norm, centred)
 
 
 def node_lipschitz(
-    model: nn.Module, layer: int, *, norm: str = "l2", centred: bool = False
+    model: nn.Module,
+    layer: int,
+    *,
+    norm: str = "l2",
+    centred: bool = False,
+    x: Tensor | None = None,
 ) -> Tensor:
     """:func:`loss_lipschitz` of every single node of hidden layer ``layer``: ``Tensor[H_l]``.
 
     For ``norm="l2"``: ``L_j = sqrt(2) ||W^{l+1}[:, j]||_2 prod_{k=l+2}^{L} Lip(phi_{k-1})
-    ||W^k||_2``. Parameters as :func:`loss_lipschitz`.
+    ||W^k||_2`` (for a channel, ``sqrt(2) K_j``, module docstring). Parameters as
+    :func:`loss_lipschitz`.
     """
-    net, ell = _net_layer(model, layer, "node_lipschitz")
-    norm, centred = _check_options(norm, centred, "node_lipschitz")
+    method = "node_lipschitz"
+    net, ell = _net_layer(model, layer, method)
+    norm, centred = _check_options(norm, centred, method)
+    if isinstance(net, ops.View):
+        shapes = _shapes(net, _probe(net, x, method))
+        return _constants(net, ell, _singletons(net, ell), norm, centred, shapes, {})
+    if x is not None:
+        net.check_x(x, method)
     return _node_constants(net, ell, norm, centred)
 
 
@@ -192,6 +248,204 @@ def _downstream(net: models.Net, ell: int, norm: str, centred: bool) -> Tensor:
     return K
 
 
+# --- convnets: the chain of links from the replaced channels to the logits ----------------
+
+
+@dataclass(frozen=True)
+class _Link:
+    """A maximal run of linear ops, or one nonlinear op, after a hidden layer's units."""
+
+    ops: tuple[int, ...]  # indices into view.ops
+    linear: bool
+    restricted: bool  # its input lies in the replaced channels (no channel mixing yet)
+
+
+def _dense(view: ops.View) -> bool:
+    """Whether the dense MLP view takes ``view``: no Conv2d, pooling or BatchNorm."""
+    return not view.conv and all(
+        not isinstance(op, ops.Pool) and not (isinstance(op, ops.Affine) and op.norm is not None)
+        for op in view.ops
+    )
+
+
+def _nonlinear(op: ops.Op) -> bool:
+    return isinstance(op, ops.Activation) or (isinstance(op, ops.Pool) and op.routing)
+
+
+def _output_activation(view: ops.View) -> bool:
+    """Whether a nonlinear op follows the output layer."""
+    last = view.ops.index(view.layers[-1])
+    return any(_nonlinear(op) for op in view.ops[last + 1 :])
+
+
+def _links(view: ops.View, ell: int) -> list[_Link]:
+    """The links from hidden layer l's units (read after op ``unit_ops[l]``) to the logits."""
+    links: list[_Link] = []
+    run: list[int] = []
+    restricted = True
+    for k in range(view.unit_ops[ell] + 1, len(view.ops)):
+        if not _nonlinear(view.ops[k]):
+            run.append(k)
+            continue
+        if run:
+            links.append(_Link(tuple(run), True, restricted))
+            restricted = restricted and not any(isinstance(view.ops[i], ops.Affine) for i in run)
+            run = []
+        links.append(_Link((k,), False, restricted))
+    if run:
+        links.append(_Link(tuple(run), True, restricted))
+    return links
+
+
+def _probe(view: ops.View, x: Tensor | None, method: str) -> Tensor:
+    """``x`` validated, or for a model without Conv2d a zero input (sizes are then fixed)."""
+    if x is None:
+        if view.conv:
+            raise ValueError(
+                f"{method}: the model has Conv2d layers, whose operator norms depend on the "
+                f"input size; pass x=Tensor[N, {view.in_shape()[1:-1]}] (one sample is enough)"
+            )
+        return view.layers[0].weight.detach().new_zeros(1, view.layers[0].in_units)
+    return view.check_x(x, method)
+
+
+def _shapes(view: ops.View, x: Tensor) -> list[tuple[int, ...]]:
+    """The input shape of one sample at every op: ``shapes[k]`` is op k's ``in``."""
+    out = []
+    with torch.no_grad():
+        a = view.inputs(x[:1])
+        for op in view.ops:
+            out.append(tuple(a.shape[1:]))
+            a = op.apply(a, training=False)
+    return out
+
+
+def _singletons(view: ops.View, ell: int) -> list[list[int]]:
+    return [[j] for j in range(view.hidden_sizes[ell])]
+
+
+def _set_constant(net, ell: int, S: Tensor, norm: str, centred: bool, x: Tensor) -> Tensor:
+    """``L_S`` of :func:`loss_lipschitz` (``x`` validated, for a convnet's sizes)."""
+    if isinstance(net, ops.View):
+        return _constants(net, ell, [S.tolist()], norm, centred, _shapes(net, x), {})[0]
+    L_S = _first_factor(net, ell, _output_weight(net, ell + 1, centred)[:, S], norm)
+    return L_S * _downstream(net, ell, norm, centred)
+
+
+def _constants(
+    view: ops.View,
+    ell: int,
+    sets: list[list[int]],
+    norm: str,
+    centred: bool,
+    shapes: list[tuple[int, ...]],
+    cache: dict,
+) -> Tensor:
+    """``L_S`` for every channel set S of hidden layer l: ``[len(sets)]``.
+
+    The product over the links of their norms (l2: joint operator norms, restricted to S up
+    to the first reader; ``Lip(phi)``; ``sqrt(m)`` of a max pool), times ``sqrt(2)``; for
+    ``"range"`` infinity norms, the last run's exact logit range, or ``2 ||.||_inf`` behind an
+    output activation. ``cache`` keeps link norms between calls on the same view and sizes.
+    """
+    like = view.layers[0].weight.detach()
+    links = _links(view, ell)
+    K = like.new_ones(len(sets))
+    for i, link in enumerate(links):
+        final = i == len(links) - 1
+        op = view.ops[link.ops[0]]
+        if not link.linear:
+            if isinstance(op, ops.Activation):
+                K = K * activation_lipschitz(op.activation, op.slope)
+            elif norm == "l2":  # max pool: sqrt of the most windows sharing one input
+                m = opnorms.pool_multiplicity(_op_fn(op), shapes[link.ops[0]][-2:], like)
+                K = K * math.sqrt(m)
+            continue
+        key = (link.ops, tuple(map(tuple, sets)) if link.restricted else None, norm, final, centred)
+        if key not in cache:
+            S = sets if link.restricted else None
+            if norm == "l2":
+                cache[key] = _link_l2(view, link, S, centred and final, shapes, like)
+            elif final:
+                cache[key] = _link_range(view, link, S, shapes, like)
+            else:
+                cache[key] = _link_inf(view, link, S, shapes, like)
+        K = K * cache[key]
+    if norm == "l2":
+        return CE_LIPSCHITZ * K
+    return K if links[-1].linear else 2 * K  # |Delta l| <= 2 ||Delta f||_inf
+
+
+def _op_fn(op: ops.Op):
+    return lambda v: op.apply(v, training=False)
+
+
+def _linear_part(op: ops.Op, v: Tensor) -> Tensor:
+    """A linear op on ``v``; an Affine without its bias, BatchNorm folded: ``s * (W v)``."""
+    if not isinstance(op, ops.Affine):
+        return op.apply(v, training=False)  # average pool, Flatten, Dropout/Identity
+    z = op.response(v)
+    st = op.scale_shift()
+    return z if st is None else z * st[0].view(-1, *[1] * (z.dim() - 2))
+
+
+def _link_fn(view: ops.View, link: _Link, centre: bool):
+    """The run's linear map ``[B, *in] -> [B, *out]`` (then ``P = I - 1 1^T / C`` if centred)."""
+
+    def fn(v: Tensor) -> Tensor:
+        for k in link.ops:
+            v = _linear_part(view.ops[k], v)
+        return v - v.mean(1, keepdim=True) if centre else v
+
+    return fn
+
+
+def _link_l2(view, link, sets, centre, shapes, like) -> Tensor:
+    """Spectral norm of the run (restricted to each set): scalar or ``[len(sets)]``."""
+    fn = _link_fn(view, link, centre)
+    return opnorms.spectral_norms(fn, shapes[link.ops[0]], like, sets=sets)
+
+
+def _link_range(view, link, sets, shapes, like) -> Tensor:
+    """Exact logit range ``max_{c,c'} ||A_c - A_c'||_1`` of the last run (restricted)."""
+    in_shape = shapes[link.ops[0]]
+    A = opnorms.dense_matrix(_link_fn(view, link, False), in_shape, like)  # [C, D_in]
+    if sets is None:
+        return _logit_range(A)
+    A = A.view(A.shape[0], in_shape[0], -1)
+    return torch.stack([_logit_range(A[:, S].reshape(A.shape[0], -1)) for S in sets])
+
+
+def _link_inf(view, link, sets, shapes, like) -> Tensor:
+    """Infinity norm (largest absolute row sum) of the run (restricted): exact from its dense
+    matrix when that is small, else the product of its ops' norms (an upper bound)."""
+    in_shape = shapes[link.ops[0]]
+    fn = _link_fn(view, link, False)
+    D_in, D_out = math.prod(in_shape), fn(like.new_zeros(1, *in_shape)).numel()
+    if D_in * D_out <= opnorms.MAX_DENSE:
+        A = opnorms.dense_matrix(fn, in_shape, like).abs()  # [D_out, D_in]
+        if sets is None:
+            return A.sum(1).amax()
+        A = A.view(D_out, in_shape[0], -1)
+        return torch.stack([A[:, S].sum((1, 2)).amax() for S in sets])
+    scalar = sets is None
+    K = like.new_ones(1 if scalar else len(sets))
+    for k in link.ops:
+        op = view.ops[k]
+        if isinstance(op, ops.Affine):
+            W = op.folded()[0].detach().abs()
+            if sets is not None:  # the channels S as the reader sees them (blocks behind Flatten)
+                W = W.reshape(W.shape[0], in_shape[0], -1)
+                K = K * torch.stack([W[:, S].sum((1, 2)).amax() for S in sets])
+                sets = None
+            else:
+                K = K * W.flatten(1).sum(1).amax()
+        elif isinstance(op, ops.Pool):  # average pool: non-negative rows
+            ones = like.new_ones(1, 1, *shapes[k][-2:])
+            K = K * op.apply(ones, training=False).amax()
+    return K[0] if scalar else K
+
+
 # --- the bounds --------------------------------------------------------------------------
 
 
@@ -216,9 +470,10 @@ def sample_bound(
     Parameters
     ----------
     model : nn.Sequential
-        A model ``models.parse`` accepts, with at least one hidden layer.
-    x : Tensor[N, D]
-        Samples to bound; same dtype and device as the parameters.
+        A model the op view takes (MLP or convnet), with at least one hidden layer.
+    x : Tensor[N, *in]
+        Samples to bound (``[N, D]`` for an MLP, ``[N, C, H, W]`` for a convnet); same dtype
+        and device as the parameters.
     layer : int
         Hidden-layer index (0-based among hidden layers).
     nodes : iterable of int, optional
@@ -228,8 +483,9 @@ def sample_bound(
         ``||delta||_2`` with spectral norms, or ``||delta||_inf`` with the logit-range form.
     centred : bool
         See :func:`loss_lipschitz`.
-    reference : Tensor[N', D], optional
-        Data the replacement mean is taken on (default ``x``).
+    reference : Tensor[N', *in], optional
+        Data the replacement mean is taken on (default ``x``); for a channel the mean is over
+        samples and positions.
 
     Returns
     -------
@@ -243,9 +499,8 @@ def sample_bound(
     norm, centred = _check_options(norm, centred, method)
     x = net.check_x(x, method)
     ref = x if reference is None else net.check_x(reference, method, name="reference")
-    delta = _deviation(net, x, ref, ell, S, replace)  # [N, |S|]
-    L_S = _first_factor(net, ell, _output_weight(net, ell + 1, centred)[:, S], norm)
-    L_S = L_S * _downstream(net, ell, norm, centred)
+    delta = _deviation(net, x, ref, ell, S, replace)  # [N, |S| P]
+    L_S = _set_constant(net, ell, S, norm, centred, x)
     p = 2 if norm == "l2" else math.inf
     return L_S * torch.linalg.vector_norm(delta, ord=p, dim=1)
 
@@ -266,7 +521,7 @@ def expected_bound(
                                      = L_S sqrt(sum_{j in S} sigma_j^2)       (mean replacement)
 
     with ``sigma_j^2`` the population variance of node j over ``x``, or ``E a_j^2`` for
-    ``replace="zero"`` (Jensen; for ``norm="range"`` the root mean square of
+    ``replace="zero"`` (for channels ``P_l sum sigma_j^2``, module docstring) (Jensen; for ``norm="range"`` the root mean square of
     ``||delta_S(x_n)||_inf``, at most ``sqrt(sum sigma_j^2)``). With the
     default options this is ``sqrt(2) ||W^{l+1}[:, S]||_2 prod ||W^k||_2 sqrt(sum sigma^2)``
     (METHODS.md D). The mean of :func:`sample_bound` is tighter (no Jensen step) and also
@@ -283,9 +538,8 @@ def expected_bound(
     replace = _check_replace(replace, method)
     norm, centred = _check_options(norm, centred, method)
     x = net.check_x(x, method)
-    delta = _deviation(net, x, x, ell, S, replace)  # [N, |S|]
-    L_S = _first_factor(net, ell, _output_weight(net, ell + 1, centred)[:, S], norm)
-    L_S = L_S * _downstream(net, ell, norm, centred)
+    delta = _deviation(net, x, x, ell, S, replace)  # [N, |S| P]
+    L_S = _set_constant(net, ell, S, norm, centred, x)
     p = 2 if norm == "l2" else math.inf
     return L_S * torch.linalg.vector_norm(delta, ord=p, dim=1).square().mean().sqrt()
 
@@ -302,7 +556,10 @@ def node_bounds(
 
         B^l_j = L_j sigma_j,   L_j = sqrt(2) ||W^{l+1}[:, j]||_2 prod_{k=l+2}^{L} Lip ||W^k||_2
 
-    (``sqrt(E a_j^2)`` in place of ``sigma_j`` for ``replace="zero"``). Parameters as
+    (``sqrt(E a_j^2)`` in place of ``sigma_j`` for ``replace="zero"``). For a channel,
+    ``B^l_j = sqrt(2) K_j sqrt(P_l) sigma_j`` with ``sigma_j`` over samples and positions
+    (``sqrt(P_l) sigma_j`` is the root mean square of ``||abar_j - a_{n,j}||_2`` over the
+    map) and ``K_j`` the product of the links' norms (module docstring). Parameters as
     :func:`sample_bound`.
 
     Returns
@@ -314,12 +571,19 @@ def node_bounds(
     replace = _check_replace(replace, method)
     norm, centred = _check_options(norm, centred, method)
     x = net.check_x(x, method)
-    acts = net.activations(x)
+    acts = _units(net, x)
+    cache: dict = {}
+    shapes = _shapes(net, x) if isinstance(net, ops.View) else None
     out = []
     for ell, a in enumerate(acts):
-        c = a.mean(0) if replace == "mean" else torch.zeros_like(a[0])
-        spread = (a - c).square().mean(0).sqrt()  # [H_l] sigma_j or sqrt(E a_j^2)
-        out.append(_node_constants(net, ell, norm, centred) * spread)
+        c = _unit_mean(a) if replace == "mean" else torch.zeros_like(_unit_mean(a))
+        # [H_l] sigma_j or sqrt(E a_j^2) (times sqrt(P_l) for a channel)
+        spread = _positions((a - _shaped(c, a)).square()).mean(0).sqrt()
+        if shapes is None:
+            K = _node_constants(net, ell, norm, centred)
+        else:
+            K = _constants(net, ell, _singletons(net, ell), norm, centred, shapes, cache)
+        out.append(K * spread)
     return out
 
 
@@ -352,7 +616,7 @@ def source_bound(
     D. Hobson (2022), "Train first vs prune first in neural networks", comment thread.
     """
     method = "source_bound"
-    net, ell = _net_layer(model, layer, method)
+    net, ell = _net_layer(model, layer, method, generic=False)
     S = _check_nodes(net, ell, nodes, method)
     x = net.check_x(x, method)
     delta = _deviation(net, x, x, ell, S, "mean")
@@ -400,7 +664,7 @@ def loss_change(
     ref = x if reference is None else net.check_x(reference, method, name="reference")
     y = net.check_labels(y, x.shape[0], method)
     with torch.no_grad():
-        c = net.activations(ref)[ell][:, S].mean(0) if replace == "mean" else 0.0
+        c = _unit_mean(_units(net, ref)[ell][:, S]) if replace == "mean" else 0.0
         before = F.cross_entropy(_logits(net, x), y, reduction="none")
         after = F.cross_entropy(_logits(net, x, (ell, S, c)), y, reduction="none")
     return after - before
@@ -409,40 +673,85 @@ def loss_change(
 # --- forward passes and validation ---------------------------------------------------------
 
 
-def _logits(net: models.Net, x: Tensor, replace: tuple | None = None) -> Tensor:
-    """Logits [N, C]; ``replace = (l, S, c)`` sets ``a^l[:, S] = c`` on the way."""
+def _logits(net: models.Net | ops.View, x: Tensor, replace: tuple | None = None) -> Tensor:
+    """Logits [N, C]; ``replace = (l, S, c)`` sets ``a^l[:, S] = c`` on the way (a channel's
+    whole map)."""
+    view = net if isinstance(net, ops.View) else net.view
     if replace is None:
-        return ops.forward(net.view, x, training=False)
+        return ops.forward(view, x, training=False)
     ell, S, c = replace
 
     def hold(a: Tensor) -> Tensor:
         a = a.clone()
-        a[:, S] = c
+        a[:, S] = _shaped(c, a) if isinstance(c, Tensor) else c
         return a
 
-    return ops.forward(net.view, x, edit={ell: hold}, training=False)
+    return ops.forward(view, x, edit={ell: hold}, training=False)
 
 
 def _deviation(
-    net: models.Net, x: Tensor, ref: Tensor, ell: int, S: Tensor, replace: str
+    net: models.Net | ops.View, x: Tensor, ref: Tensor, ell: int, S: Tensor, replace: str
 ) -> Tensor:
-    """``delta_S(x) = c_S - a_S(x)``: [N, |S|]."""
-    a = net.activations(x)[ell][:, S]
+    """``delta_S(x) = c_S - a_S(x)``, a channel's map flattened: [N, |S| P]."""
+    a = _units(net, x)[ell][:, S]
     if replace == "zero":
-        return -a
-    c = a.mean(0) if ref is x else net.activations(ref)[ell][:, S].mean(0)
-    return c - a
+        return -a.flatten(1)
+    c = _unit_mean(a) if ref is x else _unit_mean(_units(net, ref)[ell][:, S])
+    return (_shaped(c, a) - a).flatten(1)
 
 
-def _net(model: nn.Module, method: str) -> models.Net:
-    net = models.parse(model, method=method)
-    if not net.hidden:
+def _units(net: models.Net | ops.View, x: Tensor) -> list[Tensor]:
+    """The units of every hidden layer, ``[N, H_l]`` or ``[N, H_l, *spatial]`` (no graph)."""
+    if not isinstance(net, ops.View):
+        return net.activations(x)
+    with torch.no_grad():
+        return ops.forward(net, x, taps=True, training=False)[1]
+
+
+def _unit_mean(a: Tensor) -> Tensor:
+    """Each unit's mean over samples and positions: ``[N, H, *spatial] -> [H]``; a channel's as
+    ``a_ref + mean(a - a_ref)``, exact for a constant map."""
+    if a.dim() == 2:
+        return a.mean(0)
+    ref = a[:1].flatten(2)[..., 0].view(1, -1, *[1] * (a.dim() - 2))  # a channel's first value
+    return ref.view(-1) + (a - ref).mean(dim=[d for d in range(a.dim()) if d != 1])
+
+
+def _positions(a: Tensor) -> Tensor:
+    """Sum over a channel's positions: ``[N, H, *spatial] -> [N, H]``."""
+    return a if a.dim() == 2 else a.flatten(2).sum(2)
+
+
+def _shaped(v: Tensor, a: Tensor) -> Tensor:
+    """A per-unit value ``[H]`` shaped to broadcast against ``a: [N, H, *spatial]``."""
+    return v.view(-1, *[1] * (a.dim() - 2))
+
+
+def _net(model: nn.Module, method: str, *, generic: bool = True) -> models.Net | ops.View:
+    """The dense MLP view (its parse and errors, numbers unchanged) or, for a convnet or an
+    MLP with an activation after its output layer, the op view (``generic=False``: the dense
+    view only)."""
+    view = ops.parse(model, method=method)
+    if not generic or _dense(view):
+        net = models.parse(model, method=method)
+        if not net.hidden:
+            raise ValueError(f"{method}: the model has no hidden layer, so there are no nodes")
+        if not generic or not _output_activation(view):
+            return net
+    if not view.hidden:
         raise ValueError(f"{method}: the model has no hidden layer, so there are no nodes")
-    return net
+    for layer in view.layers:
+        try:
+            layer.scale_shift()  # a BatchNorm in training mode cannot be folded
+        except ValueError as e:
+            raise ValueError(f"{method}: {e}") from None
+    return view
 
 
-def _net_layer(model: nn.Module, layer: int, method: str) -> tuple[models.Net, int]:
-    net = _net(model, method)
+def _net_layer(
+    model: nn.Module, layer: int, method: str, *, generic: bool = True
+) -> tuple[models.Net | ops.View, int]:
+    net = _net(model, method, generic=generic)
     n = len(net.hidden)
     if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < n:
         raise ValueError(
@@ -452,7 +761,9 @@ def _net_layer(model: nn.Module, layer: int, method: str) -> tuple[models.Net, i
     return net, layer
 
 
-def _check_nodes(net: models.Net, ell: int, nodes: Iterable[int] | None, method: str) -> Tensor:
+def _check_nodes(
+    net: models.Net | ops.View, ell: int, nodes: Iterable[int] | None, method: str
+) -> Tensor:
     """Distinct node indices of hidden layer l as a LongTensor (default all)."""
     H = net.hidden_sizes[ell]
     device = net.layers[0].weight.device

@@ -3,7 +3,9 @@ matter, as plain registries of functions.
 
 Both kinds are called as ``fn(model, x, y=None, *, generator=None)``; **higher means more
 important**, so pruning removes the lowest scores. Node criteria return one score tensor
-``[H_l]`` per hidden layer (:func:`node_scores`, then :func:`select` for a removal plan); weight
+``[H_l]`` per hidden layer (:func:`node_scores`, then :func:`select` for a removal plan), on
+MLPs and convnets alike (a node of a convnet is a Conv2d channel, its statistics taken over
+samples and positions); weight
 criteria return one tensor per parameter, keyed like ``model.named_parameters()``
 (:func:`weight_scores`). ``LABELLED`` and ``WEIGHT_LABELLED`` name the criteria that read the
 loss and so need labels ``y``.

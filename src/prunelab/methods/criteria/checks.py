@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ...base import models
+from ...base import models, ops
 
 
 def check_inputs(
@@ -18,10 +18,47 @@ def check_inputs(
     if hidden and not net.hidden:
         raise ValueError(f"{method}: the model has no hidden layer, so there are no nodes to score")
     xs = net.check_x(x, method)
+    return net, xs, _check_y(net.view, xs, y, method, labels)
+
+
+def check_view(
+    model: nn.Module, x: Tensor, y: Tensor | None, method: str, *, labels: bool
+) -> tuple[ops.View, Tensor, Tensor | None]:
+    """Validate ``model``, ``x`` and ``y`` once for a unit criterion, MLP or convnet; return
+    the op view, ``x`` as its first op reads it and ``y``.
+
+    A model the dense MLP view takes (no Conv2d, pooling or BatchNorm) is validated by it
+    (:func:`check_inputs`), so an MLP's errors are those of :func:`prunelab.models.parse`;
+    any other model by the op view, with BatchNorm required in evaluation mode.
+    """
+    view = ops.parse(model, method=method)
+    if _dense(view):
+        net, xs, y = check_inputs(model, x, y, method, labels=labels)
+        return net.view, xs, y
+    if not view.hidden:
+        raise ValueError(f"{method}: the model has no hidden layer, so there are no nodes to score")
+    for layer in view.layers:
+        try:
+            layer.scale_shift()  # a BatchNorm in training mode cannot be folded
+        except ValueError as e:
+            raise ValueError(f"{method}: {e}") from None
+    xs = view.check_x(x, method)
+    return view, xs, _check_y(view, xs, y, method, labels)
+
+
+def _check_y(view: ops.View, xs: Tensor, y: Tensor | None, method: str, labels: bool):
     if y is None:
         if labels:
             raise ValueError(
                 f"{method}: this criterion uses the loss; pass labels y=Tensor[{xs.shape[0]}]"
             )
-        return net, xs, None
-    return net, xs, net.check_labels(y, xs.shape[0], method)
+        return None
+    return view.check_labels(y, xs.shape[0], method)
+
+
+def _dense(view: ops.View) -> bool:
+    """Whether the dense MLP view takes ``view``: no Conv2d, pooling or BatchNorm."""
+    return not view.conv and all(
+        not isinstance(op, ops.Pool) and not (isinstance(op, ops.Affine) and op.norm is not None)
+        for op in view.ops
+    )

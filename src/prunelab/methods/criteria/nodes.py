@@ -1,17 +1,22 @@
-"""Importance criteria for hidden nodes, as a plain registry of functions.
+"""Importance criteria for hidden units, as a plain registry of functions.
 
 Every node criterion is called as ``fn(model, x, y=None, *, generator=None)`` and returns one
 score tensor ``[H_l]`` per hidden layer; **higher means more important**, so pruning removes
 the lowest scores (:func:`select`). ``x`` is the data the statistics are taken over and ``y``
-its labels (needed by the criteria that use the loss: ``LABELLED``). Notation, per hidden layer
-l and sample n (dropout as identity, evaluation mode):
+its labels (needed by the criteria that use the loss: ``LABELLED``). A unit (a "node") is an
+output feature of a Linear or an output channel of a Conv2d, read after its activation;
+units are numbered layer by layer. Notation, per hidden layer l, sample n and (for a channel)
+position s of its feature map (dropout as identity, BatchNorm folded, evaluation mode):
 
-    a_{n,j}   activation of node j (after the activation function),  abar_j = (1/N) sum_n a_{n,j}
-    g_{n,j} = d l_n / d a_{n,j}    per-sample gradient of the cross-entropy l_n
-    L = (1/N) sum_n l_n            the mean cross-entropy; a node mask m multiplies a after phi
+    a_{n,j,s}   activation of unit j (a Linear feature has one position)
+    abar_j = (1/(N P)) sum_{n,s} a_{n,j,s}     mean over samples and the P positions
+    g_{n,j,s} = d l_n / d a_{n,j,s}            per-sample gradient of the cross-entropy l_n
+    L = (1/N) sum_n l_n                        the mean cross-entropy; a unit mask m_j
+                                               multiplies the whole feature map after phi
 
-Statistics over the data are population statistics (divide by N), so they describe exactly
-the empirical distribution of ``x`` (as :mod:`prunelab.bounds` does).
+Statistics are population statistics over samples *and positions* (divide by N P), so they
+describe exactly the empirical distribution of ``x`` (as :mod:`prunelab.bounds` does); for an
+MLP P = 1 and they are the per-node statistics over samples.
 """
 
 from __future__ import annotations
@@ -22,10 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...base import models, ops
+from ...base import ops
 from ...engines import curvature
 from .. import bounds
-from .checks import check_inputs
+from .checks import check_view
 
 SCOPES = ("layer", "global")
 
@@ -47,11 +52,11 @@ def random(
     Drawn layer by layer from ``generator`` (default a fresh generator seeded 0, so a call
     without one is reproducible); on the generator's device, returned on ``x``'s.
     """
-    net, x, _ = check_inputs(model, x, y, "random", labels=False)
+    view, x, _ = check_view(model, x, y, "random", labels=False)
     g = generator if generator is not None else torch.Generator().manual_seed(0)
     return [
         torch.rand(H, generator=g, dtype=x.dtype, device=g.device).to(x.device)
-        for H in net.hidden_sizes
+        for H in view.hidden_sizes
     ]
 
 
@@ -62,17 +67,18 @@ def activation_std(
     *,
     generator: torch.Generator | None = None,
 ) -> list[Tensor]:
-    """Population standard deviation of each node's activation over the data.
+    """Population standard deviation of each unit's activation over the data (and positions).
 
-        sigma_j = sqrt((1/N) sum_n (a_{n,j} - abar_j)^2)
+        sigma_j = sqrt((1/(N P)) sum_{n,s} (a_{n,j,s} - abar_j)^2)
 
-    A node with sigma_j = 0 is constant on the data: replacing it by its mean (folding it into
-    the next bias) changes no output. The criterion of the source (Hobson 2022, "Train first
-    vs prune first in neural networks": "prune the nodes with the smallest standard
-    deviation"); also Variance-Based Pruning (Berisha, Mehnert & Condurache 2025).
+    A unit with sigma_j = 0 is constant on the data: replacing it by its mean (folding it into
+    the next bias; for a channel, a constant map) changes no output. The criterion of the
+    source (Hobson 2022, "Train first vs prune first in neural networks": "prune the nodes
+    with the smallest standard deviation"); also Variance-Based Pruning (Berisha, Mehnert &
+    Condurache 2025).
     """
     _, x, acts = _activations(model, x, y, "activation_std")
-    return [a.std(0, correction=0) for a in acts]
+    return [_samples(a).std(0, correction=0) for a in acts]
 
 
 def activation_mean_abs(
@@ -82,13 +88,13 @@ def activation_mean_abs(
     *,
     generator: torch.Generator | None = None,
 ) -> list[Tensor]:
-    """Mean absolute activation ``s_j = (1/N) sum_n |a_{n,j}|``: what zeroing a node removes.
+    """Mean absolute activation ``s_j = (1/(N P)) sum_{n,s} |a_{n,j,s}|``: what zeroing removes.
 
     The RMS version ``sqrt(E a_j^2)`` enters the zeroing certificate
     (:func:`prunelab.bounds.node_bounds` with ``replace="zero"``).
     """
     _, x, acts = _activations(model, x, y, "activation_mean_abs")
-    return [a.abs().mean(0) for a in acts]
+    return [_samples(a).abs().mean(0) for a in acts]
 
 
 def apoz(
@@ -98,12 +104,14 @@ def apoz(
     *,
     generator: torch.Generator | None = None,
 ) -> list[Tensor]:
-    """One minus the Average Percentage of Zeros: ``s_j = 1 - (1/N) sum_n 1[a_{n,j} = 0]``.
+    """One minus the Average Percentage of Zeros: ``s_j = 1 - (1/(N P)) sum_{n,s} 1[a = 0]``.
 
-    Hu et al. prune the units with the *highest* APoZ; returning ``1 - APoZ`` (the fraction of
-    samples on which the node is active) keeps "higher = more important". A dead ReLU unit
-    scores 0. Exact zeros occur for ReLU; for activations without a zero-output region (tanh,
-    sigmoid, GELU, LeakyReLU) almost every node scores 1, so the criterion says little there.
+    Hu et al. count zeros over N examples and the M = P output positions of a channel, and
+    prune the units with the *highest* APoZ; returning ``1 - APoZ`` (the fraction of samples
+    and positions on which the unit is active) keeps "higher = more important". A dead ReLU
+    unit scores 0. Exact zeros occur for ReLU; for activations without a zero-output region
+    (tanh, sigmoid, GELU, LeakyReLU) almost every unit scores 1, so the criterion says
+    little there.
 
     References
     ----------
@@ -111,7 +119,7 @@ def apoz(
     pruning approach towards efficient deep architectures", arXiv:1607.03250, Sec. 3.
     """
     _, x, acts = _activations(model, x, y, "apoz")
-    return [1 - (a == 0).to(a.dtype).mean(0) for a in acts]
+    return [1 - (_samples(a) == 0).to(a.dtype).mean(0) for a in acts]
 
 
 def weight_in_norm(
@@ -121,9 +129,17 @@ def weight_in_norm(
     *,
     generator: torch.Generator | None = None,
 ) -> list[Tensor]:
-    """Norm of each node's incoming weights ``s_j = ||W^l[j, :]||_2`` (bias excluded). Data-free."""
-    net, x, _ = check_inputs(model, x, y, "weight_in_norm", labels=False)
-    return [torch.linalg.vector_norm(d.weight.detach(), dim=1) for d in net.hidden]
+    """Norm of each unit's incoming weights ``s_j = ||W^l[j]||_2`` (bias excluded). Data-free.
+
+    ``W^l[j]`` is row j of a Linear's weight or filter j of a Conv2d (over input channels
+    and kernel positions), as the module stores it: a BatchNorm after the layer is *not*
+    folded in (the folded filter's norm is ``|gamma_j| / sqrt(var_j + eps)`` times this), as
+    in filter-norm pruning (Li et al. 2017, "Pruning filters for efficient ConvNets").
+    """
+    view, x, _ = check_view(model, x, y, "weight_in_norm", labels=False)
+    return [
+        torch.linalg.vector_norm(layer.weight.detach().flatten(1), dim=1) for layer in view.hidden
+    ]
 
 
 def weight_out_norm(
@@ -133,12 +149,15 @@ def weight_out_norm(
     *,
     generator: torch.Generator | None = None,
 ) -> list[Tensor]:
-    """Norm of each node's outgoing weights ``s_j = ||W^{l+1}[:, j]||_2``. Data-free."""
-    net, x, _ = check_inputs(model, x, y, "weight_out_norm", labels=False)
-    return [
-        torch.linalg.vector_norm(net.layers[ell + 1].weight.detach(), dim=0)
-        for ell in range(len(net.hidden))
-    ]
+    """Norm of the weights that read each unit, ``s_j = ||W^{l+1}[:, j]||_2``. Data-free.
+
+    ``W^{l+1}`` is the next Linear or Conv2d's weight as the module stores it (its
+    BatchNorm not folded in, as :func:`weight_in_norm`). A Conv2d reads channel j through
+    ``W[:, j]`` (all output channels and kernel positions); a Linear after a Flatten reads it
+    through the block of columns of its flattened (and possibly pooled) feature map.
+    """
+    view, x, _ = check_view(model, x, y, "weight_out_norm", labels=False)
+    return [_reader_norm(view, ell, folded=False) for ell in range(len(view.hidden))]
 
 
 def std_out_norm(
@@ -148,16 +167,19 @@ def std_out_norm(
     *,
     generator: torch.Generator | None = None,
 ) -> list[Tensor]:
-    """Scale-aware variance score ``s_j = sigma_j ||W^{l+1}[:, j]||_2`` (METHODS.md C, D).
+    """Scale-aware variance score ``s_j = sigma_j ||W'^{l+1}[:, j]||_2`` (METHODS.md C, D).
 
-    ``sigma_j`` as :func:`activation_std`. Unlike ``sigma_j`` alone it is invariant to moving
-    a positive factor between a ReLU node's incoming and outgoing weights; it is
-    :func:`lipschitz` without the downstream factor, which is shared by a layer's nodes.
+    ``sigma_j`` as :func:`activation_std`, ``W'^{l+1}[:, j]`` the weights that read unit j as
+    :func:`weight_out_norm` but with the reader's BatchNorm folded in (the effective weights
+    the unit's deviation is multiplied by), so without BatchNorm it is ``activation_std *
+    weight_out_norm``. Unlike ``sigma_j`` alone it is invariant to moving a positive factor
+    between a ReLU unit's incoming and outgoing weights; for an MLP it is :func:`lipschitz`
+    without the downstream factor, which is shared by a layer's nodes (for a channel the
+    certificate reads the reader's operator norm and the map's size instead).
     """
-    net, x, acts = _activations(model, x, y, "std_out_norm")
+    view, x, acts = _activations(model, x, y, "std_out_norm")
     return [
-        a.std(0, correction=0)
-        * torch.linalg.vector_norm(net.layers[ell + 1].weight.detach(), dim=0)
+        _samples(a).std(0, correction=0) * _reader_norm(view, ell, folded=True)
         for ell, a in enumerate(acts)
     ]
 
@@ -169,14 +191,17 @@ def lipschitz(
     *,
     generator: torch.Generator | None = None,
 ) -> list[Tensor]:
-    """Certified bound on E|Delta loss| from mean-replacing each node alone (METHODS.md D).
+    """Certified bound on E|Delta loss| from mean-replacing each unit alone (METHODS.md D).
 
-        B_j = sqrt(2) ||W^{l+1}[:, j]||_2 prod_{k=l+2}^{L} Lip(phi_{k-1}) ||W^k||_2 sigma_j
+        B_j = sqrt(2) K_j sqrt(P_l) sigma_j,   for an MLP (P_l = 1)
+        K_j = ||W^{l+1}[:, j]||_2 prod_{k=l+2}^{L} Lip(phi_{k-1}) ||W^k||_2
 
-    the same numbers as :func:`prunelab.bounds.node_bounds` with its defaults: ranking by it
-    ranks by a guarantee, ``(1/N) sum_n |l_n(pruned) - l_n| <= B_j`` on ``x``.
+    and for a convnet ``K_j`` the product of the operator norms along the path from channel j
+    to the logits (:mod:`prunelab.bounds`); the same numbers as
+    :func:`prunelab.bounds.node_bounds` with its defaults: ranking by it ranks by a
+    guarantee, ``(1/N) sum_n |l_n(pruned) - l_n| <= B_j`` on ``x``.
     """
-    _, x, _ = check_inputs(model, x, y, "lipschitz", labels=False)
+    _, x, _ = check_view(model, x, y, "lipschitz", labels=False)
     return bounds.node_bounds(model, x)
 
 
@@ -190,23 +215,23 @@ def taylor(
     *,
     generator: torch.Generator | None = None,
 ) -> list[Tensor]:
-    """First-order Taylor importance, gate form: the squared gradient w.r.t. a node gate.
+    """First-order Taylor importance, gate form: the squared gradient w.r.t. a unit gate.
 
-        T_j = (dL/dm_j)^2 at m = 1,    dL/dm_j = (1/N) sum_n a_{n,j} g_{n,j}
+        T_j = (dL/dm_j)^2 at m = 1,    dL/dm_j = (1/N) sum_n sum_s a_{n,j,s} g_{n,j,s}
 
-    with ``m_j`` a gate multiplying node j after its activation and ``L`` the mean
-    cross-entropy over ``x`` (the batch loss). For ReLU and other positively homogeneous
-    activations ``dL/dm_j = sum_i W_ji dL/dW_ji + b_j dL/db_j`` (METHODS.md C). One forward and
-    one backward pass (no parameter gradients).
+    with ``m_j`` a gate multiplying unit j (a channel's whole map) after its activation and
+    ``L`` the mean cross-entropy over ``x`` (the batch loss). For ReLU and other positively
+    homogeneous activations ``dL/dm_j = sum_i W_ji dL/dW_ji + b_j dL/db_j`` (METHODS.md C).
+    One forward and one backward pass (no parameter gradients).
 
     References
     ----------
     P. Molchanov, A. Mallya, S. Tyree, I. Frosio & J. Kautz (2019), "Importance estimation for
     neural network pruning", CVPR, Eq. 8 (group form with a gate; code: method 22).
     """
-    net, x, y = check_inputs(model, x, y, "taylor", labels=True)
-    acts, grads = _forward_backward(net, x, y)
-    return [(a * g).mean(0).square() for a, g in zip(acts, grads, strict=True)]
+    view, x, y = check_view(model, x, y, "taylor", labels=True)
+    acts, grads = _forward_backward(view, x, y)
+    return [_positions(a * g).mean(0).square() for a, g in zip(acts, grads, strict=True)]
 
 
 def mean_replacement(
@@ -218,12 +243,15 @@ def mean_replacement(
 ) -> list[Tensor]:
     """Mean Replacement Saliency: the first-order change of each sample's loss, averaged in abs.
 
-        MRS_j = (1/N) sum_n |(abar_j - a_{n,j}) g_{n,j}|
+        MRS_j = (1/N) sum_n |sum_s (abar_j - a_{n,j,s}) g_{n,j,s}|
 
-    the absolute-value variant of Evci et al. (``is_abs=True``, their default), with ``abar``
-    taken over the same ``x`` and ``g`` the gradient of each sample's own loss ``l_n``. It is
-    the first-order estimate of ``E|Delta l|`` that :func:`lipschitz` certifies. A unit that is
-    constant on ``x`` scores exactly 0.
+    the first-order change of ``l_n`` when unit j is held at its mean (a channel at the
+    constant map ``abar_j``), in absolute value per sample: the ``is_abs=True`` variant of
+    Evci et al. (their default), with ``abar`` taken over the same ``x`` (and positions) and
+    ``g`` the gradient of each sample's own loss ``l_n``. (Evci et al. average over positions
+    inside the abs, a factor ``1/P`` per layer; the sum is the actual first-order change.) It
+    is the first-order estimate of ``E|Delta l|`` that :func:`lipschitz` certifies. A unit
+    that is constant on ``x`` scores exactly 0.
 
     References
     ----------
@@ -231,9 +259,12 @@ def mean_replacement(
     submission, https://openreview.net/forum?id=BJxRVnC5Fm; code google-research/deadunits,
     ``layers.py`` ``TaylorScorer``.
     """
-    net, x, y = check_inputs(model, x, y, "mean_replacement", labels=True)
-    acts, grads = _forward_backward(net, x, y)
-    return [((a.mean(0) - a) * g).abs().mean(0) for a, g in zip(acts, grads, strict=True)]
+    view, x, y = check_view(model, x, y, "mean_replacement", labels=True)
+    acts, grads = _forward_backward(view, x, y)
+    return [
+        _positions((_shaped(_unit_mean(a), a) - a) * g).abs().mean(0)
+        for a, g in zip(acts, grads, strict=True)
+    ]
 
 
 def obd_mask(
@@ -243,17 +274,18 @@ def obd_mask(
     *,
     generator: torch.Generator | None = None,
 ) -> list[Tensor]:
-    """Exact second derivative of the mean loss w.r.t. each node's mask, all nodes at once.
+    """Exact second derivative of the mean loss w.r.t. each unit's mask, all units at once.
 
-        h_j = d^2 L / dm_j^2 at m = 1 = sum_n a_{n,j}^2 [d^2 L / d a_n d a_n]_{jj}
+        h_j = d^2 L / dm_j^2 at m = 1 = sum_n a_{n,j}^T [d^2 L / d a_n d a_n]_{jj} a_{n,j}
 
-    exact because ``m_j`` enters only through ``m_j a_{n,j}`` and samples do not interact. The
-    per-sample diagonals come from a factor backprop with C columns, plus the residual
-    ``phi'' dL/da`` columns of every later curved activation, so tanh/sigmoid/GELU nets are
-    exact too (:func:`prunelab.curvature.diag_hessian_masks`). No loop over nodes. The OBD
-    saliency of removing the node (``delta m = -1``) under OBD's extremal assumption is
-    ``h_j / 2``, which ranks identically; for ReLU nets ``h_j >= 0`` (Gauss-Newton), for
-    curved activations it can be negative.
+    exact because ``m_j`` enters only through ``m_j a_{n,j}`` (a channel's whole map, so the
+    Hessian's block over its positions) and samples do not interact. It comes from a factor
+    backprop with C columns, plus the residual ``phi'' dL/da`` terms of every later curved
+    activation, so tanh/sigmoid/GELU nets are exact too
+    (:func:`prunelab.curvature.diag_hessian_masks`). No loop over units. The OBD saliency of
+    removing the unit (``delta m = -1``) under OBD's extremal assumption is ``h_j / 2``,
+    which ranks identically; for ReLU nets ``h_j >= 0`` (Gauss-Newton), for curved
+    activations it can be negative.
 
     References
     ----------
@@ -261,7 +293,7 @@ def obd_mask(
     ``h_kk u_k^2 / 2``), applied to a node gate; exact diagonal via Dangel, Kunstner & Hennig
     (2020), BackPACK.
     """
-    _, x, y = check_inputs(model, x, y, "obd_mask", labels=True)
+    _, x, y = check_view(model, x, y, "obd_mask", labels=True)
     return curvature.diag_hessian_masks(model, x, y)
 
 
@@ -272,23 +304,23 @@ def obd_mask_delta(
     *,
     generator: torch.Generator | None = None,
 ) -> list[Tensor]:
-    """Quadratic estimate of the loss change from zeroing each node alone (mask 1 -> 0).
+    """Quadratic estimate of the loss change from zeroing each unit alone (mask 1 -> 0).
 
         Delta L_j ~ -dL/dm_j + (1/2) d^2 L / dm_j^2
-                  = -(1/N) sum_n a_{n,j} g_{n,j} + (1/2) h_j
+                  = -(1/N) sum_n sum_s a_{n,j,s} g_{n,j,s} + (1/2) h_j
 
     with ``h_j`` from :func:`obd_mask`: OBD's expansion without the extremal assumption
-    (the gradient term kept) and without cross terms between nodes. Signed: a negative value
-    predicts that removing the node lowers the loss.
+    (the gradient term kept) and without cross terms between units. Signed: a negative value
+    predicts that removing the unit lowers the loss.
 
     References
     ----------
     Y. LeCun, J. Denker & S. Solla (1990), "Optimal Brain Damage", NIPS 2, Eq. 2.
     """
-    net, x, y = check_inputs(model, x, y, "obd_mask_delta", labels=True)
-    acts, grads = _forward_backward(net, x, y)
+    view, x, y = check_view(model, x, y, "obd_mask_delta", labels=True)
+    acts, grads = _forward_backward(view, x, y)
     h_m = curvature.diag_hessian_masks(model, x, y)
-    return [-(a * g).mean(0) + 0.5 * h for a, g, h in zip(acts, grads, h_m, strict=True)]
+    return [-_positions(a * g).mean(0) + 0.5 * h for a, g, h in zip(acts, grads, h_m, strict=True)]
 
 
 def mean_replacement_delta(
@@ -298,27 +330,32 @@ def mean_replacement_delta(
     *,
     generator: torch.Generator | None = None,
 ) -> list[Tensor]:
-    """Quadratic estimate of the loss change from mean-replacing each node alone.
+    """Quadratic estimate of the loss change from mean-replacing each unit alone.
 
-        Delta L_j ~ (1/N) sum_n g_{n,j} (abar_j - a_{n,j})
-                    + (1/2) sum_n [d^2 L / d a_n d a_n]_{jj} (abar_j - a_{n,j})^2
+        Delta L_j ~ (1/N) sum_n sum_s g_{n,j,s} d_{n,j,s}
+                    + (1/2) sum_n d_{n,j}^T [d^2 L / d a_n d a_n]_{jj} d_{n,j},
+        d_{n,j} = abar_j - a_{n,j}
 
-    the second-order expansion of METHODS.md C (exact up to third order in the per-sample
-    deviations; no cross terms between nodes). Signed. Zero for a constant node.
+    the second-order expansion of METHODS.md C along the direction that moves unit j to its
+    mean (exact up to third order in the per-sample deviations; no cross terms between
+    units). For a channel ``d_{n,j}`` is a whole feature map and the quadratic form uses the
+    Hessian's full block over its positions, not only its diagonal. Signed. Zero for a
+    constant unit.
 
     References
     ----------
     U. Evci, N. Le Roux, P. Castro & L. Bottou (2018), "Mean replacement pruning", ICLR 2019
     submission (first-order term); second-order term from
-    :func:`prunelab.curvature.diag_hessian_activations`.
+    :func:`prunelab.curvature.directional_curvature` (``direction="mean"``).
     """
-    net, x, y = check_inputs(model, x, y, "mean_replacement_delta", labels=True)
-    acts, grads = _forward_backward(net, x, y)
-    h_a = curvature.diag_hessian_activations(model, x, y)
+    view, x, y = check_view(model, x, y, "mean_replacement_delta", labels=True)
+    acts, grads = _forward_backward(view, x, y)
+    means = [_unit_mean(a) for a in acts]  # abar_j over samples and positions
+    q = curvature.directional_curvature(model, x, y, direction="mean", means=means)
     out = []
-    for a, g, h in zip(acts, grads, h_a, strict=True):
-        d = a.mean(0) - a  # [N, H_l] abar - a
-        out.append((g * d).mean(0) + 0.5 * (h * d.square()).sum(0))
+    for a, g, abar, q_l in zip(acts, grads, means, q, strict=True):
+        d = _shaped(abar, a) - a  # [N, H_l, *spatial] abar - a
+        out.append(_positions(g * d).mean(0) + 0.5 * q_l)
     return out
 
 
@@ -340,10 +377,12 @@ def node_scores(
     name : str
         A key of ``NODE_CRITERIA``.
     model : nn.Sequential
-        A model :func:`prunelab.models.parse` accepts, with at least one hidden layer; dropout
-        counts as identity. Not modified.
-    x : Tensor[N, D]
-        Data (flattened like the model's ``Flatten``), same dtype and device as the parameters.
+        A model :func:`prunelab.ops.parse` accepts (an MLP or a convnet: Conv2d, pooling,
+        BatchNorm in evaluation mode, Flatten), with at least one hidden layer; dropout counts
+        as identity. Not modified.
+    x : Tensor[N, *in]
+        Data: ``[N, D]`` (or images, flattened like the model's ``Flatten``) for an MLP,
+        ``[N, C, H, W]`` for a convnet; same dtype and device as the parameters.
     y : Tensor[N], optional
         Integer labels in ``[0, C)``; required by the criteria in ``LABELLED``.
     generator : torch.Generator, optional
@@ -363,6 +402,7 @@ def node_scores(
 
     Examples
     --------
+    >>> from prunelab import models
     >>> model = models.mlp((2, 4, 3), seed=0)
     >>> x, y = torch.randn(8, 2), torch.randint(0, 3, (8,))
     >>> [s.shape for s in node_scores("taylor", model, x, y)]
@@ -472,14 +512,15 @@ def select(
 # --- shared passes and validation -----------------------------------------------------------
 
 
-def _activations(model, x, y, method) -> tuple[models.Net, Tensor, list[Tensor]]:
-    """Validate, then the hidden activations [N, H_l] of every hidden layer."""
-    net, x, _ = check_inputs(model, x, y, method, labels=False)
-    return net, x, net.activations(x)
+def _activations(model, x, y, method) -> tuple[ops.View, Tensor, list[Tensor]]:
+    """Validate, then the units of every hidden layer: ``[N, H_l]`` or ``[N, H_l, *spatial]``."""
+    view, x, _ = check_view(model, x, y, method, labels=False)
+    with torch.no_grad():
+        return view, x, ops.forward(view, x, taps=True, training=False)[1]
 
 
-def _forward_backward(net: models.Net, x: Tensor, y: Tensor) -> tuple[list[Tensor], list[Tensor]]:
-    """Hidden activations a^l [N, H_l] and per-sample gradients g^l = dl_n/da^l_n [N, H_l].
+def _forward_backward(view: ops.View, x: Tensor, y: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+    """Hidden activations a^l and per-sample gradients g^l = dl_n/da^l_n, shaped like the units.
 
     One forward pass and one backward pass through the activations only (no weight gradients),
     from ``dl_n/df = p - e_y`` at the logits (:func:`prunelab.ops.unit_gradients`).
@@ -488,7 +529,47 @@ def _forward_backward(net: models.Net, x: Tensor, y: Tensor) -> tuple[list[Tenso
     def dl_df(f: Tensor) -> Tensor:
         return torch.softmax(f, 1) - F.one_hot(y, f.shape[1]).to(f.dtype)
 
-    return ops.unit_gradients(net.view, x, dl_df)
+    return ops.unit_gradients(view, x, dl_df)
+
+
+def _samples(a: Tensor) -> Tensor:
+    """A unit tensor as one row per (sample, position): ``[N, H, *spatial] -> [N P, H]``
+    (``[N, H]`` unchanged), so that statistics over dim 0 run over samples and positions."""
+    return a if a.dim() == 2 else a.movedim(1, -1).reshape(-1, a.shape[1])
+
+
+def _unit_mean(a: Tensor) -> Tensor:
+    """``abar_j``, each unit's mean over samples and positions: ``[N, H, *spatial] -> [H]``.
+
+    A channel's mean is taken as ``a_ref + mean(a - a_ref)`` (``a_ref`` its first value), which
+    is exact for a constant map (a plain mean of N P equal numbers can be off by an ulp)."""
+    if a.dim() == 2:
+        return a.mean(0)
+    ref = a[:1].flatten(2)[..., 0].view(1, -1, *[1] * (a.dim() - 2))  # [1, H, 1, 1]
+    return ref.view(-1) + (a - ref).mean(dim=[d for d in range(a.dim()) if d != 1])
+
+
+def _positions(a: Tensor) -> Tensor:
+    """Sum over a channel's positions: ``[N, H, *spatial] -> [N, H]`` (``[N, H]`` unchanged)."""
+    return a if a.dim() == 2 else a.flatten(2).sum(2)
+
+
+def _shaped(v: Tensor, a: Tensor) -> Tensor:
+    """A per-unit value ``[H]`` shaped to broadcast against ``a: [N, H, *spatial]``."""
+    return v.view(-1, *[1] * (a.dim() - 2))
+
+
+def _reader_norm(view: ops.View, ell: int, *, folded: bool) -> Tensor:
+    """``||W^{l+1}[:, j]||_2`` for every unit j of hidden layer l: ``[H_l]``.
+
+    The reader's weight ``[H_out, H_l * block]`` (a Linear; ``block`` columns per channel
+    behind a Flatten) or ``[H_out, H_l, k_h, k_w]`` (a Conv2d), as ``[H_out, H_l, -1]``.
+    """
+    reader = view.layers[ell + 1]
+    W = reader.folded()[0] if folded else reader.weight
+    return torch.linalg.vector_norm(
+        W.detach().reshape(W.shape[0], view.hidden_sizes[ell], -1), dim=(0, 2)
+    )
 
 
 def _check_scores(scores: Sequence[Tensor]) -> list[Tensor]:
