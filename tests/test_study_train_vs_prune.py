@@ -25,6 +25,8 @@ CONFIG = train_vs_prune.Config(
     n_test=120,
     criteria=("random", "activation_std"),
     grid=12,
+    lenet5_train=200,
+    lenet5_epochs=1,
 )
 
 
@@ -217,3 +219,46 @@ def test_config_errors_name_the_option():
         train_vs_prune.Config(widths=(2, 50, 2))
     with pytest.raises(ValueError, match="fraction"):
         train_vs_prune.Config(fraction=1.0)
+
+
+def test_convnet_arms_against_separately_trained_and_masked_lenets(run):
+    """The LeNet-5 arms: a full net trained alone, its channels scored and removed (plain
+    removal equals zeroing the units with a mask), and the prune-first net trained alone."""
+    from prunelab import data, masks
+
+    r, _ = run
+    c = r.convnet
+    split = data.load(
+        "mnist5k", seed=CONFIG.seed, n_train=CONFIG.lenet5_train, n_test=CONFIG.n_test
+    )
+    fit = dict(epochs=CONFIG.lenet5_epochs, lr=CONFIG.lenet5_lr, batch_size=CONFIG.batch_size)
+    k, seed = 1, CONFIG.seed + 1
+    m0 = models.lenet5(seed=seed)
+    m = copy.deepcopy(m0)
+    train.fit(m, split.train, seed=seed, progress=False, **fit)
+    full = next(a for a in c.arms if a.key == "full")
+    assert full.test_accuracy[k].item() == pytest.approx(train.evaluate(m, split.test)["accuracy"])
+    m.eval()
+    std = [
+        a.transpose(0, 1).flatten(1).std(1, correction=0)
+        for a in masks.hidden_activations(m, split.train.x)
+    ]
+    plan = {
+        ell: sorted(torch.sort(s_, stable=True).indices[: round(0.5 * len(s_))].tolist())
+        for ell, s_ in enumerate(std)
+    }
+    assert plan == criteria.select(
+        criteria.node_scores("activation_std", m, split.train.x), fraction=0.5
+    )
+    keep = _mask(plan, c.hidden)
+    zeroed = train.evaluate(m, split.test, node_masks=keep)
+    plain = next(a for a in c.arms if a.key == "plain" and a.criterion == "activation_std")
+    assert plain.test_accuracy[k].item() == pytest.approx(zeroed["accuracy"])
+    assert plain.test_loss[k].item() == pytest.approx(zeroed["loss"], rel=1e-4)
+    scratch = surgery.remove_nodes(m0, plan, compensate="none")
+    train.fit(scratch, split.train, seed=seed, progress=False, **fit)
+    init = next(a for a in c.arms if a.key == "init" and a.criterion == "activation_std")
+    assert init.test_accuracy[k].item() == pytest.approx(
+        train.evaluate(scratch, split.test)["accuracy"]
+    )
+    assert c.pruned_hidden == [3, 8, 60, 42]

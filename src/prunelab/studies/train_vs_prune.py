@@ -7,7 +7,9 @@ next bias absorbing the removed nodes' means, or not), train then prune then fin
 prune the same nodes at theta0 then train. Decision regions, weight-vs-weight scatters of the
 main hidden-to-hidden matrix with the weights training never moved, node-role and weight
 correlations, and the Lipschitz certificate of the discussion against the observed loss change.
-The report is rendered by :mod:`.train_vs_prune_report`.
+A LeNet-5 arm repeats the four arms on mnist5k with the same criteria and seeds (a unit is a
+conv channel or a dense feature), for the test scores only. The report is rendered by
+:mod:`.train_vs_prune_report`.
 """
 
 from __future__ import annotations
@@ -63,6 +65,12 @@ class Config:
         "same budget prune-then-train gets)",
     )
     grid: int = option(120, "decision-region resolution (points per side over [-lim, lim])")
+    convnet: bool = option(True, "also run the four arms on a LeNet-5 on mnist5k")
+    lenet5_train: int = option(4000, "mnist5k training images of the LeNet-5 arm")
+    lenet5_epochs: int = option(
+        6, "epochs of the LeNet-5 (and of its fine-tune and its prune-first arm)"
+    )
+    lenet5_lr: float = option(2e-3, "Adam learning rate of the LeNet-5")
     lim: float = option(2.0, "decision regions cover [-lim, lim]^2 (the data lie in the unit disc)")
 
     QUICK: ClassVar[dict] = {
@@ -72,6 +80,8 @@ class Config:
         "finetune_epochs": 25,
         "n_train": 600,
         "grid": 80,
+        "lenet5_train": 1000,
+        "lenet5_epochs": 2,
     }
 
     def __post_init__(self) -> None:
@@ -88,7 +98,8 @@ class Config:
             )
         if not 0 < self.fraction < 1:
             raise ValueError(f"fraction must lie in (0, 1); got {self.fraction}")
-        for name in ("seeds", "epochs", "n_train", "n_test", "batch_size"):
+        for name in ("seeds", "epochs", "n_train", "n_test", "batch_size", "lenet5_train",
+                     "lenet5_epochs"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
         if self.finetune_epochs < 0:
@@ -109,6 +120,31 @@ class Arm:
     train_accuracy: Tensor  # [S]
     agreement: Tensor  # [S] test points put in the same class as the full net
     probability: Tensor  # [G, G] P(class 1) over the plane, first seed, row 0 at -lim
+
+
+@dataclass
+class ConvArm:
+    """One arm of the LeNet-5 over the seeds (no decision map: the inputs are images)."""
+
+    key: str
+    criterion: str
+    label: str
+    test_loss: Tensor  # [S]
+    test_accuracy: Tensor  # [S]
+    train_accuracy: Tensor  # [S]
+    agreement: Tensor  # [S] test images put in the same class as the full net
+
+
+@dataclass
+class Convnet:
+    """The four arms on a LeNet-5 trained on mnist5k (channels and features as units)."""
+
+    hidden: list[int]  # units per hidden layer of the full net
+    pruned_hidden: list[int]
+    n_train: int
+    n_test: int
+    epochs: int
+    arms: list[ConvArm]
 
 
 @dataclass
@@ -197,6 +233,7 @@ class Results:
     data_y: Tensor  # [n]
     reference: list[Tensor]  # the spiral arms' centre lines [P, 2]
     explorer: str  # the first seed's full net, for the interactive explorer page
+    convnet: Convnet | None = None
 
 
 # --- the pieces ------------------------------------------------------------------------------
@@ -348,6 +385,66 @@ def _certificates(criterion, plans, full, x, y) -> Certificates:
     )
 
 
+def _convnet(config: Config, seeds: list[int], device, progress: bool) -> Convnet:
+    """The arms on LeNet-5: train, score and prune (mean / plain), fine-tune, prune at theta0
+    then train; the same criteria, fraction and seeds as the spirals nets."""
+    split = data.load(
+        "mnist5k", seed=config.seed, n_train=config.lenet5_train, n_test=config.n_test
+    ).to(device=device)
+    x, y = split.train.x, split.train.y
+    fit = dict(epochs=config.lenet5_epochs, lr=config.lenet5_lr, batch_size=config.batch_size)
+    K = len(config.criteria)
+    with track(len(seeds) * (1 + 2 * K), "LeNet-5 arms", enabled=progress) as advance:
+        theta0 = [models.lenet5(seed=s).to(device) for s in seeds]
+        full = [copy.deepcopy(m) for m in theta0]
+        for m, s in zip(full, seeds, strict=True):
+            train.fit(m, split.train, seed=s, progress=False, **fit)
+            advance(status=f"full, seed {s}")
+        arms = [_conv_arm("full", "", full, full, split)]
+        for c in config.criteria:
+            nets: dict[str, list] = {key: [] for key in ARMS}
+            for m0, m, s in zip(theta0, full, seeds, strict=True):
+                g = torch.Generator().manual_seed(s)
+                scores = criteria.node_scores(c, m.eval(), x, y, generator=g)
+                plan = criteria.select(scores, fraction=config.fraction, scope="layer")
+                nets["prune"].append(surgery.remove_nodes(m, plan, compensate="mean", x=x))
+                nets["plain"].append(surgery.remove_nodes(m, plan, compensate="none"))
+                tuned = surgery.remove_nodes(m, plan, compensate="mean", x=x)
+                train.fit(tuned, split.train, seed=s, progress=False, **fit)
+                nets["finetune"].append(tuned)
+                advance(status=f"{c}: fine-tune, seed {s}")
+                scratch = surgery.remove_nodes(m0, plan, compensate="none")
+                train.fit(scratch, split.train, seed=s, progress=False, **fit)
+                nets["init"].append(scratch)
+                advance(status=f"{c}: prune first, seed {s}")
+            arms += [_conv_arm(key, c, nets[key], full, split) for key in ARMS]
+    return Convnet(
+        models.hidden_sizes(full[0]),
+        models.hidden_sizes(nets["init"][0]),
+        len(split.train),
+        len(split.test),
+        config.lenet5_epochs,
+        arms,
+    )
+
+
+def _conv_arm(key, criterion, nets, full, split) -> ConvArm:
+    def scores(data_set, what):
+        return torch.tensor([train.evaluate(n, data_set)[what] for n in nets])
+
+    return ConvArm(
+        key,
+        criterion,
+        "trained, full" if key == "full" else ARMS[key],
+        scores(split.test, "loss"),
+        scores(split.test, "accuracy"),
+        scores(split.train, "accuracy"),
+        torch.tensor(
+            [compare.agreement(n, f, split.test.x) for n, f in zip(nets, full, strict=True)]
+        ),
+    )
+
+
 def run(
     config: Config, out: str | Path, *, progress: bool = True, device: str | torch.device = "cpu"
 ) -> Results:
@@ -442,5 +539,6 @@ def run(
         data_y=y[:600],
         reference=toy_nets.spiral_arms(seed=config.seed),
         explorer="explorer.safetensors",
+        convnet=_convnet(config, seeds, device, progress) if config.convnet else None,
     )
     return files.to_cpu(results)
