@@ -40,3 +40,8 @@ def test_readme_library_example_runs_as_written(tmp_path, monkeypatch):
     lenet, images = namespace["lenet"], namespace["images"]
     assert namespace["train"].evaluate(lenet, images.test)["accuracy"] >= 0.95
     assert namespace["ops"].parse(namespace["smaller"]).hidden_sizes == [6, 14, 120, 84]
+    # channel masks, criteria, exact mean compensation and bounds on the convnet
+    assert namespace["grads"].shape == (200, 226)
+    assert namespace["ops"].parse(namespace["lean"]).hidden_sizes == [4, 12, 90, 63]
+    assert namespace["train"].evaluate(namespace["lean"], images.test)["accuracy"] >= 0.9
+    assert [len(b) for b in namespace["channel_bounds"]] == [6, 16, 120, 84]
