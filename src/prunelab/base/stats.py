@@ -138,3 +138,28 @@ def mean_interval(values: Tensor, *, dim: int = 0, level: float = 0.95) -> tuple
         return mean, torch.zeros_like(mean)
     t = scipy.stats.t.ppf((1 + level) / 2, n - 1)
     return mean, t * v.std(dim, correction=1) / math.sqrt(n)
+
+
+# --- statistics of units: a Linear's features [N, H] or a conv's channels [N, H, *spatial] ---
+
+
+def unit_mean(a: Tensor) -> Tensor:
+    """Each unit's mean over samples and positions: ``[N, H, *spatial] -> [H]``.
+
+    A channel's mean is taken as ``a_ref + mean(a - a_ref)`` with ``a_ref`` its first value,
+    which is exact for a constant map (a plain mean of a constant leaves rounding behind).
+    """
+    if a.dim() == 2:
+        return a.mean(0)
+    ref = a[:1].flatten(2)[..., 0].view(1, -1, *[1] * (a.dim() - 2))  # a channel's first value
+    return ref.view(-1) + (a - ref).mean(dim=[d for d in range(a.dim()) if d != 1])
+
+
+def position_sum(a: Tensor) -> Tensor:
+    """Sum over a channel's positions: ``[N, H, *spatial] -> [N, H]`` (``[N, H]`` unchanged)."""
+    return a if a.dim() == 2 else a.flatten(2).sum(2)
+
+
+def per_unit(v: Tensor, a: Tensor) -> Tensor:
+    """A per-unit value ``[H]`` shaped to broadcast against ``a: [N, H, *spatial]``."""
+    return v.view(-1, *[1] * (a.dim() - 2))

@@ -59,7 +59,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..base import models, ops
+from ..base import models, ops, stats
 
 # Largest factor tensor [V, N, H] built at once; larger batches are split over samples.
 _MAX_FACTOR_ELEMENTS = 2**25
@@ -362,7 +362,7 @@ def diag_hessian_activations(model: nn.Module, x: Tensor, y: Tensor) -> list[Ten
     """
     method = "diag_hessian_activations"
     op_view = ops.parse(model, method=method)
-    if not _dense(op_view):
+    if not op_view.dense:
         raise ValueError(
             f"{method}: {_not_dense(op_view)}: the per-position activation diagonal of a "
             "convnet is not computed (its curved-activation terms need one forward tangent per "
@@ -472,7 +472,7 @@ def _unit_curvature(model, x, y, method: str, direction: str, means) -> list[Ten
     if direction not in DIRECTIONS:
         raise ValueError(f"{method}: direction={direction!r}; choose from {list(DIRECTIONS)}")
     view = ops.parse(model, method=method)
-    if _dense(view):
+    if view.dense:
         view, layers, x, y = _prepare(model, x, y, method, shared=True)
     else:
         layers = None
@@ -503,14 +503,6 @@ def _dense_forms(view, layers, x, y, direction, means) -> list[Tensor]:
 # --- op-generic path: convnets -----------------------------------------------------------
 
 
-def _dense(view: ops.View) -> bool:
-    """Whether the dense MLP recursion takes the view: no Conv2d, pooling or BatchNorm."""
-    return not view.conv and all(
-        not isinstance(op, ops.Pool) and not (isinstance(op, ops.Affine) and op.norm is not None)
-        for op in view.ops
-    )
-
-
 def _not_dense(view: ops.View) -> str:
     """The first module the dense recursion does not take, for messages."""
     for op in view.ops:
@@ -537,7 +529,7 @@ def _check_means(view: ops.View, x: Tensor, means, method: str) -> list[Tensor]:
     sizes = view.hidden_sizes
     if means is None:
         acts = ops.forward(view, x, taps=True, training=False)[1]
-        return [_unit_mean(a) for a in acts]
+        return [stats.unit_mean(a) for a in acts]
     if isinstance(means, Tensor) or not isinstance(means, list | tuple) or len(means) != len(sizes):
         raise ValueError(
             f"{method}: means must be a list of {len(sizes)} tensors [H_l] (hidden sizes "
@@ -550,15 +542,6 @@ def _check_means(view: ops.View, x: Tensor, means, method: str) -> list[Tensor]:
             raise ValueError(f"{method}: means[{ell}] must be a finite Tensor [{H}]; got {got}")
         out.append(m.detach().to(dtype=x.dtype, device=x.device))
     return out
-
-
-def _unit_mean(a: Tensor) -> Tensor:
-    """Each unit's mean over samples and positions: ``[N, H, *spatial] -> [H]``; a channel's as
-    ``a_ref + mean(a - a_ref)``, exact for a constant map."""
-    if a.dim() == 2:
-        return a.mean(0)
-    ref = a[:1].flatten(2)[..., 0].view(1, -1, *[1] * (a.dim() - 2))  # a channel's first value
-    return ref.view(-1) + (a - ref).mean(dim=[d for d in range(a.dim()) if d != 1])
 
 
 def _op_forms(view: ops.View, x: Tensor, y: Tensor, direction: str, means) -> list[Tensor]:

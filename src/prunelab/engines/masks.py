@@ -145,14 +145,6 @@ def prepare(model: nn.Module, x: Tensor, masks: Tensor, *, method: str) -> Prepa
     return Prepared(layers[1:], a1, masks, sizes)
 
 
-def is_dense(view: ops.View) -> bool:
-    """Whether the dense engine takes ``view``: Linear layers only, no pooling or BatchNorm."""
-    return not any(
-        isinstance(op, ops.Pool) or (isinstance(op, ops.Affine) and (op.conv or op.norm))
-        for op in view.ops
-    )
-
-
 def conv_inputs(
     model: nn.Module, x: Tensor, masks: Tensor, *, method: str
 ) -> tuple[ops.View, Tensor, Tensor]:
@@ -438,7 +430,7 @@ def masked_logits(
     >>> masked_logits(model, torch.zeros(5, 2), torch.ones(4, 3)).shape
     torch.Size([4, 5, 2])
     """
-    if not is_dense(ops.parse(model, method="masked_logits")):
+    if not ops.parse(model, method="masked_logits").dense:
         view, xs, masks = conv_inputs(model, x, masks, method="masked_logits")
         p = masks_conv.plan(view, xs, nonneg=bool((masks >= 0).all()))
         Mc = masks_conv.chunk_size(p, chunk_bytes=chunk_bytes, backward=False)

@@ -124,7 +124,7 @@ def removal_logits(
             "removal_logits: compensate='mean' needs reference data x_ref=Tensor[N_ref, D] "
             "for the removed nodes' means (and x a Tensor)"
         )
-    if not engine.is_dense(ops.parse(model, method="removal_logits")):
+    if not ops.parse(model, method="removal_logits").dense:
         return _held_logits(model, x, masks, x_ref, chunk_bytes)
     net = models.parse(model, method="removal_logits")
     xs, refs = net.inputs(x), net.inputs(x_ref)

@@ -93,7 +93,7 @@ def mask_losses(
     """
     if reduction not in REDUCTIONS:
         raise ValueError(f"mask_losses: reduction {reduction!r}: choose from {list(REDUCTIONS)}")
-    if not engine.is_dense(ops.parse(model, method="mask_losses")):
+    if not ops.parse(model, method="mask_losses").dense:
         loss, grad = _conv_losses(model, x, y, masks, chunk_bytes, "mask_losses", grad=True)
         loss, grad = loss.sum(1), grad
         N = loss.new_tensor(x.shape[0])
@@ -135,7 +135,7 @@ def mask_point_losses(
     -------
     Tensor[M, N]
     """
-    if not engine.is_dense(ops.parse(model, method="mask_point_losses")):
+    if not ops.parse(model, method="mask_point_losses").dense:
         method = "mask_point_losses"
         return _conv_losses(model, x, y, masks, chunk_bytes, method, grad=False)[0]
     layers, a1, masks, sizes = engine.prepare(model, x, masks, method="mask_point_losses")

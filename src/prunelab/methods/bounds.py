@@ -78,7 +78,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..base import models, ops
+from ..base import models, ops, stats
 from ..engines import opnorms
 
 REPLACEMENTS = ("mean", "zero")
@@ -258,14 +258,6 @@ class _Link:
     ops: tuple[int, ...]  # indices into view.ops
     linear: bool
     restricted: bool  # its input lies in the replaced channels (no channel mixing yet)
-
-
-def _dense(view: ops.View) -> bool:
-    """Whether the dense MLP view takes ``view``: no Conv2d, pooling or BatchNorm."""
-    return not view.conv and all(
-        not isinstance(op, ops.Pool) and not (isinstance(op, ops.Affine) and op.norm is not None)
-        for op in view.ops
-    )
 
 
 def _nonlinear(op: ops.Op) -> bool:
@@ -576,9 +568,9 @@ def node_bounds(
     shapes = _shapes(net, x) if isinstance(net, ops.View) else None
     out = []
     for ell, a in enumerate(acts):
-        c = _unit_mean(a) if replace == "mean" else torch.zeros_like(_unit_mean(a))
+        c = stats.unit_mean(a) if replace == "mean" else torch.zeros_like(stats.unit_mean(a))
         # [H_l] sigma_j or sqrt(E a_j^2) (times sqrt(P_l) for a channel)
-        spread = _positions((a - _shaped(c, a)).square()).mean(0).sqrt()
+        spread = stats.position_sum((a - stats.per_unit(c, a)).square()).mean(0).sqrt()
         if shapes is None:
             K = _node_constants(net, ell, norm, centred)
         else:
@@ -664,7 +656,7 @@ def loss_change(
     ref = x if reference is None else net.check_x(reference, method, name="reference")
     y = net.check_labels(y, x.shape[0], method)
     with torch.no_grad():
-        c = _unit_mean(_units(net, ref)[ell][:, S]) if replace == "mean" else 0.0
+        c = stats.unit_mean(_units(net, ref)[ell][:, S]) if replace == "mean" else 0.0
         before = F.cross_entropy(_logits(net, x), y, reduction="none")
         after = F.cross_entropy(_logits(net, x, (ell, S, c)), y, reduction="none")
     return after - before
@@ -683,7 +675,7 @@ def _logits(net: models.Net | ops.View, x: Tensor, replace: tuple | None = None)
 
     def hold(a: Tensor) -> Tensor:
         a = a.clone()
-        a[:, S] = _shaped(c, a) if isinstance(c, Tensor) else c
+        a[:, S] = stats.per_unit(c, a) if isinstance(c, Tensor) else c
         return a
 
     return ops.forward(view, x, edit={ell: hold}, training=False)
@@ -696,8 +688,8 @@ def _deviation(
     a = _units(net, x)[ell][:, S]
     if replace == "zero":
         return -a.flatten(1)
-    c = _unit_mean(a) if ref is x else _unit_mean(_units(net, ref)[ell][:, S])
-    return (_shaped(c, a) - a).flatten(1)
+    c = stats.unit_mean(a) if ref is x else stats.unit_mean(_units(net, ref)[ell][:, S])
+    return (stats.per_unit(c, a) - a).flatten(1)
 
 
 def _units(net: models.Net | ops.View, x: Tensor) -> list[Tensor]:
@@ -708,31 +700,12 @@ def _units(net: models.Net | ops.View, x: Tensor) -> list[Tensor]:
         return ops.forward(net, x, taps=True, training=False)[1]
 
 
-def _unit_mean(a: Tensor) -> Tensor:
-    """Each unit's mean over samples and positions: ``[N, H, *spatial] -> [H]``; a channel's as
-    ``a_ref + mean(a - a_ref)``, exact for a constant map."""
-    if a.dim() == 2:
-        return a.mean(0)
-    ref = a[:1].flatten(2)[..., 0].view(1, -1, *[1] * (a.dim() - 2))  # a channel's first value
-    return ref.view(-1) + (a - ref).mean(dim=[d for d in range(a.dim()) if d != 1])
-
-
-def _positions(a: Tensor) -> Tensor:
-    """Sum over a channel's positions: ``[N, H, *spatial] -> [N, H]``."""
-    return a if a.dim() == 2 else a.flatten(2).sum(2)
-
-
-def _shaped(v: Tensor, a: Tensor) -> Tensor:
-    """A per-unit value ``[H]`` shaped to broadcast against ``a: [N, H, *spatial]``."""
-    return v.view(-1, *[1] * (a.dim() - 2))
-
-
 def _net(model: nn.Module, method: str, *, generic: bool = True) -> models.Net | ops.View:
     """The dense MLP view (its parse and errors, numbers unchanged) or, for a convnet or an
     MLP with an activation after its output layer, the op view (``generic=False``: the dense
     view only)."""
     view = ops.parse(model, method=method)
-    if not generic or _dense(view):
+    if not generic or view.dense:
         net = models.parse(model, method=method)
         if not net.hidden:
             raise ValueError(f"{method}: the model has no hidden layer, so there are no nodes")
@@ -740,11 +713,7 @@ def _net(model: nn.Module, method: str, *, generic: bool = True) -> models.Net |
             return net
     if not view.hidden:
         raise ValueError(f"{method}: the model has no hidden layer, so there are no nodes")
-    for layer in view.layers:
-        try:
-            layer.scale_shift()  # a BatchNorm in training mode cannot be folded
-        except ValueError as e:
-            raise ValueError(f"{method}: {e}") from None
+    view.check_eval(method)  # a BatchNorm in training mode cannot be folded
     return view
 
 

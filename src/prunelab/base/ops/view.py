@@ -77,6 +77,23 @@ class View:
         return any(layer.conv for layer in self.layers)
 
     @property
+    def dense(self) -> bool:
+        """Whether this is an MLP: Linear layers only, no pooling or BatchNorm (what the dense
+        MLP view of :mod:`prunelab.models` and the engines' dense fast paths take)."""
+        return not any(
+            isinstance(op, Pool) or (isinstance(op, Affine) and (op.conv or op.norm is not None))
+            for op in self.ops
+        )
+
+    def check_eval(self, method: str) -> None:
+        """Raise unless every BatchNorm can be folded (evaluation mode); names ``method``."""
+        for layer in self.layers:
+            try:
+                layer.scale_shift()
+            except ValueError as e:
+                raise ValueError(f"{method}: {e}") from None
+
+    @property
     def out_features(self) -> int:
         return self.layers[-1].units
 

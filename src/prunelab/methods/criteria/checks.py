@@ -32,16 +32,12 @@ def check_view(
     any other model by the op view, with BatchNorm required in evaluation mode.
     """
     view = ops.parse(model, method=method)
-    if _dense(view):
+    if view.dense:
         net, xs, y = check_inputs(model, x, y, method, labels=labels)
         return net.view, xs, y
     if not view.hidden:
         raise ValueError(f"{method}: the model has no hidden layer, so there are no nodes to score")
-    for layer in view.layers:
-        try:
-            layer.scale_shift()  # a BatchNorm in training mode cannot be folded
-        except ValueError as e:
-            raise ValueError(f"{method}: {e}") from None
+    view.check_eval(method)  # a BatchNorm in training mode cannot be folded
     xs = view.check_x(x, method)
     return view, xs, _check_y(view, xs, y, method, labels)
 
@@ -54,11 +50,3 @@ def _check_y(view: ops.View, xs: Tensor, y: Tensor | None, method: str, labels: 
             )
         return None
     return view.check_labels(y, xs.shape[0], method)
-
-
-def _dense(view: ops.View) -> bool:
-    """Whether the dense MLP view takes ``view``: no Conv2d, pooling or BatchNorm."""
-    return not view.conv and all(
-        not isinstance(op, ops.Pool) and not (isinstance(op, ops.Affine) and op.norm is not None)
-        for op in view.ops
-    )

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...base import ops
+from ...base import ops, stats
 from ...engines import curvature
 from .. import bounds
 from .checks import check_view
@@ -231,7 +231,7 @@ def taylor(
     """
     view, x, y = check_view(model, x, y, "taylor", labels=True)
     acts, grads = _forward_backward(view, x, y)
-    return [_positions(a * g).mean(0).square() for a, g in zip(acts, grads, strict=True)]
+    return [stats.position_sum(a * g).mean(0).square() for a, g in zip(acts, grads, strict=True)]
 
 
 def mean_replacement(
@@ -262,7 +262,7 @@ def mean_replacement(
     view, x, y = check_view(model, x, y, "mean_replacement", labels=True)
     acts, grads = _forward_backward(view, x, y)
     return [
-        _positions((_shaped(_unit_mean(a), a) - a) * g).abs().mean(0)
+        stats.position_sum((stats.per_unit(stats.unit_mean(a), a) - a) * g).abs().mean(0)
         for a, g in zip(acts, grads, strict=True)
     ]
 
@@ -320,7 +320,10 @@ def obd_mask_delta(
     view, x, y = check_view(model, x, y, "obd_mask_delta", labels=True)
     acts, grads = _forward_backward(view, x, y)
     h_m = curvature.diag_hessian_masks(model, x, y)
-    return [-_positions(a * g).mean(0) + 0.5 * h for a, g, h in zip(acts, grads, h_m, strict=True)]
+    return [
+        -stats.position_sum(a * g).mean(0) + 0.5 * h
+        for a, g, h in zip(acts, grads, h_m, strict=True)
+    ]
 
 
 def mean_replacement_delta(
@@ -350,12 +353,12 @@ def mean_replacement_delta(
     """
     view, x, y = check_view(model, x, y, "mean_replacement_delta", labels=True)
     acts, grads = _forward_backward(view, x, y)
-    means = [_unit_mean(a) for a in acts]  # abar_j over samples and positions
+    means = [stats.unit_mean(a) for a in acts]  # abar_j over samples and positions
     q = curvature.directional_curvature(model, x, y, direction="mean", means=means)
     out = []
     for a, g, abar, q_l in zip(acts, grads, means, q, strict=True):
-        d = _shaped(abar, a) - a  # [N, H_l, *spatial] abar - a
-        out.append(_positions(g * d).mean(0) + 0.5 * q_l)
+        d = stats.per_unit(abar, a) - a  # [N, H_l, *spatial] abar - a
+        out.append(stats.position_sum(g * d).mean(0) + 0.5 * q_l)
     return out
 
 
@@ -536,27 +539,6 @@ def _samples(a: Tensor) -> Tensor:
     """A unit tensor as one row per (sample, position): ``[N, H, *spatial] -> [N P, H]``
     (``[N, H]`` unchanged), so that statistics over dim 0 run over samples and positions."""
     return a if a.dim() == 2 else a.movedim(1, -1).reshape(-1, a.shape[1])
-
-
-def _unit_mean(a: Tensor) -> Tensor:
-    """``abar_j``, each unit's mean over samples and positions: ``[N, H, *spatial] -> [H]``.
-
-    A channel's mean is taken as ``a_ref + mean(a - a_ref)`` (``a_ref`` its first value), which
-    is exact for a constant map (a plain mean of N P equal numbers can be off by an ulp)."""
-    if a.dim() == 2:
-        return a.mean(0)
-    ref = a[:1].flatten(2)[..., 0].view(1, -1, *[1] * (a.dim() - 2))  # [1, H, 1, 1]
-    return ref.view(-1) + (a - ref).mean(dim=[d for d in range(a.dim()) if d != 1])
-
-
-def _positions(a: Tensor) -> Tensor:
-    """Sum over a channel's positions: ``[N, H, *spatial] -> [N, H]`` (``[N, H]`` unchanged)."""
-    return a if a.dim() == 2 else a.flatten(2).sum(2)
-
-
-def _shaped(v: Tensor, a: Tensor) -> Tensor:
-    """A per-unit value ``[H]`` shaped to broadcast against ``a: [N, H, *spatial]``."""
-    return v.view(-1, *[1] * (a.dim() - 2))
 
 
 def _reader_norm(view: ops.View, ell: int, *, folded: bool) -> Tensor:
