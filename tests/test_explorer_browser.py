@@ -3,9 +3,10 @@
 Drives Debian's chromium through Playwright: loads the page from a file:// URL, clicks nodes,
 presses keys and buttons, and checks the loss, accuracy, heatmap pixels and gradients the page
 computes against ``ablation.mask_losses``, ``masks.masked_logits``,
-``ablation.point_mask_gradients`` and ``surgery.remove_nodes`` in float64. Saves screenshots to
-``test-artifacts/`` and prints the time a toggle takes to redraw (a 2-50-50-2 net on a 200 x 200
-grid).
+``ablation.point_mask_gradients`` and ``surgery.remove_nodes`` in float64, on MLPs and on
+convnets (channels as units; mean compensation against removed units held at their sequential
+means through ``ops.forward``). Saves screenshots to ``test-artifacts/`` and prints the time a
+toggle takes to redraw (a 2-50-50-2 net on a 200 x 200 grid; a digits LeNet-5).
 """
 
 import base64
@@ -18,9 +19,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
-from prunelab import ablation, data, masks, models, surgery, train
 from prunelab.web import explorer
+
+from prunelab import ablation, data, masks, models, ops, surgery, train
 
 playwright = pytest.importorskip(
     "playwright.sync_api", reason="needs Playwright: pip install -e '.[test]'"
@@ -351,5 +352,229 @@ def test_every_activation_and_three_classes(browser, tmp_path, blobs):
     got = page.evaluate("explorer.scores()")
     assert got["loss"] == pytest.approx(want["loss"], abs=1e-10)
     assert got["accuracy"] == pytest.approx(want["accuracy"], abs=1e-12)
+    assert problems == []
+    page.close()
+
+
+# --- convnets: a conv layer's channels are its units ------------------------------------------
+
+CONV_SAMPLES = 200
+
+
+def sequential_means(view, x, removed):
+    """Per hidden layer, its units' means over the samples and positions in the network with
+    the removed units of the layers before held at theirs; and the ``ops.forward`` edits that
+    hold every removed unit so (the oracle of mean compensation)."""
+    rem = blocks(removed, view.hidden_sizes)
+    means, edit = [], {}
+    for ell in range(len(view.hidden_sizes)):
+        _, taps = ops.forward(view, x, edit=edit, taps=True, training=False)
+        c = taps[ell].transpose(0, 1).reshape(taps[ell].shape[1], -1).mean(1)
+        means.append(c)
+
+        def hold(a, units=rem[ell], c=c):
+            a = a.clone()
+            a[:, units] = c[units].view(-1, *[1] * (a.dim() - 2))
+            return a
+
+        edit[ell] = hold
+    return means, edit
+
+
+def held_loss(model, x, y, removed) -> tuple[float, float]:
+    """Loss and accuracy with the removed units held at their sequential means."""
+    view = ops.parse(model)
+    _, edit = sequential_means(view, x, removed)
+    f = ops.forward(view, x, edit=edit, training=False)
+    return F.cross_entropy(f, y).item(), (f.argmax(1) == y).double().mean().item()
+
+
+def compensated_mean_gradient(model, x, y, removed) -> np.ndarray:
+    """d mean CE / d m by autograd, every unit entering the next layer as ``h + m (q - h)``: ``q``
+    its map after the pools that follow it, ``h`` those pools' answer to its sequential mean
+    (held fixed); the factor applied after the pools, as the mask engine does."""
+    view = ops.parse(model)
+    sizes = view.hidden_sizes
+    means, _ = sequential_means(view, x, removed)
+    m = mask_of(removed, sum(sizes)).requires_grad_(True)
+    at = {}  # the op before which each hidden layer's factor applies
+    for ell, k in enumerate(view.unit_ops):
+        j = k + 1
+        while isinstance(view.ops[j], ops.Pass | ops.Pool):
+            j += 1
+        at[j] = ell
+    shapes, a = {}, view.inputs(x)
+    for k, op in enumerate(view.ops):
+        if k in at:
+            ell = at[k]
+            c = means[ell].view(1, -1, *[1] * (len(shapes[ell]) - 1)).expand(1, *shapes[ell])
+            h = ops.forward(view, c, start=view.unit_ops[ell] + 1, stop=k, training=False)
+            a = h + m.split(sizes)[ell].view(1, -1, *[1] * (a.dim() - 2)) * (a - h)
+        a = op.apply(a, training=False)
+        if k in view.unit_ops:
+            shapes[view.unit_ops.index(k)] = a.shape[1:]
+    (grad,) = torch.autograd.grad(F.cross_entropy(a, y), m)
+    return grad.numpy()
+
+
+def check_units(page, model, x, y, removed, *, compensate=False, tol=1e-10):
+    """The page's loss, accuracy, per-class hits and dL/dm against the library."""
+    got = page.evaluate("explorer.scores()")
+    assert page.evaluate("explorer.removed()") == sorted(removed)
+    grad_js = js_f64(page, "explorer.dataGradient()")
+    if compensate:
+        loss, accuracy = held_loss(model, x, y, removed)
+        grad = compensated_mean_gradient(model, x, y, removed)
+    else:
+        m = mask_of(removed, len(grad_js))
+        loss, grad = ablation.mask_losses(model, x, y, m[None])
+        loss, grad = loss.item(), grad[0].numpy()
+        pred = masks.masked_logits(model, x, m[None])[0].argmax(1)
+        accuracy = (pred == y).double().mean().item()
+        hits = [int(((pred == y) & (y == k)).sum()) for k in range(len(got["hits"]))]
+        assert got["hits"] == hits
+    assert got["loss"] == pytest.approx(loss, abs=tol)
+    assert got["accuracy"] == pytest.approx(accuracy, abs=1e-12)
+    assert np.abs(grad_js - grad).max() < tol
+
+
+@pytest.fixture(scope="module")
+def lenet(tmp_path_factory):
+    split = data.load("digits", seed=0)
+    model = models.lenet5(in_shape=(1, 8, 8), seed=0, dtype=torch.float64)
+    # about a second: ~88% test accuracy
+    train.fit(model, split.train, epochs=3, lr=0.01, batch_size=64, seed=0, progress=False)
+    folder = tmp_path_factory.mktemp("conv")
+    path = explorer.write(folder / "lenet.html", model, split.test, samples=CONV_SAMPLES)
+    x, y = split.test.x[:CONV_SAMPLES].double(), split.test.y[:CONV_SAMPLES]
+    return dict(model=model, x=x, y=y, test=split.test, path=path, folder=folder)
+
+
+def test_convnet_channels_match_the_library_click_by_click(browser, lenet):
+    model, x, y = lenet["model"], lenet["x"], lenet["y"]
+    sizes = [6, 16, 120, 84]
+    page, problems, requests = open_page(browser, lenet["path"])
+    assert page.evaluate("[explorer.hidden, explorer.conv]") == [sizes, [True, True, False, False]]
+    assert page.get_attribute('[data-node="2"]', "aria-label") == "conv layer 0, channel 2"
+    assert page.get_attribute('[data-node="30"]', "aria-label") == "hidden layer 2, node 8"
+    check_units(page, model, x, y, [])
+    page.click('[data-node="2"]')  # conv 0, channel 2: a whole 8x8 map (4x4 after the pool)
+    check_units(page, model, x, y, [2])
+    page.click('[data-node="11"]')  # conv 1, channel 5
+    page.click('[data-node="30"]')  # a Linear's feature
+    check_units(page, model, x, y, [2, 11, 30])
+    # the images' captions: the library's predictions
+    pred = masks.masked_logits(model, x, mask_of([2, 11, 30], 226)[None])[0].argmax(1)
+    for k, idx in enumerate(explorer.payload(model, lenet["test"], samples=CONV_SAMPLES)["images"]):
+        caption = page.locator("#images figure").nth(k).text_content()
+        assert caption.startswith(f"pred {int(pred[idx])} ")
+
+    # the tooltip shows mask_losses's gradient for the hovered channel
+    page.hover('[data-node="4"]')
+    m = mask_of([2, 11, 30], 226)
+    want = ablation.mask_losses(model, x, y, m[None])[1][0, 4].item()
+    text = page.inner_text("#tooltip")
+    assert "conv layer 0, channel 4" in text and "samples and positions" in text
+    assert float(text.split("dL/dm on the data: ")[1].split()[0]) == pytest.approx(want, rel=1e-3)
+    page.mouse.move(1, 1)
+
+    page.click("#compensate")  # removed units held at their sequential means
+    check_units(page, model, x, y, [2, 11, 30], compensate=True)
+    pruned = surgery.remove_nodes(model, blocks([2, 11, 30], sizes), compensate="mean", x=x)
+    want = train.evaluate(pruned, data.Dataset(x, y, "test"))["loss"]
+    assert page.evaluate("explorer.scores()")["loss"] == pytest.approx(want, abs=1e-10)
+    page.click('[data-node="7"]')  # conv 1, channel 1 (one at a time: corrections)
+    check_units(page, model, x, y, [2, 7, 11, 30], compensate=True)
+    page.fill("#keep", "0.6")
+    page.fill("#seed", "2")
+    page.click("#random")  # many at once: full passes
+    removed = page.evaluate("explorer.removed()")
+    assert any(t < 6 for t in removed) and any(6 <= t < 22 for t in removed)
+    check_units(page, model, x, y, removed, compensate=True)
+    page.click("#compensate")
+    check_units(page, model, x, y, removed)
+    page.fill("#k", "12")
+    page.click("#lowest")  # ranks channels (std over samples and positions) and nodes together
+    check_units(page, model, x, y, page.evaluate("explorer.removed()"))
+
+    assert problems == []
+    assert all(u.startswith(("file:", "data:")) for u in requests), requests
+    page.click("#all-on")
+    for node in (1, 12, 40):
+        page.click(f'[data-node="{node}"]')
+    page.mouse.move(1, 1)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "explorer-lenet5.png"))
+    page.close()
+
+
+def test_convnet_toggle_time(browser, lenet):
+    """Prints how long a toggle takes on the LeNet-5: a conv 0 channel, a conv 1 channel, a
+    Linear's feature."""
+    page, problems, _ = open_page(browser, lenet["path"])
+    page.mouse.move(1, 1)
+    times = {}
+    for node, kind in [(3, "conv 0 channel"), (10, "conv 1 channel"), (60, "Linear feature")]:
+        times[kind] = []
+        for _ in range(4):
+            page.click(f'[data-node="{node}"]')
+            times[kind].append(page.evaluate("explorer.renderMs()"))
+    print(
+        f"\nexplorer toggle, digits LeNet-5 (1x8x8-c6-c16-120-84-10), {CONV_SAMPLES} points, "
+        "compute+draw median: "
+        + ", ".join(f"{k} {statistics.median(v):.1f} ms" for k, v in times.items())
+    )
+    assert problems == []
+    page.close()
+
+
+def test_convnet_pools_batchnorm_and_offsets(browser, tmp_path):
+    """Every pooling kind (max with padding and ceil_mode, average without padded counts,
+    adaptive max with overlapping windows, adaptive average), a pool before the activation, a
+    layer without one, strided and dilated convs, BatchNorm folded into Conv2d and Linear, and
+    a pruned net's Offset: the page against the library, plain and compensated."""
+    nn = torch.nn
+    torch.manual_seed(0)  # random weights: only that both sides share them matters
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.LeakyReLU(0.1),
+        nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True),  # 8x8 -> 5x5
+        nn.Conv2d(4, 5, 3, stride=2, padding=2, dilation=2),  # -> 3x3
+        nn.AvgPool2d(2, stride=1, padding=1, count_include_pad=False), nn.Tanh(),  # -> 4x4
+        nn.Conv2d(5, 6, 2), nn.AdaptiveMaxPool2d((2, 2)), nn.AdaptiveAvgPool2d((1, 2)),
+        nn.Flatten(), nn.Dropout(0.3), nn.Linear(12, 7), nn.BatchNorm1d(7), nn.GELU(),
+        nn.Linear(7, 10),
+    ).double().eval()  # fmt: skip
+    for bn in (model[1], model[13]):
+        with torch.no_grad():
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.uniform_(-0.3, 0.3)
+    test = data.load("digits", seed=0).test
+    x, y = test.x[:150].double(), test.y[:150]
+    assert models.hidden_sizes(model) == [4, 5, 6, 7]
+    page, problems, _ = open_page(
+        browser, explorer.write(tmp_path / "z.html", model, test, samples=150)
+    )
+    for removed in ([], [1], [1, 6], [1, 6, 12, 19]):
+        page.evaluate(f"explorer.setRemoved({removed})")
+        check_units(page, model, x, y, removed)
+    page.click("#compensate")
+    for removed in ([1, 6, 12, 19], [0, 3, 5, 9, 14, 17]):
+        page.evaluate(f"explorer.setRemoved({removed})")
+        check_units(page, model, x, y, removed, compensate=True)
+    assert problems == []
+    page.close()
+
+    # a net pruned with mean compensation holds Offsets (the exact border correction)
+    lenet = models.lenet5(in_shape=(1, 8, 8), seed=1, dtype=torch.float64)
+    pruned = surgery.remove_nodes(lenet, {0: [2], 1: [3, 9], 2: [5]}, compensate="mean", x=x)
+    assert any(isinstance(m, ops.Offset) for m in pruned)
+    path = explorer.write(tmp_path / "pruned.html", pruned, test, samples=150)
+    page, problems, _ = open_page(browser, path)
+    want = train.evaluate(pruned, data.Dataset(x, y, "test"))
+    assert page.evaluate("explorer.scores()")["loss"] == pytest.approx(want["loss"], abs=1e-10)
+    page.click('[data-node="4"]')
+    check_units(page, pruned, x, y, [4])
     assert problems == []
     page.close()

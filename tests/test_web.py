@@ -125,6 +125,10 @@ def test_page_is_self_contained_and_escapes_its_data(tmp_path):
     assert "default-src 'none'" in page  # and the page forbids any request
 
 
+POOL_FIRST = [torch.nn.MaxPool2d(2), torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU(), torch.nn.Flatten()]
+POOL_FIRST.append(torch.nn.Linear(8, 10))
+
+
 @pytest.mark.parametrize(
     "model, dataset, match",
     [
@@ -132,6 +136,13 @@ def test_page_is_self_contained_and_escapes_its_data(tmp_path):
         (models.mlp((2, 4, 1), seed=0), "circle", "2 classes but the model has 1 outputs"),
         (torch.nn.Sequential(torch.nn.Linear(2, 2)), "circle", "no hidden layer"),
         (torch.nn.Sequential(torch.nn.Conv1d(2, 2, 1)), "circle", "unsupported module 0"),
+        (models.lenet5(in_shape=(1, 8, 8)), "circle", r"shape \[2\] but the model's first Conv2d"),
+        (models.lenet5(in_shape=(1, 28, 28)), "digits", "cannot take"),
+        (
+            torch.nn.Sequential(*POOL_FIRST),
+            "digits",
+            r"module 0 \(MaxPool2d\) pools the input before the first layer",
+        ),
     ],
 )
 def test_bad_inputs_are_named(model, dataset, match):
@@ -241,12 +252,135 @@ def test_report_says_why_the_explorer_is_missing(tmp_path):
 
 def test_package_data_ships_the_page_files():
     root = Path(explorer.__file__).parent
-    for name in ("explorer.html", "explorer.js", "explorer.css"):
+    for name in ("explorer.html", "explorer.js", "network.js", "explorer.css"):
         assert (root / name).is_file()
     # the package-data globs of pyproject.toml cover each file, relative to the package root
     with open(Path(__file__).parents[1] / "pyproject.toml", "rb") as f:
         globs = tomllib.load(f)["tool"]["setuptools"]["package-data"]["prunelab"]
     package = Path(prunelab.__file__).parent
-    for name in ("explorer.html", "explorer.js", "explorer.css"):
+    for name in ("explorer.html", "explorer.js", "network.js", "explorer.css"):
         relative = PurePosixPath((root / name).relative_to(package).as_posix())
         assert any(relative.match(g) for g in globs), (relative, globs)
+
+
+# --- convnets ---------------------------------------------------------------------------------
+
+
+def _lenet_with_batchnorm(pool: str = "max") -> torch.nn.Sequential:
+    model = models.lenet5(in_shape=(1, 8, 8), pool=pool, batchnorm=True, seed=0)
+    g = torch.Generator().manual_seed(1)
+    for bn in (m for m in model if isinstance(m, torch.nn.BatchNorm1d | torch.nn.BatchNorm2d)):
+        with torch.no_grad():  # running statistics and affine parameters far from 0 and 1
+            n = bn.num_features
+            bn.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
+            bn.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            bn.weight.copy_(torch.rand(n, generator=g) + 0.5)
+            bn.bias.copy_(torch.rand(n, generator=g) - 0.5)
+    return model.eval()
+
+
+def test_convnet_payload_folds_batchnorm_and_embeds_channels():
+    model = _lenet_with_batchnorm()
+    test = data.load("digits", seed=0).test
+    p = explorer.payload(model, test, samples=60)
+    assert p["widths"] == [64, 6, 16, 120, 84, 10] and p["input"] == [1, 8, 8]
+    assert p["conv"] == [True, True, False, False] and p["classes"] == 10
+    assert p["title"] == "1x8x8-c6-c16-120-84-10 relu net on digits"
+    assert p["image"] == [8, 8] and p["plane"] is None
+    assert np.array_equal(decode(p["x"]), test.x[:60].numpy())  # [N, 1, 8, 8], as the conv reads
+    layers = [m for m in model if isinstance(m, torch.nn.Linear | torch.nn.Conv2d)]
+    norms = [m for m in model if isinstance(m, torch.nn.BatchNorm1d | torch.nn.BatchNorm2d)]
+    for layer, module, bn in zip(p["layers"], layers, [*norms, None]):
+        W, b = module.weight.detach().double(), module.bias.detach().double()
+        if (
+            bn is not None
+        ):  # BatchNorm by hand: s (W x + b - mu) + beta, s = gamma / sqrt(var + eps)
+            scale = bn.weight.detach().double() / (bn.running_var.double() + bn.eps).sqrt()
+            W = W * scale.view(-1, *[1] * (W.dim() - 1))
+            b = scale * (b - bn.running_mean.double()) + bn.bias.detach().double()
+        assert np.allclose(decode(layer["W"]), W.numpy(), rtol=1e-15, atol=0)
+        assert np.allclose(decode(layer["b"]), b.numpy(), rtol=1e-14, atol=1e-16)
+    conv0, conv1, fc = p["layers"][:3]
+    assert conv0["kind"] == "conv" and fc["kind"] == "linear"
+    assert (conv0["in"], conv0["out"], conv1["in"], conv1["out"]) == (
+        [1, 8, 8], [6, 8, 8], [6, 4, 4], [16, 4, 4]
+    )  # fmt: skip
+    assert conv0["stride"] == [1, 1] and conv0["padding"] == [2, 2] and conv0["dilation"] == [1, 1]
+    assert conv0["pre"] == [{"op": "act", "activation": "relu", "slope": 0.0}]
+    (pool,) = conv0["pools"]  # 2x2 max pool of an 8x8 map: output (r, c) reads 4 inputs
+    assert pool["kind"] == "max" and pool["out"] == [4, 4]
+    index = decode(pool["index"])
+    r, c = np.divmod(np.arange(16), 4)
+    top = 16 * r + 2 * c
+    assert np.array_equal(index, np.stack([top, top + 1, top + 8, top + 9], 1))
+    assert fc["pools"] == [] and "stride" not in fc
+    # per unit: mean and population std over samples and positions, the modules run by hand
+    x = test.x[:60].double()
+    net = model.double()
+    with torch.no_grad():  # after each hidden activation
+        acts = [net[:3](x), net[:7](x), net[:12](x), net[:15](x)]
+    per_unit = [a.transpose(0, 1).reshape(a.shape[1], -1) for a in acts]
+    mean = torch.cat([a.mean(1) for a in per_unit])
+    std = torch.cat([((a - a.mean(1, keepdim=True)) ** 2).mean(1).sqrt() for a in per_unit])
+    assert len(decode(p["mean"])) == 226
+    assert np.allclose(decode(p["mean"]), mean.numpy(), rtol=0, atol=1e-12)
+    assert np.allclose(decode(p["std"]), std.numpy(), rtol=0, atol=1e-12)
+
+
+POOLS = [
+    torch.nn.MaxPool2d(2),
+    torch.nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True),
+    torch.nn.MaxPool2d(2, stride=1, dilation=2),
+    torch.nn.AvgPool2d(2),
+    torch.nn.AvgPool2d(3, stride=2, padding=1),  # padded zeros counted
+    torch.nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False, ceil_mode=True),
+    torch.nn.AvgPool2d(2, divisor_override=3),
+    torch.nn.AdaptiveMaxPool2d((3, 2)),  # overlapping windows
+    torch.nn.AdaptiveAvgPool2d((3, 4)),
+]
+
+
+@pytest.mark.parametrize("pool", POOLS, ids=repr)
+def test_pool_windows_reproduce_the_pool(pool):
+    """Each output of the embedded windows, ``max`` or ``sum(weight * input)`` over its
+    inputs, equals torch's pooling of random maps (7 x 6, so windows run over the border)."""
+    features = 2 * pool(torch.zeros(1, 1, 7, 6))[0, 0].numel()
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 2, 1), torch.nn.Tanh(), pool, torch.nn.Flatten(),
+        torch.nn.Linear(features, 3),
+    )  # fmt: skip
+    dataset = data.Dataset(torch.rand(5, 1, 7, 6), torch.arange(5) % 3, "maps", 3)
+    (layer, _) = explorer.payload(model, dataset)["layers"]
+    (enc,) = layer["pools"]
+    index, weight = decode(enc["index"]), decode(enc["weight"])
+    maps = torch.randn(4, 7 * 6, dtype=torch.float64)  # [maps, positions]
+    want = pool(maps.view(4, 1, 7, 6)).reshape(4, -1).numpy()
+    assert enc["out"] == list(pool(maps.view(4, 1, 7, 6)).shape[-2:])
+    a = maps.numpy()
+    for o in range(index.shape[0]):
+        inputs = index[o][index[o] >= 0]
+        got = (
+            a[:, inputs].max(1) if enc["kind"] == "max" else a[:, inputs] @ weight[o][: len(inputs)]
+        )
+        assert np.allclose(got, want[:, o], rtol=1e-14, atol=1e-15)
+
+
+def test_from_checkpoint_cli_and_report_take_convnets(tmp_path, monkeypatch):
+    model = _lenet_with_batchnorm(pool="avg")
+    path = checkpoint.save(tmp_path / "lenet.safetensors", model, data="digits", seed=0)
+    p = embedded(explorer.from_checkpoint(path, samples=40).read_text())
+    assert p["conv"] == [True, True, False, False] and len(decode(p["y"])) == 40
+    assert decode(p["layers"][0]["pools"][0]["weight"]).tolist() == [[0.25] * 4] * 16
+    run = tmp_path / "run"  # a node-removal run folder of a convnet
+    checkpoint.save(run / "explorer.safetensors", model, data="digits", seed=0, samples=30)
+    monkeypatch.setattr("webbrowser.open", lambda url: None)
+    result = runner.invoke(app, ["explore", "--run", str(run)])
+    assert result.exit_code == 0, result.output
+    assert len(decode(embedded((run / "explorer.html").read_text())["y"])) == 30
+    (run / "explorer.html").unlink()
+    report.render(_STUDY, _Config(), None, run)
+    assert (
+        "<a href='explorer.html'>Open the interactive explorer</a>"
+        in (run / "report.html").read_text()
+    )
+    assert embedded((run / "explorer.html").read_text())["conv"][0] is True

@@ -7,9 +7,6 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch import nn
-
-from prunelab import criteria, curvature, models
 from prunelab.criteria import (
     WEIGHT_CRITERIA,
     WEIGHT_LABELLED,
@@ -20,6 +17,9 @@ from prunelab.criteria import (
     obs_update,
     weight_scores,
 )
+from torch import nn
+
+from prunelab import criteria, curvature, models
 
 F64 = torch.float64
 

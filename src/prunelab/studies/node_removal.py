@@ -1,9 +1,12 @@
-"""Study ``node-removal``: a small network under random node removal (Hobson 2022, part 1).
+"""Study ``node-removal``: a network under random unit removal (Hobson 2022, part 1).
 
-Random node subsets (Bernoulli(p) masks), the distribution of the loss and log-loss, gradients of
-the loss with respect to the node mask, paths that flip every node once, heatmaps of the output,
-loss and per-node gradients, single and pairwise removal, and the same headline numbers over
-several training seeds. The report is rendered by :mod:`.node_removal_report`.
+Random unit subsets (Bernoulli(p) masks), the distribution of the loss and log-loss, gradients of
+the loss with respect to the unit mask, paths that flip every unit once, heatmaps of the output,
+loss and per-unit gradients (2-D inputs only), single and pairwise removal, and the same
+headline numbers over several training seeds. The default subject is the source's 2-20-2 toy
+net; ``checkpoint`` studies any network the mask engine takes (MLPs and convnets, BatchNorm
+included), a unit being a Linear feature or a Conv2d output channel. The work is sized to the
+network by one stated rule (:func:`scale`). The report is rendered by :mod:`.node_removal_report`.
 """
 
 from __future__ import annotations
@@ -16,23 +19,30 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from ..base import checkpoint, data, files, models, stats, train
+from ..base import checkpoint, data, files, models, ops, stats, train
 from ..base.progress import track
 from ..engines import ensemble, masks
-from ..methods import ablation
+from ..methods import ablation, costs
 from . import toy_nets
 from .base import option
 from .node_removal_report import sections  # noqa: F401 (the study's report)
 
 NAME = "node-removal"
-TITLE = "Node removal: a toy network with random parts taken out"
-SUMMARY = "Loss under random node subsets, mask gradients, flip paths, heatmaps, seeds."
+TITLE = "Node removal: a network with random parts taken out"
+SUMMARY = "Loss under random unit subsets, mask gradients, flip paths, heatmaps, seeds."
+
+N_MIN, PATHS_MIN, MASKS_MIN = 1000, 20, 100  # floors of the budget's cuts (see :func:`scale`)
+SHOWN_UNITS = 24  # units whose gradient densities are kept, spread over the layers
+KDE_PIECE = 20000  # values per piece of a density estimate (bounds its memory)
+LOSS_PIECE = 512  # masks per call of the loss-only evaluations (the progress bar's step)
 
 
 @dataclass(frozen=True)
 class Config:
     seed: int = option(0, "seed of the data, the net (if trained here) and every mask")
-    checkpoint: str = option("", "a prunelab checkpoint to study instead of the toy circle net")
+    checkpoint: str = option(
+        "", "a prunelab checkpoint to study (an MLP or a convnet) instead of the toy circle net"
+    )
     data: str = option("", "data set of the checkpoint (default: its metadata, else circle)")
     circle_epochs: int = option(
         60,
@@ -40,17 +50,24 @@ class Config:
         "(toy-nets' default; 20 is the source's recipe)",
     )
     probabilities: tuple[float, ...] = option((0.25, 0.5, 0.75), "keep-probabilities p")
-    masks: int = option(1000, "random masks per p (the source: 1000)")
-    n_test: int = option(10000, "fixed test points the losses are measured on (<= the set)")
+    masks: int = option(1000, "random masks per p, at most (the source: 1000; see budget)")
+    n_test: int = option(10000, "fixed test points the losses are measured on, at most")
     kernel_width: float = option(0.03, "Gaussian kernel width of the density plots (source: 0.03)")
-    paths: int = option(1000, "flip paths (each flips every node once)")
+    paths: int = option(1000, "flip paths (each flips every unit once), at most (see budget)")
     grid: int = option(200, "heatmap resolution over [-2, 2]^2 (2-D inputs only)")
-    gradient_grid: int = option(80, "resolution of the per-node gradient maps")
+    gradient_grid: int = option(80, "resolution of the per-unit gradient maps")
     max_pair_nodes: int = option(
-        40, "all pairs among at most this many nodes (the most and least harmful alone)"
+        40, "all pairs among at most this many units (the most and least harmful alone)"
     )
-    seeds: int = option(5, "training seeds for the robustness table (toy net or known recipe)")
-    bias_cv: float = option(0.1, "a node acts as a bias if std/|mean| of its activation is below")
+    seeds: int = option(
+        5, "training seeds for the robustness table, at most (toy net or a recorded recipe)"
+    )
+    bias_cv: float = option(0.1, "a unit acts as a bias if std/|mean| of its activation is below")
+    budget: float = option(
+        1e13,
+        "multiply-adds the run may spend, 1e13 by default (0: no limit). Over it, test points, "
+        "flip paths, masks per p and extra seeds are cut, each to a floor; the report says which",
+    )
     chunk_mb: int = option(256, "memory budget of the batched mask engine, in MiB")
 
     QUICK: ClassVar[dict] = {
@@ -60,6 +77,7 @@ class Config:
         "grid": 80,
         "gradient_grid": 40,
         "seeds": 2,
+        "budget": 1e12,
     }
 
     def __post_init__(self) -> None:
@@ -68,6 +86,10 @@ class Config:
         for name in ("masks", "n_test", "paths", "grid", "gradient_grid", "seeds"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
+        if self.max_pair_nodes < 0:
+            raise ValueError(f"max_pair_nodes must be >= 0; got {self.max_pair_nodes}")
+        if not self.budget >= 0:
+            raise ValueError(f"budget must be >= 0 multiply-adds (0: no limit); got {self.budget}")
 
 
 @dataclass
@@ -85,17 +107,17 @@ class Subsets:
     p: float
     loss: Tensor  # [M] loss per mask
     distinct: int  # distinct masks among the M sampled
-    all_on: int  # masks that keep every node
+    all_on: int  # masks that keep every unit
     loss_skewness: float
     loss_density: Density
     log_loss_density: Density
     log_loss_fit: stats.NormalFit
-    gradient_mean: float  # over masks and nodes
+    gradient_mean: float  # over masks and units
     gradient_std: float
     log_gradient_mean: float  # d log L / dm = (dL/dm) / L
     log_gradient_std: float
     gradient_density: Density
-    on_mean: float  # gradients of nodes that are on
+    on_mean: float  # gradients of units that are on
     on_std: float
     off_mean: float
     off_std: float
@@ -104,8 +126,9 @@ class Subsets:
     node_on_mean: Tensor  # [H]
     node_off_mean: Tensor  # [H]
     node_std: Tensor  # [H]
-    node_on_densities: list[Density]  # per node while on (the first <= 24 nodes)
-    node_off_densities: list[Density]  # per node while off
+    node_on_densities: list[Density]  # per shown unit while on
+    node_off_densities: list[Density]  # per shown unit while off
+    shown_units: list[int] = field(default_factory=list)  # the units of the two lists above
 
     @property
     def mean_loss(self) -> float:
@@ -129,7 +152,7 @@ class Maps:
     lim: float
     probability: Tensor  # [G, G] P(class 1)
     loss: Tensor  # [G, G] cross-entropy against the plane's labels
-    gradients: Tensor  # [H, g, g] d loss / d m_j per point, all nodes on
+    gradients: Tensor  # [H, g, g] d loss / d m_j per point, all units on
     data_x: Tensor  # [n, 2] a sample of the test data
     data_y: Tensor  # [n]
     reference: list[Tensor]  # true boundary polylines
@@ -137,11 +160,11 @@ class Maps:
 
 @dataclass
 class Removal:
-    """Loss with nodes removed one at a time and in pairs."""
+    """Loss with units removed one at a time and in pairs."""
 
-    single: Tensor  # [H] loss with node j removed
+    single: Tensor  # [H] loss with unit j removed
     pairs_checked: int
-    pair_nodes: list[int]  # candidate nodes the pairs were drawn from
+    pair_nodes: list[int]  # candidate units the pairs were drawn from
     best_pairs: list[tuple[int, int, float]]  # (i, j, loss), lowest losses
     worst_pairs: list[tuple[int, int, float]]
 
@@ -162,10 +185,28 @@ class SeedRow:
 
 
 @dataclass
+class Scale:
+    """How much work the run did and why: the configured amounts cut to the budget
+    (:func:`scale`)."""
+
+    budget: float  # multiply-adds allowed (0: no limit)
+    macs: int  # multiply-adds of one forward pass of one sample (costs.macs)
+    units: int  # H
+    n_test: int
+    masks: int  # per p
+    paths: int
+    pairs: int
+    seeds: int  # extra training seeds the budget allows (before checking the recipe)
+    work: float  # multiply-adds of the analysis of the studied net
+    seed_work: float  # of each extra seed: its training and its headline analysis
+    reduced: list[str]  # one sentence per cut, with its reason
+
+
+@dataclass
 class Results:
     model: str  # description of the studied net
     data: str
-    widths: tuple[int, ...]
+    widths: tuple[int, ...]  # input channels or features, units per hidden layer, classes
     hidden: list[int]
     n_test: int
     full_loss: float
@@ -175,23 +216,122 @@ class Results:
     sanity: dict[str, float]
     paths: Paths
     removal: Removal
-    activation_mean: Tensor  # [H] over the test data
+    activation_mean: Tensor  # [H] over the test data (a channel: over samples and positions)
     activation_std: Tensor  # [H]
     bias_nodes: list[int]
     dead_nodes: list[int]
     maps: Maps | None = None
     seeds: list[SeedRow] = field(default_factory=list)
     seeds_note: str = ""
+    kinds: list[str] = field(default_factory=list)  # per hidden layer: "conv" or "linear"
+    in_shape: tuple[int, ...] = ()  # one sample's shape
+    toy: bool = True  # the source's toy circle net (no checkpoint)
+    scale: Scale | None = None
+
+
+# --- sizing the work -------------------------------------------------------------------------
+
+
+def scale(
+    config: Config,
+    *,
+    units: int,
+    macs: int,
+    available: int,
+    train_points: int = 0,
+    epochs: int = 0,
+) -> Scale:
+    """The run's amounts of work: the configured ones, cut to ``config.budget`` if needed.
+
+    One net's analysis costs, in multiply-adds (a backward pass counted as two forward passes,
+    the mask engine's shared prefixes not subtracted),
+
+        W = N c (3 |p| M + P (H + 1) + H + K (K - 1) / 2)
+
+    for ``N`` test points, ``c = macs`` per sample, ``M`` masks per keep-probability (loss and
+    gradient), ``P`` flip paths of ``H + 1`` masks each (losses only), ``H`` single removals and
+    the pairs among ``K = min(max_pair_nodes, H)`` units. Each extra seed costs its training,
+    ``3 E T c`` for ``E`` epochs over ``T`` points, plus its headline analysis (the masks and
+    paths). When ``W`` exceeds the budget ``B`` the cuts come in this order, each only as far as
+    needed: ``N`` down to 1000 (every mask is measured on the same points, so differences
+    between masks stay resolved), then ``P`` down to 20, then ``M`` down to 100. The extra seeds
+    get what is left of ``B``: as many as fit. (The 2-D heatmaps cost little and are not
+    counted.) The source's 2-20-2 toy net is far inside the default budget.
+
+    Parameters
+    ----------
+    units : int
+        ``H``, the hidden units.
+    macs : int
+        ``c``, multiply-adds per sample (:func:`prunelab.costs.macs`).
+    available : int
+        Test points the data set has.
+    train_points, epochs : int
+        ``T`` and ``E`` of the recorded training recipe (0: no recipe, no seeds).
+    """
+    H, c, n_p = units, float(macs), len(config.probabilities)
+    K = min(config.max_pair_nodes, H)
+    pairs = K * (K - 1) // 2
+    B = config.budget or math.inf
+
+    def passes(M: int, P: int) -> int:  # forward passes per test point
+        return 3 * n_p * M + P * (H + 1) + H + pairs
+
+    N, M, P = min(config.n_test, available), config.masks, config.paths
+    reduced = []
+    if N * c * passes(M, P) > B:
+        fit = min(N, max(N_MIN, math.floor(B / (c * passes(M, P)))))
+        if fit < N:
+            reduced.append(
+                f"test points: {fit} of {N} (the configured run, {N * c * passes(M, P):.2g} "
+                f"multiply-adds, is {N * c * passes(M, P) / B:.0f} times the budget; every mask "
+                "is measured on the same points, so differences between masks stay resolved)"
+            )
+            N = fit
+    room = B / (N * c)  # forward passes per test point the budget allows
+    if passes(M, P) > room:
+        fit = min(P, max(PATHS_MIN, math.floor((room - 3 * n_p * M - H - pairs) / (H + 1))))
+        reduced.append(
+            f"flip paths: {fit} of {P} (each path is {H + 1} masks, so {P} paths alone would "
+            f"cost {N * c * P * (H + 1):.2g} multiply-adds)"
+        )
+        P = fit
+    if passes(M, P) > room:
+        fit = min(M, max(MASKS_MIN, math.floor((room - P * (H + 1) - H - pairs) / (3 * n_p))))
+        reduced.append(f"masks per p: {fit} of {M}")
+        M = fit
+    work = N * c * passes(M, P)
+    if work > B:
+        reduced.append(
+            f"even at these floors the run needs {work:.2g} multiply-adds, {work / B:.1f} times "
+            "the budget"
+        )
+    seed_work = 3 * epochs * train_points * c + N * c * (3 * n_p * M + P * (H + 1))
+    seeds = config.seeds
+    if epochs and train_points and work + seeds * seed_work > B:
+        seeds = max(0, min(seeds, math.floor((B - work) / seed_work)))
+        reduced.append(
+            f"extra training seeds: {seeds} of {config.seeds} (each costs {seed_work:.2g} "
+            f"multiply-adds: {epochs} epochs over {train_points} training points, then its "
+            f"masks and paths; {max(0.0, B - work):.2g} of the budget was left)"
+        )
+    return Scale(config.budget, int(macs), H, N, M, P, pairs, seeds, work, seed_work, reduced)
 
 
 # --- the pieces ------------------------------------------------------------------------------
 
 
 def _density(values: Tensor, width: float, points: int = 300) -> Density:
+    """Gaussian KDE of ``values`` on a grid over their range; summed in pieces of
+    ``KDE_PIECE`` values (the KDE is a mean of kernels, so the pieces weigh by their size)."""
     lo, hi = values.min().item(), values.max().item()
     pad = 4 * width + 0.05 * (hi - lo)
     x = torch.linspace(lo - pad, hi + pad, points, dtype=torch.float64, device=values.device)
-    return Density(x, stats.kde(values, x, width))
+    v = values.reshape(-1)
+    if len(v) <= KDE_PIECE:
+        return Density(x, stats.kde(v, x, width))
+    y = sum(stats.kde(part, x, width) * len(part) for part in v.split(KDE_PIECE)) / len(v)
+    return Density(x, y)
 
 
 def _or_all(part: Tensor, everything: Tensor) -> Tensor:
@@ -199,16 +339,32 @@ def _or_all(part: Tensor, everything: Tensor) -> Tensor:
     return part if len(part) > 1 else everything
 
 
-def _subsets(model, x, y, p: float, config: Config, g: torch.Generator, chunk: int) -> Subsets:
-    H = sum(masks.hidden_sizes(model))
+def _shown_units(sizes: list[int]) -> list[int]:
+    """At most ``SHOWN_UNITS`` units for the per-unit plots: all of them if few, else an equal
+    share of each hidden layer, evenly spaced within it."""
+    H = sum(sizes)
+    if H <= SHOWN_UNITS:
+        return list(range(H))
+    share, out, first = SHOWN_UNITS // len(sizes), [], 0
+    for size in sizes:
+        k = min(size, max(1, share))
+        out += sorted({first + round(i * (size - 1) / max(1, k - 1)) for i in range(k)})
+        first += size
+    return out[:SHOWN_UNITS]
+
+
+def _subsets(model, x, y, p: float, M: int, config: Config, g: torch.Generator, chunk) -> Subsets:
+    sizes = masks.hidden_sizes(model)
+    H = sum(sizes)
     # drawn on the CPU generator, then moved: the same masks on every device
-    m = masks.bernoulli(config.masks, H, p, generator=g, dtype=x.dtype).to(x.device)  # (M, H)
+    m = masks.bernoulli(M, H, p, generator=g, dtype=x.dtype).to(x.device)  # (M, H)
     loss, grad = ablation.mask_losses(model, x, y, m, chunk_bytes=chunk)
     log_grad = grad / loss[:, None]
     on, off = grad[m == 1], grad[m == 0]
     w = config.kernel_width
     node_on = torch.where(m == 1, grad, torch.nan).nanmean(0)
     node_off = torch.where(m == 0, grad, torch.nan).nanmean(0)
+    shown = _shown_units(sizes)
     return Subsets(
         p=p,
         loss=loss,
@@ -232,41 +388,63 @@ def _subsets(model, x, y, p: float, config: Config, g: torch.Generator, chunk: i
         node_on_mean=node_on,
         node_off_mean=node_off,
         node_std=grad.std(0, correction=0),
-        node_on_densities=[
-            _density(_or_all(grad[m[:, j] == 1, j], grad[:, j]), w) for j in range(min(H, 24))
-        ],
-        node_off_densities=[
-            _density(_or_all(grad[m[:, j] == 0, j], grad[:, j]), w) for j in range(min(H, 24))
-        ],
+        node_on_densities=[_density(_or_all(grad[m[:, j] == 1, j], grad[:, j]), w) for j in shown],
+        node_off_densities=[_density(_or_all(grad[m[:, j] == 0, j], grad[:, j]), w) for j in shown],
+        shown_units=shown,
     )
 
 
-def _paths(model, x, y, config: Config, g: torch.Generator, chunk: int) -> Paths:
+def _losses(model, x: Tensor, y: Tensor, m: Tensor, chunk: int, advance) -> Tensor:
+    """The loss ``[M]`` under each mask, without gradients, ``LOSS_PIECE`` masks at a time (the
+    progress bar moves with each piece)."""
+    out = []
+    for part in m.split(LOSS_PIECE):
+        out.append(ablation.mask_point_losses(model, x, y, part, chunk_bytes=chunk).mean(1))
+        advance(len(part))
+    return torch.cat(out)
+
+
+def _paths(model, x, y, P: int, g: torch.Generator, chunk: int, advance) -> Paths:
     H = sum(masks.hidden_sizes(model))
-    walk = masks.flip_paths(config.paths, H, generator=g, dtype=x.dtype)  # (P, H+1, H)
+    walk = masks.flip_paths(P, H, generator=g, dtype=x.dtype)  # (P, H+1, H)
     walk = walk.to(x.device)  # drawn on the CPU generator, as the masks above
-    loss = ablation.mask_losses(model, x, y, walk.reshape(-1, H), chunk_bytes=chunk)[0]
-    log_loss = loss.log().reshape(config.paths, H + 1)  # (P, H+1)
+    loss = _losses(model, x, y, walk.reshape(-1, H), chunk, advance)
+    log_loss = loss.log().reshape(P, H + 1)  # (P, H+1)
     cov = stats.path_covariance(log_loss)
     r = stats.pearson(log_loss[:, 0], log_loss[:, -1])  # the end is the start's complement
-    return Paths(log_loss.mean(0), cov, r, stats.correlation_p_value(r, config.paths).item())
+    return Paths(log_loss.mean(0), cov, r, stats.correlation_p_value(r, P).item())
 
 
-def _removal(model, x, y, config: Config, chunk: int) -> Removal:
+def _removal(model, x, y, config: Config, chunk: int, advance) -> Removal:
     H = sum(masks.hidden_sizes(model))
     one_each = masks.removals(H, [[j] for j in range(H)], dtype=x.dtype).to(x.device)  # (H, H)
-    single = ablation.mask_losses(model, x, y, one_each, chunk_bytes=chunk)[0]
+    single = _losses(model, x, y, one_each, chunk, advance)
     order = single.argsort().tolist()
     k = config.max_pair_nodes
-    nodes = sorted(order if k >= H else order[: k // 2] + order[-(k - k // 2) :])
+    nodes = sorted(order if k >= H else order[: k // 2] + order[len(order) - (k - k // 2) :])
     pairs = [(i, j) for a, i in enumerate(nodes) for j in nodes[a + 1 :]]
     if not pairs:
         return Removal(single, 0, nodes, [], [])
     two_each = masks.removals(H, pairs, dtype=x.dtype).to(x.device)  # (pairs, H)
-    loss = ablation.mask_losses(model, x, y, two_each, chunk_bytes=chunk)[0]
+    loss = _losses(model, x, y, two_each, chunk, advance)
     ranked = loss.argsort().tolist()
     rows = [(pairs[i][0], pairs[i][1], loss[i].item()) for i in ranked]
     return Removal(single, len(pairs), nodes, rows[:5], rows[::-1][:5])
+
+
+def unit_statistics(acts: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    """Per unit: mean, standard deviation (1/n) and largest magnitude of its activation.
+
+    ``acts``: per hidden layer ``[N, H_l]`` (a Linear's features) or ``[N, H_l, h, w]`` (a
+    Conv2d's channels, as :func:`prunelab.masks.hidden_activations` returns them). A channel's
+    statistics run over the samples *and* the positions of its feature map, the values its
+    mask multiplies. Returns three ``[H]`` tensors, units numbered as in a mask.
+    """
+    flat = [a.movedim(1, -1).reshape(-1, a.shape[1]) for a in acts]  # (N * positions, H_l)
+    mean = torch.cat([a.mean(0) for a in flat])
+    std = torch.cat([a.std(0, correction=0) for a in flat])
+    peak = torch.cat([a.abs().amax(0) for a in flat])
+    return mean, std, peak
 
 
 def _maps(model, net_data: data.Dataset, test: data.Dataset, config: Config) -> Maps:
@@ -297,11 +475,14 @@ def _maps(model, net_data: data.Dataset, test: data.Dataset, config: Config) -> 
 
 
 def _headline_row(
-    seed: int, model: nn.Module, x: Tensor, y: Tensor, config: Config, chunk: int
+    seed: int, model: nn.Module, x: Tensor, y: Tensor, config: Config, sc: Scale, chunk, advance
 ) -> SeedRow:
     g = torch.Generator().manual_seed(config.seed)
-    subsets = [_subsets(model, x, y, p, config, g, chunk) for p in config.probabilities]
-    paths = _paths(model, x, y, config, g, chunk)
+    subsets = []
+    for p in config.probabilities:
+        subsets.append(_subsets(model, x, y, p, sc.masks, config, g, chunk))
+        advance(sc.masks)
+    paths = _paths(model, x, y, sc.paths, g, chunk, advance)
     full = train.evaluate(model, data.Dataset(x, y, "test"))
     return SeedRow(
         seed,
@@ -316,39 +497,157 @@ def _headline_row(
     )
 
 
+# --- the subject -----------------------------------------------------------------------------
+
+
+def _recipe(meta: dict) -> dict | None:
+    """How a checkpoint was built and trained, if its metadata records it (``prunelab train``
+    writes ``arch``, ``widths`` for an MLP, and ``train``: epochs, lr, ..., the build options)."""
+    t = meta.get("train")
+    arch = meta.get("arch", "mlp" if "widths" in meta else None)
+    if not isinstance(t, dict) or arch is None or (arch == "mlp" and "widths" not in meta):
+        return None
+    if arch not in ("mlp", "lenet5", *models.VGG_CONFIGS):
+        return None
+    return dict(
+        arch=arch,
+        widths=tuple(meta["widths"]) if arch == "mlp" else None,
+        epochs=t.get("epochs", 20),
+        lr=t.get("lr", 0.01),
+        batch_size=t.get("batch_size", 32),
+        optimizer=t.get("optimizer", "adam"),
+        weight_decay=t.get("weight_decay", 0.0),
+        options={
+            k: t[k] for k in ("activation", "dropout", "batchnorm", "pool", "width") if k in t
+        },
+    )
+
+
+def _fresh(recipe: dict, shape: tuple[int, ...], classes: int, seed: int) -> nn.Sequential:
+    """An untrained net of ``recipe``'s architecture, initialised from ``seed``."""
+    o = recipe["options"]
+    if recipe["arch"] == "mlp":
+        return models.mlp(
+            recipe["widths"],
+            activation=o.get("activation", "relu"),
+            dropout=o.get("dropout", 0.0),
+            seed=seed,
+        )
+    common = dict(
+        in_shape=shape,
+        classes=classes,
+        activation=o.get("activation", "relu"),
+        dropout=o.get("dropout", 0.0),
+        seed=seed,
+    )
+    if recipe["arch"] == "lenet5":
+        return models.lenet5(
+            pool=o.get("pool", "max"), batchnorm=o.get("batchnorm", False), **common
+        )
+    return models.vgg(
+        recipe["arch"], width=o.get("width", 1.0), batchnorm=o.get("batchnorm", True), **common
+    )
+
+
+def _describe(view: ops.View, shape: tuple[int, ...]) -> str:
+    """The layers in words: ``"conv 6, conv 16, linear 120, linear 84 units; input [1, 28,
+    28], 10 classes"``."""
+    layers = ", ".join(f"{'conv' if h.conv else 'linear'} {h.units}" for h in view.hidden)
+    return f"hidden {layers}; input {list(shape)}, {view.out_features} classes"
+
+
 def _subject(
     config: Config, device: torch.device
 ) -> tuple[nn.Sequential, data.Split, str, dict | None, int]:
     """The model, its data (both on ``device``), a description, its training recipe (if known),
-    the data's seed."""
+    the data's seed. A model or data set the study cannot take is refused here, before any
+    work, with a ``ValueError`` naming it."""
     if not config.checkpoint:
         toy = toy_nets.Config(seed=config.seed, circle_epochs=config.circle_epochs)
         model = toy_nets.circle_net(toy, device=device)
         recipe = dict(
+            arch="mlp",
             widths=(2, toy.circle_width, 2),
             epochs=toy.circle_epochs,
             lr=toy.circle_lr,
             batch_size=toy.batch_size,
+            optimizer="adam",
+            weight_decay=0.0,
+            options={},
         )
         description = "the toy-nets circle net (2-20-2 ReLU)"
         split = toy_nets.circle_split(toy, device=device)
         return model, split, description, recipe, config.seed
     model, meta = checkpoint.load(config.checkpoint)
     model = model.to(device)
-    models.parse(model, method=f"node-removal of {config.checkpoint}")  # MLPs so far
+    method = f"node-removal of {config.checkpoint}"
+    try:
+        view = ops.parse(model, method=method)
+    except TypeError as e:  # an unsupported module: the message names it
+        raise ValueError(str(e)) from None
+    if not view.hidden:
+        raise ValueError(
+            f"{method}: the model has no hidden layer (only its output layer), so it has no "
+            "units to remove; the study needs a Linear or Conv2d layer before the last one"
+        )
     name = config.data or meta.get("data") or "circle"
     seed = meta.get("seed", config.seed)
     split = data.load(name, seed=seed).to(device=device)
-    recipe = None
-    if "train" in meta and "widths" in meta:
-        t = meta["train"]
-        recipe = dict(
-            widths=tuple(meta["widths"]),
-            epochs=t.get("epochs", 20),
-            lr=t.get("lr", 0.01),
-            batch_size=t.get("batch_size", 32),
+    test = split.test
+    view.check_x(test.x[:1], f"{method} on data {name!r}", convert=True)
+    if test.classes > view.out_features:
+        raise ValueError(
+            f"{method}: data {name!r} has {test.classes} classes but the model has "
+            f"{view.out_features} outputs; pass the data it was trained on with --data"
         )
-    return model, split, f"checkpoint {Path(config.checkpoint).name}", recipe, seed
+    arch = meta.get("arch") or ("convnet" if view.conv else "MLP")
+    shape = tuple(test.x.shape[1:])
+    description = f"checkpoint {Path(config.checkpoint).name} ({arch}: {_describe(view, shape)})"
+    return model, split, description, _recipe(meta), seed
+
+
+# --- the study -------------------------------------------------------------------------------
+
+
+def _seeds(recipe, model, split, x, y, config, sc, dtype, device, chunk, advance):
+    """Headline rows of ``sc.seeds`` nets trained from the recipe (MLPs together with
+    ``fit_many``, convnets one by one with ``train.fit``), and a note if there are none."""
+    if recipe is None:
+        return [], "The checkpoint carries no training recipe, so no other seeds were trained."
+    if sc.seeds == 0:
+        return [], (
+            f"No other seeds were trained: retraining one costs {sc.seed_work:.2g} multiply-adds "
+            f"({recipe['epochs']} epochs over {len(split.train)} points, then its masks and paths), "
+            f"and the budget ({config.budget:.2g}) is spent on the analysis above. Pass a larger "
+            "--budget (0: no limit) to train them."
+        )
+    shape, classes = tuple(split.train.x.shape[1:]), split.train.classes
+    seeds = [config.seed + k for k in range(sc.seeds)]
+    nets = [_fresh(recipe, shape, classes, s).to(device) for s in seeds]
+    if masks.hidden_sizes(nets[0]) != masks.hidden_sizes(model):
+        return [], (
+            f"No other seeds were trained: the recorded recipe ({recipe['arch']}) builds hidden "
+            f"layers {masks.hidden_sizes(nets[0])}, not the checkpoint's "
+            f"{masks.hidden_sizes(model)}."
+        )
+    fit = dict(
+        epochs=recipe["epochs"],
+        lr=recipe["lr"],
+        batch_size=recipe["batch_size"],
+        optimizer=recipe["optimizer"],
+        weight_decay=recipe["weight_decay"],
+        progress=False,
+    )
+    if recipe["arch"] == "mlp":
+        ensemble.fit_many(nets, split.train, seeds=seeds, **fit)
+    rows = []
+    for s, net in zip(seeds, nets, strict=True):
+        if recipe["arch"] != "mlp":
+            advance(0, status=f"training seed {s}")
+            train.fit(net, split.train, seed=s, **fit)
+        net = net.to(dtype).eval()
+        rows.append(_headline_row(s, net, x, y, config, sc, chunk, advance))
+    return rows, ""
 
 
 def run(
@@ -357,10 +656,22 @@ def run(
     """Every measurement of the study, on the fixed test set.
 
     Everything is computed on ``device`` (masks are drawn from CPU generators and moved there,
-    so every device sees the same ones); the results come back on the CPU.
+    so every device sees the same ones); the results come back on the CPU. The amounts of work
+    are those of ``config`` cut to its budget (:func:`scale`).
     """
     device = torch.device(device)
     model, split, description, recipe, split_seed = _subject(config, device)
+    view = ops.parse(model)
+    sizes, shape = view.hidden_sizes, tuple(split.test.x.shape[1:])
+    H = sum(sizes)
+    sc = scale(
+        config,
+        units=H,
+        macs=costs.macs(model, in_shape=shape if view.conv else None),
+        available=len(split.test),
+        train_points=len(split.train) if recipe else 0,
+        epochs=recipe["epochs"] if recipe else 0,
+    )
     out = Path(out)
     # the studied net, for the interactive explorer page linked from the report
     checkpoint.save(
@@ -368,56 +679,38 @@ def run(
         model,
         data=split.test.name,
         seed=split_seed,
-        samples=min(config.n_test, len(split.test)),
+        samples=sc.n_test,
     )
-    test = split.test[: min(config.n_test, len(split.test))]
+    test = split.test[: sc.n_test]
     dtype = next(model.parameters()).dtype
-    x, y = test.x.flatten(1).to(dtype), test.y
+    x, y = test.x.to(dtype), test.y  # images stay [N, C, H, W]; an MLP flattens them itself
     chunk = config.chunk_mb * 2**20
     g = torch.Generator().manual_seed(config.seed)
-    steps = len(config.probabilities) + 3 + config.seeds
-    with track(steps, "node removal", enabled=progress) as advance:
+    n_p = len(config.probabilities)
+    per_net = n_p * sc.masks + sc.paths * (H + 1)  # masks of one headline analysis
+    total = per_net + H + sc.pairs + (sc.seeds if recipe else 0) * per_net
+    with track(total, "node removal (masks)", enabled=progress) as advance:
         subsets = []
         for p in config.probabilities:
-            subsets.append(_subsets(model, x, y, p, config, g, chunk))
-            advance(status=f"p = {p}")
-        paths = _paths(model, x, y, config, g, chunk)
-        advance(status="flip paths")
-        removal = _removal(model, x, y, config, chunk)
-        advance(status="single and pair removal")
-        acts = torch.cat(masks.hidden_activations(model, x), 1)  # (N, H)
-        mean, std = acts.mean(0), acts.std(0, correction=0)
-        dead = (acts.abs().amax(0) == 0).nonzero().flatten().tolist()
+            advance(0, status=f"{sc.masks} masks, p = {p}")
+            subsets.append(_subsets(model, x, y, p, sc.masks, config, g, chunk))
+            advance(sc.masks)
+        advance(0, status=f"{sc.paths} flip paths")
+        paths = _paths(model, x, y, sc.paths, g, chunk, advance)
+        advance(0, status="single and pair removal")
+        removal = _removal(model, x, y, config, chunk, advance)
+        mean, std, peak = unit_statistics(masks.hidden_activations(model, x))
+        dead = (peak == 0).nonzero().flatten().tolist()
         bias = ((std < config.bias_cv * mean.abs()) & (mean.abs() > 0)).nonzero().flatten().tolist()
         maps = None
-        if test.features == 2:
+        if not view.conv and test.shape == (2,):
+            advance(0, status="heatmaps")
             maps = _maps(model, split.train, test, config)
-        advance(status="heatmaps")
-        seeds, note = [], ""
-        if recipe is None:
-            note = "The checkpoint carries no training recipe, so no other seeds were trained."
-        else:
-            nets = [
-                models.mlp(recipe["widths"], seed=config.seed + k).to(device)
-                for k in range(config.seeds)
-            ]
-            ensemble.fit_many(
-                nets,
-                split.train,
-                seeds=[config.seed + k for k in range(config.seeds)],
-                epochs=recipe["epochs"],
-                lr=recipe["lr"],
-                batch_size=recipe["batch_size"],
-                progress=False,
-            )
-            for k, net in enumerate(nets):
-                seeds.append(_headline_row(config.seed + k, net.to(dtype), x, y, config, chunk))
-                advance(status=f"seed {config.seed + k}")
+        seeds, note = _seeds(recipe, model, split, x, y, config, sc, dtype, device, chunk, advance)
     full = train.evaluate(model, data.Dataset(x, y, test.name, test.classes))
     lo, hi = min(config.probabilities), max(config.probabilities)
     s_lo, s_hi = subsets[config.probabilities.index(lo)], subsets[config.probabilities.index(hi)]
     mid = subsets[len(subsets) // 2]
-    H = sum(masks.hidden_sizes(model))
     sanity = {
         "p_low": lo,
         "p_high": hi,
@@ -426,16 +719,11 @@ def run(
         "mean gradient x extra nodes": mid.gradient_mean * (hi - lo) * H,
         "mean loss difference": s_hi.mean_loss - s_lo.mean_loss,
     }
-    widths = (
-        models.parse(model).in_features,
-        *masks.hidden_sizes(model),
-        models.parse(model).out_features,
-    )
     results = Results(
         model=description,
         data=test.name,
-        widths=widths,
-        hidden=masks.hidden_sizes(model),
+        widths=(view.layers[0].in_units, *sizes, view.out_features),
+        hidden=sizes,
         n_test=len(y),
         full_loss=full["loss"],
         test_accuracy=full["accuracy"],
@@ -451,6 +739,10 @@ def run(
         maps=maps,
         seeds=seeds,
         seeds_note=note,
+        kinds=["conv" if h.conv else "linear" for h in view.hidden],
+        in_shape=shape,
+        toy=not config.checkpoint,
+        scale=sc,
     )
     return files.to_cpu(results)
 

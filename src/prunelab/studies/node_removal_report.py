@@ -1,4 +1,9 @@
-"""Report sections of the ``node-removal`` study: figures and text from its ``Results``."""
+"""Report sections of the ``node-removal`` study: figures and text from its ``Results``.
+
+The source's toy net has "nodes"; a checkpoint's convnet has units, channels and features, and
+the text says so (:func:`_word`). Units are named by layer for a convnet (``conv2 ch 5``,
+``fc1 #17``) and by number for an MLP (``node 5``), as in the source.
+"""
 
 from __future__ import annotations
 
@@ -23,10 +28,53 @@ SOURCE = {
     "on/off gradient std": (0.3594, 0.3734),
 }
 COLOURS = ("#2ca02c", "#ff7f0e", "#1f77b4", "#9467bd", "#8c564b")
+LAYER_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
 
 
 def _src(table: str, p: float) -> float | str:
     return SOURCE[table].get(p, "-")
+
+
+def _conv(r) -> bool:
+    return "conv" in r.kinds
+
+
+def _word(r, plural: bool = False) -> str:
+    """ "node" for MLPs (the source's word), "unit" for convnets (a channel or a feature)."""
+    return ("units" if plural else "unit") if _conv(r) else ("nodes" if plural else "node")
+
+
+def _names(r) -> list[str]:
+    """A name per hidden unit: ``node j`` on an MLP, ``conv2 ch 5`` / ``fc1 #17`` on a convnet."""
+    if not _conv(r):
+        return [f"node {j}" for j in range(sum(r.hidden))]
+    out, seen = [], {"conv": 0, "linear": 0}
+    for kind, size in zip(r.kinds, r.hidden, strict=True):
+        seen[kind] += 1
+        label = f"conv{seen[kind]} ch" if kind == "conv" else f"fc{seen[kind]} #"
+        out += [f"{label} {i}" if kind == "conv" else f"{label}{i}" for i in range(size)]
+    return out
+
+
+def _listed(r, units, limit: int = 12) -> str:
+    """Units by name, the first ``limit`` of them, or "none"."""
+    if not units:
+        return "none"
+    names = _names(r)
+    shown = ", ".join(names[j] for j in units[:limit])
+    return shown + (f" and {len(units) - limit} more" if len(units) > limit else "")
+
+
+def _layer_bounds(r) -> list[tuple[int, int, str]]:
+    """Per hidden layer: first unit, end, and a label (``conv1``, ``fc2``, ``layer 1``)."""
+    out, first, seen = [], 0, {"conv": 0, "linear": 0}
+    kinds = r.kinds or ["linear"] * len(r.hidden)
+    for kind, size in zip(kinds, r.hidden, strict=True):
+        seen[kind] += 1
+        label = ("conv" if kind == "conv" else "fc" if _conv(r) else "layer ") + str(seen[kind])
+        out.append((first, first + size, label))
+        first += size
+    return out
 
 
 def _loss_figures(r) -> list[Plot]:
@@ -61,14 +109,17 @@ def _gradient_figures(r) -> list[Plot]:
     for s, c in zip(r.subsets, COLOURS, strict=False):
         ax[0, 0].plot(s.gradient_density.x, s.gradient_density.y, color=c, label=f"p = {s.p}")
     mid = r.subsets[len(r.subsets) // 2]
-    ax[0, 1].plot(mid.on_density.x, mid.on_density.y, color="#d62728", label="node on")
-    ax[0, 1].plot(mid.off_density.x, mid.off_density.y, color="#1f77b4", label="node off")
-    ax[0, 0].set(title="d loss / d mask, all nodes", xlabel="gradient", ylabel="density")
-    ax[0, 1].set(title=f"split by node state (p = {mid.p})", xlabel="gradient", ylabel="density")
+    w = _word(r)
+    ax[0, 1].plot(mid.on_density.x, mid.on_density.y, color="#d62728", label=f"{w} on")
+    ax[0, 1].plot(mid.off_density.x, mid.off_density.y, color="#1f77b4", label=f"{w} off")
+    ax[0, 0].set(title=f"d loss / d mask, all {w}s", xlabel="gradient", ylabel="density")
+    ax[0, 1].set(title=f"split by {w} state (p = {mid.p})", xlabel="gradient", ylabel="density")
     for a in ax[0]:
         a.legend(fontsize=8)
         a.grid(alpha=0.3)
     n = len(mid.node_on_densities)
+    shown = mid.shown_units or list(range(n))
+    names = _names(r)
     cols = min(6, n)
     rows = math.ceil(n / cols)
     grid, gax = plots.figure(cols, rows, width=2.2, height=1.7)
@@ -81,21 +132,28 @@ def _gradient_figures(r) -> list[Plot]:
         a.plot(on.x, on.y, color="#d62728", lw=1)
         a.plot(off.x, off.y, color="#1f77b4", lw=1)
         a.axvline(0, color="grey", lw=0.5)
-        dead = " (dead)" if j in r.dead_nodes else " (bias)" if j in r.bias_nodes else ""
-        a.set_title(f"node {j}{dead}", fontsize=8)
+        unit = shown[j]
+        dead = " (dead)" if unit in r.dead_nodes else " (bias)" if unit in r.bias_nodes else ""
+        a.set_title(f"{names[unit]}{dead}", fontsize=8)
         a.tick_params(labelsize=6)
+    which = ""
+    if n < sum(r.hidden):
+        which = (
+            f" Shown: {n} of the {sum(r.hidden)} {w}s, an equal share of each layer, evenly "
+            "spaced within it."
+        )
     return [
         Plot(
             "gradient_densities",
             fig,
             "Distribution of the gradient of the loss with "
-            "respect to each node's mask value, over random masks.",
+            f"respect to each {w}'s mask value, over random masks.",
         ),
         Plot(
             "gradient_per_node",
             grid,
-            f"The same gradients node by node (p = {mid.p}), red while the node is on, blue while off; "
-            "note the different axes: some nodes barely matter.",
+            f"The same gradients {w} by {w} (p = {mid.p}), red while the {w} is on, blue while "
+            f"off; note the different axes: some {w}s barely matter.{which}",
         ),
     ]
 
@@ -126,7 +184,7 @@ def _path_figures(r) -> list[Plot]:
             "flip_paths",
             fig,
             "Each path starts at a random mask (Bernoulli 0.5) and flips "
-            "every node once in random order, ending at the start's complement.",
+            f"every {_word(r)} once in random order, ending at the start's complement.",
         )
     ]
 
@@ -197,13 +255,65 @@ def _map_figures(r) -> list[Plot]:
 
 
 def _removal_figure(r) -> Plot:
-    fig, ax = plots.figure(1, 1, width=max(6.0, 0.25 * len(r.removal.single)), height=3.4)
     H = len(r.removal.single)
-    ax[0, 0].bar(np.arange(H), r.removal.single.numpy(), color="#7f7f7f")
-    ax[0, 0].axhline(r.full_loss, color="#d62728", lw=1, label="all nodes on")
-    ax[0, 0].set(title="loss with one node removed", xlabel="node", ylabel="cross-entropy")
-    ax[0, 0].legend(fontsize=8)
-    return Plot("single_removal", fig, "Removing each node alone (its mask set to 0).")
+    fig, ax = plots.figure(1, 1, width=min(14.0, max(6.0, 0.25 * H)), height=3.4)
+    a = ax[0, 0]
+    layers = _layer_bounds(r)
+    for k, (first, end, label) in enumerate(layers):
+        colour = LAYER_COLOURS[k % len(LAYER_COLOURS)] if len(layers) > 1 else "#7f7f7f"
+        a.bar(
+            np.arange(first, end),
+            r.removal.single[first:end].numpy(),
+            width=0.8 if H <= 60 else 1.0,
+            color=colour,
+            label=f"{label} ({end - first})" if len(layers) > 1 else None,
+        )
+    a.axhline(r.full_loss, color="black", lw=1, ls="--", label=f"all {_word(r, True)} on")
+    a.set(
+        title=f"loss with one {_word(r)} removed",
+        xlabel=f"{_word(r)} (numbered layer by layer)",
+        ylabel="cross-entropy",
+        xlim=(-1, H),
+    )
+    a.legend(fontsize=8, ncol=min(5, len(layers) + 1))
+    return Plot("single_removal", fig, f"Removing each {_word(r)} alone (its mask set to 0).")
+
+
+def _activity_figure(r, bias_cv: float) -> Plot:
+    """|mean| against std of each unit's activation, one colour per layer, with the bias line."""
+    fig, ax = plots.figure(1, 1, width=5.6, height=4.2)
+    a = ax[0, 0]
+    mean, std = r.activation_mean.abs().numpy(), r.activation_std.numpy()
+    alive = np.ones(len(mean), dtype=bool)
+    alive[r.dead_nodes] = False
+    tiny = max(1e-6, float(np.min(np.r_[mean[alive & (mean > 0)], std[alive & (std > 0)], 1.0])))
+    for k, (first, end, label) in enumerate(_layer_bounds(r)):
+        sel = np.arange(first, end)[alive[first:end]]
+        a.scatter(
+            np.maximum(mean[sel], tiny / 2),
+            np.maximum(std[sel], tiny / 2),
+            s=10,
+            color=LAYER_COLOURS[k % len(LAYER_COLOURS)],
+            label=f"{label} ({end - first})",
+        )
+    line = np.geomspace(tiny / 2, max(float(mean.max()), tiny), 50)
+    a.plot(line, bias_cv * line, color="grey", ls="--", lw=1, label="bias-like below")
+    a.set(
+        xscale="log",
+        yscale="log",
+        xlabel="|mean activation|",
+        ylabel="std of the activation",
+        title=f"activity of each {_word(r)}",
+    )
+    a.legend(fontsize=8)
+    a.grid(alpha=0.3)
+    over = " (a channel: over samples and positions of its feature map)" if _conv(r) else ""
+    return Plot(
+        "unit_activity",
+        fig,
+        f"Mean and spread of each {_word(r)}'s activation over the test data{over}; dead "
+        f"{_word(r, True)} (always 0) are left out.",
+    )
 
 
 def _seeds_section(r, config) -> Section:
@@ -262,42 +372,117 @@ def _seeds_section(r, config) -> Section:
     )
     ordered = all(np.all(np.diff(s.mean_loss) < 0) for s in r.seeds)
     positive = sum(s.complement_correlation > 0 for s in r.seeds)
+    how = "trained one by one with train.fit" if _conv(r) else "trained together with fit_many"
     text = [
         f"The headline numbers for {len(r.seeds)} networks trained from different seeds with the "
-        "same recipe (trained together with fit_many), measured with the same masks and test "
-        "points.",
+        f"same recipe ({how}), measured with the same masks and test points.",
         f"Mean loss falls as the keep-probability rises for {'every' if ordered else 'not every'} "
         f"seed; the complement correlation is positive for {positive} of {len(r.seeds)} seeds.",
     ]
     return Section("Robustness across training seeds", text, [Table(cols, rows)])
 
 
+def _complement_words(r) -> str:
+    """What the mask-complement correlation says, by its sign and significance."""
+    rc, pv = r.paths.complement_correlation, r.paths.complement_p
+    if pv >= 0.05:
+        return (
+            "That is not significant at the 5% level; the source found a surprising positive "
+            "correlation in its toy net."
+        )
+    if rc > 0:
+        return (
+            "The source found this surprising positive correlation too, and suggested that a "
+            "pruned network scores well when its nodes balance out, which its complement then "
+            "inherits."
+        )
+    return (
+        "The sign is the opposite of the source's surprising positive correlation: here a mask "
+        "and its complement trade off, as they must when a few units carry most of the loss "
+        "(each is kept by exactly one of the two; see the single removals below)."
+    )
+
+
+def _scale_section(r, config) -> Section:
+    """How the configured work was cut to the budget, and why."""
+    sc = r.scale
+    budget = f"{sc.budget:.2g} multiply-adds" if sc.budget else "no limit"
+    text = [
+        f"The work is sized to the network by one rule (node_removal.scale). One sample costs "
+        f"c = {sc.macs:,} multiply-adds here; the analysis costs about N c (3 |p| M + P (H + 1) "
+        f"+ H + pairs) for N test points, M masks per p (loss and gradient, a backward pass "
+        f"counted as two forward passes), P flip paths of H + 1 = {sc.units + 1} masks, the "
+        f"{sc.units} single removals and {sc.pairs} pairs. Budget: {budget}; this run: "
+        f"{sc.work:.2g}.",
+    ]
+    if sc.reduced:
+        text.append(
+            "Over the budget, test points are cut first (to no fewer than 1000), then flip "
+            "paths (to 20), then masks per p (to 100); extra training seeds get what is left. "
+            "Cut here: " + "; ".join(sc.reduced) + ". Pass a larger --budget (0: no limit) for "
+            "the full amounts."
+        )
+    else:
+        text.append("Nothing was cut: the configured amounts fit the budget.")
+    rows = [
+        ["test points", config.n_test, sc.n_test],
+        ["masks per p", config.masks, sc.masks],
+        ["flip paths", config.paths, sc.paths],
+        [f"pairs (among at most {config.max_pair_nodes} {_word(r, True)})", "-", sc.pairs],
+        ["extra training seeds", config.seeds, len(r.seeds)],
+    ]
+    return Section(
+        "How the work was sized", text, [Table(["quantity", "configured (at most)", "used"], rows)]
+    )
+
+
 def sections(r, config) -> list[Section]:
     ps = r.probabilities
+    w, ws = _word(r), _word(r, True)
+    H = sum(r.hidden)
+    masks = r.scale.masks if r.scale else config.masks
+    paths = r.scale.paths if r.scale else config.paths
+    if _conv(r):
+        channels = sum(h for h, k in zip(r.hidden, r.kinds, strict=True) if k == "conv")
+        units = (
+            f"It has {H} hidden units: {channels} channels of its conv layers and {H - channels} "
+            "features of its hidden Linear layers. A unit mask multiplies each unit after its "
+            "activation; a channel's mask value multiplies its whole feature map"
+        )
+    else:
+        units = f"A node mask multiplies each of the {H} hidden nodes after its activation"
+    no_maps = ""
+    if r.maps is None:
+        shape = list(r.in_shape) if r.in_shape else r.widths[0]
+        no_maps = (
+            f" The source's heatmaps over the plane need 2-D inputs; these are {shape}, so there "
+            "are none."
+        )
     out = [
         Section(
             "What was done",
             [
                 f"We study {r.model} on {r.n_test} fixed test points of {r.data!r} "
                 f"(widths {'-'.join(map(str, r.widths))}; test accuracy {r.test_accuracy:.4f}, loss "
-                f"{r.full_loss:.4f} with every node on). A node mask multiplies each hidden node after "
-                "its activation; masks and their gradients are evaluated all at once by the batched "
-                "engine (ablation.mask_losses).",
-                f"For each keep-probability p in {ps} we draw {config.masks} Bernoulli(p) masks "
-                "(seeded), as the source does with 1000 masks per p.",
+                f"{r.full_loss:.4f} with every {w} on). {units}; masks and their gradients are "
+                "evaluated all at once by the batched engine (ablation.mask_losses).",
+                f"For each keep-probability p in {ps} we draw {masks} Bernoulli(p) masks "
+                f"(seeded), as the source does with 1000 masks per p.{no_maps}",
             ],
         )
     ]
+    if r.scale is not None:
+        out.append(_scale_section(r, config))
     rows = [[s.p, s.mean_loss, _src("mean loss", s.p), s.distinct, s.all_on] for s in r.subsets]
     out.append(
         Section(
-            "The loss under random node subsets",
+            f"The loss under random {w} subsets",
             [
-                "More nodes removed means higher loss, and the distribution is skewed to the right: "
-                "there are more ways to do badly than well. Masks that happen to keep every node sit "
+                f"More {ws} removed means higher loss, and the distribution is skewed to the right: "
+                f"there are more ways to do badly than well. Masks that happen to keep every {w} sit "
                 "on the full-network line.",
             ],
-            [Table(["p", "mean loss", "source", "distinct masks", "masks with every node"], rows)],
+            [Table(["p", "mean loss", "source", "distinct masks", f"masks with every {w}"], rows)],
             _loss_figures(r),
         )
     )
@@ -365,16 +550,16 @@ def sections(r, config) -> list[Section]:
         Section(
             "Gradients of the loss with respect to the mask",
             [
-                "The derivative of the loss with respect to a node's mask value asks whether the "
-                "network would do better with that node turned up a little. Negative means more of the "
-                "node would help.",
+                f"The derivative of the loss with respect to a {w}'s mask value asks whether the "
+                f"network would do better with that {w} turned up a little. Negative means more of "
+                f"the {w} would help.",
                 f"Sanity check (the source's): the mean gradient at p = {sn['p_gradient']} times the "
-                f"expected number of extra nodes between p = {sn['p_low']} and p = {sn['p_high']} "
+                f"expected number of extra {ws} between p = {sn['p_low']} and p = {sn['p_high']} "
                 f"({sn['expected extra nodes']:.1f}) is {sn['mean gradient x extra nodes']:.4f}; the "
                 f"actual difference in mean loss is {sn['mean loss difference']:.4f}. "
                 "(The source: -0.475 against -0.443.)",
-                f"Split by node state at p = {mid.p}: nodes that are on have mean gradient "
-                f"{mid.on_mean:.4f} (std {mid.on_std:.4f}); nodes that are off {mid.off_mean:.4f} "
+                f"Split by {w} state at p = {mid.p}: {ws} that are on have mean gradient "
+                f"{mid.on_mean:.4f} (std {mid.on_std:.4f}); {ws} that are off {mid.off_mean:.4f} "
                 f"(std {mid.off_std:.4f}). The source found 0.056 and -0.173: an off node would help "
                 "if turned on a little, an on node is on average slightly overused.",
             ],
@@ -401,19 +586,25 @@ def sections(r, config) -> list[Section]:
         Section(
             "How much do N flips matter?",
             [
-                f"{config.paths} paths start at a random mask and flip each of the {sum(r.hidden)} "
-                "nodes once in random order. The covariance of log-loss with the start, by distance "
+                f"{paths} paths start at a random mask and flip each of the {H} "
+                f"{ws} once in random order. The covariance of log-loss with the start, by distance "
                 "from it, and with the end, by distance from the end, should agree because the "
                 "distribution of paths is symmetric under reversal.",
                 f"The correlation with the start stops being significant (p > {pc.alpha}) after "
                 f"{pc.decorrelated_after} flips (the source: 5-6). The log-loss of a mask and of its "
-                f"complement (all nodes flipped) correlate with r = "
-                f"{r.paths.complement_correlation:.3f} (p = {r.paths.complement_p:.2g}); the source "
-                "found this surprising positive correlation too, and suggested that a pruned network "
-                "scores well when its nodes balance out, which its complement then inherits.",
+                f"complement (all {ws} flipped) correlate with r = "
+                f"{r.paths.complement_correlation:.3f} (p = {r.paths.complement_p:.2g}). "
+                + _complement_words(r),
             ],
             plots=_path_figures(r),
         )
+    )
+    activity = (
+        f"{ws.capitalize()} acting as a bias (activation std below {config.bias_cv} times its "
+        f"mean over the test data"
+        + (", a channel's over samples and positions" if _conv(r) else "")
+        + f"): {len(r.bias_nodes)} of {H} ({_listed(r, r.bias_nodes)}). Dead {ws} (always 0): "
+        f"{len(r.dead_nodes)} ({_listed(r, r.dead_nodes)})."
     )
     if r.maps is not None:
         out.append(
@@ -430,19 +621,35 @@ def sections(r, config) -> list[Section]:
                 plots=_map_figures(r),
             )
         )
+    else:
+        out.append(
+            Section(
+                f"Dead and bias-like {ws}",
+                [activity, "The source found 4 bias nodes out of 20 in its toy net."],
+                plots=[_activity_figure(r, config.bias_cv)],
+            )
+        )
     rm = r.removal
-    pair_rows = [["lowest loss", f"{i}, {j}", v] for i, j, v in rm.best_pairs]
-    pair_rows += [["highest loss", f"{i}, {j}", v] for i, j, v in rm.worst_pairs]
+    names = _names(r)
+    pair_rows = [["lowest loss", f"{names[i]}, {names[j]}", v] for i, j, v in rm.best_pairs]
+    pair_rows += [["highest loss", f"{names[i]}, {names[j]}", v] for i, j, v in rm.worst_pairs]
+    among = f"all {ws}"
+    if len(rm.pair_nodes) < H:
+        among = (
+            f"the {len(rm.pair_nodes)} {ws} that cost least and most alone"
+            if _conv(r)
+            else f"{ws} {rm.pair_nodes}"
+        )
     out.append(
         Section(
             "Single and pairwise removal",
             [
-                f"Removing node {int(rm.single.argmin())} alone costs least (loss "
-                f"{rm.single.min().item():.4f}); removing node {int(rm.single.argmax())} costs most "
-                f"({rm.single.max().item():.4f}). {rm.pairs_checked} pairs were evaluated among nodes "
-                f"{rm.pair_nodes if len(rm.pair_nodes) < sum(r.hidden) else 'all nodes'}.",
+                f"Removing {names[int(rm.single.argmin())]} alone costs least (loss "
+                f"{rm.single.min().item():.4f}); removing {names[int(rm.single.argmax())]} costs "
+                f"most ({rm.single.max().item():.4f}). {rm.pairs_checked} pairs were evaluated "
+                f"among {among}.",
             ],
-            [Table(["pairs", "nodes removed", "loss"], pair_rows)],
+            [Table(["pairs", f"{ws} removed", "loss"], pair_rows)],
             [_removal_figure(r)],
         )
     )
@@ -463,7 +670,7 @@ def _comparison(r) -> Section:
     pc = r.paths.covariance
     rows = [
         [
-            "more nodes kept, lower mean loss",
+            f"more {_word(r, True)} kept, lower mean loss",
             "1.028 > 0.878 > 0.584",
             " > ".join(f"{v:.3f}" for v in mean_losses),
             ordered,
@@ -481,13 +688,13 @@ def _comparison(r) -> Section:
             all(v < 0.1 for v in ks),
         ],
         [
-            "mean gradient x extra nodes ~ loss difference",
+            f"mean gradient x extra {_word(r, True)} ~ loss difference",
             "-0.475 vs -0.443",
             f"{sn['mean gradient x extra nodes']:.3f} vs {sn['mean loss difference']:.3f}",
             0.5 < ratio < 2,
         ],
         [
-            "on nodes > 0 > off nodes (mean gradient)",
+            f"on {_word(r, True)} > 0 > off {_word(r, True)} (mean gradient)",
             "0.056 / -0.173",
             f"{mid.on_mean:.3f} / {mid.off_mean:.3f}",
             mid.on_mean > 0 > mid.off_mean,
@@ -505,22 +712,30 @@ def _comparison(r) -> Section:
             r.paths.complement_correlation > 0 and r.paths.complement_p < 0.05,
         ],
         [
-            "some nodes act as a bias",
+            f"some {_word(r, True)} act as a bias",
             "4 of 20",
             f"{len(r.bias_nodes)} of {sum(r.hidden)}",
             len(r.bias_nodes) > 0,
         ],
     ]
     rows = [[*row[:3], "holds" if row[3] else "differs"] for row in rows]
-    return Section(
-        "How it compares with the source",
-        [
+    if r.toy:
+        intro = (
             "Our circle is the intended balanced one (the source's code compared the squared norm "
             "with sqrt(2/pi), leaving about 37% of its points in class 1) and the default net is "
             "trained for 60 epochs instead of 20 to reach 98% test accuracy; it is more confident, "
             "so removing nodes costs more and absolute losses are higher than the source's. "
             "Run with --circle-epochs 20 for the source's recipe. The qualitative findings, one by "
-            "one (the robustness table shows how they vary over training seeds):",
-        ],
+            "one (the robustness table shows how they vary over training seeds):"
+        )
+    else:
+        intro = (
+            f"The source studied a 2-20-2 net on a circle; this is {r.model} on {r.data!r}, with "
+            f"{sum(r.hidden)} {_word(r, True)}, so its absolute numbers are not comparable with the "
+            "source's. The qualitative findings, one by one:"
+        )
+    return Section(
+        "How it compares with the source",
+        [intro],
         [Table(["finding", "source", "ours", "verdict"], rows)],
     )

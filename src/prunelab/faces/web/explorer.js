@@ -1,38 +1,14 @@
-// prunelab explorer: the network of the embedded JSON, computed in the browser in float64.
-// No dependencies and no network access. Nodes are numbered layer by layer, as prunelab's node
-// masks are. See prunelab/web/explorer.py for the Python function each number equals.
+// prunelab explorer: the page around the network of the embedded JSON, whose arithmetic
+// (float64) is network.js's. No dependencies and no network access. Units ("nodes": a Linear's
+// features, a Conv2d's channels) are numbered layer by layer, as prunelab's unit masks are.
+// See prunelab/faces/web/explorer.py for the Python function each number equals.
 "use strict";
 (() => {
   const DATA = JSON.parse(document.getElementById("explorer-data").textContent);
-
-  // ---------------------------------------------------------------------------------------
-  // embedded arrays
-
-  function decode(a) {
-    const bin = atob(a.b64);
-    const bytes = new Uint8Array(bin.length);
-    for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
-    switch (a.dtype) {
-      case "f64": return new Float64Array(bytes.buffer);
-      case "f32": return Float64Array.from(new Float32Array(bytes.buffer)); // exact
-      case "i32": return new Int32Array(bytes.buffer);
-      case "u8": return bytes;
-      default: throw new Error("unknown dtype " + a.dtype);
-    }
-  }
-
-  const LAYERS = DATA.layers.map((l) => {
-    const [out, inp] = l.W.shape;
-    const W = decode(l.W); // [out, in], row-major
-    const WT = new Float64Array(inp * out); // [in, out]: inner loops run over outputs
-    for (let k = 0; k < out; k++) for (let j = 0; j < inp; j++) WT[j * out + k] = W[k * inp + j];
-    return { W, WT, b: decode(l.b), out, inp, act: l.activation, slope: l.slope };
-  });
-  const NL = LAYERS.length; // dense layers; hidden layers are 0..NL-2
-  const HID = LAYERS.slice(0, -1).map((l) => l.out);
-  const OFFSET = [0];
-  for (const h of HID) OFFSET.push(OFFSET[OFFSET.length - 1] + h);
-  const H = OFFSET[HID.length]; // total hidden width
+  const NET = Network(DATA);
+  const { decode, Field } = NET;
+  const HID = NET.hidden, OFFSET = NET.offset, H = NET.H, LAYER_OF = NET.layerOf;
+  const CONV = DATA.conv; // per hidden layer: its units are channels
   const C = DATA.classes;
   const DIN = DATA.widths[0];
   const X = decode(DATA.x);
@@ -40,271 +16,9 @@
   const N = Y.length;
   const STD = decode(DATA.std);
   const MEAN = decode(DATA.mean);
-  const LAYER_OF = new Int32Array(H);
-  for (let i = 0; i < HID.length; i++) for (let j = 0; j < HID[i]; j++) LAYER_OF[OFFSET[i] + j] = i;
-
-  // ---------------------------------------------------------------------------------------
-  // activations (the twins of prunelab.models.phi / derivatives)
-
-  function erf(x) {
-    const ax = Math.abs(x);
-    if (ax < 2.5) { // Maclaurin series; terms stay below 600, so ~1e-14 absolute
-      const x2 = x * x;
-      let term = x, sum = x;
-      for (let n = 1; n < 100; n++) {
-        term *= -x2 / n;
-        const t = term / (2 * n + 1);
-        sum += t;
-        if (Math.abs(t) < 1e-17) break;
-      }
-      return sum * 1.1283791670955126; // 2 / sqrt(pi)
-    }
-    if (ax >= 6) return Math.sign(x);
-    // erfc(x) = exp(-x^2) / sqrt(pi) / (x + (1/2)/(x + 1/(x + (3/2)/(x + ...))))
-    let f = ax;
-    for (let k = 80; k >= 1; k--) f = ax + (k / 2) / f;
-    const erfc = Math.exp(-ax * ax) / (1.7724538509055159 * f);
-    return Math.sign(x) * (1 - erfc);
-  }
-  const GELU_C = Math.sqrt(2 / Math.PI), GELU_A = 0.044715;
-
-  function phi(act, slope, z) {
-    switch (act) {
-      case "relu": return z > 0 ? z : 0;
-      case "leaky_relu": return z > 0 ? z : slope * z;
-      case "tanh": return Math.tanh(z);
-      case "sigmoid": return 1 / (1 + Math.exp(-z));
-      case "gelu": return 0.5 * z * (1 + erf(z / Math.SQRT2));
-      case "gelu_tanh": return 0.5 * z * (1 + Math.tanh(GELU_C * (z + GELU_A * z * z * z)));
-      default: return z;
-    }
-  }
-
-  function dphi(act, slope, z) {
-    switch (act) {
-      case "relu": return z > 0 ? 1 : 0;
-      case "leaky_relu": return z > 0 ? 1 : slope;
-      case "tanh": { const t = Math.tanh(z); return 1 - t * t; }
-      case "sigmoid": { const s = 1 / (1 + Math.exp(-z)); return s * (1 - s); }
-      case "gelu": {
-        const pdf = Math.exp(-0.5 * z * z) / Math.sqrt(2 * Math.PI);
-        return 0.5 * (1 + erf(z / Math.SQRT2)) + z * pdf;
-      }
-      case "gelu_tanh": {
-        const t = Math.tanh(GELU_C * (z + GELU_A * z * z * z));
-        return 0.5 * (1 + t) + 0.5 * z * (1 - t * t) * GELU_C * (1 + 3 * GELU_A * z * z);
-      }
-      default: return 1;
-    }
-  }
-
-  function phiInto(layer, Z, A) {
-    const { act, slope } = layer;
-    if (act === "relu") { for (let i = 0; i < Z.length; i++) A[i] = Z[i] > 0 ? Z[i] : 0; return; }
-    if (act === "identity") { A.set(Z); return; }
-    for (let i = 0; i < Z.length; i++) A[i] = phi(act, slope, Z[i]);
-  }
-
-  // ---------------------------------------------------------------------------------------
-  // a set of points pushed through the network under a node state
-  //
-  // For hidden layer i, node j enters the next layer as e_j = a_j if it is on, else c_j
-  // (0 for plain removal, its mean for compensation). Z[i] holds pre-activations, A[i]
-  // activations. An update recomputes from the first layer whose inputs changed; when only a
-  // few nodes of that layer changed, the next pre-activations get rank-one corrections
-  // Z[i+1] += (e_new - e_old) w_j instead of a full product.
-
-  class Field {
-    constructor(x, n, labels, ownMeans) {
-      this.n = n;
-      this.labels = labels;
-      this.ownMeans = ownMeans; // the data field takes the means; the grid reuses them
-      this.Z = LAYERS.map((l) => new Float64Array(n * l.out));
-      this.A = HID.map((h) => new Float64Array(n * h));
-      this.means = new Float64Array(H);
-      this.c = new Float64Array(H);
-      this.prevOn = null;
-      this.F = null; // logits [n, C]
-      this.version = 0;
-      this.cache = {};
-      linear(x, null, null, 0, n, LAYERS[0], this.Z[0]);
-    }
-
-    update(on, compensate, consts) {
-      let dirty = this.prevOn === null; // Z[i] changed since the last update
-      const c = new Float64Array(H);
-      for (let i = 0; i < NL - 1; i++) {
-        const h = HID[i], o = OFFSET[i];
-        if (dirty) {
-          phiInto(LAYERS[i], this.Z[i], this.A[i]);
-          if (this.ownMeans) columnMeans(this.A[i], this.n, h, this.means, o);
-        }
-        for (let j = 0; j < h; j++) c[o + j] = compensate ? (consts || this.means)[o + j] : 0;
-        if (!dirty) {
-          const changed = [];
-          for (let j = 0; j < h; j++) {
-            const was = this.prevOn[o + j], is = on[o + j];
-            if (was !== is || (!is && c[o + j] !== this.c[o + j])) changed.push(j);
-          }
-          if (changed.length === 0) continue;
-          if (4 * changed.length <= h) {
-            for (const j of changed) {
-              rankOne(this.A[i], this.n, h, j, this.prevOn[o + j], this.c[o + j], on[o + j],
-                c[o + j], LAYERS[i + 1], this.Z[i + 1]);
-            }
-            dirty = true;
-            continue;
-          }
-        }
-        linear(this.A[i], on, c, o, this.n, LAYERS[i + 1], this.Z[i + 1]);
-        dirty = true;
-      }
-      if (dirty || this.F === null) {
-        const out = LAYERS[NL - 1];
-        if (out.act === "identity") this.F = this.Z[NL - 1];
-        else { this.F = this.F && this.F !== this.Z[NL - 1] ? this.F : new Float64Array(this.n * C); phiInto(out, this.Z[NL - 1], this.F); }
-      }
-      this.prevOn = on.slice();
-      this.c = c;
-      this.on = this.prevOn;
-      this.version++;
-      this.cache = {};
-    }
-
-    // mean cross-entropy, accuracy and per-class accuracy against this.labels
-    scores() {
-      const F = this.F, y = this.labels;
-      let loss = 0, correct = 0;
-      const hits = new Float64Array(C), counts = new Float64Array(C);
-      for (let g = 0; g < this.n; g++) {
-        let m = -Infinity, best = 0;
-        for (let k = 0; k < C; k++) { const f = F[g * C + k]; if (f > m) { m = f; best = k; } }
-        let s = 0;
-        for (let k = 0; k < C; k++) s += Math.exp(F[g * C + k] - m);
-        loss += m + Math.log(s) - F[g * C + y[g]];
-        counts[y[g]]++;
-        if (best === y[g]) { correct++; hits[y[g]]++; }
-      }
-      return { loss: loss / this.n, accuracy: correct / this.n, hits, counts };
-    }
-
-    softmax() {
-      const F = this.F, P = new Float64Array(this.n * C);
-      for (let g = 0; g < this.n; g++) {
-        let m = -Infinity;
-        for (let k = 0; k < C; k++) m = Math.max(m, F[g * C + k]);
-        let s = 0;
-        for (let k = 0; k < C; k++) { const e = Math.exp(F[g * C + k] - m); P[g * C + k] = e; s += e; }
-        for (let k = 0; k < C; k++) P[g * C + k] /= s;
-      }
-      return P;
-    }
-
-    // d CE_g / d Z[i] (per point) for hidden layer i >= 1 or the output (i = NL - 1)
-    dZ(i) {
-      const key = "dZ" + i;
-      if (this.cache[key]) return this.cache[key];
-      const n = this.n;
-      let out;
-      if (i === NL - 1) {
-        out = this.softmax();
-        for (let g = 0; g < n; g++) out[g * C + this.labels[g]] -= 1;
-        const last = LAYERS[NL - 1];
-        if (last.act !== "identity") {
-          const Z = this.Z[NL - 1];
-          for (let t = 0; t < out.length; t++) out[t] *= dphi(last.act, last.slope, Z[t]);
-        }
-      } else {
-        const dE = this.dE(i), h = HID[i], o = OFFSET[i], layer = LAYERS[i], Z = this.Z[i];
-        out = new Float64Array(n * h);
-        for (let g = 0; g < n; g++) {
-          for (let j = 0; j < h; j++) {
-            if (this.on[o + j]) out[g * h + j] = dE[g * h + j] * dphi(layer.act, layer.slope, Z[g * h + j]);
-          }
-        }
-      }
-      return (this.cache[key] = out);
-    }
-
-    // d CE_g / d e[i] for every node of hidden layer i (per point)
-    dE(i) {
-      const key = "dE" + i;
-      if (this.cache[key]) return this.cache[key];
-      const dZ = this.dZ(i + 1), next = LAYERS[i + 1], h = HID[i], k1 = next.out, n = this.n;
-      const out = new Float64Array(n * h);
-      for (let g = 0; g < n; g++) {
-        for (let k = 0; k < k1; k++) {
-          const d = dZ[g * k1 + k];
-          if (d === 0) continue;
-          const row = k * h;
-          for (let j = 0; j < h; j++) out[g * h + j] += d * next.W[row + j];
-        }
-      }
-      return (this.cache[key] = out);
-    }
-
-    // d CE_g / d m_j at every point, with e_j = c_j + m_j (a_j - c_j) (c held fixed)
-    pointGradient(node) {
-      const i = LAYER_OF[node], j = node - OFFSET[i], h = HID[i], n = this.n;
-      const dZ = this.dZ(i + 1), next = LAYERS[i + 1], k1 = next.out, A = this.A[i];
-      const cj = this.c[node];
-      const out = new Float64Array(n);
-      for (let g = 0; g < n; g++) {
-        let s = 0;
-        for (let k = 0; k < k1; k++) s += dZ[g * k1 + k] * next.W[k * h + j];
-        out[g] = s * (A[g * h + j] - cj);
-      }
-      return out;
-    }
-
-    // d mean CE / d m for every node (prunelab.ablation.mask_losses's gradient in plain mode)
-    meanGradient() {
-      if (this.cache.meanGradient) return this.cache.meanGradient;
-      const out = new Float64Array(H), n = this.n;
-      for (let i = 0; i < NL - 1; i++) {
-        const dE = this.dE(i), h = HID[i], o = OFFSET[i], A = this.A[i];
-        for (let g = 0; g < n; g++) {
-          for (let j = 0; j < h; j++) out[o + j] += dE[g * h + j] * (A[g * h + j] - this.c[o + j]);
-        }
-      }
-      for (let t = 0; t < H; t++) out[t] /= n;
-      return (this.cache.meanGradient = out);
-    }
-  }
-
-  // Z = E W.T + b with e_j = on_j ? A[:, j] : c_j (on = null: every input as is)
-  function linear(A, on, c, o, n, layer, Z) {
-    const hin = layer.inp, hout = layer.out, WT = layer.WT, b = layer.b;
-    const e = new Float64Array(hin);
-    for (let g = 0; g < n; g++) {
-      const zo = g * hout, ao = g * hin;
-      for (let j = 0; j < hin; j++) e[j] = on === null || on[o + j] ? A[ao + j] : c[o + j];
-      for (let k = 0; k < hout; k++) Z[zo + k] = b[k];
-      for (let j = 0; j < hin; j++) {
-        const v = e[j];
-        if (v === 0) continue;
-        const wo = j * hout;
-        for (let k = 0; k < hout; k++) Z[zo + k] += v * WT[wo + k];
-      }
-    }
-  }
-
-  function rankOne(A, n, hin, j, wasOn, wasC, isOn, isC, layer, Z) {
-    const hout = layer.out, WT = layer.WT, wo = j * hout;
-    for (let g = 0; g < n; g++) {
-      const a = A[g * hin + j];
-      const d = (isOn ? a : isC) - (wasOn ? a : wasC);
-      if (d === 0) continue;
-      const zo = g * hout;
-      for (let k = 0; k < hout; k++) Z[zo + k] += d * WT[wo + k];
-    }
-  }
-
-  function columnMeans(A, n, h, out, o) {
-    for (let j = 0; j < h; j++) out[o + j] = 0;
-    for (let g = 0; g < n; g++) for (let j = 0; j < h; j++) out[o + j] += A[g * h + j];
-    for (let j = 0; j < h; j++) out[o + j] /= n;
-  }
+  const INPUT_BOX = DIN > 12 || NET.stages[0].kind === "conv"; // the input as one box
+  const unitName = (i) => (CONV[i] ? "channel" : "node");
+  const layerName = (i) => (CONV[i] ? "conv layer" : "hidden layer");
 
   // ---------------------------------------------------------------------------------------
   // state
@@ -375,12 +89,12 @@
       const cols = Math.max(1, Math.ceil(h * 13 / inner));
       return { cols, rows: Math.ceil(h / cols), sp: Math.min(30, inner / Math.ceil(h / cols)) };
     });
-    const used = 48 + (DIN > 12 ? 36 : 18) + (C > 12 ? 36 : 18) + spacing.reduce((s, q) => s + q.cols * q.sp, 0);
+    const used = 48 + (INPUT_BOX ? 36 : 18) + (C > 12 ? 36 : 18) + spacing.reduce((s, q) => s + q.cols * q.sp, 0);
     const gap = Math.max(56, (builtRatio * (top + inner + 30) - used) / (HID.length + 1));
     let x = 24;
     const columns = []; // {kind, xs[], ys[]}
-    const endpoints = (count, label) => {
-      if (count > 12) {
+    const endpoints = (count, label, box) => {
+      if (box) {
         const col = { kind: "box", x: x + 18, count, label, xs: null, ys: null };
         x += 36 + gap;
         return col;
@@ -391,7 +105,7 @@
       x += 18 + gap;
       return col;
     };
-    columns.push(endpoints(DIN, "input"));
+    columns.push(endpoints(DIN, "input", INPUT_BOX));
     let maxStd = 0;
     for (let t = 0; t < H; t++) maxStd = Math.max(maxStd, STD[t]);
     for (let i = 0; i < HID.length; i++) {
@@ -406,10 +120,14 @@
         const rel = maxStd > 0 ? Math.sqrt(STD[t] / maxStd) : 0;
         layout.r[t] = sp * (0.16 + 0.3 * rel);
       }
-      columns.push({ kind: "hidden", layer: i, x: x + cols * sp / 2, count: h, label: `hidden ${i} (${h})`, xs, ys, sp });
+      // convnets: conv1, conv2, fc1, ... as the node-removal report names them
+      const nth = CONV.slice(0, i + 1).filter((c) => c === CONV[i]).length;
+      const anyConv = CONV.some(Boolean);
+      const label = anyConv ? `${CONV[i] ? "conv" : "fc"}${nth} (${h})` : `hidden ${i} (${h})`;
+      columns.push({ kind: "hidden", layer: i, x: x + cols * sp / 2, count: h, label, xs, ys, sp });
       x += cols * sp + gap;
     }
-    columns.push(endpoints(C, "output"));
+    columns.push(endpoints(C, "output", C > 12));
     const width = x - gap + 24, height = top + inner + 30;
     svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
     svg.style.aspectRatio = `${width} / ${height}`;
@@ -417,13 +135,13 @@
     const edgeLayer = el("g", { class: "edges" }, svg);
     for (let p = 0; p + 1 < columns.length; p++) {
       const a = columns[p], b = columns[p + 1];
-      const layer = LAYERS[p];
       const group = { from: a, to: b, layer: p, edges: [], paths: [] };
       if (a.kind !== "box" && b.kind !== "box") {
+        const M = NET.edgeMatrix(NET.stages[p]); // [units, input units]
         let maxW = 0;
         const all = [];
         for (let k = 0; k < b.count; k++) for (let j = 0; j < a.count; j++) {
-          const w = layer.W[k * layer.inp + j];
+          const w = M[k * a.count + j];
           all.push([j, k, w]);
           maxW = Math.max(maxW, Math.abs(w));
         }
@@ -444,7 +162,8 @@
         el("rect", { x: col.x - 16, y: top + inner / 2 - 60, width: 32, height: 120, rx: 6, class: "box" }, svg);
         const bt = el("text", { x: col.x, y: top + inner / 2, "text-anchor": "middle", class: "box-label",
           transform: `rotate(-90 ${col.x} ${top + inner / 2})`, "dominant-baseline": "middle" }, svg);
-        bt.textContent = `${col.count} ${col.label === "input" ? "inputs" : "classes"}`;
+        bt.textContent = col.label === "output" ? `${col.count} classes`
+          : NET.stages[0].kind === "conv" ? `${DATA.input.join("×")} images` : `${col.count} inputs`;
       } else if (col.kind === "ends") {
         col.ys.forEach((yy, k) => {
           el("rect", { x: col.x - 7, y: yy - 7, width: 14, height: 14, rx: 3, class: "end" }, svg);
@@ -460,8 +179,8 @@
     for (let t = 0; t < H; t++) {
       const i = LAYER_OF[t], j = t - OFFSET[i];
       const sp = columns[i + 1].sp;
-      const g = el("g", { class: "node on", tabindex: 0, role: "switch", "aria-checked": "true",
-        "data-node": t, "aria-label": `hidden layer ${i}, node ${j}` }, nodes);
+      const g = el("g", { class: CONV[i] ? "node chan on" : "node on", tabindex: 0, role: "switch",
+        "aria-checked": "true", "data-node": t, "aria-label": `${layerName(i)} ${i}, ${unitName(i)} ${j}` }, nodes);
       el("circle", { cx: layout.x[t], cy: layout.y[t], r: sp / 2, class: "hit" }, g);
       el("circle", { cx: layout.x[t], cy: layout.y[t], r: Math.min(sp / 2, layout.r[t] + 2.5), class: "ring" }, g);
       el("circle", { cx: layout.x[t], cy: layout.y[t], r: layout.r[t], class: "dot" }, g);
@@ -523,11 +242,12 @@
 
   function showTooltip(t) {
     const i = LAYER_OF[t], j = t - OFFSET[i];
-    const grad = dataField.meanGradient()[t];
+    const grad = dataField.unitGradient(t);
     const status = state.on[t] ? "on" : state.compensate ? "removed, held at its mean" : "removed (output 0)";
     tooltip.innerHTML =
-      `<b>hidden layer ${i}, node ${j}</b> <span class=muted>(mask index ${t})</span><br>` +
-      `${status}<br>activation std ${fmt(STD[t])}, mean ${fmt(MEAN[t])}<br>` +
+      `<b>${layerName(i)} ${i}, ${unitName(i)} ${j}</b> <span class=muted>(mask index ${t})</span><br>` +
+      `${status}<br>activation std ${fmt(STD[t])}, mean ${fmt(MEAN[t])}` +
+      (CONV[i] ? " (over samples and positions)" : "") + "<br>" +
       `dL/dm on the data: ${fmt(grad)}${state.compensate ? " (m fades it towards its mean)" : ""}` +
       (state.compensate && !state.on[t] ? `<br>mean now ${fmt(dataField.means[t])}` : "") +
       `<br><span class=muted>click or Space: ${state.on[t] ? "remove" : "restore"}</span>`;
@@ -600,7 +320,7 @@
       const scale = q > 0 ? q : sorted[sorted.length - 1] || 1, color = lut(LUT.grad);
       paint((g) => color((Math.max(-1, Math.min(1, v[g] / scale)) + 1) / 2));
       const i = LAYER_OF[state.gradient];
-      title.textContent = `gradient d loss / d m of hidden layer ${i}, node ${state.gradient - OFFSET[i]}`;
+      title.textContent = `gradient d loss / d m of ${layerName(i)} ${i}, ${unitName(i)} ${state.gradient - OFFSET[i]}`;
       [lo, mid, hi] = [`≤ ${fmt(-scale, 2)}`, "0", `≥ ${fmt(scale, 2)}`];
       drawBar(LUT.grad);
     } else if (C === 2) {
@@ -779,13 +499,14 @@
       const x = X.subarray(idx * DIN, (idx + 1) * DIN);
       let a = 0, b = 1;
       if (!unit) { a = Math.min(...x); b = Math.max(...x); if (b === a) b = a + 1; }
-      if (shape) {
-        const [rows, cols] = shape;
+      if (shape) { // grey [rows, cols] (dark ink on white), or colour [3, rows, cols]
+        const colour = shape.length === 3, [rows, cols] = shape.slice(-2), hw = rows * cols;
         cv.width = cols; cv.height = rows;
         const ctx = cv.getContext("2d"), img = ctx.createImageData(cols, rows);
-        for (let p = 0; p < rows * cols; p++) {
-          const v = Math.round(255 * (1 - (x[p] - a) / (b - a)));
-          img.data.set([v, v, v, 255], 4 * p);
+        const level = (v) => Math.round(255 * (v - a) / (b - a));
+        for (let p = 0; p < hw; p++) {
+          if (colour) img.data.set([level(x[p]), level(x[hw + p]), level(x[2 * hw + p]), 255], 4 * p);
+          else { const v = 255 - level(x[p]); img.data.set([v, v, v, 255], 4 * p); }
         }
         ctx.putImageData(img, 0, 0);
         cv.className = "pixels";
@@ -835,7 +556,7 @@
     let removed = 0;
     for (let t = 0; t < H; t++) removed += state.on[t] ? 0 : 1;
     document.getElementById("removed").textContent =
-      `${removed} of ${H} hidden nodes removed` +
+      `${removed} of ${H} hidden ${CONV.some(Boolean) ? "units (channels and nodes)" : "nodes"} removed` +
       (removed ? (state.compensate ? " (held at their means)" : " (plain removal)") : "");
   }
 
@@ -890,9 +611,10 @@
   function buildLegend() {
     const items = [
       `<span class="key node-key on"></span> node on; circle size grows with the node's activation std on the data`,
+      ...(CONV.some(Boolean) ? [`<span class="key node-key on chan"></span> a conv channel: one switch for its whole feature map (its std over samples and positions)`] : []),
       `<span class="key node-key off"></span> removed: its output is 0`,
       `<span class="key node-key off mean"></span> removed with compensation: held at its mean`,
-      `<span class="key edge-key pos"></span><span class="key edge-key neg"></span> weights: positive, negative (darker is larger; at most the ${MAX_EDGES} largest between two layers)`,
+      `<span class="key edge-key pos"></span><span class="key edge-key neg"></span> weights: positive, negative (darker is larger; at most the ${MAX_EDGES} largest between two layers${CONV.some(Boolean) ? "; from a channel: the sum of the weights that read it" : ""})`,
     ];
     if (PLANE) {
       items.push(
@@ -910,7 +632,7 @@
 
   function init() {
     const about = document.getElementById("about");
-    about.textContent = `${DATA.widths.join("-")} network · ${DATA.source ? DATA.source + " · " : ""}` +
+    about.textContent = `${DATA.arch} network · ${DATA.source ? DATA.source + " · " : ""}` +
       `loss and accuracy on ${N} points of ${DATA.data} · computed in your browser`;
     document.getElementById("reference").textContent =
       `all nodes on: loss ${REFERENCE.loss.toFixed(5)}, accuracy ${(100 * REFERENCE.accuracy).toFixed(2)}%`;
@@ -943,7 +665,7 @@
 
   // for tests and the console: the same numbers the page shows, at full precision
   window.explorer = {
-    H, hidden: HID.slice(), classes: C, samples: N, grid: G,
+    H, hidden: HID.slice(), conv: CONV.slice(), classes: C, samples: N, grid: G,
     removed: () => Array.from({ length: H }, (_, t) => t).filter((t) => !state.on[t]),
     setRemoved: (list) => { state.on.fill(1); for (const t of list) state.on[t] = 0; render(); },
     toggle,
@@ -954,6 +676,7 @@
     gridProbabilities: () => (gridField ? Array.from(gridField.softmax()) : null),
     gridGradient: (t) => (gridField ? Array.from(gridGradient(t)) : null),
     dataGradient: () => Array.from(dataField.meanGradient()),
+    unitGradient: (t) => dataField.unitGradient(t),
     dataProbabilities: () => Array.from(dataField.softmax()),
     renderMs: () => lastMs,
   };
