@@ -132,6 +132,31 @@ def test_per_sample_grads_are_a_loop_of_autograd(name):
 
 
 @pytest.mark.parametrize("name", AFFINE)
+def test_entry_inputs_are_the_derivative_of_the_raw_output_by_each_weight(name):
+    seq, op, x = _case(name)
+    W = op.raw()[0].detach()
+    entries = torch.arange(W.numel())
+    got = op.entry_inputs(x, entries)  # [N, P, *spatial]
+    for e in entries.tolist():  # z is linear in W: dz / dW_e is the layer with W = e_e, no bias
+        onehot = torch.zeros(W.numel(), dtype=F64)
+        onehot[e] = 1
+        z = op._z(x, onehot.view(W.shape), None)  # [N, H_out, *spatial]
+        torch.testing.assert_close(got[:, e], z[:, e // W[0].numel()], rtol=0, atol=0)
+
+
+def test_batchnorm_running_statistics_take_overrides_like_functional_call():
+    seq = _eval(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3))
+    op = ops.parse(seq).ops[0]
+    x = torch.randn(2, 2, 5, 5, generator=torch.Generator().manual_seed(0), dtype=F64)
+    new = {"1.running_mean": torch.tensor([1.0, -2.0, 0.5], dtype=F64)}
+    new["1.running_var"] = torch.tensor([0.3, 2.0, 1.0], dtype=F64)
+    want = functional_call(seq, new, (x,))
+    torch.testing.assert_close(op.apply(x, new, training=False), want, rtol=1e-12, atol=1e-12)
+    W, b = op.folded(new)
+    torch.testing.assert_close(op._z(x, W, b), want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", AFFINE)
 def test_slice_out_keeps_exactly_those_units(name):
     seq, op, x = _case(name)
     keep = torch.tensor([2, 0])

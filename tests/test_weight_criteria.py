@@ -288,3 +288,125 @@ def test_errors():
         weight_scores("obd", model, x[:, :2], y)
     with pytest.raises(ValueError, match="damping"):
         criteria.obs(model, x, y, damping=-1.0)
+
+
+# --- convnets: the same criteria on the op view ------------------------------------------------
+
+
+def _conv_setup(n=12, seed=0):
+    """A small convnet with every op kind: padded and strided convs, eval-mode BatchNorm,
+    tanh, max and average pools, Flatten, Linear (float64)."""
+    g = torch.Generator().manual_seed(seed)
+    model = nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1),
+        nn.BatchNorm2d(3),
+        nn.Tanh(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(3, 4, 3, padding=2, dilation=2),
+        nn.ReLU(),
+        nn.AvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(16, 5),
+        nn.ReLU(),
+        nn.Linear(5, 3),
+    ).double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=F64) * 0.5)
+        bn = model[1]
+        bn.running_mean.copy_(torch.tensor([-0.7, 0.4, -0.2], dtype=F64))
+        bn.running_var.copy_(torch.rand(3, generator=g, dtype=F64) + 0.5)
+    model.eval()
+    x = torch.randn(n, 2, 8, 8, generator=g, dtype=F64)
+    y = torch.randint(0, 3, (n,), generator=g)
+    return model, x, y
+
+
+CONV_WEIGHTS = ["0.weight", "4.weight", "8.weight", "10.weight"]
+
+
+def test_snip_on_a_convnet_is_the_connection_sensitivity():
+    model, x, y = _conv_setup()
+    scores = weight_scores("snip", model, x, y)
+    params = _params(model)
+    assert list(scores) == list(params) and scores["4.weight"].shape == (4, 3, 3, 3)
+    c = {n: torch.ones_like(p, requires_grad=True) for n, p in params.items()}
+    loss = _loss(model, x, y)({n: c[n] * p for n, p in params.items()})
+    grads = dict(zip(c, torch.autograd.grad(loss, list(c.values()))))
+    total = sum(grads[n].abs().sum() for n in CONV_WEIGHTS)  # Linear and Conv2d weights only
+    for n in params:  # BatchNorm's gamma and beta scored on the same scale
+        torch.testing.assert_close(scores[n], grads[n].abs() / total)
+
+
+def test_grasp_on_a_convnet_is_minus_theta_hg_by_forward_over_reverse():
+    model, x, y = _conv_setup()
+    params = _params(model)
+    loss = _loss(model, x, y, criteria.GRASP_TEMPERATURE)
+    g = torch.func.grad(loss)(params)
+    Hg = torch.func.jvp(torch.func.grad(loss), (params,), (g,))[1]  # independent of grasp's
+    S = {n: -p * Hg[n] for n, p in params.items()}
+    total = sum(S[n].sum() for n in CONV_WEIGHTS).abs()
+    got = weight_scores("grasp", model, x, y)
+    for n in S:
+        torch.testing.assert_close(got[n], -S[n] / total, rtol=1e-8, atol=1e-14)
+
+
+def test_synflow_on_a_convnet_is_its_definition():
+    model, x, _ = _conv_setup()
+    mean = model[1].running_mean.clone()
+    # the linearised net as the reference code builds it: |.| of the whole state dict, eval
+    state = {n: t.detach().abs() for n, t in model.state_dict().items()}
+    p = {n: state[n].clone().requires_grad_(True) for n, _ in model.named_parameters()}
+    ones = torch.ones(1, 2, 8, 8, dtype=F64)
+    R = torch.func.functional_call(model, {**state, **p}, (ones,)).sum()
+    grads = dict(zip(p, torch.autograd.grad(R, list(p.values()))))
+    got = weight_scores("synflow", model, x)
+    for n in p:
+        torch.testing.assert_close(got[n], (p[n] * grads[n]).abs().detach())
+    assert torch.equal(model[1].running_mean, mean)  # negative entries, left as they are
+
+
+def test_synflow_on_lenet5_is_conserved_layer_by_layer():
+    model = models.lenet5(seed=0, dtype=F64)
+    x = torch.zeros(1, 1, 28, 28, dtype=F64)
+    R = torch.func.functional_call(
+        model, {n: p.abs() for n, p in _params(model).items()}, (torch.ones_like(x),)
+    ).sum()
+    scores = weight_scores("synflow", model, x)
+    layers = ["0", "3", "7", "9", "11"]
+    for ell, name in enumerate(layers):  # max pools and padded convs keep the flow
+        flow = scores[f"{name}.weight"].sum() + sum(scores[f"{m}.bias"].sum() for m in layers[ell:])
+        assert flow.item() == pytest.approx(R.item(), rel=1e-10)
+
+
+def test_magnitude_random_and_curvature_criteria_on_a_convnet(monkeypatch):
+    monkeypatch.setattr(criteria.weights, "HUTCHINSON_PROBES", 2)
+    model, x, y = _conv_setup()
+    params = _params(model)
+    for n, s in weight_scores("magnitude", model, x).items():
+        assert torch.equal(s, params[n].abs())
+    a = weight_scores("random", model, x, generator=torch.Generator().manual_seed(1))
+    assert all(a[n].shape == p.shape for n, p in params.items())
+    for name in sorted(set(WEIGHT_CRITERIA) - {"magnitude", "random", "snip", "grasp", "synflow"}):
+        try:  # the curvature criteria: scores, or a refusal naming the missing piece
+            scores = weight_scores(name, model, x, y, generator=torch.Generator().manual_seed(0))
+        except ValueError as e:
+            assert str(e).startswith(f"{name}: needs ") and "convnet" in str(e), str(e)
+            assert "curvature" in str(e) or "hessian_blocks" in str(e), str(e)
+        else:
+            assert all(scores[n].shape == p.shape for n, p in params.items())
+
+
+def test_convnet_errors():
+    model, x, y = _conv_setup()
+    with pytest.raises(ValueError, match=r"snip: x must have shape \[N, 2, H, W\]"):
+        weight_scores("snip", model, x[:, :1], y)
+    with pytest.raises(ValueError, match="labels"):
+        weight_scores("grasp", model, x)
+    model[1].train()
+    with pytest.raises(ValueError, match="snip: .*training mode"):
+        weight_scores("snip", model, x, y)
+    conv = nn.Conv2d(2, 2, 3, padding=1).double()
+    shared = nn.Sequential(conv, nn.ReLU(), conv, nn.Flatten(), nn.Linear(128, 3).double())
+    with pytest.raises(ValueError, match="magnitude: a Linear or Conv2d module appears twice"):
+        weight_scores("magnitude", shared, x)

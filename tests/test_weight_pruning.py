@@ -14,7 +14,7 @@ from prunelab.surgery import obs_prune, prune_weights, sparsity_sweep, strip
 from torch import nn
 from torch.nn.utils import prune
 
-from prunelab import criteria, data, ensemble, hessian_blocks, models, train
+from prunelab import criteria, data, ensemble, hessian_blocks, models, ops, train
 
 F64 = torch.float64
 
@@ -40,7 +40,7 @@ def torch_prune_curve(model, levels, x, y, scope):
     loss, acc = [], []
     for level in levels:
         m = copy.deepcopy(model).eval()
-        linears = [(module, "weight") for module in m if isinstance(module, nn.Linear)]
+        linears = [(mod, "weight") for mod in m.modules() if isinstance(mod, nn.Linear | nn.Conv2d)]
         if scope == "global":
             prune.global_unstructured(linears, pruning_method=prune.L1Unstructured, amount=level)
         else:
@@ -315,3 +315,180 @@ def test_obs_prune_without_biases(max_block):
     for name, p in new.named_parameters():
         assert (p[masks[name] == 0] == 0).all()
         assert not torch.equal(p, dict(model.named_parameters())[name] * masks[name])  # moved
+
+
+# --- convnets ----------------------------------------------------------------------------
+
+
+def _lenet(in_shape=(1, 8, 8), batchnorm=False, seed=0, n=40, classes=4):
+    """A float64 LeNet-5 in eval mode (BatchNorm with non-trivial statistics) and data."""
+    model = models.lenet5(
+        in_shape=in_shape, classes=classes, batchnorm=batchnorm, seed=seed, dtype=F64
+    )
+    g = torch.Generator().manual_seed(seed + 11)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5, generator=g)
+                m.running_var.uniform_(0.5, 2, generator=g)
+                m.weight.uniform_(0.5, 1.5, generator=g)
+                m.bias.uniform_(-0.5, 0.5, generator=g)
+    x = torch.randn(n, *in_shape, generator=g, dtype=F64)
+    y = torch.randint(0, classes, (n,), generator=g)
+    return model.eval(), x, y
+
+
+def _layer_weights(model):
+    return [(m, "weight") for m in model.modules() if isinstance(m, nn.Linear | nn.Conv2d)]
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 0.1, 0.5, 0.93, 1.0])
+def test_global_magnitude_on_lenet5_is_a_sort_of_every_conv_and_linear_weight(sparsity):
+    model = models.lenet5(seed=0, batchnorm=True)
+    scores = _magnitude(model)
+    masks = prune_weights(model, scores, sparsity)
+    names = [f"{i}.weight" for i in (0, 4, 9, 12, 15)]  # Conv2d and Linear; not BatchNorm
+    assert list(masks) == names and masks["0.weight"].shape == (6, 1, 5, 5)
+    flat = torch.cat([scores[n].reshape(-1) for n in names])  # brute force: one sort of all
+    k = round(sparsity * len(flat))
+    pruned = torch.zeros(len(flat), dtype=torch.bool)
+    pruned[torch.sort(flat, stable=True).indices[:k]] = True
+    got = torch.cat([masks[n].reshape(-1) == 0 for n in names])
+    assert torch.equal(got, pruned)
+    ref = copy.deepcopy(model)
+    prune.global_unstructured(_layer_weights(ref), pruning_method=prune.L1Unstructured, amount=k)
+    for (module, _), n in zip(_layer_weights(ref), names, strict=True):
+        assert torch.equal(masks[n], module.weight_mask)
+    layer = prune_weights(model, scores, sparsity, scope="layer")  # per tensor: l1_unstructured
+    for (module, _), n in zip(_layer_weights(copy.deepcopy(model)), names, strict=True):
+        prune.l1_unstructured(module, "weight", amount=round(sparsity * module.weight.numel()))
+        assert torch.equal(layer[n], module.weight_mask)
+
+
+def test_masks_stay_in_force_through_fit_on_lenet5():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(64, 1, 8, 8, generator=g)
+    y = (x[:, 0, :4].mean((1, 2)) > x[:, 0, 4:].mean((1, 2))).long()
+    split = data.Dataset(x, y, "halves", 2)
+    model = models.lenet5(in_shape=(1, 8, 8), classes=2, batchnorm=True, dropout=0.2, seed=0)
+    masks = prune_weights(model, _magnitude(model), 0.7)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    train.fit(model, split, epochs=3, batch_size=16, weight_masks=masks, progress=False)
+    params = dict(model.named_parameters())
+    for n, m in masks.items():  # pruned entries exactly zero, the others trained
+        assert (params[n][m == 0] == 0).all() and (params[n][m == 1] != before[n][m == 1]).any()
+    assert not (params["1.weight"] == before["1.weight"]).all()  # BatchNorm trains, unmasked
+    second = prune_weights(model, _magnitude(model), 0.85, masks=masks)  # round two nests
+    assert all(((second[n] == 1) <= (masks[n] == 1)).all() for n in masks)
+
+
+def test_strip_on_a_convnet_gives_plain_modules_with_the_same_outputs():
+    model = models.vgg("vgg11", width=0.125, in_shape=(3, 8, 8), classes=3, seed=0, dtype=F64)
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5, generator=g)
+                m.running_var.uniform_(0.5, 2, generator=g)
+    model.eval()
+    x = torch.randn(5, 3, 8, 8, generator=g, dtype=F64)
+    masks = prune_weights(model, _magnitude(model), 0.6, biases=True)
+    plain = strip(model, masks)
+    masked = {n: p.detach() * masks.get(n, 1) for n, p in model.named_parameters()}
+    with torch.no_grad():
+        torch.testing.assert_close(plain(x), torch.func.functional_call(model, masked, (x,)))
+    assert [n for n, _ in plain.named_parameters()] == [n for n, _ in model.named_parameters()]
+    assert [n for n, _ in plain.named_buffers()] == [n for n, _ in model.named_buffers()]
+    for (n, b), (_, c) in zip(plain.named_buffers(), model.named_buffers(), strict=True):
+        assert torch.equal(b, c) and b.data_ptr() != c.data_ptr(), n  # copied
+    assert isinstance(plain[0], nn.Sequential) and not plain.training
+    for n, p in plain.named_parameters():
+        if n in masks:
+            assert (p[masks[n] == 0] == 0).all()
+    # torch.nn.utils.prune on a conv: its re-parametrisation folded into a plain weight
+    ref, _, _ = _lenet()
+    prune.l1_unstructured(ref[0], "weight", amount=0.4)
+    out = strip(ref)
+    assert torch.equal(out[0].weight, ref[0].weight) and not hasattr(out[0], "weight_orig")
+    assert all(not m._forward_pre_hooks for m in out.modules()) and not list(out.buffers())
+    with pytest.raises(KeyError, match="strip: masks names '0.1.weight'"):  # a BatchNorm's
+        strip(model, {"0.1.weight": torch.ones(2)})
+
+
+@pytest.mark.parametrize("scope", ["global", "layer"])
+def test_convnet_sweep_equals_the_torch_prune_loop(scope):
+    model, x, y = _lenet(n=60)
+    levels = [i / 20 for i in range(21)]
+    sweep = sparsity_sweep(model, _magnitude(model), levels, x, y, scope=scope)
+    loss, acc = torch_prune_curve(model, levels, x, y, scope)
+    torch.testing.assert_close(sweep.loss, loss, rtol=1e-10, atol=1e-12)
+    assert torch.equal(sweep.accuracy, acc)
+    total = sum(p.numel() for n, p in model.named_parameters() if n.endswith("weight"))
+    if scope == "global":
+        assert sweep.pruned.tolist() == [round(s * total) for s in levels]
+
+
+@settings(max_examples=10, deadline=None)
+@given(
+    levels=st.lists(st.floats(0, 1), min_size=1, max_size=5),
+    scope=st.sampled_from(["global", "layer"]),
+    biases=st.booleans(),
+    share=st.sampled_from([0.0, 1 / 16, 1.0]),
+    seed=st.integers(0, 1000),
+)
+def test_convnet_sweep_equals_prune_weights_then_evaluate(levels, scope, biases, share, seed):
+    from prunelab.engines import sparsity
+
+    model, x, y = _lenet(batchnorm=seed % 2 == 0, seed=seed % 3)
+    g = torch.Generator().manual_seed(seed)
+    scores = {n: torch.randn(p.shape, generator=g, dtype=F64) for n, p in model.named_parameters()}
+    old, sparsity.SPARSE_SHARE = sparsity.SPARSE_SHARE, share  # dense, mixed, entry by entry
+    try:
+        sweep = sparsity_sweep(model, scores, levels, x, y, scope=scope, biases=biases)
+    finally:
+        sparsity.SPARSE_SHARE = old
+    for i, level in enumerate(levels):  # any order, duplicates
+        masks = prune_weights(model, scores, level, scope=scope, biases=biases)
+        with torch.no_grad():
+            f = strip(model, masks)(x)
+        assert sweep.loss[i].item() == pytest.approx(F.cross_entropy(f, y).item(), rel=1e-10)
+        top2 = f.topk(2, 1).values
+        ties = int((top2[:, 0] - top2[:, 1] < 1e-9).sum())
+        accuracy = (f.argmax(1) == y).double().mean().item()
+        assert abs(sweep.accuracy[i].item() - accuracy) <= ties / len(y) + 1e-15
+        assert sweep.pruned[i].item() == _pruned(masks)
+
+
+def test_the_op_engine_on_an_mlp_equals_the_dense_engine():
+    from prunelab.engines import sparsity
+    from prunelab.methods.surgery import sweep as sweep_module
+
+    model, x, y = _setup(widths=(6, 12, 8, 5), n=50)
+    view = ops.parse(model)
+    scores = _magnitude(model)
+    levels = [i / 10 for i in range(11)]
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    flat = {n: s.reshape(-1) for n, s in scores.items()}
+    seq, counts, _ = sweep_module._ranks(params, flat, levels, "global")
+    order = list(range(len(levels)))
+    net = models.parse(model)
+    dense = torch.cat([f for _, f in sweep_module._sweep_logits(net, seq, counts, order, x, 2**28)])
+    op = torch.cat([f for _, f in sparsity.sweep_logits(view, seq, counts, order, x, 2**28)])
+    torch.testing.assert_close(op, dense, rtol=1e-12, atol=1e-12)
+
+
+def test_convnet_sweep_errors():
+    model, x, y = _lenet()
+    scores = _magnitude(model)
+    with pytest.raises(ValueError, match=r"sparsity_sweep: x must have shape \[N, 1, H, W\]"):
+        sparsity_sweep(model, scores, [0.5], x.flatten(1), y)
+    with pytest.raises(KeyError, match="sparsity_sweep: no scores for parameter '3.weight'"):
+        sparsity_sweep(model, {"0.weight": scores["0.weight"]}, [0.5], x, y)
+    bn, _, _ = _lenet(batchnorm=True)
+    bn.train()
+    with pytest.raises(ValueError, match="sparsity_sweep: .*training mode"):
+        sparsity_sweep(bn, _magnitude(bn), [0.5], x, y)
+    conv = nn.Conv2d(1, 1, 3, padding=1)
+    shared = nn.Sequential(conv, nn.ReLU(), conv, nn.Flatten(), nn.Linear(64, 2)).double()
+    with pytest.raises(ValueError, match="sparsity_sweep: a Linear or Conv2d module appears twice"):
+        sparsity_sweep(shared, _magnitude(shared), [0.5], x, y % 2)

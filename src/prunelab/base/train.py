@@ -216,7 +216,8 @@ def fit(
     Parameters
     ----------
     model : nn.Sequential
-        A supported MLP (see :mod:`prunelab.models`); trained in place.
+        A model the op view takes (:func:`prunelab.ops.parse`): an MLP or a convnet; trained
+        in place.
     train : Dataset
         Training data; reshuffled each epoch by a generator seeded with ``seed``.
     epochs, lr, batch_size, optimizer, weight_decay, momentum
@@ -225,8 +226,10 @@ def fit(
         Seeds the shuffling and dropout. The global RNG is saved and restored, so the same
         seed gives bitwise the same weights on CPU and the caller's RNG stream is untouched.
     weight_masks : dict of str to Tensor, optional
-        Fixed 0/1 masks by parameter name: masked weights are zeroed before training and stay
-        exactly zero (their gradients are zeroed and the mask is re-applied after every step).
+        Fixed 0/1 masks by parameter name (``surgery.prune_weights``; a conv weight's mask is
+        shaped ``[C_out, C_in, k_h, k_w]`` like it): masked weights are zeroed before training
+        and stay exactly zero (their gradients are zeroed and the mask is re-applied after
+        every step).
     node_masks : Tensor [H], optional
         Fixed node mask over all hidden nodes, multiplied in after each hidden activation.
     test : Dataset, optional

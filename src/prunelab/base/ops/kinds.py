@@ -15,6 +15,7 @@ add
     folded()                the effective weight and per-unit bias with BatchNorm folded in
     folded_offset()         the per-position part of the bias, ``s o offset`` (Offset only)
     per_sample_grads(x, g)  d(sum g . y_n)/dW and /db per sample n (a conv through unfold)
+    entry_inputs(x, e)      what weight entries ``e`` multiply, dz/dW_e per sample and position
     slice_out(keep)         new modules computing only the output units ``keep`` (the layer,
                             its Offset and BatchNorm, each sliced)
     slice_in(keep, block)   new module reading only the input units ``keep`` (a conv channel
@@ -223,7 +224,8 @@ class Affine(Op):
         gamma = _get(params, f"{self.norm_name}.weight", bn.weight)
         beta = _get(params, f"{self.norm_name}.bias", bn.bias)
         if not bn.training or training is False:
-            return F.batch_norm(z, bn.running_mean, bn.running_var, gamma, beta, False, 0.0, bn.eps)
+            mu, var = self.running(params)
+            return F.batch_norm(z, mu, var, gamma, beta, False, 0.0, bn.eps)
         if gamma is bn.weight and beta is bn.bias:
             return bn(z)  # batch statistics, running averages updated: exactly the module
         # the module's training step with overridden gamma, beta (as functional_call runs it)
@@ -234,6 +236,14 @@ class Affine(Op):
         return F.batch_norm(
             z, bn.running_mean, bn.running_var, gamma, beta, True, momentum or 0.0, bn.eps
         )
+
+    def running(self, params: Params = None) -> tuple[Tensor, Tensor]:
+        """The BatchNorm's running mean and variance, overridden by ``params`` (keyed by their
+        buffer names, ``f"{norm_name}.running_mean"``, as ``torch.func.functional_call`` takes
+        buffers)."""
+        bn = self.norm
+        mu = _get(params, f"{self.norm_name}.running_mean", bn.running_mean)
+        return mu, _get(params, f"{self.norm_name}.running_var", bn.running_var)
 
     def scale_shift(self, params: Params = None) -> tuple[Tensor, Tensor] | None:
         """The BatchNorm as ``s z + t`` per unit (None without one); errors in training mode."""
@@ -249,9 +259,10 @@ class Affine(Op):
         W = self.module.weight
         gamma = _get(params, f"{self.norm_name}.weight", bn.weight)
         beta = _get(params, f"{self.norm_name}.bias", bn.bias)
-        s = torch.rsqrt(bn.running_var.to(W) + bn.eps)
+        mu, var = self.running(params)
+        s = torch.rsqrt(var.to(W) + bn.eps)
         s = s if gamma is None else s * gamma
-        t = -bn.running_mean.to(W) * s
+        t = -mu.to(W) * s
         return s, t if beta is None else t + beta
 
     def folded(self, params: Params = None) -> tuple[Tensor, Tensor]:
@@ -296,6 +307,31 @@ class Affine(Op):
         G = g.reshape(N, self.units, -1)  # (N, C_out, L)
         dW = torch.bmm(G, X.transpose(1, 2))  # (N, C_out, C_in k k)
         return dW.view(N, *m.weight.shape), G.sum(2)
+
+    def entry_inputs(self, x: Tensor, entries: Tensor) -> Tensor:
+        """What each weight entry multiplies: ``dz_{n,o} / dW_e`` for entries ``e = (o, d)``.
+
+        ``entries: [E]`` flat indices into ``W`` (the module's own weight); ``z`` is the raw
+        layer output before any Offset or BatchNorm, linear in ``W``, so removing entry ``e``
+        changes output unit ``o`` by ``-W_e * entry_inputs(x, e)``. Linear: ``x[:, d]``,
+        ``[N, E]``. Conv2d with ``d = (c, i, j)``: the input that kernel tap ``(i, j)`` of
+        channel ``c`` reads at every output position, zero padding included, ``[N, E, H_out,
+        W_out]`` (``x[n, c, i d_h + s_h r - p_h, j d_w + s_w q - p_w]`` at output ``(r, q)``).
+        """
+        W = self.module.weight
+        d = entries % W[0].numel()  # the input index of each entry
+        if not self.conv:
+            return x[:, d]
+        m = self.module
+        kh, kw = W.shape[2:]
+        c, i, j = d // (kh * kw), (d // kw) % kh, d % kw
+        (ph, pw), (sh, sw), (dh, dw) = m.padding, m.stride, m.dilation
+        xp = F.pad(x, (pw, pw, ph, ph)) if ph or pw else x
+        H_out = (xp.shape[2] - dh * (kh - 1) - 1) // sh + 1
+        W_out = (xp.shape[3] - dw * (kw - 1) - 1) // sw + 1
+        rows = (i * dh)[:, None] + sh * torch.arange(H_out, device=x.device)  # [E, H_out]
+        cols = (j * dw)[:, None] + sw * torch.arange(W_out, device=x.device)  # [E, W_out]
+        return xp[:, c[:, None, None], rows[:, :, None], cols[:, None, :]]  # [N, E, H_out, W_out]
 
     def slice_out(self, keep: Tensor) -> list[nn.Module]:
         """New modules (the op, its Offset and BatchNorm if any) computing only units ``keep``."""

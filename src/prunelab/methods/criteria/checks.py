@@ -22,20 +22,27 @@ def check_inputs(
 
 
 def check_view(
-    model: nn.Module, x: Tensor, y: Tensor | None, method: str, *, labels: bool
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor | None,
+    method: str,
+    *,
+    labels: bool,
+    hidden: bool = True,
 ) -> tuple[ops.View, Tensor, Tensor | None]:
-    """Validate ``model``, ``x`` and ``y`` once for a unit criterion, MLP or convnet; return
-    the op view, ``x`` as its first op reads it and ``y``.
+    """Validate ``model``, ``x`` and ``y`` once for a unit or weight criterion, MLP or convnet;
+    return the op view, ``x`` as its first op reads it and ``y``.
 
     A model the dense MLP view takes (no Conv2d, pooling or BatchNorm) is validated by it
     (:func:`check_inputs`), so an MLP's errors are those of :func:`prunelab.models.parse`;
     any other model by the op view, with BatchNorm required in evaluation mode.
+    ``hidden=False`` accepts a model without hidden layers (weight criteria).
     """
     view = ops.parse(model, method=method)
     if view.dense:
-        net, xs, y = check_inputs(model, x, y, method, labels=labels)
+        net, xs, y = check_inputs(model, x, y, method, labels=labels, hidden=hidden)
         return net.view, xs, y
-    if not view.hidden:
+    if hidden and not view.hidden:
         raise ValueError(f"{method}: the model has no hidden layer, so there are no nodes to score")
     view.check_eval(method)  # a BatchNorm in training mode cannot be folded
     xs = view.check_x(x, method)

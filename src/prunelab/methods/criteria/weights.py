@@ -2,10 +2,14 @@
 
 Every weight criterion is called as ``fn(model, x, y=None, *, generator=None)`` and returns
 one score tensor per parameter, keyed and shaped like ``model.named_parameters()`` (weights
-and biases; :func:`prunelab.surgery.prune_weights` leaves biases alone unless asked).
-**Higher means more important**: pruning removes the lowest scores. Notation: theta one
-parameter entry, L the mean cross-entropy over (x, y) with dropout as identity,
-g = dL/dtheta, h = d^2 L / dtheta^2 (the exact diagonal, :mod:`prunelab.curvature`).
+and biases; :func:`prunelab.surgery.prune_weights` prunes the weights of Linear and Conv2d
+layers, their biases only if asked, BatchNorm never). A conv weight ``[C_out, C_in, k_h,
+k_w]`` gets one score per element. **Higher means more important**: pruning removes the
+lowest scores. Models are read through the op view (:func:`prunelab.ops.parse`): MLPs and
+convnets (Conv2d, pooling, eval-mode BatchNorm, Flatten) alike. Notation: theta one parameter
+entry, L the mean cross-entropy over (x, y) in evaluation mode (dropout as identity,
+BatchNorm on its running statistics), g = dL/dtheta, h = d^2 L / dtheta^2 (the exact
+diagonal, :mod:`prunelab.curvature`).
 """
 
 from __future__ import annotations
@@ -15,9 +19,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from ...base import models, ops
+from ...base import ops
 from ...engines import curvature, hessian_blocks
-from .checks import check_inputs
+from .checks import check_view
 
 WeightCriterion = Callable[..., dict[str, Tensor]]
 GRASP_TEMPERATURE = 200.0  # Wang et al. (2020) divide the logits by T = 200
@@ -150,9 +154,25 @@ def random_weights(
 
 def _obd(model, x, y, method: str, estimator: Callable[..., dict[str, Tensor]], **kwargs):
     """OBD saliency with the diagonal of ``estimator``."""
-    _, x, y = _weight_inputs(model, x, y, method, labels=True)
-    h = estimator(model, x, y, **kwargs)
+    view, x, y = _weight_inputs(model, x, y, method, labels=True)
+    h = needs_curvature(view, method, estimator, model, x, y, **kwargs)
     return {n: obd_saliency(p.detach(), h[n]) for n, p in model.named_parameters()}
+
+
+def needs_curvature(view: ops.View, method: str, fn: Callable, *args, **kwargs):
+    """``fn(*args, **kwargs)``, a curvature routine; on a convnet its refusal is re-raised
+    naming ``method`` and the missing piece (per-parameter curvature of Conv2d layers)."""
+    if view.dense:
+        return fn(*args, **kwargs)
+    try:
+        return fn(*args, **kwargs)
+    except ValueError as e:
+        raise ValueError(
+            f"{method}: needs {fn.__module__.rsplit('.', 1)[-1]}.{fn.__name__} on this convnet "
+            f"(per-parameter curvature of its Conv2d layers), which refused it: {e}. The "
+            "curvature-free weight criteria (magnitude, random, snip, grasp, synflow) take "
+            "convnets"
+        ) from e
 
 
 def obd(
@@ -275,32 +295,42 @@ def obs(
     Surgeon", NIPS 5, Eq. 5; X. Dong, S. Chen & S. Pan (2017), "Learning to prune deep neural
     networks via layer-wise optimal brain surgeon", NIPS.
     """
-    net, x, y = _weight_inputs(model, x, y, "obs", labels=True)
+    view, x, y = _weight_inputs(model, x, y, "obs", labels=True)
     if not damping >= 0:
         raise ValueError(f"obs: damping must be >= 0; got {damping!r}")
     out: dict[str, Tensor] = {}
-    for k, layer in enumerate(net.layers):
+    for k, layer in enumerate(view.layers):
         W, b = layer.weight.detach(), None if layer.bias is None else layer.bias.detach()
-        H_out, H_in = W.shape
-        theta = W if b is None else torch.cat([W, b[:, None]], 1)  # [H, D'] rows (W_i, b_i)
+        H_out, H_in = W.shape[0], W[0].numel()  # a conv unit's row is its [C_in k_h k_w] kernel
+        rows_W = W.reshape(H_out, H_in)
+        theta = rows_W if b is None else torch.cat([rows_W, b[:, None]], 1)  # [H, D'] (W_i, b_i)
         if theta.numel() <= max_block:
-            h_inv = damped_inverse(hessian_blocks.layer_hessian(model, x, y, k), damping)
+            block = needs_curvature(view, "obs", hessian_blocks.layer_hessian, model, x, y, k)
+            h_inv = damped_inverse(block, damping)
             w = W.reshape(-1) if b is None else torch.cat([W.reshape(-1), b])  # bias last
             s = obs_saliency(w.double(), h_inv).to(W.dtype)
-            out[f"{layer.name}.weight"] = s[: W.numel()].reshape(H_out, H_in)
+            out[f"{layer.name}.weight"] = s[: W.numel()].reshape(W.shape)
             if b is not None:
                 out[f"{layer.name}.bias"] = s[W.numel() :]
         else:
             s = torch.empty_like(theta)
             for rows in row_groups(H_out, theta.shape[1], max_block):
-                blocks = hessian_blocks.row_hessians(model, x, y, k, rows=rows)
+                blocks = needs_curvature(
+                    view, "obs", hessian_blocks.row_hessians, model, x, y, k, rows=rows
+                )
                 h_inv = damped_inverse(blocks, damping)  # [R, D', D']
                 s[rows] = (theta[rows].double() ** 2 / (2 * torch.diagonal(h_inv, 0, 1, 2))).to(
                     s.dtype
                 )
-            out[f"{layer.name}.weight"] = s[:, :H_in]
+            out[f"{layer.name}.weight"] = s[:, :H_in].reshape(W.shape)
             if b is not None:
                 out[f"{layer.name}.bias"] = s[:, H_in]
+    missing = [n for n, _ in model.named_parameters() if n not in out]
+    if missing:
+        raise ValueError(
+            f"obs: scores the parameters of Linear and Conv2d layers only (their Hessian "
+            f"blocks); the model also has {missing}"
+        )
     return {n: out[n] for n, _ in model.named_parameters()}
 
 
@@ -340,19 +370,20 @@ def snip(
     """SNIP connection sensitivity ``s_j = |theta_j g_j| / sum_k |theta_k g_k|``.
 
     ``|dL(c * theta)/dc_j|`` at ``c = 1`` for a multiplicative mask c, normalised so that the
-    scores of the *weights* (not the biases) sum to 1; biases are scored on the same scale.
-    Meant for a minibatch at initialisation, but defined for any model and data.
+    scores of the *weights* of the Linear and Conv2d layers (not the biases, nor BatchNorm's
+    parameters) sum to 1; the other parameters are scored on the same scale. Meant for a
+    minibatch at initialisation, but defined for any model and data.
 
     References
     ----------
     N. Lee, T. Ajanthan & P. Torr (2019), "SNIP: Single-shot network pruning based on
     connection sensitivity", ICLR, Eq. 6; code ganguli-lab/Synaptic-Flow ``Pruners/pruners.py``.
     """
-    net, x, y = _weight_inputs(model, x, y, "snip", labels=True)
+    view, x, y = _weight_inputs(model, x, y, "snip", labels=True)
     params = {n: p.detach() for n, p in model.named_parameters()}
-    g = torch.func.grad(_param_loss(net, x, y))(params)
+    g = torch.func.grad(ops.param_loss(view, x, y))(params)
     s = {n: (p * g[n]).abs() for n, p in params.items()}
-    return _normalised(net, s)
+    return _normalised(view, s)
 
 
 def grasp(
@@ -368,18 +399,19 @@ def grasp(
     loss with logits divided by ``T = GRASP_TEMPERATURE`` and removes the *largest* S, the
     weights whose removal reduces gradient flow least; returning ``-S`` keeps "higher = more
     important". ``H g`` by double backpropagation (:func:`hessian_gradient_product`).
-    Normalised by ``|sum S|`` over the weights, as the reference code does.
+    Normalised by ``|sum S|`` over the weights of the Linear and Conv2d layers, as the
+    reference code does.
 
     References
     ----------
     C. Wang, G. Zhang & R. Grosse (2020), "Picking winning tickets before training by
     preserving gradient flow", ICLR, Eq. 8; code alecwangcq/GraSP ``pruner/GraSP.py``.
     """
-    net, x, y = _weight_inputs(model, x, y, "grasp", labels=True)
+    view, x, y = _weight_inputs(model, x, y, "grasp", labels=True)
     params = {n: p.detach() for n, p in model.named_parameters()}
-    hg = hessian_gradient_product(_param_loss(net, x, y, GRASP_TEMPERATURE), params)
+    hg = hessian_gradient_product(ops.param_loss(view, x, y, temperature=GRASP_TEMPERATURE), params)
     S = {n: -p * hg[n] for n, p in params.items()}
-    total = sum(S[f"{d.name}.weight"].sum() for d in net.layers).abs()
+    total = sum(S[f"{layer.name}.weight"].sum() for layer in view.layers).abs()
     if total == 0:
         return {n: -s for n, s in S.items()}
     return {n: -s / total for n, s in S.items()}
@@ -397,11 +429,15 @@ def synflow(
         R = 1^T f(1; |theta|)
 
     the sum of the outputs of the network with every parameter replaced by its absolute value,
-    on an all-ones input (only ``x``'s width is used; data-free), dropout as identity, computed
-    in float64. For ReLU (and LeakyReLU, identity) nets every unit is active on this input, and
-    the scores are conserved layer by layer: the weights of layer l together with all biases
-    of layers ``>= l`` score exactly ``R`` (Tanaka et al., Theorem 2, with biases). The paper
-    prunes iteratively (100 rounds, keeping ``rho^(k/n)`` at round k); this is one round.
+    on an all-ones input of one sample's shape (only ``x``'s shape is used; data-free), in
+    evaluation mode (dropout as identity), computed in float64. BatchNorm runs on its running
+    statistics with the running mean made non-negative too, as the reference code's
+    ``|.|`` of the whole ``state_dict`` does. For ReLU (and LeakyReLU, identity) nets without
+    BatchNorm every unit is active on this input, and the scores are conserved layer by layer:
+    the weights of layer l together with all biases of layers ``>= l`` score exactly ``R``
+    (Tanaka et al., Theorem 2, with biases; max and average pools and zero-padded convs keep
+    this, being positively homogeneous). The paper prunes iteratively (100 rounds, keeping
+    ``rho^(k/n)`` at round k); this is one round.
 
     References
     ----------
@@ -409,12 +445,18 @@ def synflow(
     data by iteratively conserving synaptic flow", NeurIPS, Eq. 2 and Algorithm 1; code
     ganguli-lab/Synaptic-Flow ``Pruners/pruners.py``.
     """
-    net, x, _ = _weight_inputs(model, x, y, "synflow", labels=False)
+    view, x, _ = _weight_inputs(model, x, y, "synflow", labels=False)
     params = {n: p.detach().abs().double() for n, p in model.named_parameters()}
-    ones = torch.ones(1, net.in_features, dtype=torch.float64, device=x.device)
+    stats = {  # BatchNorm's running statistics, made non-negative as the reference code does
+        f"{layer.norm_name}.{key}": t.detach().abs().double()
+        for layer in view.layers
+        if layer.norm is not None
+        for key, t in zip(("running_mean", "running_var"), layer.running(), strict=True)
+    }
+    ones = torch.ones(1, *x.shape[1:], dtype=torch.float64, device=x.device)
 
     def R(p: dict[str, Tensor]) -> Tensor:  # R = 1^T (prod_l |W^l|) 1: the flow through |theta|
-        return ops.forward(net.view, ones, params=p, training=False).sum()
+        return ops.forward(view, ones, params={**p, **stats}, training=False).sum()
 
     dR = torch.func.grad(R)(params)
     dtype = x.dtype
@@ -436,11 +478,16 @@ def weight_scores(
     name : str
         A key of ``WEIGHT_CRITERIA``.
     model : nn.Sequential
-        A model :func:`prunelab.models.parse` accepts, without shared Linear modules; dropout
-        counts as identity. Not modified.
-    x : Tensor[N, D]
-        Data (flattened like the model's ``Flatten``), same dtype and device as the parameters.
-        The data-free criteria (``magnitude``, ``random``, ``synflow``) only check it.
+        A model the op view takes (:func:`prunelab.ops.parse`): an MLP or a convnet (Conv2d,
+        pooling, BatchNorm in evaluation mode, Flatten), without a Linear or Conv2d module used
+        twice; dropout counts as identity. Not modified. The OBD family and ``obs`` need
+        per-parameter curvature (:mod:`prunelab.curvature`, :mod:`prunelab.hessian_blocks`),
+        and raise a ValueError naming it on a model it does not take yet.
+    x : Tensor[N, *in]
+        Data as the model takes it (``[N, D]``, or ``[N, C, H, W]`` for a convnet; an MLP
+        reads images flattened), same dtype and device as the parameters. The data-free
+        criteria (``magnitude``, ``random``, ``synflow``) only check it (``synflow`` reads one
+        sample's shape).
     y : Tensor[N], optional
         Integer labels in ``[0, C)``; required by the criteria in ``WEIGHT_LABELLED``.
     generator : torch.Generator, optional
@@ -472,26 +519,20 @@ def weight_scores(
 
 
 def _weight_inputs(model, x, y, method: str, *, labels: bool):
-    """Validate for a weight criterion: any number of hidden layers, no shared Linear."""
-    net, x, y = check_inputs(model, x, y, method, labels=labels, hidden=False)
-    if len({id(d.linear) for d in net.layers}) < len(net.layers):
+    """Validate for a weight criterion (MLP or convnet): any number of hidden layers, no
+    shared Linear or Conv2d; return the op view, ``x`` and ``y``."""
+    view, x, y = check_view(model, x, y, method, labels=labels, hidden=False)
+    if len({id(layer.module) for layer in view.layers}) < len(view.layers):
         raise ValueError(
-            f"{method}: a Linear module appears twice in the model (shared weights); weight "
-            "criteria score each parameter once, so use distinct layers"
+            f"{method}: a Linear or Conv2d module appears twice in the model (shared weights); "
+            "weight criteria score each parameter once, so use distinct layers"
         )
-    return net, x, y
+    return view, x, y
 
 
-def _param_loss(
-    net: models.Net, x: Tensor, y: Tensor, temperature: float = 1.0
-) -> Callable[[dict[str, Tensor]], Tensor]:
-    """Mean cross-entropy of logits / temperature as a pure function of a parameter dict."""
-    return ops.param_loss(net.view, x, y, temperature=temperature)
-
-
-def _normalised(net: models.Net, s: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Divide every score by the sum over the weight matrices (left as is if that is 0)."""
-    total = sum(s[f"{d.name}.weight"].sum() for d in net.layers)
+def _normalised(view: ops.View, s: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Divide every score by the sum over the layers' weights (left as is if that is 0)."""
+    total = sum(s[f"{layer.name}.weight"].sum() for layer in view.layers)
     return s if total == 0 else {n: t / total for n, t in s.items()}
 
 

@@ -7,19 +7,29 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-from ...base import models
+from ...base import ops
 
 WEIGHT_SCOPES = ("global", "layer")
 
 
-def prunable(net: models.Net, biases: bool) -> dict[str, Tensor]:
-    """The prunable parameters in order: every Linear weight, and its bias if ``biases``."""
+def prunable(view: ops.View, biases: bool) -> dict[str, Tensor]:
+    """The prunable parameters in order: every Linear and Conv2d weight, and its bias if
+    ``biases`` (never BatchNorm's)."""
     out = {}
-    for d in net.layers:
-        out[f"{d.name}.weight"] = d.weight.detach()
-        if biases and d.bias is not None:
-            out[f"{d.name}.bias"] = d.bias.detach()
+    for layer in view.layers:
+        out[f"{layer.name}.weight"] = layer.weight.detach()
+        if biases and layer.bias is not None:
+            out[f"{layer.name}.bias"] = layer.bias.detach()
     return out
+
+
+def check_unshared(view: ops.View, method: str) -> None:
+    """Raise if a Linear or Conv2d module appears twice (shared weights); names ``method``."""
+    if len({id(layer.module) for layer in view.layers}) < len(view.layers):
+        raise ValueError(
+            f"{method}: a Linear or Conv2d module appears twice in the model (shared weights); "
+            "use distinct layers"
+        )
 
 
 def check_scores(
@@ -49,17 +59,27 @@ def check_scores(
     return out
 
 
-def check_masks(params: Mapping[str, Tensor], masks: Mapping[str, Tensor]) -> dict[str, Tensor]:
+def check_masks(
+    params: Mapping[str, Tensor], masks: Mapping[str, Tensor], method: str = "masks"
+) -> dict[str, Tensor]:
+    """0/1 masks by parameter name, each shaped like its entry of ``params``, in its dtype;
+    errors name ``method``."""
     if not isinstance(masks, Mapping):
-        raise TypeError(f"masks must be a dict {{param_name: Tensor}}; got {type(masks).__name__}")
+        raise TypeError(
+            f"{method}: masks must be a dict {{param_name: Tensor}}; got {type(masks).__name__}"
+        )
     out = {}
     for name, mask in masks.items():
         if name not in params:
-            raise KeyError(f"masks: no prunable parameter {name!r}; choose from {list(params)}")
+            raise KeyError(
+                f"{method}: masks names {name!r}, which is not a prunable parameter; choose "
+                f"from {list(params)}"
+            )
         if not isinstance(mask, Tensor) or mask.shape != params[name].shape:
             raise ValueError(
-                f"masks[{name!r}] must be shaped like the parameter {list(params[name].shape)}; "
-                f"got {list(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__}"
+                f"{method}: masks[{name!r}] must be shaped like the parameter "
+                f"{list(params[name].shape)}; got "
+                f"{list(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__}"
             )
         out[name] = (mask != 0).to(device=params[name].device, dtype=params[name].dtype)
     return out

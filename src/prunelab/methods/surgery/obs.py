@@ -7,8 +7,8 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from ...base import models
-from .checks import check_masks
+from ...base import ops
+from .checks import check_masks, prunable
 from .weights import strip
 
 
@@ -37,8 +37,10 @@ def obs_prune(
     Parameters
     ----------
     model : nn.Sequential
-        A model :func:`prunelab.models.parse` accepts; not modified.
-    x : Tensor[N, D]
+        A model the op view takes; not modified. The Hessian blocks come from
+        :mod:`prunelab.hessian_blocks`, which takes MLPs so far: on a convnet the call raises
+        a ValueError naming that missing piece.
+    x : Tensor[N, *in]
         Data of the Hessian (the training data; same dtype and device as the parameters).
     y : Tensor[N]
         Integer class labels.
@@ -59,18 +61,20 @@ def obs_prune(
     """
     from ...engines import hessian_blocks
     from .. import criteria  # methods-level peers; imported late (no cycle)
+    from ..criteria.weights import needs_curvature
 
     damping = criteria.OBS_DAMPING if damping is None else damping
     max_block = criteria.OBS_MAX_BLOCK if max_block is None else max_block
-    net = models.parse(model, method="obs_prune")
-    masks = check_masks(dict(model.named_parameters()), masks)
+    view = ops.parse(model, method="obs_prune")
+    masks = check_masks(prunable(view, biases=True), masks, "obs_prune")
     new = strip(model, masks)
-    out = {d.name: d for d in models.parse(new).layers}
-    for k, layer in enumerate(net.layers):
-        W = layer.weight.detach()
+    out = {layer.name: layer for layer in ops.parse(new).layers}
+    for k, layer in enumerate(view.layers):
+        W4 = layer.weight.detach()
         b = None if layer.bias is None else layer.bias.detach()
-        H_out, H_in = W.shape
-        off = masks.get(f"{layer.name}.weight", torch.ones_like(W)) == 0  # [H, D] pruned
+        H_out, H_in = W4.shape[0], W4[0].numel()
+        W = W4.reshape(H_out, H_in)  # a conv unit's row is its [C_in k_h k_w] kernel
+        off = masks.get(f"{layer.name}.weight", torch.ones_like(W4)).reshape(H_out, H_in) == 0
         theta = W
         if b is not None:  # rows (W_i, b_i) [H, D + 1]
             off = torch.cat(
@@ -80,7 +84,8 @@ def obs_prune(
         if not bool(off.any()):
             continue
         if theta.numel() <= max_block:  # one block, parameters ordered [W.flatten(), b]
-            h_inv = criteria.damped_inverse(hessian_blocks.layer_hessian(model, x, y, k), damping)
+            block = needs_curvature(view, "obs_prune", hessian_blocks.layer_hessian, model, x, y, k)
+            h_inv = criteria.damped_inverse(block, damping)
             w = torch.cat([theta[:, :H_in].reshape(-1), theta[:, H_in:].T.reshape(-1)])
             Q = torch.cat([off[:, :H_in].reshape(-1), off[:, H_in:].T.reshape(-1)]).nonzero()
             w = criteria.obs_update(w.double(), h_inv, Q.squeeze(1))[0].to(W.dtype)
@@ -92,14 +97,15 @@ def obs_prune(
             theta = theta.clone()
             for group in criteria.row_groups(len(rows), theta.shape[1], max_block):
                 r = rows[group]
-                h_inv = criteria.damped_inverse(
-                    hessian_blocks.row_hessians(model, x, y, k, rows=r), damping
-                )  # [R, D', D']
+                blocks = needs_curvature(
+                    view, "obs_prune", hessian_blocks.row_hessians, model, x, y, k, rows=r
+                )
+                h_inv = criteria.damped_inverse(blocks, damping)  # [R, D', D']
                 for i, row in enumerate(r.tolist()):
                     Q = off[row].nonzero().squeeze(1)
                     theta[row] = criteria.obs_update(theta[row].double(), h_inv[i], Q)[0]
         with torch.no_grad():
-            out[layer.name].weight.copy_(theta[:, :H_in])
+            out[layer.name].weight.copy_(theta[:, :H_in].reshape(W4.shape))
             if b is not None:
                 out[layer.name].bias.copy_(theta[:, H_in])
     return new

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...base import models
-from ...engines import stacked
-from .checks import WEIGHT_SCOPES, check_level, check_scores, prunable
+from ...base import models, ops
+from ...engines import sparsity, stacked
+from .checks import WEIGHT_SCOPES, check_level, check_scores, check_unshared, prunable
 
 
 @dataclass
@@ -41,9 +41,15 @@ def sparsity_sweep(
 
     Level ``s`` prunes what ``prune_weights(model, scores, s, scope=scope, biases=biases)``
     prunes. The scores are sorted once; every entry gets its rank ``r`` (over all layers, or
-    within its tensor), and the mask at a level that prunes ``k`` entries is ``r >= k``. The
-    masks of increasing levels nest, so the first layer's pre-activations change between
-    consecutive levels only by the entries pruned in between:
+    within its tensor), and the mask at a level that prunes ``k`` entries is ``r >= k``.
+
+    On a convnet (any model with a Conv2d, pooling or BatchNorm) the levels run one by one in
+    increasing order on the op view, each op's output kept from the previous level and
+    recomputed only where something changed: unchanged prefixes are reused, and a layer whose
+    input did not change subtracts just the newly pruned entries' contributions
+    (:mod:`prunelab.engines.sparsity`). On an MLP the dense engine runs chunks of levels at
+    once: the masks of increasing levels nest, so the first layer's pre-activations change
+    between consecutive levels only by the entries pruned in between:
 
         Z_{t+1}[i] = Z_t[i] - W_ij x[:, j]     for each first-layer entry (i, j) pruned in between
 
@@ -58,13 +64,15 @@ def sparsity_sweep(
     Parameters
     ----------
     model : nn.Sequential
-        A model :func:`prunelab.models.parse` accepts, without shared Linear modules.
+        A model the op view takes (:func:`prunelab.ops.parse`), MLP or convnet (BatchNorm in
+        evaluation mode), without a Linear or Conv2d module used twice.
     scores : mapping of str to Tensor
         As :func:`prune_weights`.
     levels : sequence of float
         Sparsities in [0, 1], any order (duplicates allowed).
-    x : Tensor[N, D]
-        Evaluation inputs (converted to the parameters' dtype and device).
+    x : Tensor[N, *in]
+        Evaluation inputs as the model takes them (converted to the parameters' dtype and
+        device).
     y : Tensor[N]
         Integer class labels in ``[0, C)``.
     scope : {"global", "layer"}
@@ -82,26 +90,31 @@ def sparsity_sweep(
     ----------
     The curves equal a loop of ``torch.nn.utils.prune.global_unstructured(...,
     L1Unstructured)`` (or ``l1_unstructured`` per layer) and evaluation on magnitude scores,
-    up to ties (``tests/test_weight_pruning.py``, ``benchmarks/sparsity_sweep.py``).
+    up to ties (``tests/test_weight_pruning.py``, ``benchmarks/sparsity_sweep.py``,
+    ``benchmarks/sparsity_sweep_conv.py``).
     """
-    net = models.parse(model, method="sparsity_sweep")
-    if len({id(d.linear) for d in net.layers}) < len(net.layers):
-        raise ValueError("sparsity_sweep: a Linear module appears twice (shared weights)")
+    view = ops.parse(model, method="sparsity_sweep")
+    check_unshared(view, "sparsity_sweep")
     if scope not in WEIGHT_SCOPES:
         raise ValueError(f"sparsity_sweep: scope={scope!r}; choose from {list(WEIGHT_SCOPES)}")
-    params = prunable(net, biases)
+    params = prunable(view, biases)
     flat = check_scores(params, scores, "sparsity_sweep")
     if isinstance(levels, Tensor):
         levels = levels.tolist()
     if isinstance(levels, (str, bytes)) or not isinstance(levels, Sequence) or not levels:
         raise ValueError("sparsity_sweep: levels must be a non-empty sequence of floats in [0, 1]")
     levels = [check_level(s, "sparsity_sweep: levels entry") for s in levels]
-    x, y = _check_eval_data(net, x, y)
+    x, y = _check_eval_data(view, x, y)
     ranks, counts, removed = _ranks(params, flat, levels, scope)  # counts [L, U]
     order = sorted(range(len(levels)), key=lambda i: levels[i])
     loss = torch.empty(len(levels), dtype=torch.float64)
     accuracy = torch.empty(len(levels), dtype=torch.float64)
-    for idx, logits in _sweep_logits(net, ranks, counts, order, x, chunk_bytes):
+    if view.dense:  # an MLP: the dense engine below
+        net = models.parse(model, method="sparsity_sweep")
+        chunks = _sweep_logits(net, ranks, counts, order, x.flatten(1), chunk_bytes)
+    else:
+        chunks = sparsity.sweep_logits(view, ranks, counts, order, x, chunk_bytes)
+    for idx, logits in chunks:
         f = logits.double()  # [Lc, C, N]
         lse = torch.logsumexp(f, 1)  # [Lc, N]
         loss[idx] = (lse - f.gather(1, y.expand(len(idx), -1)[:, None]).squeeze(1)).mean(1).cpu()
@@ -116,10 +129,12 @@ def sparsity_sweep(
     )
 
 
-def _check_eval_data(net: models.Net, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-    """Validate evaluation data; return ``x`` [N, D] in the weights' dtype and ``y`` [N]."""
-    xs = net.check_x(x, "sparsity_sweep", convert=True)
-    return xs, net.check_labels(y, xs.shape[0], "sparsity_sweep")
+def _check_eval_data(view: ops.View, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """Validate evaluation data; return ``x`` as the first op reads it, in the weights' dtype,
+    and ``y`` [N]. A BatchNorm must be in evaluation mode."""
+    view.check_eval("sparsity_sweep")
+    xs = view.check_x(x, "sparsity_sweep", convert=True)
+    return xs, view.check_labels(y, xs.shape[0], "sparsity_sweep")
 
 
 def _ranks(

@@ -3,20 +3,22 @@
 A *weight mask* is a dict {param_name: Tensor} of 0/1 tensors shaped like the parameters
 (``model.named_parameters()`` names), 0 where the entry is pruned: what ``train.fit(...,
 weight_masks=masks)`` keeps in force during fine-tuning. Scores come from
-``criteria.weight_scores`` (higher = more important); the lowest are pruned.
+``criteria.weight_scores`` (higher = more important); the lowest are pruned. The prunable
+parameters are the weights of the Linear and Conv2d layers (a conv weight ``[C_out, C_in,
+k_h, k_w]`` entry by entry) and, if asked, their biases; never BatchNorm's. Models are read
+through the op view (:func:`prunelab.ops.parse`): MLPs and convnets alike.
 """
 
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 from collections.abc import Mapping
 
 import torch
 import torch.nn.utils.prune
 from torch import Tensor, nn
 
-from ...base import models
+from ...base import ops
 from .checks import WEIGHT_SCOPES, check_level, check_masks, check_scores, prunable
 
 
@@ -41,7 +43,8 @@ def prune_weights(
     Parameters
     ----------
     model : nn.Sequential
-        A model :func:`prunelab.models.parse` accepts. Not modified.
+        A model the op view takes (:func:`prunelab.ops.parse`): an MLP or a convnet. Not
+        modified.
     scores : mapping of str to Tensor
         Scores for at least every prunable parameter (``criteria.weight_scores`` gives all),
         shaped like it; higher = more important.
@@ -57,7 +60,7 @@ def prune_weights(
     -------
     dict of str to Tensor
         A 0/1 mask in the parameter's dtype and device for every prunable parameter (every
-        Linear weight, and bias with ``biases=True``), in parameter order.
+        Linear and Conv2d weight, and bias with ``biases=True``), in parameter order.
 
     Raises
     ------
@@ -80,13 +83,13 @@ def prune_weights(
     >>> int(sum((m == 0).sum() for m in masks.values()))
     28
     """
-    net = models.parse(model, method="prune_weights")
-    params = prunable(net, biases)
+    view = ops.parse(model, method="prune_weights")
+    params = prunable(view, biases)
     flat = check_scores(params, scores, "prune_weights")
     sparsity = check_level(sparsity, "prune_weights: sparsity")
     if scope not in WEIGHT_SCOPES:
         raise ValueError(f"prune_weights: scope={scope!r}; choose from {list(WEIGHT_SCOPES)}")
-    old = check_masks(params, masks or {})
+    old = check_masks(params, masks or {}, "prune_weights")
     for name, mask in old.items():  # earlier rounds' entries go first
         flat[name] = torch.where(mask.reshape(-1) == 0, -math.inf, flat[name])
     groups = [list(params)] if scope == "global" else [[name] for name in params]
@@ -111,51 +114,51 @@ def prune_weights(
 def strip(model: nn.Module, masks: Mapping[str, Tensor] | None = None) -> nn.Sequential:
     """A plain copy of ``model`` with the masks multiplied into its parameters.
 
-    Every module is rebuilt fresh (:func:`prunelab.models.from_spec`), so the copy has no
-    hooks, buffers or extra parameters: only ``Linear`` weights and biases, with the pruned
-    entries exactly zero. A ``torch.nn.utils.prune`` re-parametrisation (``weight_orig`` and
+    Every module is rebuilt fresh from the architecture record (:func:`prunelab.ops.spec`,
+    :func:`prunelab.ops.from_spec`), so the copy has no hooks and no extra parameters or
+    buffers: the Linear and Conv2d weights and biases, with the pruned entries exactly zero,
+    and the modules' own state (BatchNorm's parameters and running statistics, an Offset's
+    shift) copied. A ``torch.nn.utils.prune`` re-parametrisation (``weight_orig`` and
     ``weight_mask`` with a forward pre-hook) is folded into a plain ``weight``. Module names,
-    shared Linear modules, dtype, device, ``requires_grad`` flags and training mode are kept;
-    ``model`` is not modified.
+    nested Sequentials, shared modules, each tensor's dtype and device, ``requires_grad``
+    flags and each module's training mode are kept; ``model`` is not modified.
 
     Parameters
     ----------
     model : nn.Sequential
-        A model :func:`prunelab.models.parse` accepts, possibly pruned with
-        ``torch.nn.utils.prune``.
+        A model the op view takes (:func:`prunelab.ops.parse`), MLP or convnet, possibly
+        pruned with ``torch.nn.utils.prune``.
     masks : mapping of str to Tensor, optional
-        0/1 masks by parameter name (as :func:`prune_weights` returns; any nonzero keeps).
+        0/1 masks by parameter name (as :func:`prune_weights` returns; any nonzero keeps), for
+        weights and biases of Linear and Conv2d layers.
 
     Returns
     -------
     nn.Sequential
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a model the op view does not take (the message names the module).
+    KeyError, ValueError
+        For a mask of a parameter that is not a Linear or Conv2d weight or bias, or shaped
+        unlike it.
     """
-    if not isinstance(model, nn.Sequential):
-        raise TypeError(f"strip: model must be an nn.Sequential; got {type(model).__name__}")
-    # stage 1: the same modules, but each Linear replaced by one holding its effective weights
-    linears: dict[int, nn.Linear] = {}
-    stage = OrderedDict()
-    for name, module in model._modules.items():
-        if isinstance(module, nn.Linear) and id(module) not in linears:
-            W = module.weight.detach()  # weight_orig * weight_mask under torch's pruning
-            b = None if module.bias is None else module.bias.detach()
-            new = models.linear(W, b)
-            new.weight.requires_grad_(getattr(module, "weight_orig", module.weight).requires_grad)
-            if b is not None:
-                new.bias.requires_grad_(getattr(module, "bias_orig", module.bias).requires_grad)
-            linears[id(module)] = new
-        stage[name] = linears.get(id(module), module)
-    stage = nn.Sequential(stage)
-    models.parse(stage, method="strip")
-    params = dict(stage.named_parameters())
-    masks = check_masks(params, masks or {})
-    # stage 2: everything rebuilt from the architecture record, names kept
-    fresh = models.from_spec(models.spec(stage))
-    out = nn.Sequential(OrderedDict(zip(stage._modules, fresh, strict=True)))
-    first = next(iter(params.values()))
-    out = out.to(device=first.device, dtype=first.dtype)
-    with torch.no_grad():
-        for name, p in out.named_parameters():
-            p.copy_(params[name] * masks[name] if name in masks else params[name])
-            p.requires_grad_(params[name].requires_grad)
-    return out.train(model.training)
+    view = ops.parse(model, method="strip")
+    masks = check_masks(prunable(view, biases=True), masks or {}, "strip")
+    out = ops.from_spec(ops.spec(model))
+    old = dict(model.named_modules())
+    for name, new in out.named_modules():  # shared modules once, under their first name
+        module = old[name]
+        prefix = f"{name}." if name else ""
+        for key, _ in list(new.named_parameters(recurse=False)):
+            # the effective tensor: weight_orig * weight_mask under torch's pruning
+            t = getattr(module, key).detach()
+            if prefix + key in masks:
+                t = t * masks[prefix + key]
+            own = getattr(module, f"{key}_orig", getattr(module, key))
+            new.register_parameter(key, nn.Parameter(t.clone(), requires_grad=own.requires_grad))
+        for key, _ in list(new.named_buffers(recurse=False)):  # BatchNorm's, an Offset's
+            new.register_buffer(key, getattr(module, key).detach().clone())
+        new.training = module.training
+    return out
