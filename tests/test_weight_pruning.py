@@ -433,7 +433,7 @@ def test_convnet_sweep_equals_the_torch_prune_loop(scope):
     levels=st.lists(st.floats(0, 1), min_size=1, max_size=5),
     scope=st.sampled_from(["global", "layer"]),
     biases=st.booleans(),
-    share=st.sampled_from([0.0, 1 / 16, 1.0]),
+    share=st.sampled_from([(0.0, 0.0), (1 / 16, 1 / 3), (1.0, 1.0)]),
     seed=st.integers(0, 1000),
 )
 def test_convnet_sweep_equals_prune_weights_then_evaluate(levels, scope, biases, share, seed):
@@ -442,11 +442,12 @@ def test_convnet_sweep_equals_prune_weights_then_evaluate(levels, scope, biases,
     model, x, y = _lenet(batchnorm=seed % 2 == 0, seed=seed % 3)
     g = torch.Generator().manual_seed(seed)
     scores = {n: torch.randn(p.shape, generator=g, dtype=F64) for n, p in model.named_parameters()}
-    old, sparsity.SPARSE_SHARE = sparsity.SPARSE_SHARE, share  # dense, mixed, entry by entry
+    old = sparsity.SPARSE_SHARE, sparsity.CHANNEL_SHARE
+    sparsity.SPARSE_SHARE, sparsity.CHANNEL_SHARE = share  # dense, mixed, always by changes
     try:
         sweep = sparsity_sweep(model, scores, levels, x, y, scope=scope, biases=biases)
     finally:
-        sparsity.SPARSE_SHARE = old
+        sparsity.SPARSE_SHARE, sparsity.CHANNEL_SHARE = old
     for i, level in enumerate(levels):  # any order, duplicates
         masks = prune_weights(model, scores, level, scope=scope, biases=biases)
         with torch.no_grad():
@@ -473,8 +474,14 @@ def test_the_op_engine_on_an_mlp_equals_the_dense_engine():
     order = list(range(len(levels)))
     net = models.parse(model)
     dense = torch.cat([f for _, f in sweep_module._sweep_logits(net, seq, counts, order, x, 2**28)])
-    op = torch.cat([f for _, f in sparsity.sweep_logits(view, seq, counts, order, x, 2**28)])
-    torch.testing.assert_close(op, dense, rtol=1e-12, atol=1e-12)
+    for share in [(1 / 16, 1 / 3), (1.0, 1.0), (0.0, 0.0)]:
+        old = sparsity.SPARSE_SHARE, sparsity.CHANNEL_SHARE
+        sparsity.SPARSE_SHARE, sparsity.CHANNEL_SHARE = share
+        try:
+            op = [f for _, f in sparsity.sweep_logits(view, seq, counts, order, x, 2**28)]
+        finally:
+            sparsity.SPARSE_SHARE, sparsity.CHANNEL_SHARE = old
+        torch.testing.assert_close(torch.cat(op), dense, rtol=1e-12, atol=1e-12)
 
 
 def test_convnet_sweep_errors():

@@ -2,26 +2,29 @@
 
 The masks of a sweep nest: level ``t`` prunes everything level ``t - 1`` prunes and the
 entries ranked next. Run level by level in increasing order, every op's output is kept from
-the previous level and recomputed only where something changed:
+the previous level and recomputed only where something changed. What changed is passed from
+op to op as nothing, some channels (or features) with their change ``delta = new - old``, or
+everything:
 
 * an op whose input did not change and that holds no newly pruned entries keeps its output
   (the layers below the first one pruned at this level cost nothing);
-* an affine op (Linear or Conv2d, BatchNorm folded) whose input did not change updates its
-  output by the entries ``e = (o, d)`` first pruned at this level, exactly as the layer is
-  linear in its weight:
+* an affine op (Linear or Conv2d, BatchNorm folded with scale ``s``) is linear in its weight
+  and in its input, so with ``W`` its weights at the previous level and ``E`` the entries
+  ``e = (o, d)`` first pruned at this level
 
-      y_t[:, o] = y_{t-1}[:, o] - s_o W_e x_e          (x_e = dz_o / dW_e, ``Affine.entry_inputs``)
+      y_t = y_{t-1} + s * (W[:, S] delta_S) - s_o W_e x_e,     x_e = dz_o / dW_e at the new input
 
-  with ``s_o`` the folded BatchNorm scale (1 without one); a pruned bias ``b_o`` subtracts
-  ``s_o b_o``. That is ``2 N P_out`` per entry (``P_out`` output positions) instead of a
-  whole layer, when few entries are new (fewer than ``SPARSE_SHARE`` of the layer's);
-* any op whose input changed runs again, an affine op with its masked weights (one dense
-  layer, as a fresh pruned model would run it).
+  (``Affine.response`` over the changed input units ``S`` only, ``Affine.entry_inputs`` per
+  entry; a pruned bias ``b_o`` subtracts ``s_o b_o``): ``2 N Q`` per entry (``Q`` output
+  positions) instead of a whole layer, used while fewer than ``SPARSE_SHARE`` of the entries
+  are new and fewer than ``CHANNEL_SHARE`` of the input units changed; otherwise the layer
+  runs afresh with its masked weights, as a pruned model would run it;
+* channel-wise ops (activations, pools) recompute only the changed channels, Flatten maps
+  channels to their features, Dropout and Identity pass them on.
 
-The first layer's input never changes, so it is only ever updated entry by entry; each
-level's output carries the rounding of the subtractions since its last dense run, about that
-of one fresh layer in the same dtype. Nothing is copied per level but the outputs that
-change.
+The first layer's input never changes, so it is only ever updated entry by entry. Each
+level's outputs carry the rounding of the updates since the op last ran afresh, about that
+of one fresh layer in the same dtype per update. Nothing is copied per level but what changes.
 
 Shapes: N samples, C classes; a layer's weight ``W: [H_out, ...]`` with ``P`` entries.
 """
@@ -36,6 +39,10 @@ from torch import Tensor
 from ..base import ops
 
 SPARSE_SHARE = 1 / 16  # update entry by entry while fewer than this share of W is new
+CHANNEL_SHARE = 1 / 3  # update by the input's change while fewer than this share of it changed
+
+# what changed at an op's output: nothing (None), everything (ALL), or (units [S], delta [N, S, ...])
+ALL = "all"
 
 
 def sweep_logits(
@@ -71,70 +78,102 @@ def sweep_logits(
     with torch.no_grad():
         for i in order:
             now = {name: int(counts[i, j]) for name, j in col.items()}
-            a, changed = a0, False
+            a, change = a0, None
             for k, op in enumerate(view.ops):
+                if state[k] is None:  # the first level: everything runs
+                    change = ALL
                 if isinstance(op, ops.Affine):
-                    new = {n: seq[n][done[n] : now[n]] for n in _names(op) if n in seq}
-                    out, changed = _affine(op, a, state[k], changed, new, seq, now, chunk_bytes)
-                elif changed or state[k] is None:
-                    out, changed = op.apply(a, training=False), True
+                    pruned = _Pruned(op, seq, done, now)
+                    out, change = _affine(op, a, state[k], change, pruned, chunk_bytes)
                 else:
-                    out = state[k]
+                    out, change = _passive(op, a, state[k], change)
                 state[k] = a = out
             done = now
             yield [i], a.T[None].clone()  # [1, C, N]; the state may be updated in place later
 
 
-def _names(op: ops.Affine) -> tuple[str, str]:
-    return f"{op.name}.weight", f"{op.name}.bias"
+class _Pruned:
+    """One layer's masks at the last level and this one, and the entries pruned in between."""
+
+    def __init__(self, op: ops.Affine, seq, done: dict[str, int], now: dict[str, int]) -> None:
+        self.op, self.seq, self.done, self.now = op, seq, done, now
+        self.weight, self.bias = f"{op.name}.weight", f"{op.name}.bias"
+        self.new = {n: seq[n][done[n] : now[n]] for n in (self.weight, self.bias) if n in seq}
+        self.count = sum(len(e) for e in self.new.values())
+
+    def rows(self) -> Tensor:
+        """The output units holding a newly pruned entry, sorted."""
+        per = {self.weight: self.op.weight[0].numel(), self.bias: 1}  # entries per unit
+        return torch.cat([e // per[n] for n, e in self.new.items()]).unique()
+
+    def masked(self, at: dict[str, int]) -> dict[str, Tensor]:
+        """The layer's raw weight and bias with the first ``at[name]`` entries zeroed."""
+        out = {}
+        for name, t in zip((self.weight, self.bias), self.op.raw(), strict=True):
+            if name in self.seq and at[name]:
+                mask = torch.ones(t.numel(), dtype=t.dtype, device=t.device)
+                mask[self.seq[name][: at[name]]] = 0
+                out[name] = t.detach() * mask.view(t.shape)
+        return out
 
 
-def _affine(
-    op: ops.Affine,
-    a: Tensor,
-    prev: Tensor | None,
-    changed: bool,
-    new: dict[str, Tensor],
-    seq: Mapping[str, Tensor],
-    now: dict[str, int],
-    chunk_bytes: int,
-) -> tuple[Tensor, bool]:
-    """The op's output at this level and whether it changed (module docstring)."""
-    n_new = sum(len(e) for e in new.values())
-    if prev is not None and not changed:
-        if n_new == 0:
-            return prev, False
-        if n_new < SPARSE_SHARE * op.weight.numel():
-            return _subtract(op, a, prev, new, chunk_bytes), True
-    params = {}
-    for name, t in zip(_names(op), op.raw(), strict=True):
-        if name in seq:  # the raw tensor with its first now[name] entries (in order) zeroed
-            mask = torch.ones(t.numel(), dtype=t.dtype, device=t.device)
-            mask[seq[name][: now[name]]] = 0
-            params[name] = t.detach() * mask.view(t.shape)
-    return op.apply(a, params, training=False), True
-
-
-def _subtract(
-    op: ops.Affine, a: Tensor, y: Tensor, new: dict[str, Tensor], chunk_bytes: int
-) -> Tensor:
-    """``y`` (updated in place) minus the contributions ``s_o W_e x_e`` and ``s_o b_o`` of the
-    newly pruned entries."""
-    W, b = (None if t is None else t.detach() for t in op.raw())
+def _affine(op: ops.Affine, a: Tensor, y: Tensor | None, change, pruned: _Pruned, chunk_bytes):
+    """The op's output at this level (``y`` updated in place where it can) and its change."""
+    if change is None and pruned.count == 0:
+        return y, None
+    if change == ALL or pruned.count >= SPARSE_SHARE * op.weight.numel():
+        return op.apply(a, pruned.masked(pruned.now), training=False), ALL
+    if change is not None and len(change[0]) >= CHANNEL_SHARE * a.shape[1]:
+        return op.apply(a, pruned.masked(pruned.now), training=False), ALL
     st = op.scale_shift()
-    s = torch.ones(W.shape[0], dtype=y.dtype, device=y.device) if st is None else st[0]
+    s = torch.ones(y.shape[1], dtype=y.dtype, device=y.device) if st is None else st[0]
+    shape = (1, -1, *[1] * (y.dim() - 2))
+    if change is not None:  # y += s W[:, S] delta_S with the last level's weights
+        units, delta = change
+        W = pruned.masked(pruned.done).get(pruned.weight, op.raw()[0].detach())
+        y += op.response(delta, {pruned.weight: W[:, units]}) * s.view(shape)
+        _subtract(op, a, y, s, pruned, chunk_bytes)
+        return y, ALL
+    rows = pruned.rows()
+    old = y[:, rows].clone()
+    _subtract(op, a, y, s, pruned, chunk_bytes)
+    return y, (rows, y[:, rows] - old)
+
+
+def _subtract(op: ops.Affine, a: Tensor, y: Tensor, s: Tensor, pruned: _Pruned, chunk_bytes):
+    """Subtract, in place, the contributions ``s_o W_e x_e`` and ``s_o b_o`` of the newly
+    pruned entries at the input ``a``."""
+    W, b = (None if t is None else t.detach() for t in op.raw())
     spatial = [1] * (y.dim() - 2)
-    e = new.get(f"{op.name}.weight")
+    e = pruned.new.get(pruned.weight)
     if e is not None and len(e):
         o = e // W[0].numel()  # output unit of each entry
         coef = -(s[o] * W.reshape(-1)[e])  # [E]
-        per_entry = a.shape[0] * max(1, y[0, 0].numel()) * y.element_size()
+        per_entry = a.shape[0] * y[0, 0].numel() * y.element_size()
         step = max(1, chunk_bytes // (4 * per_entry))
         for sl in range(0, len(e), step):
             x_e = op.entry_inputs(a, e[sl : sl + step])  # [N, E, *spatial]
             y.index_add_(1, o[sl : sl + step], x_e * coef[sl : sl + step].view(1, -1, *spatial))
-    o = new.get(f"{op.name}.bias")
+    o = pruned.new.get(pruned.bias)
     if o is not None and len(o):
         shift = torch.zeros_like(s).index_add_(0, o, s[o] * b[o])  # [H_out]
         y -= shift.view(1, -1, *spatial)
-    return y
+
+
+def _passive(op: ops.Op, a: Tensor, y: Tensor | None, change):
+    """An op without weights: its output at this level and its change."""
+    if change is None:
+        return y, None
+    if change == ALL:
+        return op.apply(a, training=False), ALL
+    units, delta = change
+    if isinstance(op, ops.Pass):  # the identity at evaluation time
+        return a, change
+    if isinstance(op, ops.Flatten):  # channel c is the block of features [c F, (c + 1) F)
+        block = a[0, 0].numel()
+        features = (units[:, None] * block + torch.arange(block, device=units.device)).flatten()
+        return a.flatten(1), (features, delta.flatten(1))
+    new = op.apply(a[:, units], training=False)  # activations and pools act channel by channel
+    delta = new - y[:, units]
+    y[:, units] = new
+    return y, (units, delta)

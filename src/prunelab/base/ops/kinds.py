@@ -349,9 +349,10 @@ class Affine(Op):
         W, b = self.raw()
         return _like(self.module, W[:, cols], b)
 
-    def response(self, u: Tensor) -> Tensor:
-        """``A u``: the op (raw, before any BatchNorm) on ``u: [N, *in]`` without its bias."""
-        return self._z(u, self.raw()[0], None)
+    def response(self, u: Tensor, params: Params = None) -> Tensor:
+        """``A u``: the op (raw, before any BatchNorm) on ``u: [N, *in]`` without its bias;
+        ``params`` may override the weight (e.g. with the columns of some input units only)."""
+        return self._z(u, self.raw(params)[0], None)
 
 
 def _like(module: nn.Linear | nn.Conv2d, W: Tensor, b: Tensor | None) -> nn.Module:

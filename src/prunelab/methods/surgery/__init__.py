@@ -5,9 +5,11 @@
   replacement), exactly at a zero-padded conv's border too; :func:`compensation_error`, the
   border error of the cheaper interior-only form;
 * :mod:`.weights`: :func:`prune_weights` makes weight masks that prune exactly the requested
-  number of lowest-scoring entries; :func:`strip` folds masks into a plain copy;
+  number of lowest-scoring entries of the Linear and Conv2d weights; :func:`strip` folds
+  masks into a plain copy (MLPs and convnets alike);
 * :mod:`.sweep`: :func:`sparsity_sweep`, loss and accuracy at many sparsity levels from one
-  ranking, without copying the model per level (:class:`Sweep`);
+  ranking, without copying the model per level (:class:`Sweep`; convnets through
+  :mod:`prunelab.engines.sparsity`);
 * :mod:`.obs`: :func:`obs_prune`, masked entries zeroed and the rest moved by Optimal Brain
   Surgeon (Hassibi & Stork 1993);
 * :mod:`.checks`: validation shared by the last three.

@@ -79,7 +79,8 @@ def sparsity_sweep(
     biases : bool
         As :func:`prune_weights`.
     chunk_bytes : int
-        Memory budget of one chunk of levels (stacked weights and activations).
+        Memory budget of one chunk of levels (stacked weights and activations; on a convnet,
+        of the inputs one entry-by-entry update gathers).
 
     Returns
     -------
