@@ -116,3 +116,80 @@ def test_errors_name_the_argument():
         hessian_blocks.layer_hessian(model, x.float(), y, 0)
     with pytest.raises(ValueError, match="probes"):
         hessian_blocks.offdiagonal_ratio_estimate(model, x, y, probes=1)
+
+
+# --- convnets ----------------------------------------------------------------------------------
+
+
+def _convnet(activation: str, pool: str, batchnorm: bool, seed: int = 0):
+    """A tiny convnet on [2, 6, 6] inputs: padded and strided convs, a pool, Flatten, Linear."""
+    torch.manual_seed(seed)
+    act = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "gelu": torch.nn.GELU}[activation]
+    Pool = torch.nn.MaxPool2d if pool == "max" else torch.nn.AvgPool2d
+    layers = [torch.nn.Conv2d(2, 3, 3, padding=1)]
+    layers += [torch.nn.BatchNorm2d(3)] if batchnorm else []
+    layers += [act(), Pool(2), torch.nn.Conv2d(3, 4, 2, stride=1), act()]
+    layers += [torch.nn.Flatten(), torch.nn.Linear(16, 5), act(), torch.nn.Linear(5, 3)]
+    model = torch.nn.Sequential(*layers).double()
+    if batchnorm:
+        bn = model[1]
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.weight.data.uniform_(0.5, 1.5)
+        bn.bias.data.uniform_(-0.3, 0.3)
+    g = torch.Generator().manual_seed(seed + 1)
+    x = torch.randn(12, 2, 6, 6, generator=g, dtype=F64)
+    y = torch.randint(0, 3, (12,), generator=g)
+    return model.eval(), x, y
+
+
+@pytest.mark.parametrize(
+    "activation, pool, batchnorm",
+    [("relu", "max", False), ("relu", "avg", True), ("tanh", "max", True), ("gelu", "avg", False)],
+)
+def test_conv_layer_hessians_equal_autograd(activation, pool, batchnorm):
+    """Every layer of a convnet, piecewise-linear (factored H_z) and curved (dense H_z) alike;
+    the per-filter blocks are the diagonal blocks of the layer's."""
+    model, x, y = _convnet(activation, pool, batchnorm)
+    names = [
+        n for n, m in model.named_children() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)
+    ]
+    for k, name in enumerate(names):
+        H = hessian_blocks.layer_hessian(model, x, y, k)
+        torch.testing.assert_close(H, autograd_block(model, x, y, name), rtol=1e-9, atol=1e-12)
+        W = dict(model.named_parameters())[f"{name}.weight"]
+        J = W[0].numel()
+        rows = hessian_blocks.row_hessians(model, x, y, name)
+        for o in range(W.shape[0]):
+            idx = torch.cat([torch.arange(o * J, (o + 1) * J), torch.tensor([W.numel() + o])])
+            torch.testing.assert_close(rows[o], H[idx][:, idx], rtol=1e-9, atol=1e-12)
+    no_bias = hessian_blocks.layer_hessian(model, x, y, names[1], bias=False)
+    torch.testing.assert_close(no_bias, autograd_block(model, x, y, names[1], bias=False))
+
+
+def test_conv_pre_activation_hessians_equal_autograd():
+    model, x, y = _convnet("tanh", "max", False)
+    H = hessian_blocks.pre_activation_hessians(model, x, y, 1)  # [N, 4 * 2 * 2, 16]
+    z = model[:4](x)  # the second conv's output
+    upper = model[4:]
+
+    def loss(zn, yn):
+        return F.cross_entropy(upper(zn.view(1, 4, 2, 2)), yn[None]) / len(x)
+
+    want = torch.stack([torch.func.hessian(loss)(z[n].reshape(-1), y[n]) for n in range(len(x))])
+    torch.testing.assert_close(H, want, rtol=1e-10, atol=1e-13)
+
+
+def test_conv_offdiagonal_share_of_a_filter_block():
+    model, x, y = _convnet("relu", "max", False)
+    H = hessian_blocks.layer_hessian(model, x, y, 0)
+    r = hessian_blocks.offdiagonal_ratio(H)
+    off = H - torch.diag_embed(torch.diagonal(H))
+    assert r == pytest.approx((off.norm() / H.norm()).item(), rel=1e-12) and 0 < r < 1
+
+
+def test_a_train_mode_batchnorm_is_named():
+    model, x, y = _convnet("relu", "avg", True)
+    model.train()
+    with pytest.raises(ValueError, match=r"layer_hessian: module 1 \(BatchNorm2d.*eval"):
+        hessian_blocks.layer_hessian(model, x, y, 0)
