@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from prunelab.relevance import (
     METHODS,
     composed_max_relevance,
@@ -501,3 +502,299 @@ def test_errors():
         max_relevance(x, x[:, 0], "mean")
     with pytest.raises(KeyError, match="'relu', 'softmax'"):
         composed_max_relevance(x, x, form="smooth")
+
+
+# --- convnets: Conv2d, pools, BatchNorm, Flatten --------------------------------------------------
+
+POOLS = {
+    "max": lambda: nn.MaxPool2d(2),
+    "max_overlap": lambda: nn.MaxPool2d(3, stride=2, padding=1),
+    "max_ceil_dilated": lambda: nn.MaxPool2d(2, stride=2, dilation=2, ceil_mode=True),
+    "adaptive_max": lambda: nn.AdaptiveMaxPool2d(3),
+    "avg": lambda: nn.AvgPool2d(2, padding=1, count_include_pad=False),
+    "adaptive_avg": lambda: nn.AdaptiveAvgPool2d(2),
+}
+MAX_POOLS = [p for p in POOLS if "max" in p]
+
+
+def _convnet(pool="max", activation="relu", *, bn=False, seed=0, size=7) -> nn.Sequential:
+    """conv 2->4 (3x3, pad 1) [BN] act pool, conv 4->5 (3x3, stride 1) [BN] act, Flatten,
+    Linear -> 6, act, Linear -> 3; float64, seeded weights (BatchNorm with random running
+    statistics, eval mode)."""
+    g = torch.Generator().manual_seed(seed)
+
+    def act():
+        return models.ACTIVATIONS[activation](0.01)
+
+    def norm(c):
+        return [nn.BatchNorm2d(c, dtype=DTYPE)] if bn else []
+
+    body = nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1, dtype=DTYPE), *norm(4), act(), POOLS[pool](),
+        nn.Conv2d(4, 5, 2, dtype=DTYPE), *norm(5), act(), nn.Flatten(),
+    )  # fmt: skip
+    flat = body.eval()(torch.zeros(1, 2, size, size, dtype=DTYPE)).shape[1]
+    model = nn.Sequential(
+        *body, nn.Linear(flat, 6, dtype=DTYPE), act(), nn.Linear(6, 3, dtype=DTYPE)
+    )
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(0.6 * torch.randn(p.shape, generator=g, dtype=DTYPE))
+        for m in model:
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(0.3 * torch.randn(m.num_features, generator=g, dtype=DTYPE))
+                m.running_var.copy_(0.5 + torch.rand(m.num_features, generator=g, dtype=DTYPE))
+    return model.eval()
+
+
+def _images(n: int, seed: int = 1, size: int = 7) -> torch.Tensor:
+    return torch.randn(n, 2, size, size, generator=torch.Generator().manual_seed(seed), dtype=DTYPE)
+
+
+class _Stabilised(torch.autograd.Function):
+    """Identity forward; backward g * z / blip(z): the epsilon rule as a modified gradient."""
+
+    @staticmethod
+    def forward(ctx, z, eps):
+        ctx.save_for_backward(z)
+        ctx.eps = eps
+        return z.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        (z,) = ctx.saved_tensors
+        blip = torch.where(z >= 0, z + ctx.eps, z - ctx.eps)
+        return g * z / blip, None
+
+
+def _conv_autograd(model: nn.Sequential, x: torch.Tensor, t: torch.Tensor, *, eps=None, relu=None):
+    """Independent oracle: d f_t / d x and, per Linear or Conv2d, d f_t / d B with B its
+    (BatchNorm-folded) bias as a per-sample, per-position leaf, and the values of B. With
+    ``eps``, the gradient through every affine and average-pool output is scaled by
+    z / blip(z) (LRP-eps as a modified gradient); ``relu`` replaces every ReLU."""
+    mods = list(model)
+    x = x.clone().requires_grad_(True)
+    h, leaves, i = x, [], 0
+    while i < len(mods):
+        m = mods[i]
+        if isinstance(m, nn.Linear | nn.Conv2d):
+            conv = isinstance(m, nn.Conv2d)
+            z = (
+                F.conv2d(h, m.weight, None, m.stride, m.padding, m.dilation)
+                if conv
+                else h @ m.weight.T
+            )
+            b = torch.zeros(m.weight.shape[0], dtype=DTYPE) if m.bias is None else m.bias.detach()
+            s = torch.ones_like(b)
+            if i + 1 < len(mods) and isinstance(mods[i + 1], nn.BatchNorm2d | nn.BatchNorm1d):
+                bn = mods[i + 1]
+                s = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+                b = s * (b - bn.running_mean) + bn.bias.detach()
+                i += 1
+            shape = (-1, 1, 1) if conv else (-1,)
+            leaves.append(b.view(shape).expand_as(z).clone().requires_grad_(True))
+            h = z * s.view(shape) + leaves[-1]
+            h = h if eps is None else _Stabilised.apply(h, eps)
+        elif isinstance(m, nn.AvgPool2d | nn.AdaptiveAvgPool2d) and eps is not None:
+            h = _Stabilised.apply(m(h), eps)
+        elif isinstance(m, nn.ReLU) and relu is not None:
+            h = relu.apply(h)
+        else:
+            h = m(h)
+        i += 1
+    grads = torch.autograd.grad(h.gather(1, t[:, None]).sum(), [x, *leaves])
+    return grads[0], list(grads[1:]), [leaf.detach() for leaf in leaves]
+
+
+@pytest.mark.parametrize("bn", [False, True])
+@pytest.mark.parametrize("pool", sorted(POOLS))
+def test_conv_gradient_and_lrp0_match_autograd(pool, bn):
+    # LRP-0 = gradient x input with biases (BatchNorm's shift included) on ReLU convnets,
+    # max pools under the gradient (winner-takes-all) rule; the bias maps are B df/dB.
+    model, x = _convnet(pool, bn=bn, seed=20), _images(6)
+    r = explain(model, x, method="gradient")
+    gx, gb, B = _conv_autograd(model, x, r.target)
+    _close(r.input, gx)
+    for got, g, b in zip(r.bias, gb, B, strict=True):
+        _close(got, b * g)
+    _close(explain(model, x, method="gradient_x_input").input, x * gx)
+    for method in ("lrp_0", "blame_bias"):
+        r = explain(model, x, method=method)
+        _close(r.input, x * gx)
+        assert [tuple(b.shape) for b in r.bias] == [tuple(b.shape) for b in B]
+        for got, g, b in zip(r.bias, gb, B, strict=True):
+            _close(got, b * g)  # per channel and position
+        torch.testing.assert_close(r.total, r.output, rtol=0, atol=1e-10)
+        _close(r.output, model(x).gather(1, r.target[:, None])[:, 0])
+
+
+def test_conv_bias_relevance_sums_to_b_dfdb():
+    # blame_bias: each conv bias's map summed over positions is b_c df/db_c (autograd on the
+    # module's own bias, one sample at a time)
+    model, x = _convnet("max", seed=21), _images(3)
+    r = explain(model, x, method="blame_bias")
+    convs = [m for m in model if isinstance(m, nn.Conv2d | nn.Linear)]
+    for n in range(len(x)):
+        model.zero_grad()
+        model(x[n : n + 1])[0, r.target[n]].backward()
+        for got, m in zip(r.bias, convs, strict=True):
+            per_unit = got[n].flatten(1).sum(1) if got.dim() > 2 else got[n]
+            _close(per_unit, m.bias.detach() * m.bias.grad)
+
+
+@pytest.mark.parametrize(
+    ("method", "relu_fn"), [("deconvnet", _DeconvReLU), ("guided_backprop", _GuidedReLU)]
+)
+@pytest.mark.parametrize("pool", ["max", "avg"])
+def test_conv_modified_backprop_matches_manual(method, relu_fn, pool):
+    model, x = _convnet(pool, seed=22), _images(5)
+    r = explain(model, x, method=method)
+    gx, _, _ = _conv_autograd(model, x, r.target, relu=relu_fn)
+    _close(r.input, gx)
+
+
+@pytest.mark.parametrize("bn", [False, True])
+@pytest.mark.parametrize("pool", sorted(POOLS))
+def test_conv_lrp_epsilon_is_a_modified_gradient(pool, bn):
+    # Independent implementation: x times the gradient with z / blip(z) at every affine and
+    # average-pool output (Ancona et al. 2018); the bias maps are B times that gradient.
+    model, x = _convnet(pool, bn=bn, seed=23), _images(6)
+    for eps in (1e-6, 0.3):
+        r = explain(model, x, method="lrp_epsilon", epsilon=eps)
+        gx, gb, B = _conv_autograd(model, x, r.target, eps=eps)
+        _close(r.input, x * gx)
+        for got, g, b in zip(r.bias, gb, B, strict=True):
+            _close(got, b * g)
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("pool", ["max", "max_overlap", "avg"])
+@pytest.mark.parametrize("baseline", ["zero", "mean", "sample", "one", "batch"])
+def test_conv_deeplift_summation_to_delta(activation, pool, baseline):
+    model, x = _convnet(pool, activation, bn=True, seed=24), _images(5)
+    x0 = {
+        "zero": torch.zeros(2, 7, 7, dtype=DTYPE),
+        "mean": x.mean(0),
+        "sample": _images(1, seed=8)[0],
+        "one": _images(1, seed=8),
+        "batch": _images(5, seed=9),
+    }[baseline]
+    arg = baseline if baseline in ("zero", "mean") else x0
+    r = explain(model, x, method="deeplift", baseline=arg)
+    delta = (model(x) - model(x0.expand_as(x))).gather(1, r.target[:, None])[:, 0]
+    _close(r.output, delta)
+    _close(r.input.sum((1, 2, 3)), delta)
+    assert all(torch.equal(b, torch.zeros_like(b)) for b in r.bias)
+    q = explain(model, x, method="deeplift", baseline=arg, q_form=True)
+    _close(q.input, r.input, 1e-9)
+
+
+def test_deeplift_baseline_shapes_on_mlps():
+    # [D], [1, D] and [N, D] (and [1, D] was refused before): the same numbers
+    model, x = _mlp((4, 6, 3), seed=25), _x(5, 4)
+    x0 = _x(1, 4, seed=26)
+    one = explain(model, x, method="deeplift", baseline=x0).input
+    _close(explain(model, x, method="deeplift", baseline=x0[0]).input, one)
+    _close(explain(model, x, method="deeplift", baseline=x0.expand(5, 4)).input, one)
+    with pytest.raises(ValueError, match=r"baseline has shape \(2, 4\).*\[1, D\]"):
+        explain(model, x, method="deeplift", baseline=x0.expand(2, 4))
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_conv_q_form_equals_r_form(method, activation):
+    model, x = _convnet("max_overlap", activation, bn=True, seed=27), _images(5)
+    kw = {"baseline": "mean"} if method == "deeplift" else {}
+    rules = [{"maximum": "gradient"}, {"maximum": "radial"}]  # per layer: the pool is layer 0's
+    for rule in rules if method != "deeplift" else rules[:1]:
+        r = explain(model, x, method=method, rules={**rule}, **kw)
+        q = explain(model, x, method=method, rules={**rule}, q_form=True, **kw)
+        tol = 1e-8 if activation == "sigmoid" else 1e-10
+        _close(q.input, r.input, tol)
+        for bq, br in zip(q.bias, r.bias, strict=True):
+            _close(bq, br, tol)
+
+
+def _window_loop(pool: nn.Module, a: torch.Tensor, R: torch.Tensor, rule: str) -> torch.Tensor:
+    """Brute force: every window of ``pool`` found by probing which inputs each output reads
+    (a max pool of a one-hot map), then max_relevance on its values."""
+    N, C, H, W = a.shape
+    out = torch.zeros_like(a)
+    members = []
+    for p in range(H * W):  # which outputs read input p
+        probe = torch.full((1, 1, H, W), -1.0, dtype=DTYPE).flatten()
+        probe[p] = 1.0
+        members.append(pool(probe.view(1, 1, H, W))[0, 0].flatten() == 1.0)
+    members = torch.stack(members, 1)  # [L, H * W]
+    for n in range(N):
+        for c in range(C):
+            for o in range(members.shape[0]):
+                idx = members[o].nonzero()[:, 0]
+                vals = a[n, c].flatten()[idx]
+                share = max_relevance(vals[None], R[n, c].flatten()[o : o + 1], rule)[0]
+                out[n, c].view(-1)[idx] += share
+    return out
+
+
+@pytest.mark.parametrize("pool", MAX_POOLS)
+def test_radial_per_window_equals_max_relevance(pool):
+    # A 1x1 identity conv (no bias) -> max pool -> Flatten -> Linear (no bias): with LRP-0 the
+    # pool's output b gets R(b_j) = b_j w_tj, and the input gets the radial split of each window.
+    g = torch.Generator().manual_seed(28)
+    a = torch.randn(3, 2, 7, 7, generator=g, dtype=DTYPE)
+    a[0, 0, :3, :3] = -torch.rand(3, 3, generator=g, dtype=DTYPE) - 0.1  # an all-negative corner
+    conv = nn.Conv2d(2, 2, 1, bias=False, dtype=DTYPE)
+    with torch.no_grad():
+        conv.weight.copy_(torch.eye(2, dtype=DTYPE)[:, :, None, None])
+    pooled = POOLS[pool]()(a[:1])
+    lin = nn.Linear(pooled[0].numel(), 2, bias=False, dtype=DTYPE)
+    with torch.no_grad():
+        lin.weight.copy_(torch.randn(lin.weight.shape, generator=g, dtype=DTYPE))
+    model = nn.Sequential(conv, POOLS[pool](), nn.Flatten(), lin)
+    r = explain(model, a, method="lrp_0", target=0, rules={"maximum": "radial"})
+    b = POOLS[pool]()(a)
+    R_b = b * lin.weight[0].view_as(b[0])
+    _close(r.input, _window_loop(POOLS[pool](), a, R_b, "radial"))
+    _close(r.total, r.output)
+    # and the gradient rule is the pool's own routing: lrp_0 = gradient x input
+    r = explain(model, a, method="lrp_0", target=0)
+    gx, _, _ = _conv_autograd(model, a, r.target)
+    _close(r.input, a * gx)
+
+
+def test_conv_rules_per_layer_and_errors():
+    model, x = _convnet("max", bn=True, seed=29), _images(4)
+    # a list holds one dict per Linear or Conv2d; the pool follows the dict of conv 0
+    radial = explain(model, x, method="lrp_0", rules={"maximum": "radial"}).input
+    per_layer = [{"maximum": "radial"}, {}, {}, {}]
+    _close(explain(model, x, method="lrp_0", rules=per_layer).input, radial)
+    assert not torch.allclose(radial, explain(model, x, method="lrp_0").input)
+    with pytest.raises(ValueError, match="4 Linear and Conv2d layers"):
+        explain(model, x, method="lrp_0", rules=[{}])
+    with pytest.raises(ValueError, match=r"baseline has shape \(2, 7\).*\[D\] = \[2, 7, 7\]"):
+        explain(model, x, method="deeplift", baseline=torch.zeros(2, 7, dtype=DTYPE))
+    with pytest.raises(ValueError, match="NaN"):
+        explain(model, x, method="deeplift", baseline=torch.full((2, 7, 7), math.nan).double())
+    with pytest.raises(ValueError, match=r"shape \[N, 2, H, W\]"):
+        explain(model, x[:, :1], method="lrp_0")
+    model[1].train()
+    with pytest.raises(ValueError, match=r"relevance\.explain: .*training mode"):
+        explain(model, x, method="lrp_0")
+    # blame_bias counts sigmoid's f(0) as a bias of the layer just before it: not across a pool
+    odd = nn.Sequential(
+        nn.Conv2d(2, 3, 3, dtype=DTYPE), nn.MaxPool2d(2), nn.Sigmoid(), nn.Flatten(),
+        nn.Linear(12, 2, dtype=DTYPE),
+    )  # fmt: skip
+    with pytest.raises(ValueError, match=r"offset f\(0\) = 0.5 of module 2 \(Sigmoid\)"):
+        explain(odd, x, method="blame_bias")
+    r = explain(odd, x, method="lrp_0")
+    _close(r.total, r.output)
+
+
+def test_conv_input_and_bias_shapes_and_dtype():
+    model = models.lenet5(in_shape=(1, 12, 12), seed=0)  # float32
+    x = torch.rand(3, 1, 12, 12, dtype=DTYPE)
+    r = explain(model, x, method="blame_bias")
+    assert r.input.shape == x.shape and r.input.dtype == DTYPE
+    assert [tuple(b.shape[1:]) for b in r.bias] == [(6, 12, 12), (16, 6, 6), (120,), (84,), (10,)]
+    _close(r.total, r.output)

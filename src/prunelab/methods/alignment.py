@@ -72,7 +72,7 @@ def relevance_share(
     """
     _check_region(region, x.flatten(1).shape[1], "relevance_share")
     r = relevance.explain(model, x, method=method, target=target)
-    return region_share(r.input, region.to(r.input.device))
+    return region_share(r.input.flatten(1), region.to(r.input.device))  # a convnet's [N, C, H, W]
 
 
 def _check_region(region: object, D: int, where: str) -> None:
@@ -188,13 +188,13 @@ def conservation_error(r: relevance.Relevance, *, include_bias: bool = True) -> 
     error is the part of the output the input relevance leaves unexplained (the biases' share,
     for a method that conserves). ``inf`` where the explained output is exactly 0.
     """
-    total = r.total if include_bias else r.input.sum(1)
+    total = r.total if include_bias else r.input.flatten(1).sum(1)
     return (total - r.output).abs() / r.output.abs()
 
 
 def bias_fraction(r: relevance.Relevance) -> Tensor:
     """Share of the explained output that the biases carry: sum_j R(b_j) / f_t(x), [N]."""
-    return (r.total - r.input.sum(1)) / r.output
+    return (r.total - r.input.flatten(1).sum(1)) / r.output
 
 
 def _rank_rows(v: Tensor) -> Tensor:

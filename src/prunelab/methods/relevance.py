@@ -1,12 +1,16 @@
-"""Backward relevance: explain one output of a network by running rules backwards over its layers.
+"""Backward relevance: explain one output of a network by running rules backwards over its ops.
 
-The network is read through the parsed dense-layer view (:func:`prunelab.models.parse`); a layer
-is ``z = a_in W.T + b`` followed by ``a = phi(z)``. A method runs the forward pass once, storing
-``a_in, z, a`` for every layer, and then walks the layers backwards applying one *matrix rule*
-(the ``Linear``) and one *nonlinearity rule* (the activation) per layer. Rules are data: small
-functions in the registries ``LINEAR_RULES``, ``NONLINEARITY_RULES`` and ``MAXIMUM_RULES``, and a
-named method is a row of ``METHODS``. Nothing is keyed by module identity, so a module that
-occurs twice in the ``Sequential`` is simply two layers with the same weights.
+The network is read through the op view (:func:`prunelab.base.ops.parse`): Linear and Conv2d
+layers (``Affine``, an eval-mode BatchNorm folded in: ``z = W' a_in + b'``), elementwise
+activations ``a = phi(z)``, average pools (linear ops), max pools (routing ops), Flatten,
+Dropout and Identity. A method runs the forward pass once, storing every op's input, and then
+walks the ops backwards applying one rule per op: a *matrix rule* at every linear op (Linear,
+Conv2d, average pool), a *nonlinearity rule* at every activation and a *maximum rule* at every
+max pool. Rules are data: small functions in the registries ``LINEAR_RULES``,
+``NONLINEARITY_RULES`` and ``MAXIMUM_RULES``, and a named method is a row of ``METHODS``. One
+code path serves MLPs and convnets: a rule sees a linear op only through its transpose
+``J^T g`` (``g W`` for a Linear, the transposed convolution for a Conv2d, the pool's own
+backward), its bias map and its input and output.
 
 Two kinds of quantity travel backwards:
 
@@ -22,8 +26,9 @@ with ``a_ref = 0`` for LRP and the baseline's activation for DeepLIFT). In Q for
 becomes the "slope" rule ``(f(z) - f(z_ref)) / (z - z_ref)``; the input relevance is then
 ``(x - x_ref) * Q(x)``. ``explain(..., q_form=True)`` runs these twins and gives the same numbers.
 
-Every bias ``b_j`` is treated as a weight on a constant input 1 that feeds unit ``j`` only, so
-each method also returns the relevance (or signal) reaching each bias.
+Every bias is treated as a weight on a constant input 1 (for a Conv2d: one constant input per
+channel and output position), so each method also returns the relevance (or signal) reaching
+each bias: a map per channel and position for a Conv2d, per unit for a Linear.
 
 | method | matrix rule | nonlinearity rule | starts with | input |
 |---|---|---|---|---|
@@ -35,6 +40,9 @@ each method also returns the relevance (or signal) reaching each bias.
 | lrp_epsilon | normalized, eps = 1e-6 | ignore | f_t(x) | R |
 | blame_bias | normalized, eps = 0 | ignore, f(0) as a bias | f_t(x) | R |
 | deeplift | normalized on differences | ignore (Q form: rescale) | f_t(x) - f_t(x0) | R |
+
+Max pools use the "gradient" maximum rule (winner takes all) by default, in every method;
+``rules`` selects "radial" per layer.
 
 References
 ----------
@@ -62,9 +70,9 @@ from functools import cached_property
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.modules.utils import _pair
 
 from ..base import ops
-from ..base.models import Dense, Net, derivatives, parse
 
 _WHERE = "relevance.explain"
 RESCALE_TOLERANCE = 1e-10  # |z - z_ref| below which rescale falls back to f'(z), as Captum does
@@ -76,13 +84,16 @@ class Relevance:
 
     Attributes
     ----------
-    input : Tensor[N, D]
-        Relevance (or signal, for the signal methods) of every input feature.
-    bias : list of Tensor[N, H_l]
-        One per parsed ``Linear`` (output layer included): the relevance of the constant input
-        1 that carries bias ``b_j``; for the signal methods the signal reaching it,
-        ``b_j * d f / d b_j`` for ``gradient``. ``blame_bias`` adds the relevance of an
-        activation's offset ``f(0)`` (non-zero for sigmoid only) to its unit's entry.
+    input : Tensor[N, D] or Tensor[N, C, H, W]
+        Relevance (or signal, for the signal methods) of every input feature, shaped as the
+        model's first op reads ``x`` (an MLP reads images flattened).
+    bias : list of Tensor[N, H_l] or Tensor[N, C_l, H_l, W_l]
+        One per Linear or Conv2d (output layer included): the relevance of the constant input
+        1 that carries its (BatchNorm-folded) bias, per unit, or per channel and output
+        position for a Conv2d; for the signal methods the signal reaching it,
+        ``b_j * d f / d z_j`` for ``gradient`` (summed over positions: ``b_c df/db_c``).
+        ``blame_bias`` adds the relevance of an activation's offset ``f(0)`` (non-zero for
+        sigmoid only) to its unit's entry.
     output : Tensor[N]
         The explained value: ``f_t(x)``, or ``f_t(x) - f_t(x0)`` for ``deeplift``.
     target : Tensor[N]
@@ -97,10 +108,10 @@ class Relevance:
     @property
     def total(self) -> Tensor:
         """Input plus bias relevance per sample, Tensor[N] (equals ``output`` if conserved)."""
-        return self.input.sum(1) + sum(b.sum(1) for b in self.bias)
+        return self.input.flatten(1).sum(1) + sum(b.flatten(1).sum(1) for b in self.bias)
 
 
-# --- forward values of one layer, against a reference ------------------------------------------
+# --- forward values of one op, against a reference ---------------------------------------------
 
 
 def _delta(v: Tensor, v_ref: Tensor | None) -> Tensor:
@@ -116,20 +127,20 @@ def _div(num: Tensor, den: Tensor) -> Tensor:
 
 @dataclass
 class Node:
-    """One layer's activation step, seen by a nonlinearity rule. Shapes [N, H] (refs broadcast).
+    """One activation op seen by a nonlinearity rule; tensors shaped like its output.
 
     ``dz = z - z_ref``; ``da = a - a_ref - c``, the part of ``a`` the activation explains, where
     ``c = f(0)`` when activation offsets count as biases (``blame_bias``) and 0 otherwise.
     """
 
-    layer: Dense
+    op: ops.Activation
     z: Tensor
     dz: Tensor
     da: Tensor
 
     @cached_property
     def dphi(self) -> Tensor:
-        return derivatives(self.layer.activation, self.z, self.layer.slope)[0]
+        return self.op.derivatives(self.z)[0]
 
     @cached_property
     def rescale(self) -> Tensor:
@@ -139,19 +150,28 @@ class Node:
 
 
 @dataclass(frozen=True)
-class Step:
-    """One ``Linear`` seen by a matrix rule: W [H, H_in], b [H], delta_in = a_in - a_in_ref
-    [N, H_in], dz [N, H], eps, and d1 = Delta of the constant bias input (1; 0 for DeepLIFT)."""
+class Linear:
+    """One linear op ``z = A a_in + b`` seen by a matrix rule, whatever its kind.
 
-    W: Tensor
-    b: Tensor
+    ``vjp(g) = A^T g`` (Linear: ``g W``; Conv2d: the transposed convolution; average pool: its
+    own backward); ``b``: the bias map broadcastable to ``z`` (a Conv2d's ``b_c`` per channel,
+    plus an Offset's per-position shift), None for a pool; ``delta_in = a_in - a_in_ref``,
+    ``dz = z - z_ref``; ``eps``; ``d1``: Delta of the constant bias input (1; 0 for DeepLIFT).
+    """
+
+    vjp: Callable[[Tensor], Tensor]
+    b: Tensor | None
     delta_in: Tensor
     dz: Tensor
     eps: float
     d1: float
 
+    def bias_share(self, v: Tensor) -> Tensor | None:
+        """The constant input's share d1 * b * v, shaped like ``v`` (None without a bias)."""
+        return None if self.b is None else (self.d1 * self.b) * v
 
-# --- matrix rules: (step, S_z [N, H]) -> (S_in [N, H_in], bias relevance [N, H]) ----------------
+
+# --- matrix rules: (op, S_z) -> (S_in, bias relevance shaped like z) ----------------------------
 
 
 def _blip(z: Tensor, eps: float) -> Tensor:
@@ -159,29 +179,31 @@ def _blip(z: Tensor, eps: float) -> Tensor:
     return torch.where(z >= 0, z + eps, z - eps) if eps else z
 
 
-def linear_gradient(s: Step, S: Tensor) -> tuple[Tensor, Tensor]:
-    """Gradient rule R(a_i) = sum_j w_ij R(z_j); the constant input gets b_j R(z_j)."""
-    return S @ s.W, s.b * S
+def linear_gradient(s: Linear, S: Tensor) -> tuple[Tensor, Tensor | None]:
+    """Gradient rule R(a_i) = sum_j A_ji R(z_j); the constant input gets b_j R(z_j)."""
+    return s.vjp(S), None if s.b is None else s.b * S
 
 
-def linear_normalized(s: Step, R: Tensor) -> tuple[Tensor, Tensor]:
-    """LRP-eps rule R(a_i) = sum_j da_i w_ij R(z_j) / blip(dz_j) (Bach et al. 2015).
+def linear_normalized(s: Linear, R: Tensor) -> tuple[Tensor, Tensor | None]:
+    """LRP-eps rule R(a_i) = sum_j da_i A_ji R(z_j) / blip(dz_j) (Bach et al. 2015, eq. 6).
 
     With the bias as weight on a constant input 1 (Montavon et al. 2019, index 0), that input
     gets d1 * b_j R(z_j) / blip(dz_j); for eps = 0 the split is exact: sum_i + bias = R(z_j).
+    A convolution is the same sum over its (sparse, repeated) matrix: R_in = da_in *
+    conv_transpose(R / blip(dz)).
     """
-    v = R / _blip(s.dz, s.eps) if s.eps else _div(R, s.dz)  # [N, H]; blip(z) != 0 if eps > 0
-    return s.delta_in * (v @ s.W), s.d1 * s.b * v
+    v = R / _blip(s.dz, s.eps) if s.eps else _div(R, s.dz)  # blip(z) != 0 if eps > 0
+    return s.delta_in * s.vjp(v), s.bias_share(v)
 
 
-def linear_normalized_q(s: Step, Q: Tensor) -> tuple[Tensor, Tensor]:
-    """Q twin of the normalized rule: Q(a_i) = sum_j w_ij Q(z_j) dz_j / blip(dz_j); the
+def linear_normalized_q(s: Linear, Q: Tensor) -> tuple[Tensor, Tensor | None]:
+    """Q twin of the normalized rule: Q(a_i) = sum_j A_ji Q(z_j) dz_j / blip(dz_j); the
     gradient rule when eps = 0 (the source's rewriting). Returns Q_in and the bias relevance."""
-    v = Q * (s.dz / _blip(s.dz, s.eps)) if s.eps else Q  # [N, H]
-    return v @ s.W, s.d1 * s.b * v
+    v = Q * (s.dz / _blip(s.dz, s.eps)) if s.eps else Q
+    return s.vjp(v), s.bias_share(v)
 
 
-# --- nonlinearity rules: (node, S_a [N, H]) -> S_z [N, H] ---------------------------------------
+# --- nonlinearity rules: (node, S_a) -> S_z -----------------------------------------------------
 
 
 def _q_twin(rule: Callable[[Node, Tensor], Tensor]) -> Callable[[Node, Tensor], Tensor]:
@@ -215,6 +237,9 @@ def _guided(n: Node, S: Tensor) -> Tensor:
     return F.relu(n.dphi * S)
 
 
+# --- maximum rules: (a [M, K], R [M]) -> R_in [M, K] --------------------------------------------
+
+
 def _max_gradient(a: Tensor, R: Tensor) -> Tensor:
     """Winner takes all: R(a_i) = R(b) if a_i = max a, ties split equally. a [N, K], R [N]."""
     win = (a == a.amax(1, keepdim=True)).to(a.dtype)  # [N, K]
@@ -223,7 +248,8 @@ def _max_gradient(a: Tensor, R: Tensor) -> Tensor:
 
 def _max_radial(a: Tensor, R: Tensor) -> Tensor:
     """Radial: R(a_i) = s_i R(b), s_i = relu(a_i) / sum relu(a) if max a > 0, else
-    s_i = (1/a_i) / sum 1/a (all negative; the source's rule) and ties at 0 split equally."""
+    s_i = (1/a_i) / sum 1/a (all negative; the source's rule) and ties at 0 split equally.
+    An entry -inf (outside a padded pooling window) gets s_i = 0."""
     b = a.amax(1, keepdim=True)  # [N, 1]
     pos = F.relu(a)
     inv = 1 / torch.where(a < 0, a, -1)  # only read where every a_i < 0
@@ -300,6 +326,105 @@ def max_relevance(a: Tensor, R: Tensor, rule: str = "gradient") -> Tensor:
             f"max_relevance: need a [N, K] and R [N]; got {tuple(a.shape)}, {tuple(R.shape)}"
         )
     return MAXIMUM_RULES[rule](a, R)
+
+
+# --- max pools: winners, windows and the maximum rules applied per window -----------------------
+
+
+def _max_pool(op: ops.Pool, a: Tensor) -> tuple[Tensor, Tensor]:
+    """The max pool's output and each output's winner, a flat index into its input map's
+    ``H * W`` (torch's choice on ties, as autograd routes): both ``[N, C, H_out, W_out]``."""
+    m = op.module
+    if isinstance(m, nn.AdaptiveMaxPool2d):
+        return F.adaptive_max_pool2d(a, m.output_size, return_indices=True)
+    return F.max_pool2d(
+        a, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode, return_indices=True
+    )
+
+
+def _route(R: Tensor, index: Tensor, like: Tensor) -> Tensor:
+    """Every output's ``R`` to its winner (the max pool's own backward, without tie splitting).
+    R: [N, C, H_out, W_out], index: R's shape or one row of it -> like's shape [N, C, H, W]."""
+    N, C = R.shape[:2]
+    out = R.new_zeros(N, C, like[0, 0].numel())  # [N, C, H * W]
+    out = out.scatter_add(2, index.expand_as(R).flatten(2), R.flatten(2))
+    return out.view(N, C, *like.shape[2:])
+
+
+def _route_ref(R: Tensor, b: Tensor, b_ref: Tensor, win: Tensor, win_ref: Tensor, a: Tensor):
+    """Winner takes all against a reference (Shrikumar et al. 2017; Captum's max-pool rule).
+
+    ``b - b_ref = (max(b, b_ref) - b_ref) + (b - max(b, b_ref))``: ``R(b)`` is split in these
+    proportions between the input's winner and the reference's (all to the input's winner
+    when ``b = b_ref``). Each share lands where ``a - a_ref`` is non-zero, so the Q form
+    ``R / (a - a_ref)`` stays finite and summation-to-delta holds. Shapes as :func:`_route`.
+    """
+    db = b - b_ref
+    w = torch.where(db == 0, 1, _div(torch.maximum(b, b_ref) - b_ref, db))  # input's share
+    return _route(R * w, win, a) + _route(R * (1 - w), win_ref, a)
+
+
+def _axis(n_in: int, n_out: int, k: int, s: int, p: int, d: int, adaptive: bool) -> Tensor:
+    """Input indices of each pooling window along one axis, ``[n_out, K]``, -1 outside the
+    input (in the padding). Adaptive: ``[floor(o n_in / n_out), ceil((o+1) n_in / n_out))``;
+    otherwise ``o s - p + i d`` for ``i < k``."""
+    o = torch.arange(n_out)
+    if adaptive:
+        start, end = (o * n_in) // n_out, ((o + 1) * n_in + n_out - 1) // n_out
+        i = start[:, None] + torch.arange(int((end - start).max()))
+        return torch.where(i < end[:, None], i, -1)
+    i = o[:, None] * s - p + torch.arange(k) * d
+    return torch.where((i >= 0) & (i < n_in), i, -1)
+
+
+def _windows(op: ops.Pool, size: Sequence[int], out_size: Sequence[int]) -> Tensor:
+    """Flat input index (into ``H * W``) of every member of every window of a max pool,
+    ``[H_out W_out, K]``; ``H * W`` marks a place outside the input (padding, ceil_mode)."""
+    m, (H, W), (H_o, W_o) = op.module, size, out_size
+    adaptive = isinstance(m, nn.AdaptiveMaxPool2d)
+    if adaptive:
+        geometry = [(0, 0, 0, 0)] * 2
+    else:
+        k, s, p, d = (_pair(v) for v in (m.kernel_size, m.stride, m.padding, m.dilation))
+        geometry = list(zip(k, s, p, d, strict=True))
+    rows = _axis(H, H_o, *geometry[0], adaptive)[:, None, :, None]  # [H_o, 1, K_h, 1]
+    cols = _axis(W, W_o, *geometry[1], adaptive)[None, :, None, :]  # [1, W_o, 1, K_w]
+    flat = torch.where((rows >= 0) & (cols >= 0), rows * W + cols, H * W)  # [H_o, W_o, K_h, K_w]
+    return flat.reshape(H_o * W_o, -1)
+
+
+def _per_window(rule: str, op: ops.Pool, a: Tensor, R: Tensor) -> Tensor:
+    """``MAXIMUM_RULES[rule]`` on every pooling window: a [N, C, H, W], R [N, C, H_o, W_o] ->
+    [N, C, H, W] (members of several windows sum their shares). Outside the input a window
+    holds -inf, which no rule gives a share."""
+    N, C, H, W = a.shape
+    idx = _windows(op, (H, W), R.shape[2:]).to(a.device)  # [L, K]
+    L, K = idx.shape
+    vals = F.pad(a.flatten(2), (0, 1), value=-math.inf)[:, :, idx]  # [N, C, L, K]
+    split = MAXIMUM_RULES[rule](vals.reshape(-1, K), R.reshape(-1)).view(N, C, L * K)
+    out = a.new_zeros(N, C, H * W + 1).scatter_add(2, idx.flatten().expand(N, C, -1), split)
+    return out[:, :, : H * W].reshape(N, C, H, W)
+
+
+def _max_step(rule: str, mode: str, op: ops.Pool, fwd: tuple, ref: tuple, S: Tensor) -> Tensor:
+    """A max pool ``b = max over each window of a`` backwards, by ``MAXIMUM_RULES[rule]``.
+
+    The rules split ``R(b)`` (R space). ``mode``: "signal" (the gradient rule is the pool's own
+    backward), "r" (S is R) or "q" (S is Q: R(b) = (b - b_ref) Q(b) and Q(a) = R(a) /
+    (a - a_ref)). ``fwd = (a, b, winners)``, ``ref`` the same for the reference (Nones for a
+    zero reference).
+    """
+    (a, b, win), (a_ref, b_ref, win_ref) = fwd, ref
+    if rule == "gradient" and mode == "signal":
+        return _route(S, win, a)
+    R = S if mode == "r" else _delta(b, b_ref) * S
+    if rule == "radial":
+        R = _per_window(rule, op, a, R)
+    elif b_ref is None:
+        R = _route(R, win, a)
+    else:
+        R = _route_ref(R, b, b_ref, win, win_ref, a)
+    return R if mode == "r" else _div(R, _delta(a, a_ref))
 
 
 # --- the maximum built from smaller pieces (the source's closing remark) ------------------------
@@ -400,8 +525,9 @@ def _check_layer_rules(entry: object, where: str) -> dict:
     return dict(entry)
 
 
-def _layer_rules(method: str, rules: object, epsilon: float | None, L: int) -> list[dict]:
+def _layer_rules(method: str, rules: object, epsilon: float | None, view: ops.View) -> list[dict]:
     """Merge the method's row, the epsilon argument and ``rules`` into one dict per layer."""
+    L = len(view.layers)
     base = {k: METHODS[method][k] for k in LAYER_KEYS}
     if epsilon is not None:
         base.update(_check_layer_rules({"epsilon": epsilon}, ""))
@@ -411,15 +537,27 @@ def _layer_rules(method: str, rules: object, epsilon: float | None, L: int) -> l
         return [dict(base, **_check_layer_rules(rules, "")) for _ in range(L)]
     if isinstance(rules, Sequence) and not isinstance(rules, str):
         if len(rules) != L:
+            kinds = "Linear and Conv2d" if view.conv else "Linear"
             raise ValueError(
                 f"{_WHERE}: rules is a list of {len(rules)} entries; the model has "
-                f"{L} Linear layers (one dict each)"
+                f"{L} {kinds} layers (one dict each; a pool or activation follows the dict "
+                "of the layer before it)"
             )
         return [dict(base, **_check_layer_rules(r, f"[{i}]")) for i, r in enumerate(rules)]
     raise TypeError(
         f"{_WHERE}: rules must be None, a dict with keys from {list(LAYER_KEYS)}, "
-        f"or a list of such dicts (one per Linear); got {type(rules).__name__}"
+        f"or a list of such dicts (one per Linear or Conv2d); got {type(rules).__name__}"
     )
+
+
+def _governing(view: ops.View) -> list[int]:
+    """For every op, the index of the layer whose rules it follows: the last Linear or Conv2d
+    at or before it (the first layer for ops before any)."""
+    out, layer = [], 0
+    for op in view.ops:
+        layer += isinstance(op, ops.Affine)
+        out.append(max(layer - 1, 0))
+    return out
 
 
 def _targets(target: object, logits: Tensor) -> Tensor:
@@ -444,39 +582,77 @@ def _targets(target: object, logits: Tensor) -> Tensor:
 
 
 def _baseline(baseline: object, x_raw: Tensor, x: Tensor) -> Tensor:
-    """The DeepLIFT reference input, [1, D] or [N, D]."""
-    N, D = x.shape
+    """The DeepLIFT reference input, ``[1, *D]`` or ``[N, *D]`` with ``D = x.shape[1:]``.
+
+    Accepted: "zero", "mean", or a tensor of one sample's shape ``[*D]``, ``[1, *D]`` or
+    ``[N, *D]`` (``D`` as the model reads it, or as ``x`` was given, e.g. unflattened).
+    """
+    N, D = x.shape[0], tuple(x.shape[1:])
     if baseline is None or (isinstance(baseline, str) and baseline == "zero"):
-        return x.new_zeros(1, D)
+        return x.new_zeros(1, *D)
+    dims = ", ".join(map(str, D))
+    shapes = f"[D] = [{dims}], [1, D] or [N, D] = [{N}, {dims}]"
     if isinstance(baseline, str):
         if baseline == "mean":
             return x.mean(0, keepdim=True)
         raise ValueError(
-            f"{_WHERE}: baseline {baseline!r}; choose 'zero', 'mean', or a tensor "
-            f"of shape [D] = [{D}] or [N, D] = [{N}, {D}]"
+            f"{_WHERE}: baseline {baseline!r}; choose 'zero', 'mean', or a tensor {shapes}"
         )
-    x0 = torch.as_tensor(baseline).to(x)
-    if x0.shape == x_raw.shape[1:] or x0.shape == (D,):
-        return x0.reshape(1, -1)
-    if x0.shape in (x_raw.shape, (N, D)):
-        return x0.reshape(N, -1)
-    raise ValueError(
-        f"{_WHERE}: baseline has shape {tuple(x0.shape)}; expected [D] = [{D}] or "
-        f"[N, D] = [{N}, {D}] (or the unflattened {tuple(x_raw.shape)})"
-    )
+    try:
+        x0 = torch.as_tensor(baseline).to(x)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(
+            f"{_WHERE}: baseline must be 'zero', 'mean' or a tensor {shapes}; got "
+            f"{type(baseline).__name__}"
+        ) from None
+    samples = {D, tuple(x_raw.shape[1:])}
+    if tuple(x0.shape) in samples:
+        x0 = x0.reshape(1, *D)
+    elif x0.dim() > 1 and tuple(x0.shape[1:]) in samples and x0.shape[0] in (1, N):
+        x0 = x0.reshape(x0.shape[0], *D)
+    else:
+        raise ValueError(
+            f"{_WHERE}: baseline has shape {tuple(x0.shape)}; expected {shapes} "
+            f"(or unflattened like x, {tuple(x_raw.shape)})"
+        )
+    if not bool(torch.isfinite(x0).all()):
+        raise ValueError(f"{_WHERE}: baseline holds NaN or inf values")
+    return x0
 
 
-# --- the backward pass -------------------------------------------------------------------------
+def _check_offsets(view: ops.View) -> None:
+    """blame_bias counts an activation's offset f(0) as a bias of the layer before it: that
+    needs the activation to follow its layer directly (only Dropout or Identity between)."""
+    for k, op in enumerate(view.ops):
+        if not isinstance(op, ops.Activation) or not _offset(op):
+            continue
+        j = k - 1
+        while j >= 0 and isinstance(view.ops[j], ops.Pass):
+            j -= 1
+        if not isinstance(view.ops[j], ops.Affine):
+            raise ValueError(
+                f"{_WHERE}: method 'blame_bias' counts the offset f(0) = {_offset(op):g} of "
+                f"module {op.position} ({type(op.module).__name__}) as a bias of the layer "
+                f"before it, but it follows module {view.ops[j].position} "
+                f"({type(view.ops[j].module).__name__}); put the activation directly after "
+                "its Linear or Conv2d, or use method 'lrp_0'"
+            )
+
+
+def _offset(op: ops.Activation) -> float:
+    """c = f(0), the activation's offset (sigmoid: 1/2; 0 for the others)."""
+    return float(ops.phi(op.activation, torch.zeros((), dtype=torch.float64), op.slope))
 
 
 def _check_call(
     model: nn.Module, x: object, method: str, baseline: object, rules: object, epsilon: object
-) -> tuple[Net, Tensor, list[dict]]:
-    """Validate explain's arguments: the parsed net, x, and the merged rules of every layer."""
+) -> tuple[ops.View, list[dict]]:
+    """Validate explain's arguments: the parsed model, x, and the merged rules of every layer."""
     if method not in METHODS:
         raise KeyError(f"{_WHERE}: method {method!r}; choose from {sorted(METHODS)}")
-    net = parse(model, method=_WHERE)
-    layer_rules = _layer_rules(method, rules, epsilon, len(net.layers))
+    view = ops.parse(model, method=_WHERE)
+    view.check_eval(_WHERE)
+    layer_rules = _layer_rules(method, rules, epsilon, view)
     if METHODS[method]["reference"] != "baseline" and baseline is not None:
         raise ValueError(
             f"{_WHERE}: baseline is used by method 'deeplift' only; got method {method!r}"
@@ -491,19 +667,72 @@ def _check_call(
             f"{_WHERE}: x must be a floating-point Tensor [N, D]; got "
             f"{getattr(x, 'dtype', type(x).__name__)}"
         )
-    flat = net.inputs(x)
-    if flat.dim() != 2 or flat.shape[1] != net.in_features:
-        raise ValueError(
-            f"{_WHERE}: x has shape {tuple(x.shape)}; the model expects [N, {net.in_features}]"
-        )
-    return net, x, layer_rules
+    first = view.layers[0]
+    if not view.conv:  # an MLP reads x flattened
+        flat = x.flatten(1) if x.dim() > 2 else x
+        if flat.dim() != 2 or flat.shape[1] != first.in_units:
+            raise ValueError(
+                f"{_WHERE}: x has shape {tuple(x.shape)}; the model expects [N, {first.in_units}]"
+            )
+    view.check_x(x, _WHERE, convert=True)  # sizes, samples, finiteness (on a converted copy)
+    if METHODS[method]["offsets"]:
+        _check_offsets(view)
+    return view, layer_rules
 
 
-def _forward(net: Net, Ws: list[Tensor], bs: list[Tensor], x: Tensor) -> list:
-    """[(a_in, z, a)] per layer; dropout is off (an explanation is of the eval-mode network)."""
-    params = {f"{layer.name}.weight": W for layer, W in zip(net.layers, Ws, strict=True)}
-    params |= {f"{layer.name}.bias": b for layer, b in zip(net.layers, bs, strict=True)}
-    return ops.records(net.view, x, params=params)
+# --- the forward and backward passes -----------------------------------------------------------
+
+
+def _params(model: nn.Module, x: Tensor) -> dict[str, Tensor] | None:
+    """The model's parameters and buffers in ``x``'s dtype and device; None if they already
+    are (the ops then read the parameters themselves, and autograd reaches them either way)."""
+    named = dict(model.named_parameters()) | dict(model.named_buffers())
+    floats = {k: t for k, t in named.items() if t.is_floating_point()}
+    if all(t.dtype == x.dtype and t.device == x.device for t in floats.values()):
+        return None
+    return {k: t.to(device=x.device, dtype=x.dtype) for k, t in floats.items()}
+
+
+def _run(view: ops.View, x: Tensor, params: ops.Params) -> tuple[list[Tensor], dict[int, Tensor]]:
+    """Every op's input in evaluation mode, ``xs[k]`` for op ``k`` and ``xs[-1]`` the logits,
+    and the winners of every max pool by op index (:func:`_max_pool`)."""
+    xs, winners = [x], {}
+    for k, op in enumerate(view.ops):
+        if isinstance(op, ops.Pool) and op.routing:
+            a, winners[k] = _max_pool(op, xs[-1])
+        else:
+            a = op.apply(xs[-1], params, training=False)
+        xs.append(a)
+    return xs, winners
+
+
+def _affine(op: ops.Affine, params: ops.Params, in_shape: Sequence[int]):
+    """The transpose ``g -> W'^T g`` of a Linear or Conv2d (BatchNorm folded) and its bias map
+    ``b'`` (a Conv2d's ``[C, 1, 1]`` plus its Offset's per-position ``[C, H, W]``)."""
+    W, b = op.folded(params)
+    if not op.conv:
+        return (lambda g: g @ W), b
+    m, o = op.module, op.folded_offset(params)
+    b = b[:, None, None] if o is None else b[:, None, None] + o.to(b)
+
+    def vjp(g: Tensor) -> Tensor:  # the transposed convolution
+        shape = (g.shape[0], *in_shape[1:])
+        return torch.nn.grad.conv2d_input(shape, W, g, m.stride, m.padding, m.dilation)
+
+    return vjp, b
+
+
+def _pool_vjp(op: ops.Pool, a_in: Tensor) -> Callable[[Tensor], Tensor]:
+    """``g -> A^T g`` of an average pool (a linear op), by its own backward; differentiable in
+    ``g`` (double backpropagation through a relevance penalty)."""
+
+    def vjp(g: Tensor) -> Tensor:
+        with torch.enable_grad():
+            u = a_in.new_zeros(g.shape[0], *a_in.shape[1:]).requires_grad_(True)
+            (out,) = torch.autograd.grad(op.apply(u), u, g, create_graph=g.requires_grad)
+        return out
+
+    return vjp
 
 
 def explain(
@@ -519,41 +748,50 @@ def explain(
 ) -> Relevance:
     """Explain output ``f_t(x)`` of ``model`` by backward relevance propagation.
 
-    The forward pass runs once; then, from the last layer to the first, the nonlinearity rule
-    maps the quantity at ``a`` to ``z`` and the matrix rule maps it to ``a_in`` and to the bias.
+    The forward pass runs once; then, from the last op to the first, each op's rule maps the
+    quantity at its output to its input: the nonlinearity rule at an activation, the matrix
+    rule at a Linear, Conv2d or average pool (and to the layer's bias), the maximum rule at a
+    max pool.
 
     LRP-0 (``normalized`` with eps = 0, ``ignore``) splits ``R(z_j)`` exactly among
     ``a_i w_ij / z_j`` and the bias share ``b_j / z_j``, so ``input.sum + sum(bias.sum) =
-    f_t(x)`` for every activation. For ReLU and leaky ReLU nets it equals gradient x input,
-    biases included, and the bias relevance is ``b_j df/db_j`` (Ancona et al. 2018): the net is
-    positively homogeneous in (x, biases). For tanh, sigmoid or GELU conservation still holds,
-    because "ignore" passes ``R(a)`` to ``z`` whole, as if the activation were the line through
-    the origin of slope ``f(z)/z``; the input relevance is then ``x`` times the gradient taken
-    with ``f(z)/z`` in place of ``f'(z)``, and the bias relevance ``b_j`` times that modified
-    ``df/db_j``, not ``b_j df/db_j``.
+    f_t(x)`` for every activation; a max pool passes ``R`` whole to one input of each window
+    and an average pool is a linear op without bias. For ReLU and leaky ReLU nets it equals
+    gradient x input, biases included, and the bias relevance is ``b_j df/db_j`` (Ancona et
+    al. 2018): the net is positively homogeneous in (x, biases). For tanh, sigmoid or GELU
+    conservation still holds, because "ignore" passes ``R(a)`` to ``z`` whole, as if the
+    activation were the line through the origin of slope ``f(z)/z``; the input relevance is
+    then ``x`` times the gradient taken with ``f(z)/z`` in place of ``f'(z)``, and the bias
+    relevance ``b_j`` times that modified ``df/db_j``, not ``b_j df/db_j``.
     ``blame_bias`` is LRP-0 that also counts an activation offset ``f(0)`` (sigmoid: 1/2) as a
     bias, so that the Q form stays finite as z -> 0. DeepLIFT splits ``f_t(x) - f_t(x0)`` among
-    ``x - x0`` (summation to delta); the biases cancel in differences and get zero.
+    ``x - x0`` (summation to delta); the biases cancel in differences and get zero. Its
+    winner-takes-all max pool splits ``b - b_ref`` between the input's and the reference's
+    winners (:func:`_route_ref`). An eval-mode BatchNorm is folded into the layer before it,
+    so its shift is part of that layer's bias.
 
     Parameters
     ----------
     model : nn.Sequential
-        A model that :func:`prunelab.models.parse` accepts; dropout is treated as off.
-    x : Tensor[N, D]
-        Inputs (unflattened shapes are flattened as the model's ``Flatten`` would). Computation
-        follows ``x``'s dtype and device.
+        A model that :func:`prunelab.base.ops.parse` accepts (Linear, Conv2d, pools, eval-mode
+        BatchNorm, activations, Flatten, Dropout, Identity); dropout is treated as off.
+    x : Tensor[N, D] or Tensor[N, C, H, W]
+        Inputs (an MLP reads images flattened, as its ``Flatten`` would). Computation follows
+        ``x``'s dtype and device.
     method : str
         A key of ``METHODS``: ``gradient``, ``gradient_x_input``, ``deconvnet``,
         ``guided_backprop``, ``lrp_0``, ``lrp_epsilon``, ``blame_bias``, ``deeplift``.
     target : int, sequence of int or Tensor[N], optional
         The output unit to explain (default: the argmax of the outputs, the predicted class).
-    baseline : {"zero", "mean"} or Tensor[D] or Tensor[N, D], optional
-        DeepLIFT's reference input x0 (default ``"zero"``; ``"mean"`` is the mean of ``x``).
+    baseline : {"zero", "mean"} or Tensor[D...], Tensor[1, D...] or Tensor[N, D...], optional
+        DeepLIFT's reference input x0 (default ``"zero"``; ``"mean"`` is the mean of ``x``);
+        ``D...`` is one sample's shape.
     rules : dict or list of dict, optional
-        Overrides of the method's layer rules, keys from ``LAYER_KEYS``: ``"linear"`` (a key of
+        Overrides of the method's rules, keys from ``LAYER_KEYS``: ``"linear"`` (a key of
         ``LINEAR_RULES``), ``"nonlinearity"`` (of ``NONLINEARITY_RULES``), ``"maximum"`` (of
-        ``MAXIMUM_RULES``, for pooling layers) and ``"epsilon"`` (>= 0). A dict applies to every
-        layer; a list holds one dict per parsed ``Linear``, in order.
+        ``MAXIMUM_RULES``, for max pools) and ``"epsilon"`` (>= 0). A dict applies to every
+        layer; a list holds one dict per Linear or Conv2d, in order, and an activation or pool
+        follows the dict of the layer before it.
     q_form : bool
         Run the relevance methods through ``Q = R / (a - a_ref)``: the matrix rule becomes the
         gradient rule and "ignore" becomes "slope". Same result up to rounding. The signal
@@ -567,14 +805,16 @@ def explain(
     Returns
     -------
     Relevance
-        ``input`` [N, D], ``bias`` (one [N, H_l] per layer), ``output`` [N], ``target`` [N].
+        ``input`` (shaped as the model reads ``x``), ``bias`` (one map per Linear or Conv2d),
+        ``output`` [N], ``target`` [N].
 
     Raises
     ------
     KeyError
         Unknown method or rule name (the message lists the choices).
     TypeError, ValueError
-        Unsupported module (named by ``parse``), bad shapes, targets, baselines or rules.
+        Unsupported module (named by ``parse``), a BatchNorm in training mode, bad shapes,
+        targets, baselines or rules.
 
     Examples
     --------
@@ -584,7 +824,7 @@ def explain(
     >>> bool(torch.allclose(r.total, r.output))
     True
     """
-    net, x, layer_rules = _check_call(model, x, method, baseline, rules, epsilon)
+    view, layer_rules = _check_call(model, x, method, baseline, rules, epsilon)
     spec = METHODS[method]
     relevance = spec["propagates"] == "relevance"
     q_form = bool(q_form) and relevance
@@ -594,38 +834,53 @@ def explain(
             f"for relevance methods (Q = R / a would divide by activations); got "
             f"{[r['linear'] for r in layer_rules]}"
         )
-    x_raw, x = x, net.inputs(x)
-    Ws = [layer.weight.to(x) for layer in net.layers]
-    bs = [
-        x.new_zeros(layer.width) if layer.bias is None else layer.bias.to(x) for layer in net.layers
-    ]
-    acts = _forward(net, Ws, bs, x)
-    t = _targets(target, acts[-1][2])
-    onehot = F.one_hot(t, net.out_features).to(x.dtype)  # [N, C]
+    x_raw, x = x, view.inputs(x)
+    params = _params(model, x)
+    xs, winners = _run(view, x, params)
+    t = _targets(target, xs[-1])
+    onehot = F.one_hot(t, view.out_features).to(x.dtype)  # [N, C]
     if spec["reference"] == "baseline":
-        refs = _forward(net, Ws, bs, _baseline(baseline, x_raw, x))  # rows 1 or N
+        refs, winners_ref = _run(view, _baseline(baseline, x_raw, x), params)  # rows 1 or N
         d1 = 0.0  # the constant input is 1 in both passes
     else:
-        refs = [(None, None, None)] * len(acts)  # every node's reference is 0
+        refs, winners_ref = [None] * len(xs), {}  # every reference is 0
         d1 = 1.0
-    delta_out = _delta(acts[-1][2], refs[-1][2]) * onehot  # [N, C]
+    delta_out = _delta(xs[-1], refs[-1]) * onehot  # [N, C]
     S = delta_out if relevance and not q_form else onehot
     form = "q" if q_form else "r"
+    mode = form if relevance else "signal"
+    governs = _governing(view)
 
-    bias: list[Tensor] = [x.new_zeros(0)] * len(acts)
-    for k in reversed(range(len(acts))):
-        layer, (a_in, z, a), (a_in0, z0, a_ref) = net.layers[k], acts[k], refs[k]
-        c = float(layer.phi(torch.zeros(()))) if spec["offsets"] else 0.0  # f(0) as a bias
-        offset = None
-        if c:  # relevance of the constant offset: c Q(a) = R(a) c / a
-            offset = c * S if q_form else _div(c * S, _delta(a, a_ref))
-            S = S if q_form else S - offset
-        node = Node(layer, z, _delta(z, z0), _delta(a, a_ref) - c if c else _delta(a, a_ref))
-        S = NONLINEARITY_RULES[layer_rules[k]["nonlinearity"]][form](node, S)
-        step = Step(Ws[k], bs[k], _delta(a_in, a_in0), node.dz, layer_rules[k]["epsilon"], d1)
-        S, bias[k] = LINEAR_RULES[layer_rules[k]["linear"]][form](step, S)
-        if offset is not None:
-            bias[k] = bias[k] + offset
+    bias: list[Tensor] = []  # from the last layer to the first
+    offset = None  # blame_bias: relevance of an activation's f(0), for the layer before it
+    for k in reversed(range(len(view.ops))):
+        op, rule = view.ops[k], layer_rules[governs[k]]
+        a_in, a, a_in0, a_ref = xs[k], xs[k + 1], refs[k], refs[k + 1]
+        if isinstance(op, ops.Affine):
+            vjp, b = _affine(op, params, a_in.shape)
+            lin = Linear(vjp, b, _delta(a_in, a_in0), _delta(a, a_ref), rule["epsilon"], d1)
+            S, R_b = LINEAR_RULES[rule["linear"]][form](lin, S)
+            bias.append(R_b if offset is None else R_b + offset)
+            offset = None
+        elif isinstance(op, ops.Activation):
+            c = _offset(op) if spec["offsets"] else 0.0
+            da = _delta(a, a_ref)
+            if c:  # relevance of the constant offset: c Q(a) = R(a) c / a
+                offset = c * S if q_form else _div(c * S, da)
+                S, da = (S if q_form else S - offset), da - c
+            node = Node(op, a_in, _delta(a_in, a_in0), da)
+            S = NONLINEARITY_RULES[rule["nonlinearity"]][form](node, S)
+        elif isinstance(op, ops.Pool) and op.routing:
+            fwd, ref = (a_in, a, winners[k]), (a_in0, a_ref, winners_ref.get(k))
+            S = _max_step(rule["maximum"], mode, op, fwd, ref, S)
+        elif isinstance(op, ops.Pool):  # average pool: a linear op without bias
+            lin = Linear(_pool_vjp(op, a_in), None, _delta(a_in, a_in0), _delta(a, a_ref),
+                         rule["epsilon"], d1)  # fmt: skip
+            S = LINEAR_RULES[rule["linear"]][form](lin, S)[0]
+        else:  # Flatten, Dropout, Identity
+            S = S.reshape(S.shape[0], *a_in.shape[1:])
     if q_form or spec["times_input"]:
-        S = _delta(x, refs[0][0]) * S  # [N, D]: R(x) = (x - x0) Q(x)
-    return Relevance(input=S, bias=bias, output=delta_out.sum(1), target=t)
+        S = _delta(x, refs[0]) * S  # R(x) = (x - x0) Q(x)
+    if not view.conv:
+        S = S.flatten(1)  # an MLP's input relevance is [N, D], as it reads x
+    return Relevance(input=S, bias=bias[::-1], output=delta_out.sum(1), target=t)
