@@ -27,6 +27,7 @@ CONFIG = dict(
     ratio_samples=100,
     ratio_probes=4,
     prediction_max=0.3,
+    convnet=False,
 )
 
 
@@ -162,3 +163,81 @@ def test_config_validation():
         study.Config(seeds=1)
     with pytest.raises(ValueError, match="widths"):
         study.Config(widths=(10, 5, 10))
+
+
+# --- the LeNet-5 arm -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lenet(tmp_path_factory):
+    config = study.Config(
+        **{**CONFIG, "convnet": True, "lenet5_epochs": 1, "lenet5_finetune_epochs": 1}
+    )
+    out = tmp_path_factory.mktemp("run")
+    results = study.run(config, out, progress=False)
+    split = data.load("mnist5k", seed=0, n_train=300, n_test=200)
+    nets = {}  # the same recipe, trained again (train.fit is deterministic)
+    for kind, p in zip(study.KINDS, (0.0, config.dropout)):
+        nets[kind] = [models.lenet5(dropout=p, seed=k) for k in range(2)]
+        for k, net in enumerate(nets[kind]):
+            train.fit(
+                net,
+                split.train,
+                epochs=1,
+                lr=config.lenet5_lr,
+                batch_size=config.batch_size,
+                seed=k,
+                progress=False,
+            )
+    return config, results, split, nets, out
+
+
+def test_lenet5_curves_equal_pruning_one_level_at_a_time(lenet):
+    config, r, split, nets, _ = lenet
+    c = r.convnet
+    assert c.arch == "LeNet-5" and c.widths == (1, 6, 16, 120, 84, 10)
+    assert c.conv_weights == 6 * 25 + 16 * 6 * 25 and c.weights == c.conv_weights + sum(
+        a * b for a, b in ((400, 120), (120, 84), (84, 10))
+    )
+    xs, ys = split.train.x[:200], split.train.y[:200]
+    for kind in study.KINDS:
+        for k, net in enumerate(nets[kind]):
+            assert c.test_accuracy[kind][k] == train.evaluate(net, split.test)["accuracy"]
+    checks = [
+        (study.KINDS[0], "obd", "global", 0.5),
+        (study.KINDS[0], "magnitude", "layer", 0.7),
+        (study.KINDS[1], "snip", "global", 0.3),
+    ]
+    for kind, crit, scope, level in checks:
+        curve = c.curve(kind, crit, scope)
+        i = _index(curve.levels, level)
+        for k, net in enumerate(nets[kind]):
+            scores = criteria.weight_scores(crit, net, xs, ys)
+            pruned = surgery.strip(net, surgery.prune_weights(net, scores, level, scope=scope))
+            got = train.evaluate(pruned, split.test)
+            assert curve.accuracy[k, i].item() == pytest.approx(got["accuracy"], abs=1e-12)
+            assert curve.loss[k, i].item() == pytest.approx(got["loss"], rel=1e-5)
+
+
+def test_lenet5_cross_terms_are_the_exact_blocks(lenet):
+    _, r, split, nets, _ = lenet
+    xs, ys = split.train.x[:200], split.train.y[:200]
+    for t in r.convnet.cross_terms:
+        net = nets[t.kind][0]
+        for layer, got in ((-1, t.last_layer[0]), (1, t.third_layer[0])):
+            H = hessian_blocks.layer_hessian(net, xs, ys, layer)
+            assert got == pytest.approx(hessian_blocks.offdiagonal_ratio(H), rel=1e-6)
+        assert t.second == "the second conv layer"
+    assert [t.second for t in r.cross_terms] == ["the layer before it"] * 2
+
+
+def test_lenet5_findings_report_and_round_trip(lenet, monkeypatch):
+    config, r, _, _, out = lenet
+    assert len(r.convnet.findings) == len(r.findings) == 7
+    assert [f.claim for f in r.convnet.findings] == [f.claim for f in r.findings]
+    monkeypatch.setitem(report.STUDIES, study.NAME, study)
+    report.write_run(study, config, r, out)
+    assert (out / "lenet5_accuracy_vs_sparsity.png").exists()
+    _, _, r2, _ = report.load_run(out)
+    assert r2.convnet.findings == r.convnet.findings
+    torch.testing.assert_close(r2.convnet.curves[0].accuracy, r.convnet.curves[0].accuracy.float())

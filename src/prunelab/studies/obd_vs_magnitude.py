@@ -15,6 +15,7 @@ loss increase. The report is rendered by :mod:`.obd_vs_magnitude_report`.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -22,7 +23,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from ..base import data, files, models, stats, train
+from ..base import data, files, models, ops, stats, train
 from ..base.progress import track
 from ..engines import ensemble, hessian_blocks
 from ..methods import criteria, surgery
@@ -72,6 +73,12 @@ class Config:
     ratio_samples: int = option(1000, "training images of the whole-Hessian off-diagonal estimate")
     ratio_probes: int = option(32, "Hessian-vector products of that estimate")
     prediction_max: float = option(0.8, "OBD's predicted vs actual loss increase up to here")
+    convnet: bool = option(
+        True, "also run every arm on LeNet-5 (conv weights pruned with the Linear ones)"
+    )
+    lenet5_epochs: int = option(12, "LeNet-5: training epochs (Adam, batch size as above)")
+    lenet5_lr: float = option(2e-3, "LeNet-5: Adam learning rate")
+    lenet5_finetune_epochs: int = option(2, "LeNet-5: fine-tuning epochs")
 
     QUICK: ClassVar[dict] = {
         "seeds": 2,
@@ -88,6 +95,8 @@ class Config:
         "ratio_samples": 200,
         "ratio_probes": 4,
         "prediction_max": 0.6,
+        "lenet5_epochs": 3,
+        "lenet5_finetune_epochs": 1,
     }
 
     def __post_init__(self) -> None:
@@ -97,9 +106,19 @@ class Config:
             raise ValueError(f"dropout must be in [0, 1); got {self.dropout}")
         if self.seeds < 2:
             raise ValueError(f"seeds must be >= 2 (for the intervals); got {self.seeds}")
-        for name in ("n_train", "n_test", "epochs", "score_samples", "ratio_samples"):
+        for name in (
+            "n_train",
+            "n_test",
+            "epochs",
+            "score_samples",
+            "ratio_samples",
+            "lenet5_epochs",
+            "lenet5_finetune_epochs",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
+        if not self.lenet5_lr > 0:
+            raise ValueError(f"lenet5_lr must be > 0; got {self.lenet5_lr}")
         if self.ratio_probes < 2:
             raise ValueError(f"ratio_probes must be >= 2; got {self.ratio_probes}")
         for name in ("step", "fine_step"):
@@ -150,13 +169,14 @@ class CrossTerms:
 
     kind: str
     last_layer: list[float]  # ||offdiag||_F / ||H||_F of the last layer's block (weights, bias)
-    third_layer: list[float]  # the same for the layer before it
+    third_layer: list[float]  # the same for a second layer (the MLP: the one before the last)
     network: list[float]  # the whole Hessian, estimated (Hutchinson)
     network_se: list[float]  # standard error of network^2
     zero_saliency: list[float]  # fraction of the weights whose OBD saliency is exactly 0
     levels: Tensor  # [P] sparsities of the prediction check (global OBD)
     predicted: Tensor  # [S, P] sum of the pruned saliencies (OBD's predicted loss increase)
     actual: Tensor  # [S, P] actual increase of the training loss (same samples)
+    second: str = "the layer before it"  # which layer third_layer measures, in words
 
 
 @dataclass
@@ -173,6 +193,8 @@ class Finding:
 
 @dataclass
 class Results:
+    """One network's arms; the MLP's ``convnet`` holds the same for LeNet-5."""
+
     widths: tuple[int, ...]
     weights: int
     n_train: int
@@ -186,6 +208,9 @@ class Results:
     fine_tuned: list[FineTuned]
     cross_terms: list[CrossTerms]
     findings: list[Finding]
+    arch: str = "MLP"  # "MLP" or "LeNet-5"
+    conv_weights: int = 0  # of ``weights``, those in Conv2d kernels
+    convnet: Results | None = None
 
     def curve(self, kind: str, criterion: str, scope: str, *, fine: bool = False) -> Curve | None:
         for c in self.fine if fine else self.curves:
@@ -208,25 +233,61 @@ def _arms(config: Config) -> list[tuple[str, str]]:
     return main + [(c, "global") for c in config.extra if c not in config.criteria]
 
 
-def _train(config: Config, split: data.Split, dropout: float) -> tuple[list[nn.Module], list]:
-    """``config.seeds`` nets trained together, on the device of ``split``."""
+@dataclass(frozen=True)
+class Arch:
+    """What differs between the study's two networks: how they are built and trained, and
+    which layers' exact Hessian blocks are measured."""
+
+    name: str  # "MLP" or "LeNet-5"
+    build: Callable[[int, float], nn.Module]  # (seed, dropout) -> an untrained net
+    epochs: int
+    lr: float
+    finetune_epochs: int
+    blocks: tuple[int, ...]  # layer indices: the last, then the second measured
+    second: str  # the second measured layer, in words
+
+
+def _archs(config: Config) -> list[Arch]:
+    mlp = Arch(
+        "MLP",
+        lambda seed, p: models.mlp(config.widths, dropout=p, seed=seed),
+        config.epochs,
+        config.lr,
+        config.finetune_epochs,
+        (-1, -2) if len(config.widths) > 2 else (-1,),
+        "the layer before it",
+    )
+    if not config.convnet:
+        return [mlp]
+    lenet = Arch(
+        "LeNet-5",
+        lambda seed, p: models.lenet5(dropout=p, seed=seed),
+        config.lenet5_epochs,
+        config.lenet5_lr,
+        config.lenet5_finetune_epochs,
+        (-1, 1),
+        "the second conv layer",
+    )
+    return [mlp, lenet]
+
+
+def _train(config: Config, split: data.Split, arch: Arch, dropout: float):
+    """``config.seeds`` nets of ``arch`` trained on the device of ``split`` (MLPs together with
+    fit_many, convnets one by one with train.fit)."""
     seeds = [config.seed + k for k in range(config.seeds)]
     device = split.train.x.device
-    nets = [models.mlp(config.widths, dropout=dropout, seed=s).to(device) for s in seeds]
-    histories = ensemble.fit_many(
-        nets,
-        split.train,
-        seeds=seeds,
-        epochs=config.epochs,
-        lr=config.lr,
-        batch_size=config.batch_size,
-        progress=False,
-    )
-    return nets, histories
+    nets = [arch.build(s, dropout).to(device) for s in seeds]
+    fit = dict(epochs=arch.epochs, lr=arch.lr, batch_size=config.batch_size, progress=False)
+    if arch.name == "MLP":
+        return nets, ensemble.fit_many(nets, split.train, seeds=seeds, **fit)
+    return nets, [
+        train.fit(net, split.train, seed=s, **fit) for net, s in zip(nets, seeds, strict=True)
+    ]
 
 
-def _finetune(config, split, nets, scores, kind: str, crit: str) -> FineTuned:
-    """Global masks at each fine-tune level, then fit_many on all (seed, level) copies at once."""
+def _finetune(config, split, arch: Arch, nets, scores, kind: str, crit: str) -> FineTuned:
+    """Global masks at each fine-tune level, then every (seed, level) copy trained with its
+    mask in force (MLPs all at once with fit_many)."""
     copies, masks, before = [], [], []
     for k, net in enumerate(nets):
         for level in config.finetune_levels:
@@ -235,17 +296,19 @@ def _finetune(config, split, nets, scores, kind: str, crit: str) -> FineTuned:
             before.append(train.evaluate(pruned, split.test)["accuracy"])
             copies.append(pruned)
             masks.append(m)
-    stacked_masks = {n: torch.stack([m[n] for m in masks]) for n in masks[0]}
-    ensemble.fit_many(
-        copies,
-        split.train,
-        seeds=[config.seed + i for i in range(len(copies))],
-        epochs=config.finetune_epochs,
+    seeds = [config.seed + i for i in range(len(copies))]
+    fit = dict(
+        epochs=arch.finetune_epochs,
         lr=config.finetune_lr,
         batch_size=config.batch_size,
-        weight_masks=stacked_masks,
         progress=False,
     )
+    if arch.name == "MLP":
+        stacked = {n: torch.stack([m[n] for m in masks]) for n in masks[0]}
+        ensemble.fit_many(copies, split.train, seeds=seeds, weight_masks=stacked, **fit)
+    else:
+        for c, m, s in zip(copies, masks, seeds, strict=True):
+            train.fit(c, split.train, seed=s, weight_masks=m, **fit)
     after = [train.evaluate(c, split.test)["accuracy"] for c in copies]
     shape = (len(nets), len(config.finetune_levels))
     return FineTuned(
@@ -257,14 +320,14 @@ def _finetune(config, split, nets, scores, kind: str, crit: str) -> FineTuned:
     )
 
 
-def _cross_terms(config, nets, scores, x, y, kind: str) -> CrossTerms:
+def _cross_terms(config, arch: Arch, nets, scores, x, y, kind: str) -> CrossTerms:
     levels = _levels(0.0, config.prediction_max, config.step)
-    last, third, network, network_se, zero, predicted, actual = [], [], [], [], [], [], []
+    blocks: list[list[float]] = [[], []]
+    network, network_se, zero, predicted, actual = [], [], [], [], []
     for k, net in enumerate(nets):
-        last.append(hessian_blocks.offdiagonal_ratio(hessian_blocks.layer_hessian(net, x, y, -1)))
-        if len(config.widths) > 2:
-            block = hessian_blocks.layer_hessian(net, x, y, -2)
-            third.append(hessian_blocks.offdiagonal_ratio(block))
+        for j, layer in enumerate(arch.blocks):
+            H = hessian_blocks.layer_hessian(net, x, y, layer)
+            blocks[j].append(hessian_blocks.offdiagonal_ratio(H))
         g = torch.Generator().manual_seed(config.seed + k)
         n = config.ratio_samples
         r, se = hessian_blocks.offdiagonal_ratio_estimate(
@@ -279,14 +342,15 @@ def _cross_terms(config, nets, scores, x, y, kind: str) -> CrossTerms:
         actual.append(sweep.loss - sweep.loss[0])
     return CrossTerms(
         kind,
-        last,
-        third,
+        blocks[0],
+        blocks[1],
         network,
         network_se,
         zero,
         torch.tensor(levels, dtype=torch.float64),
         torch.stack(predicted),
         torch.stack(actual),
+        arch.second,
     )
 
 
@@ -457,7 +521,9 @@ def _fmt(values: list[float]) -> str:
 def run(
     config: Config, out: str | Path, *, progress: bool = True, device: str | torch.device = "cpu"
 ) -> Results:
-    """Train, score, sweep, fine-tune and measure the Hessian's cross terms.
+    """Train, score, sweep, fine-tune and measure the Hessian's cross terms, for the MLP and
+    (``config.convnet``) for LeNet-5 on the same data; the LeNet-5 results are the MLP
+    results' ``convnet``.
 
     Everything is computed on ``device`` (initialisations and data are drawn on the CPU and
     moved there; the criteria's and probes' generators stay on the CPU); the results come back
@@ -465,6 +531,19 @@ def run(
     """
     split = data.load("mnist5k", seed=config.seed, n_train=config.n_train, n_test=config.n_test)
     split = split.to(device=torch.device(device))
+    archs = _archs(config)
+    steps = len(archs) * len(KINDS) * (1 + config.seeds + 3)
+    with track(steps, "obd vs magnitude", enabled=progress) as advance:
+        results = [files.to_cpu(_study(config, split, arch, advance)) for arch in archs]
+    for r in results:
+        r.findings = _findings(r, config)  # read from the CPU copy
+    main = results[0]
+    main.convnet = results[1] if len(results) > 1 else None
+    return main
+
+
+def _study(config: Config, split: data.Split, arch: Arch, advance) -> Results:
+    """Every arm of one network, with and without dropout (findings left empty)."""
     train_x, train_y = split.train.x, split.train.y
     xs, ys = train_x[: config.score_samples], train_y[: config.score_samples]
     xt, yt = split.test.x, split.test.y
@@ -472,66 +551,59 @@ def run(
     fine_levels = _levels(config.fine_start, 0.999, config.fine_step)
     arms = _arms(config)
     names = sorted({c for c, _ in arms} | set(config.finetune_criteria) | {"obd"})
-    steps = len(KINDS) * (1 + config.seeds + 3)
     curves, fine, tuned, terms = [], [], [], []
     train_loss, test_accuracy = {}, {}
-    with track(steps, "obd vs magnitude", enabled=progress) as advance:
-        for kind, p in zip(KINDS, (0.0, config.dropout), strict=True):
-            nets, histories = _train(config, split, p)
-            train_loss[kind] = [h.loss[-1] for h in histories]
-            test_accuracy[kind] = [train.evaluate(net, split.test)["accuracy"] for net in nets]
-            advance(status=f"trained ({kind})")
-            scores = []  # per seed: {criterion: {param: Tensor}}
-            for k, net in enumerate(nets):
-                g = torch.Generator().manual_seed(config.seed + k)
-                scores.append(
-                    {c: criteria.weight_scores(c, net, xs, ys, generator=g) for c in names}
-                )
-                advance(status=f"scored seed {k} ({kind})")
-            for crit, scope in arms:
-                sweeps = [
-                    surgery.sparsity_sweep(net, scores[k][crit], coarse, xt, yt, scope=scope)
-                    for k, net in enumerate(nets)
-                ]
-                curves.append(_curve(kind, crit, scope, coarse, sweeps))
-            kind_curves = [cv for cv in curves if cv.kind == kind]
-            heavy = torch.tensor(coarse) >= config.fine_start
-            best = sorted(
-                kind_curves, key=lambda cv: cv.accuracy[:, heavy].mean().item(), reverse=True
-            )
-            chosen = {(cv.criterion, cv.scope) for cv in best[: config.fine_arms]}
-            chosen.add(("obd", "global"))  # the source's "even more pruning" arm, always
-            for crit, scope in sorted(chosen):
-                sweeps = [
-                    surgery.sparsity_sweep(net, scores[k][crit], fine_levels, xt, yt, scope=scope)
-                    for k, net in enumerate(nets)
-                ]
-                fine.append(_curve(kind, crit, scope, fine_levels, sweeps))
-            advance(status=f"swept ({kind})")
-            for crit in config.finetune_criteria:
-                tuned.append(_finetune(config, split, nets, scores, kind, crit))
-            advance(status=f"fine-tuned ({kind})")
-            terms.append(_cross_terms(config, nets, scores, xs, ys, kind))
-            advance(status=f"cross terms ({kind})")
-    results = files.to_cpu(
-        Results(
-            widths=tuple(config.widths),
-            weights=sum(a * b for a, b in zip(config.widths[:-1], config.widths[1:], strict=True)),
-            n_train=len(train_y),
-            n_test=len(yt),
-            score_samples=len(ys),
-            seeds=[config.seed + k for k in range(config.seeds)],
-            train_loss=train_loss,
-            test_accuracy=test_accuracy,
-            curves=curves,
-            fine=fine,
-            fine_tuned=tuned,
-            cross_terms=terms,
-            findings=[],
-        )
+    for kind, p in zip(KINDS, (0.0, config.dropout), strict=True):
+        nets, histories = _train(config, split, arch, p)
+        train_loss[kind] = [h.loss[-1] for h in histories]
+        test_accuracy[kind] = [train.evaluate(net, split.test)["accuracy"] for net in nets]
+        advance(status=f"{arch.name}: trained ({kind})")
+        scores = []  # per seed: {criterion: {param: Tensor}}
+        for k, net in enumerate(nets):
+            g = torch.Generator().manual_seed(config.seed + k)
+            scores.append({c: criteria.weight_scores(c, net, xs, ys, generator=g) for c in names})
+            advance(status=f"{arch.name}: scored seed {k} ({kind})")
+        for crit, scope in arms:
+            sweeps = [
+                surgery.sparsity_sweep(net, scores[k][crit], coarse, xt, yt, scope=scope)
+                for k, net in enumerate(nets)
+            ]
+            curves.append(_curve(kind, crit, scope, coarse, sweeps))
+        kind_curves = [cv for cv in curves if cv.kind == kind]
+        heavy = torch.tensor(coarse) >= config.fine_start
+        best = sorted(kind_curves, key=lambda cv: cv.accuracy[:, heavy].mean().item(), reverse=True)
+        chosen = {(cv.criterion, cv.scope) for cv in best[: config.fine_arms]}
+        chosen.add(("obd", "global"))  # the source's "even more pruning" arm, always
+        for crit, scope in sorted(chosen):
+            sweeps = [
+                surgery.sparsity_sweep(net, scores[k][crit], fine_levels, xt, yt, scope=scope)
+                for k, net in enumerate(nets)
+            ]
+            fine.append(_curve(kind, crit, scope, fine_levels, sweeps))
+        advance(status=f"{arch.name}: swept ({kind})")
+        for crit in config.finetune_criteria:
+            tuned.append(_finetune(config, split, arch, nets, scores, kind, crit))
+        advance(status=f"{arch.name}: fine-tuned ({kind})")
+        terms.append(_cross_terms(config, arch, nets, scores, xs, ys, kind))
+        advance(status=f"{arch.name}: cross terms ({kind})")
+    view = ops.parse(nets[0])
+    return Results(
+        widths=(view.layers[0].in_units, *view.hidden_sizes, view.out_features),
+        weights=sum(layer.weight.numel() for layer in view.layers),
+        n_train=len(train_y),
+        n_test=len(yt),
+        score_samples=len(ys),
+        seeds=[config.seed + k for k in range(config.seeds)],
+        train_loss=train_loss,
+        test_accuracy=test_accuracy,
+        curves=curves,
+        fine=fine,
+        fine_tuned=tuned,
+        cross_terms=terms,
+        findings=[],
+        arch=arch.name,
+        conv_weights=sum(layer.weight.numel() for layer in view.layers if layer.conv),
     )
-    results.findings = _findings(results, config)  # read from the CPU copy
-    return results
 
 
 def _curve(kind, crit, scope, levels, sweeps) -> Curve:

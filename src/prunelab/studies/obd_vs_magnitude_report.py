@@ -175,7 +175,8 @@ def _cross_figure(r) -> Plot:
         ylabel="loss increase",
     )
     ax[0, 0].set_yscale("symlog", linthresh=1e-3)
-    groups = ["last layer", "layer before", "whole net (est.)"]
+    second = r.cross_terms[0].second if r.cross_terms else "the layer before it"
+    groups = ["last layer", second.removeprefix("the "), "whole net (est.)"]
     width = 0.38
     for j, t in enumerate(r.cross_terms):
         for i, values in enumerate((t.last_layer, t.third_layer, t.network)):
@@ -206,7 +207,7 @@ def _cross_figure(r) -> Plot:
         "Left: OBD's predicted loss increase (sum of the pruned saliencies, dashed) against the "
         "actual increase (solid) on the training images the saliencies were taken on. Right: the "
         "share of the Hessian's Frobenius norm off its diagonal, for the exact blocks of the last "
-        "two layers and estimated for the whole network (95% t-intervals over seeds).",
+        f"layer and {second} and estimated for the whole network (95% t-intervals over seeds).",
     )
 
 
@@ -301,7 +302,86 @@ def sections(r, config) -> list[Section]:
         _finetune_section(r),
         _findings_section(r),
     ]
+    if r.convnet is not None:
+        out += _convnet_sections(r, r.convnet, config)
     return out
+
+
+def _renamed(plot: Plot, prefix: str) -> Plot:
+    return Plot(f"{prefix}{plot.name}", plot.figure, plot.caption)
+
+
+def _convnet_sections(r, c, config) -> list[Section]:
+    """The LeNet-5 arm: the same arms and measurements, and the source's observations checked
+    on the convnet beside the MLP's verdicts."""
+    conv, dense = c.conv_weights, c.weights - c.conv_weights
+    what = Section(
+        "The same on a convnet: LeNet-5",
+        [
+            f"The source's net is fully connected. We repeat every arm on LeNet-5 ({c.weights:,} "
+            f"weights: {conv:,} in its two conv layers, {dense:,} in its Linear layers; biases "
+            f"never pruned) trained on the same images with Adam (lr {config.lenet5_lr}, batch "
+            f"{config.batch_size}, {config.lenet5_epochs} epochs, one by one with train.fit), "
+            f"without and with dropout p = {config.dropout} after its hidden Linear layers, for "
+            f"the same seeds. A conv weight is one element of a kernel; global arms rank conv "
+            "and Linear weights together, layer-wise arms prune the same fraction of each of "
+            "the five layers. OBD uses the exact Hessian diagonal through the convolutions and "
+            "max pools (curvature.diag_hessian). The exact Hessian blocks are those of the last "
+            f"layer and of {c.cross_terms[0].second} (all its filter weights and biases).",
+        ],
+        [
+            Table(
+                ["model", "final training loss", "test accuracy"],
+                [
+                    [
+                        f"LeNet-5, {kind}",
+                        _mean_pm(c.train_loss[kind]),
+                        _mean_pm(c.test_accuracy[kind]),
+                    ]
+                    for kind in KINDS
+                ],
+                "Mean ± 95% t-interval half-width over seeds.",
+            ),
+            _level_table(c),
+        ],
+        [
+            _renamed(_main_figure(c), "lenet5_"),
+            _renamed(_dropout_figure(c), "lenet5_"),
+        ],
+    )
+    cross = _cross_section(c, config)
+    cross.title = "LeNet-5: the Hessian's cross terms"
+    cross.plots = [_renamed(p, "lenet5_") for p in cross.plots]
+    tuned = _finetune_section(c, "train.fit per seed and level")
+    tuned.title = "LeNet-5: with fine-tuning"
+    mlp = {f.claim: f for f in r.findings}
+    rows = [
+        [
+            f.claim,
+            f"{mlp[f.claim].verdict}" if f.claim in mlp else "-",
+            f"{100 * f.value:+.2f} ± {100 * f.half:.2f}"
+            if "share" not in f.measure
+            else f"{f.value:+.3f} ± {f.half:.3f}",
+            f.verdict,
+        ]
+        for f in c.findings
+    ]
+    holds = [f.claim.rstrip(".") for f in c.findings if f.verdict == "reproduced"]
+    fails = [f.claim.rstrip(".") for f in c.findings if f.verdict == "not reproduced"]
+    text = [
+        "The source's observations measured the same way on LeNet-5, beside the MLP's verdicts "
+        "(the same rule: 'reproduced' when the 95% interval over seeds excludes zero in the "
+        "source's direction).",
+        "Reproduced on the convnet: " + ("; ".join(holds) or "none") + ".",
+        "Not reproduced on the convnet: " + ("; ".join(fails) or "none") + ".",
+        *[f"{f.claim} {f.verdict.capitalize()} on LeNet-5. {f.detail}" for f in c.findings],
+    ]
+    findings = Section(
+        "LeNet-5: the source's observations, checked",
+        text,
+        [Table(["observation", "MLP", "LeNet-5 value", "LeNet-5 verdict"], rows)],
+    )
+    return [what, cross, tuned, findings]
 
 
 def _mean_at(curve, level) -> float:
@@ -358,13 +438,14 @@ def _cross_section(r, config) -> Section:
                 _mean_pm(ratio),
             ]
         )
+    second = r.cross_terms[0].second if r.cross_terms else "the layer before it"
     return Section(
         "Testing the explanation: the Hessian's cross terms",
         [
             "If the cross terms h_ij (i ≠ j) were negligible, OBD's saliency would be the loss "
             "increase itself. We measure them in two ways. (1) The share of the Hessian's "
             "Frobenius norm that lies off its diagonal, r = ||H - diag H||_F / ||H||_F: exactly "
-            "for the blocks of the last layer and the layer before it "
+            f"for the blocks of the last layer and {second} "
             "(hessian_blocks.layer_hessian, weights and biases, "
             f"{r.score_samples} training images), and for the whole {r.weights:,}-weight Hessian "
             f"by Hutchinson's estimate of ||H||_F² ({config.ratio_probes} probes on "
@@ -378,7 +459,7 @@ def _cross_section(r, config) -> Section:
                 [
                     "model",
                     "r, last layer",
-                    "r, layer before",
+                    f"r, {second.removeprefix('the ')}",
                     "r, whole net (estimate)",
                     "weights with saliency 0 (%)",
                     f"actual / predicted loss increase at {100 * config.prediction_max:g}%",
@@ -422,7 +503,7 @@ def _cross_reading(r, config) -> list[str]:
     return text
 
 
-def _finetune_section(r) -> Section:
+def _finetune_section(r, how: str = "ensemble.fit_many, all seeds and levels at once") -> Section:
     rows = []
     for f in r.fine_tuned:
         for j, level in enumerate(f.levels):
@@ -439,8 +520,8 @@ def _finetune_section(r) -> Section:
         "With fine-tuning",
         [
             "The source prunes without retraining. For comparison we fine-tune the global masks "
-            "of selected arms at a few sparsities (ensemble.fit_many with the masks in force, all "
-            "seeds and levels at once) and report the test accuracy before and after.",
+            f"of selected arms at a few sparsities ({how}, the masks in force) and report the "
+            "test accuracy before and after.",
         ],
         [
             Table(
