@@ -7,6 +7,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prunelab.relevance import (
     METHODS,
     composed_max_relevance,
@@ -798,3 +800,76 @@ def test_conv_input_and_bias_shapes_and_dtype():
     assert r.input.shape == x.shape and r.input.dtype == DTYPE
     assert [tuple(b.shape[1:]) for b in r.bias] == [(6, 12, 12), (16, 6, 6), (120,), (84,), (10,)]
     _close(r.total, r.output)
+
+
+@pytest.mark.parametrize("method", ["gradient_x_input", "lrp_epsilon", "blame_bias", "deeplift"])
+def test_conv_relevance_is_differentiable_in_the_weights(method):
+    # double backpropagation (a relevance penalty in training): the autograd gradient of a
+    # function of the relevance matches a central finite difference along a random direction
+    model, x = _convnet("max_overlap", "tanh", bn=True, seed=30), _images(3)
+    kw = {"baseline": "mean"} if method == "deeplift" else {}
+    params = [p for p in model.parameters()]
+    g = torch.Generator().manual_seed(31)
+    dirs = [torch.randn(p.shape, generator=g, dtype=DTYPE) for p in params]
+
+    def loss() -> torch.Tensor:
+        r = explain(model, x, method=method, target=0, **kw)
+        return r.input.pow(2).sum() + sum(b.pow(2).sum() for b in r.bias)
+
+    grads = torch.autograd.grad(loss(), params)
+    along = sum((gr * d).sum() for gr, d in zip(grads, dirs, strict=True))
+    h, vals = 1e-6, []
+    for sign in (1, -1):
+        with torch.no_grad():
+            for p, d in zip(params, dirs, strict=True):
+                p.add_(sign * h * d)
+            vals.append(loss())
+            for p, d in zip(params, dirs, strict=True):
+                p.sub_(sign * h * d)
+    torch.testing.assert_close(along, (vals[0] - vals[1]) / (2 * h), rtol=1e-5, atol=1e-7)
+
+
+_GEOMETRY = st.fixed_dictionaries(
+    {
+        "kernel": st.integers(1, 3),
+        "stride": st.integers(1, 2),
+        "padding": st.integers(0, 1),
+        "pool": st.sampled_from(sorted(POOLS)),
+        "activation": st.sampled_from(HOMOGENEOUS),
+        "bn": st.booleans(),
+        "size": st.integers(5, 9),
+        "seed": st.integers(0, 1000),
+    }
+)
+
+
+@settings(max_examples=25, deadline=None)
+@given(_GEOMETRY)
+def test_conv_geometry_property(geo):
+    # any conv geometry and pool: LRP-0 = gradient x input, blame_bias conserves to 1e-10,
+    # the bias maps are B df/dB (positive homogeneity), gradient = autograd
+    g = torch.Generator().manual_seed(geo["seed"])
+    conv = nn.Conv2d(2, 3, geo["kernel"], geo["stride"], geo["padding"], dtype=DTYPE)
+    body = nn.Sequential(
+        conv, *([nn.BatchNorm2d(3, dtype=DTYPE)] if geo["bn"] else []),
+        models.ACTIVATIONS[geo["activation"]](0.1), POOLS[geo["pool"]](), nn.Flatten(),
+    ).eval()  # fmt: skip
+    try:
+        flat = body(torch.zeros(1, 2, geo["size"], geo["size"], dtype=DTYPE)).shape[1]
+    except RuntimeError:  # the pool does not fit this size
+        return
+    model = nn.Sequential(*body, nn.Linear(flat, 3, dtype=DTYPE)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=DTYPE))
+        if geo["bn"]:
+            model[1].running_var.uniform_(0.5, 2.0, generator=g)
+            model[1].running_mean.normal_(0, 0.3, generator=g)
+    x = torch.randn(4, 2, geo["size"], geo["size"], generator=g, dtype=DTYPE)
+    r = explain(model, x, method="blame_bias")
+    gx, gb, B = _conv_autograd(model, x, r.target)
+    _close(r.input, x * gx)
+    torch.testing.assert_close(r.total, r.output, rtol=0, atol=1e-10)
+    for got, grad, b in zip(r.bias, gb, B, strict=True):
+        _close(got, b * grad)
+    _close(explain(model, x, method="gradient").input, gx)

@@ -122,7 +122,9 @@ def _delta(v: Tensor, v_ref: Tensor | None) -> Tensor:
 def _div(num: Tensor, den: Tensor) -> Tensor:
     """num / den, with 0 where den == 0 (no relevance flows through an exactly-zero quantity)."""
     nonzero = den != 0
-    return torch.where(nonzero, num / torch.where(nonzero, den, 1), 0)
+    if torch.is_grad_enabled() and (num.requires_grad or den.requires_grad):
+        den = torch.where(nonzero, den, 1)  # no inf / nan for autograd to multiply by 0
+    return torch.where(nonzero, num / den, 0)
 
 
 @dataclass
@@ -346,8 +348,12 @@ def _route(R: Tensor, index: Tensor, like: Tensor) -> Tensor:
     """Every output's ``R`` to its winner (the max pool's own backward, without tie splitting).
     R: [N, C, H_out, W_out], index: R's shape or one row of it -> like's shape [N, C, H, W]."""
     N, C = R.shape[:2]
-    out = R.new_zeros(N, C, like[0, 0].numel())  # [N, C, H * W]
-    out = out.scatter_add(2, index.expand_as(R).flatten(2), R.flatten(2))
+    HW = like[0, 0].numel()
+    if index.shape[0] == 1 < N:  # one reference for every sample: one flat index, no copies
+        flat = (index[0] + HW * torch.arange(C, device=R.device)[:, None, None]).flatten()
+        out = R.new_zeros(N, C * HW).index_add(1, flat, R.reshape(N, -1))  # [N, C H W]
+    else:
+        out = R.new_zeros(N, C, HW).scatter_add(2, index.flatten(2), R.flatten(2))
     return out.view(N, C, *like.shape[2:])
 
 
@@ -406,25 +412,27 @@ def _per_window(rule: str, op: ops.Pool, a: Tensor, R: Tensor) -> Tensor:
     return out[:, :, : H * W].reshape(N, C, H, W)
 
 
-def _max_step(rule: str, mode: str, op: ops.Pool, fwd: tuple, ref: tuple, S: Tensor) -> Tensor:
+def _max_step(
+    rule: str, mode: str, op: ops.Pool, fwd: tuple, ref: tuple, delta: tuple, S: Tensor
+) -> Tensor:
     """A max pool ``b = max over each window of a`` backwards, by ``MAXIMUM_RULES[rule]``.
 
     The rules split ``R(b)`` (R space). ``mode``: "signal" (the gradient rule is the pool's own
     backward), "r" (S is R) or "q" (S is Q: R(b) = (b - b_ref) Q(b) and Q(a) = R(a) /
-    (a - a_ref)). ``fwd = (a, b, winners)``, ``ref`` the same for the reference (Nones for a
-    zero reference).
+    (a - a_ref)). ``fwd = (a, b, winners)``, ``ref = (b_ref, winners_ref)`` (Nones for a zero
+    reference), ``delta = (a - a_ref, b - b_ref)``.
     """
-    (a, b, win), (a_ref, b_ref, win_ref) = fwd, ref
+    (a, b, win), (b_ref, win_ref), (da, db) = fwd, ref, delta
     if rule == "gradient" and mode == "signal":
         return _route(S, win, a)
-    R = S if mode == "r" else _delta(b, b_ref) * S
+    R = S if mode == "r" else db * S
     if rule == "radial":
         R = _per_window(rule, op, a, R)
     elif b_ref is None:
         R = _route(R, win, a)
     else:
         R = _route_ref(R, b, b_ref, win, win_ref, a)
-    return R if mode == "r" else _div(R, _delta(a, a_ref))
+    return R if mode == "r" else _div(R, da)
 
 
 # --- the maximum built from smaller pieces (the source's closing remark) ------------------------
@@ -850,32 +858,32 @@ def explain(
     form = "q" if q_form else "r"
     mode = form if relevance else "signal"
     governs = _governing(view)
+    ds = [_delta(a, r) for a, r in zip(xs, refs, strict=True)]  # every op's input minus its ref
 
     bias: list[Tensor] = []  # from the last layer to the first
     offset = None  # blame_bias: relevance of an activation's f(0), for the layer before it
     for k in reversed(range(len(view.ops))):
         op, rule = view.ops[k], layer_rules[governs[k]]
-        a_in, a, a_in0, a_ref = xs[k], xs[k + 1], refs[k], refs[k + 1]
+        a_in, a, a_ref = xs[k], xs[k + 1], refs[k + 1]
         if isinstance(op, ops.Affine):
             vjp, b = _affine(op, params, a_in.shape)
-            lin = Linear(vjp, b, _delta(a_in, a_in0), _delta(a, a_ref), rule["epsilon"], d1)
+            lin = Linear(vjp, b, ds[k], ds[k + 1], rule["epsilon"], d1)
             S, R_b = LINEAR_RULES[rule["linear"]][form](lin, S)
             bias.append(R_b if offset is None else R_b + offset)
             offset = None
         elif isinstance(op, ops.Activation):
             c = _offset(op) if spec["offsets"] else 0.0
-            da = _delta(a, a_ref)
+            da = ds[k + 1]
             if c:  # relevance of the constant offset: c Q(a) = R(a) c / a
                 offset = c * S if q_form else _div(c * S, da)
                 S, da = (S if q_form else S - offset), da - c
-            node = Node(op, a_in, _delta(a_in, a_in0), da)
+            node = Node(op, a_in, ds[k], da)
             S = NONLINEARITY_RULES[rule["nonlinearity"]][form](node, S)
         elif isinstance(op, ops.Pool) and op.routing:
-            fwd, ref = (a_in, a, winners[k]), (a_in0, a_ref, winners_ref.get(k))
-            S = _max_step(rule["maximum"], mode, op, fwd, ref, S)
+            fwd, ref = (a_in, a, winners[k]), (a_ref, winners_ref.get(k))
+            S = _max_step(rule["maximum"], mode, op, fwd, ref, (ds[k], ds[k + 1]), S)
         elif isinstance(op, ops.Pool):  # average pool: a linear op without bias
-            lin = Linear(_pool_vjp(op, a_in), None, _delta(a_in, a_in0), _delta(a, a_ref),
-                         rule["epsilon"], d1)  # fmt: skip
+            lin = Linear(_pool_vjp(op, a_in), None, ds[k], ds[k + 1], rule["epsilon"], d1)
             S = LINEAR_RULES[rule["linear"]][form](lin, S)[0]
         else:  # Flatten, Dropout, Identity
             S = S.reshape(S.shape[0], *a_in.shape[1:])
