@@ -446,12 +446,245 @@ def test_unit_curvature_errors():
         curvature.diag_hessian_masks(model, x[:, :1], y)
     with pytest.raises(ValueError, match=r"y must be class labels in \[0, 3\)"):
         curvature.diag_hessian_masks(model, x, y + 1)
-    with pytest.raises(
-        ValueError, match=r"diag_hessian_activations: module 0 \(Conv2d\).*diag_hessian_masks"
-    ):
-        curvature.diag_hessian_activations(model, x, y)
-    with pytest.raises(ValueError, match=r"diag_hessian: module 0 \(Conv2d\).*MLPs so far"):
-        curvature.diag_hessian(model, x, y)
     model.train()
     with pytest.raises(ValueError, match=r"diag_hessian_masks: .*training mode.*model.eval\(\)"):
         curvature.diag_hessian_masks(model, x, y)
+
+
+# --- per-parameter curvature on convnets (the op-generic path) ---------------------------
+
+
+def _tiny_convnet(seed, activation, pool, bn, kernel, stride, padding, dilation, size, head_act):
+    """conv(2->2, kernel, stride, padding, dilation) [BN] act pool conv(2->2, 2, padding 1)
+    [BN] act Flatten Linear(->3) [act] Linear(3->3): float64, eval mode, seeded weights and
+    BatchNorm statistics, few enough parameters for a dense Hessian; inputs [N, 2, size, size]."""
+    g = torch.Generator().manual_seed(seed)
+    act = _ACTS[activation]
+    norm = (lambda c: [nn.BatchNorm2d(c)]) if bn else (lambda c: [])
+    features = nn.Sequential(
+        nn.Conv2d(2, 2, kernel, stride=stride, padding=padding, dilation=dilation), *norm(2),
+        act(), _POOLS[pool](), nn.Conv2d(2, 2, 2, padding=1), *norm(2), act(), nn.Flatten(),
+    ).to(DTYPE)  # fmt: skip
+    D = features.eval()(torch.zeros(1, 2, size, size, dtype=DTYPE)).shape[1]
+    head = [nn.Linear(D, 3), *([act()] if head_act else []), nn.Linear(3, 3)]
+    model = nn.Sequential(*features, *head).to(DTYPE)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d | nn.Linear):
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g, dtype=DTYPE))
+                m.weight.mul_(1.5 * m.weight[0].numel() ** -0.5)
+                m.bias.copy_(0.3 * torch.randn(m.bias.shape, generator=g, dtype=DTYPE))
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(0.5 * torch.randn(m.num_features, generator=g, dtype=DTYPE))
+                m.running_var.copy_(0.5 + torch.rand(m.num_features, generator=g, dtype=DTYPE))
+                m.weight.copy_(torch.randn(m.num_features, generator=g, dtype=DTYPE))
+                m.bias.copy_(0.5 * torch.randn(m.num_features, generator=g, dtype=DTYPE))
+    return model.eval()
+
+
+def _conv_data(model, n, size, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 2, size, size, generator=g, dtype=DTYPE)
+    return x, torch.randint(0, 3, (n,), generator=g)
+
+
+_CONV_CASES = {  # activation, pool, bn, kernel, stride, padding, dilation, size, head_act
+    "relu-max": ("relu", "max", False, 3, 1, 1, 1, 6, True),
+    "relu-max-bn-stride": ("relu", "max3", True, 3, 2, 1, 1, 9, True),
+    "leaky-avg-dilation": ("leaky_relu", "avg", False, 2, 1, 1, 2, 7, False),
+    "tanh-max-bn": ("tanh", "max", True, 3, 1, 1, 1, 6, True),
+    "tanh-avg-stride": ("tanh", "avg", False, 3, 2, 0, 1, 9, True),
+    "gelu-adaptive-bn": ("gelu", "adaptive", True, 2, 1, 0, 1, 6, True),
+    "sigmoid-none": ("sigmoid", "none", False, 3, 1, 1, 1, 5, True),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_CONV_CASES))
+def test_diag_hessian_and_ggn_on_convnets(case):
+    model = _tiny_convnet(1, *_CONV_CASES[case])
+    x, y = _conv_data(model, 3, _CONV_CASES[case][7], seed=2)
+    result = diag_hessian(model, x, y)
+    assert list(result) == [n for n, _ in model.named_parameters()]
+    _close(flatten(result), dense_hessian(model, x, y).diagonal(), 1e-10)
+    _close(flatten(diag_ggn(model, x, y)), dense_ggn(model, x, y).diagonal(), 1e-10)
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    activation=st.sampled_from(sorted(_ACTS)),
+    pool=st.sampled_from(sorted(_POOLS)),
+    bn=st.booleans(),
+    kernel=st.integers(1, 3),
+    stride=st.integers(1, 2),
+    padding=st.integers(0, 1),
+    dilation=st.integers(1, 2),
+    n=st.integers(1, 3),
+    head_act=st.booleans(),
+)
+def test_diag_hessian_on_random_convnets(
+    seed, activation, pool, bn, kernel, stride, padding, dilation, n, head_act
+):
+    args = (activation, pool, bn, kernel, stride, padding, dilation, 8, head_act)
+    model = _tiny_convnet(seed, *args)
+    x, y = _conv_data(model, n, 8, seed + 1)
+    _close(flatten(diag_hessian(model, x, y)), dense_hessian(model, x, y).diagonal(), 1e-10)
+
+
+def test_relu_convnet_hessian_equals_ggn_tanh_does_not():
+    relu = _tiny_convnet(3, *_CONV_CASES["relu-max-bn-stride"])
+    x, y = _conv_data(relu, 4, 9, seed=4)
+    H, G = diag_hessian(relu, x, y), diag_ggn(relu, x, y)
+    for name in H:
+        _close(H[name], G[name], 1e-13)
+    tanh = _tiny_convnet(3, *_CONV_CASES["tanh-max-bn"])
+    x, y = _conv_data(tanh, 4, 6, seed=4)
+    H, G = diag_hessian(tanh, x, y), diag_ggn(tanh, x, y)
+    assert (H["0.weight"] - G["0.weight"]).abs().max() > 1e-4 * H["0.weight"].abs().max()
+    _close(H["10.weight"], G["10.weight"], 1e-12)  # the output layer: no residual reaches it
+
+
+@pytest.mark.parametrize("case", ["relu-max-bn-stride", "gelu-adaptive-bn", "tanh-avg-stride"])
+def test_empirical_fisher_on_convnets_matches_per_sample_loop(case):
+    model = _tiny_convnet(5, *_CONV_CASES[case])
+    x, y = _conv_data(model, 4, _CONV_CASES[case][7], seed=6)
+    params = dict(model.named_parameters())
+    expected = {n: torch.zeros_like(p) for n, p in params.items()}
+    for i in range(len(y)):
+        loss = F.cross_entropy(model(x[i : i + 1]), y[i : i + 1])  # l_i, unscaled
+        for n, g in zip(params, torch.autograd.grad(loss, list(params.values())), strict=True):
+            expected[n] += g.square() / len(y)
+    result = empirical_fisher_diag(model, x, y)
+    assert list(result) == list(params)
+    for name, value in result.items():
+        _close(value, expected[name], 1e-12)
+
+
+def _becker_lecun_oracle(model, x, y):
+    """Becker & LeCun's recursion written out module by module with dense per-sample
+    Jacobians (jacrev) and second derivatives (torch.func.hessian), no op view: at a module
+    ``u -> v(u)`` with diagonal ``h`` and gradient ``g`` at its output,
+
+        h_in = (J o J)^T h + diag(d^2 (g . v) / du^2),    diag[theta] += (dv/dtheta o dv/dtheta)^T h
+
+    (every parameter enters its module linearly, so ``g . v`` has no second derivative in it)."""
+    N = x.shape[0]
+    modules = list(model)
+    names = {id(m): n for n, m in model.named_children()}
+    out = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+    for i in range(N):
+        inputs, a = [], x[i : i + 1]
+        with torch.no_grad():
+            for m in modules:
+                inputs.append(a)
+                a = m(a)
+        p = torch.softmax(a, 1)[0]
+        h = p * (1 - p) / N  # [C]
+        g = (p - F.one_hot(y[i], 3).to(DTYPE)) / N
+        for m, u in zip(modules[::-1], inputs[::-1], strict=True):
+            J = jacrev(lambda t, m=m: m(t).reshape(-1))(u).reshape(h.numel(), -1)  # [out, in]
+            for pname, param in m.named_parameters():
+                Jp = jacrev(lambda q, m=m, pname=pname, u=u: functional_call(m, {pname: q}, (u,)))
+                Jt = Jp(param.detach()).reshape(h.numel(), -1)  # [out, P]
+                out[f"{names[id(m)]}.{pname}"] += (Jt.square().T @ h).view_as(param)
+            second = hessian(lambda t, m=m, g=g: (g * m(t).reshape(-1)).sum())(u)
+            second = second.reshape(u.numel(), u.numel()).diagonal()
+            h, g = J.square().T @ h + second, J.T @ g
+    return out
+
+
+@pytest.mark.parametrize("case", ["tanh-max-bn", "relu-max-bn-stride", "gelu-adaptive-bn"])
+def test_becker_lecun_on_convnets_matches_its_recursion(case):
+    model = _tiny_convnet(7, *_CONV_CASES[case])
+    x, y = _conv_data(model, 2, _CONV_CASES[case][7], seed=8)
+    expected = _becker_lecun_oracle(model, x, y)
+    result = becker_lecun_diag(model, x, y)
+    assert list(result) == list(expected)
+    for name, value in result.items():
+        _close(value, expected[name], 1e-12)
+    exact = diag_hessian(model, x, y)
+    for name in list(result)[-2:]:  # exact at the output layer only
+        _close(result[name], exact[name], 1e-12)
+
+
+@pytest.mark.parametrize("case", ["relu-max-bn-stride", "tanh-max-bn"])
+def test_hutchinson_on_convnets_within_three_standard_errors(case):
+    model = _tiny_convnet(9, *_CONV_CASES[case])
+    x, y = _conv_data(model, 3, _CONV_CASES[case][7], seed=10)
+    exact = flatten(diag_hessian(model, x, y))
+    g = torch.Generator().manual_seed(11)
+    mean, se = hutchinson_diag(model, x, y, 600, g, return_std=True, chunk=300)
+    mean, se = flatten(mean), flatten(se)
+    live = se > 1e-12
+    assert ((mean - exact).abs()[live] < 3 * se[live]).float().mean() > 0.95
+    _close(mean[~live], exact[~live], 1e-10)
+    assert (mean - exact).abs().max() < 5 * se.max()
+
+
+def _activation_oracle(model, x, y):
+    """d^2 L / (d a^l_{n,j,s})^2 for every hidden layer: torch.func.hessian w.r.t. a
+    perturbation added to the units (ops.forward's edit), one layer at a time."""
+    view = ops.parse(model)
+    with torch.no_grad():
+        units = ops.forward(view, x, taps=True, training=False)[1]
+    out = []
+    for ell, a in enumerate(units):
+
+        def loss(d, ell=ell):
+            logits = ops.forward(view, x, edit={ell: lambda b: b + d}, training=False)
+            return F.cross_entropy(logits, y)
+
+        H = hessian(loss)(torch.zeros_like(a))
+        out.append(H.reshape(a.numel(), a.numel()).diagonal().view_as(a))
+    return out
+
+
+@pytest.mark.parametrize("case", ["relu-max", "tanh-max-bn", "gelu-adaptive-bn", "tanh-avg-stride"])
+def test_diag_hessian_activations_and_masks_on_convnets(case):
+    model = _tiny_convnet(12, *_CONV_CASES[case])
+    x, y = _conv_data(model, 3, _CONV_CASES[case][7], seed=13)
+    got = curvature.diag_hessian_activations(model, x, y)
+    want = _activation_oracle(model, x, y)
+    assert [h.shape for h in got] == [h.shape for h in want]
+    for a, b in zip(got, want, strict=True):
+        _close(a, b, 1e-10)
+    for a, b in zip(curvature.diag_hessian_masks(model, x, y), _gate_oracle(model, x, y)):
+        _close(a, b, 1e-10)
+
+
+def test_convnet_curvature_chunked_and_untouched(monkeypatch):
+    model = _tiny_convnet(14, *_CONV_CASES["tanh-avg-stride"]).float().train()  # no BN
+    x, y = _conv_data(model, 5, 9, seed=15)
+    x = x.float()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    whole = {name: fn(model, x, y) for name, fn in ESTIMATORS.items()}
+    acts = curvature.diag_hessian_activations(model, x, y)
+    monkeypatch.setattr(curvature, "_MAX_FACTOR_ELEMENTS", 500)  # ~1 sample per chunk
+    for name, fn in ESTIMATORS.items():
+        if name == "hutchinson":
+            continue
+        for pname, value in fn(model, x, y).items():
+            assert value.dtype == torch.float32 and not value.requires_grad
+            _close(value, whole[name][pname], 1e-5)
+    for a, b in zip(curvature.diag_hessian_activations(model, x, y), acts, strict=True):
+        _close(a, b, 1e-5)
+    for n, p in model.named_parameters():
+        assert torch.equal(p, before[n]) and p.grad is None
+    assert model.training  # dropout-free net left in its own mode
+
+
+def test_convnet_curvature_errors():
+    model = _tiny_convnet(0, *_CONV_CASES["relu-max-bn-stride"])
+    x, y = _conv_data(model, 3, 9, seed=0)
+    with pytest.raises(ValueError, match=r"diag_hessian: x must have shape \[N, 2, H, W\]"):
+        diag_hessian(model, x[:, :1], y)
+    shared = nn.Conv2d(2, 2, 3, padding=1).to(DTYPE)
+    twice = nn.Sequential(shared, nn.ReLU(), shared, nn.Flatten(), nn.Linear(2 * 81, 3)).to(DTYPE)
+    for fn in (diag_hessian, diag_ggn, empirical_fisher_diag, becker_lecun_diag, hutchinson_diag):
+        with pytest.raises(ValueError, match=rf"{fn.__name__}: a module appears twice"):
+            fn(twice, x, y)
+    assert len(curvature.diag_hessian_activations(twice, x, y)) == 2  # no per-parameter sums
+    model.train()
+    for fn in (diag_hessian, empirical_fisher_diag, hutchinson_diag):
+        with pytest.raises(ValueError, match=rf"{fn.__name__}: .*training mode.*model.eval\(\)"):
+            fn(model, x, y)

@@ -1,4 +1,4 @@
-"""Diagonal curvature of the mean cross-entropy, exact and estimated (MLPs; per unit, convnets).
+"""Diagonal curvature of the mean cross-entropy, exact and estimated, on MLPs and convnets.
 
 For a parsed MLP (``models.parse``) with layers ``z^l = a^{l-1} W^l.T + b^l``, ``a^l = phi(z^l)``
 and logits ``f = a^L``, the loss is the mean cross-entropy ``L = (1/N) sum_n l_n``. Every
@@ -11,40 +11,60 @@ interact, so
 with ``H_z^l[n] = d^2L / dz^l_n dz^l_n`` the per-sample Hessian w.r.t. the pre-activations
 (``[H_l, H_l]``). Its diagonal comes from a backward recursion (Dangel, Kunstner & Hennig 2020):
 
-    H_a^L = Lambda_n / N = S S^T,    S = diag(sqrt p)(I - sqrt p sqrt p^T) / sqrt N   (C columns)
+    H_a^L = Lambda_n / N = S S^T,    S = diag(sqrt p) Q / sqrt N,   Q Q^T = I - sqrt p sqrt p^T
     H_z^l = diag(phi'(z^l)) H_a^l diag(phi'(z^l)) + diag(r^l),    r^l = phi''(z^l) * dL/da^l
     H_a^{l-1} = W^l.T H_z^l W^l
 
 The recursion keeps ``H_z^l`` as a factor ``sum_v w_v B_v B_v^T`` whose columns ``B_v`` are
-propagated by ``B <- diag(phi') W.T B``: the C columns of ``S`` (weight 1) and, for every later
+propagated by ``B <- diag(phi') W.T B``: the C - 1 columns of ``S`` (weight 1; ``Q`` spans the
+rank C - 1 projection, see :func:`_output_factor`) and, for every later
 layer ``m`` whose activation has ``phi'' != 0``, its ``H_m`` diag-embedded residual columns with
 signed weights ``r^m`` (BackPACK's ``DiagHessian`` splits them into ``sqrt(max(+-r, 0))`` pairs;
 one signed set is the same sum with half the columns). The diagonal is then a sum of squares,
 ``diag H_z = sum_v w_v B_v**2``, never a Hessian; one layer below m the residual needs no
 columns, since ``diag(W.T diag(r) W) = r @ W**2``. Piecewise-linear activations (ReLU,
-LeakyReLU, identity) have no residual, so for them the exact diagonal costs only the C columns
-and equals the diagonal of the generalised Gauss-Newton matrix (Martens 2014; METHODS.md B).
+LeakyReLU, identity) have no residual, so for them the exact diagonal costs only the C - 1
+columns and equals the diagonal of the generalised Gauss-Newton matrix (Martens 2014; METHODS.md B).
 
 Dropout is treated as in evaluation mode (identity) whatever ``model.training`` says; the
 model is never modified and no ``.grad`` is left behind. Results follow the parameters' dtype
 and device.
 
-Convnets. The per-unit curvature that node criteria need (:func:`diag_hessian_masks`,
-:func:`directional_curvature`) also runs on any model the op view takes (Conv2d, pooling,
-eval-mode BatchNorm, Flatten), where a unit is a channel and its direction a whole feature map
+Convnets. Every estimator here also runs on any model the op view takes (:mod:`prunelab.ops`:
+Conv2d with any stride, padding and dilation, average and max pooling, eval-mode BatchNorm
+folded into the layer before it, Flatten, Linear); MLPs keep the dense recursion above, which
+is faster for them. Affine ops, average pools, BatchNorm and Flatten are linear and max
+pooling is piecewise linear (its Jacobian routes each output from one input), so only curved
+activations add second derivatives, and the same recursion holds op by op:
+:func:`_op_backward` holds the per-sample Hessian w.r.t. each op's output as ``sum_v w_v B_v
+B_v^T + diag(r)`` and maps it to the op's input by the ops' own vector-Jacobian products.
+A diagonal ``diag(r)`` stays diagonal through activations, Flatten and max pools
+(``J^T diag(r) J = diag(J^T r)`` for a routing ``J``); where it meets a conv, Linear or
+average pool it becomes signed columns ``e_i`` (one per position of the residual's feature
+map: a curved convnet costs that many more columns, as BackPACK's ``DiagHessian`` does with
+two per position). Every parameter enters its layer's output linearly, so at a layer with
+unfolded input ``X = unfold(x): [C_in k_h k_w, L]`` (im2col) and BatchNorm scale ``s``
+
+    diag H[W_hd] = sum_n sum_v w_v (s_h sum_pos B_v[h, pos] X[d, pos])^2
+                   + sum_n sum_pos r[h, pos] s_h^2 X[d, pos]^2
+
+(``(B_v X^T)`` is one batched GEMM per layer), and likewise for the bias (``X = 1``) and the
+BatchNorm's ``gamma`` (``zhat``, the normalised input) and ``beta`` (``s = 1, X = 1``): its
+own parameters' diagonal is exact too, not derived from the fold.
+
+The per-unit curvature that node criteria need (:func:`diag_hessian_masks`,
+:func:`directional_curvature`) has a unit as a channel and its direction a whole feature map
 ``t_{n,j}``. Along it, per sample (``Lambda_n = diag p - p p^T``, ``J_n`` the logits' Jacobian
 w.r.t. the layer's activations),
 
     t^T H_a,n t = (J_n t)^T (Lambda_n / N) (J_n t)
                   + sum_{later curved activations k} sum_i (dL/da^k_i) phi_k''(z^k_i) (dz^k_i/dt)^2
 
-exactly: affine ops, average pools, BatchNorm and Flatten are linear and max pooling is
-piecewise linear, so only curved activations add second derivatives. The Gauss-Newton part
-comes from the C columns of ``S`` propagated backwards by the ops' own vector-Jacobian
-products (``B: [V, n, *shape]``), each unit's share being ``sum_v (sum_pos B_v t)^2``; the
-residual part from forward tangents ``dz^k/dt`` (one per channel of the layer, batched),
-needed only below a tanh, sigmoid or GELU. The other estimators (per-parameter diagonals,
-:func:`diag_hessian_activations`) take MLPs only so far and refuse a convnet by name.
+exactly. The Gauss-Newton part comes from the columns of ``S`` propagated backwards
+(``B: [V, n, *shape]``), each unit's share being ``sum_v (sum_pos B_v t)^2``; the residual
+part from forward tangents ``dz^k/dt`` (one per channel of the layer, batched), needed only
+below a tanh, sigmoid or GELU: cheaper than residual columns when there are fewer channels
+than positions.
 
 Shapes: N samples, C classes, H units, P parameters; ``V`` counts factor columns.
 """
@@ -140,15 +160,25 @@ def _chunks(N: int, per_sample: int) -> list[slice]:
 
 
 def _output_factor(logits: Tensor, N: int) -> Tensor:
-    """Columns of S = diag(sqrt p)(I - sqrt p sqrt p^T)/sqrt N, column-major: [V=C, N, C].
+    """C - 1 columns S with ``S S^T = (diag(p) - p p^T) / N``, column-major: ``[V=C-1, N, C]``.
 
-    ``S[v, n, i] = sqrt(p_i) (delta_iv - sqrt(p_i) sqrt(p_v)) / sqrt(N)``; ``S S^T`` is
-    ``(diag(p) - p p^T) / N`` because ``I - sqrt p sqrt p^T`` is a projection (BackPACK,
-    ``crossentropyloss.py``). Columns lead so that sums over them run over contiguous slabs.
+    ``Lambda = diag(sqrt p)(I - tau tau^T) diag(sqrt p)`` with ``tau = sqrt p`` a unit vector
+    (BackPACK, ``crossentropyloss.py``, backpropagates its C columns). ``I - tau tau^T`` is a
+    rank C - 1 projection, ``Q Q^T`` for the first C - 1 columns of the Householder reflection
+    ``I - 2 u u^T / |u|^2``, ``u = tau + e_C`` (it swaps ``e_C`` and ``-tau``; ``|u|^2 = 2 +
+    2 tau_C >= 2``, so no cancellation). So ``S = diag(tau) Q / sqrt(N)``:
+
+        S[v, n, i] = tau_i (delta_iv - tau_v u_i / (1 + tau_C)) / sqrt(N),    v < C
+
+    one column fewer to propagate than BackPACK's. Columns lead so that sums over them run over
+    contiguous slabs.
     """
-    p = torch.softmax(logits, dim=1)  # [N, C]
-    sqrt_p = p.sqrt()
-    S = torch.diag_embed(sqrt_p).transpose(0, 1) - sqrt_p.T[:, :, None] * p  # [v, n, i]
+    tau = torch.softmax(logits, dim=1).sqrt()  # [N, C]
+    u = tau.clone()
+    u[:, -1] += 1
+    c = tau[:, :-1].T / (1 + tau[:, -1])  # [C-1, N]: tau_v / (1 + tau_C)
+    eye = torch.eye(tau.shape[1], dtype=tau.dtype, device=tau.device)[:-1, None, :]  # [v, 1, i]
+    S = eye * tau - c[:, :, None] * (tau * u)  # [v, n, i], i contiguous for the GEMMs
     return S / math.sqrt(N)
 
 
@@ -166,6 +196,9 @@ def _zero_like_params(model: nn.Module, out: dict[str, Tensor]) -> dict[str, Ten
 
 def _diag_curvature(model, x, y, *, method: str, residuals: bool) -> dict[str, Tensor]:
     """The backward factor recursion; ``residuals=False`` gives the GGN diagonal."""
+    op_view = ops.parse(model, method=method)
+    if not op_view.dense:
+        return _op_diag(model, op_view, x, y, method, "hessian" if residuals else "ggn")
     view, layers, x, y = _prepare(model, x, y, method)
     N = x.shape[0]
     out: dict[str, Tensor] = {}
@@ -244,21 +277,27 @@ def diag_hessian(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:
         diag H[b^l_i]  = sum_n [H_z^l]_{n,ii},
         [H_z^l]_{n,ii} = sum_v w_v (B^l_{n,iv})^2 + phi''(z^l_{n,i}) dL/da^l_{n,i}
 
-    where ``B^l`` holds the C columns of ``S^L = diag(sqrt p)(I - sqrt p sqrt p^T)/sqrt N``
-    (weight 1) and, per later layer m with a curved activation (tanh, sigmoid, GELU), the
+    where ``B^l`` holds the C - 1 columns of ``S^L`` (``S S^T = (diag p - p p^T)/N``; weight 1)
+    and, per later layer m with a curved activation (tanh, sigmoid, GELU), the
     residual columns ``e_i`` (weight ``r^m_i = phi''(z^m_i) dL/da^m_i``), each propagated by
     ``B <- diag(phi'(z)) W.T B``. One layer below m the residual's share is exactly
     ``phi'(z)^2 * (r^m @ (W^m)^2)`` (``W.T diag(r) W`` has that diagonal), so its columns are
     built only from two layers below m on. For ReLU, LeakyReLU and identity activations only
-    the C columns exist and the result equals :func:`diag_ggn`.
+    the C - 1 columns exist and the result equals :func:`diag_ggn`. A convnet runs the same
+    recursion op by op (module docstring): a conv weight's entry is the square of the factor
+    column at the conv's output contracted with the unfolded input, ``diag H[W_hd] = sum_n
+    sum_v (s_h B_v[h, :] . X[d, :])^2`` plus the residuals, and a BatchNorm's ``gamma`` and
+    ``beta`` get their own exact entries.
 
     Parameters
     ----------
     model : nn.Sequential
-        A model ``models.parse`` accepts; dropout counts as identity (evaluation mode).
-    x : Tensor[N, D]
-        Inputs, any shape the model's ``Flatten`` turns into ``[N, D]``; same dtype and device
-        as the parameters.
+        Any model the op view takes (:func:`prunelab.ops.parse`: Linear, Conv2d, pooling,
+        BatchNorm in evaluation mode, Flatten, the activations); dropout counts as identity
+        (evaluation mode). No Linear, Conv2d or BatchNorm may appear twice.
+    x : Tensor[N, *in]
+        Inputs: ``[N, D]`` (or images the model's ``Flatten`` turns into that) for an MLP,
+        ``[N, C_in, H, W]`` for a convnet; same dtype and device as the parameters.
     y : Tensor[N]
         Integer class labels in ``[0, C)``.
 
@@ -270,16 +309,20 @@ def diag_hessian(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:
     Raises
     ------
     TypeError, ValueError
-        For an unsupported model, shared Linear modules, or ``x``/``y`` of the wrong shape,
-        dtype, device or label range.
+        For an unsupported module (the message names it, its position and the supported
+        set), a module used twice, BatchNorm in training mode, or ``x``/``y`` of the wrong
+        shape, dtype, device or label range; each message names this function.
 
     Notes
     -----
     Cost: the forward pass, one ``[N*V, H_l] @ [H_l, H_{l-1}]`` GEMM per layer to propagate
-    the factor and one ``[H_l, N] @ [N, H_{l-1}]`` GEMM per layer to accumulate; ``V = C`` for
-    piecewise-linear nets, and at layer l ``C + sum of the curved widths H_m, m >= l + 2``
-    otherwise (BackPACK's split into positive and negative parts would double those). Large
-    batches are split over samples to bound memory.
+    the factor and one ``[H_l, N] @ [N, H_{l-1}]`` GEMM per layer to accumulate; ``V = C - 1``
+    for piecewise-linear nets, and at layer l ``C - 1 + sum of the curved widths H_m, m >= l +
+    2`` otherwise (BackPACK's split into positive and negative parts would double those). A
+    conv costs ``V`` transposed convolutions (input gradients) and a batched ``[V H, L] @ [L,
+    C_in k k]`` GEMM per sample (``V`` weight gradients); a curved activation adds one column
+    per position of its feature map below the next conv or Linear. Large batches are split
+    over samples to bound memory.
 
     References
     ----------
@@ -295,10 +338,11 @@ def diag_ggn(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:
     """Diagonal of the generalised Gauss-Newton matrix G = sum_n J_n^T (Lambda_n / N) J_n.
 
     ``J_n = d f(x_n) / d theta`` is the logits' Jacobian and ``Lambda_n = diag(p_n) -
-    p_n p_n^T`` the cross-entropy Hessian w.r.t. the logits. Computed by backpropagating the C
-    columns of ``S^L = diag(sqrt p)(I - sqrt p sqrt p^T)/sqrt N`` through ``B <- diag(phi') W.T
-    B`` and summing squares (METHODS.md B, "Exact diagonal-GGN recursion"): for every
-    activation, C columns. Equals :func:`diag_hessian` for piecewise-linear nets.
+    p_n p_n^T`` the cross-entropy Hessian w.r.t. the logits. Computed by backpropagating the
+    C - 1 columns of ``S^L`` (``S S^T = Lambda / N``) through ``B <- diag(phi') W.T B`` (a
+    convnet: the ops' vector-Jacobian products) and summing squares (METHODS.md B, "Exact
+    diagonal-GGN recursion"): for every activation, C - 1 columns. Equals
+    :func:`diag_hessian` for piecewise-linear nets (ReLU, LeakyReLU, max pooling).
 
     Parameters and returns as :func:`diag_hessian`.
 
@@ -319,36 +363,37 @@ def diag_hessian_activations(model: nn.Module, x: Tensor, y: Tensor) -> list[Ten
         h^l_{n,j} = d^2 L / (d a^l_{n,j})^2 = [W^{l+1}.T H_z^{l+1} W^{l+1}]_{jj},
         H_z^{l+1} = diag(phi') H_a^{l+1} diag(phi') + diag(phi''(z^{l+1}) * dL/da^{l+1})
 
-    read off the same backward factor recursion as :func:`diag_hessian` (the C columns of
+    read off the same backward factor recursion as :func:`diag_hessian` (the C - 1 columns of
     ``S^L`` plus the residual columns of later curved layers, module docstring) one step
     before the activation's derivative is applied, so the residuals of every *later* curved
     activation are included and the result is exact for any supported activation. Samples do
     not interact, so for a node mask ``m`` multiplied in after the activation,
-    ``d^2 L / dm_j^2 = sum_n (a^l_{n,j})^2 h^l_{n,j}`` (the OBD curvature of a node).
+    ``d^2 L / dm_j^2 = sum_n (a^l_{n,j})^2 h^l_{n,j}`` (the OBD curvature of a node). On a
+    convnet the diagonal is per position of every feature map, ``sum_v w_v B_v^2`` at the
+    units (the residual columns of later curved activations included); a channel's mask
+    curvature needs the block over its positions, :func:`diag_hessian_masks`.
 
     Parameters
     ----------
     model : nn.Sequential
-        A model ``models.parse`` accepts; dropout counts as identity (evaluation mode). A
-        Linear module may appear twice.
-    x : Tensor[N, D]
-        Inputs; same dtype and device as the parameters.
+        Any model the op view takes (as :func:`diag_hessian`); dropout counts as identity
+        (evaluation mode). A module may appear twice.
+    x : Tensor[N, *in]
+        Inputs (``[N, D]`` for an MLP, ``[N, C_in, H, W]`` for a convnet); same dtype and
+        device as the parameters.
     y : Tensor[N]
         Integer class labels in ``[0, C)``.
 
     Returns
     -------
-    list of Tensor[N, H_l]
-        One entry per hidden layer (empty for a model without hidden layers), for the mean
+    list of Tensor[N, H_l] or Tensor[N, H_l, *spatial]
+        One entry per hidden layer, shaped like its units (empty for a model without hidden layers), for the mean
         cross-entropy ``L = (1/N) sum_n l_n`` (so each entry carries the factor ``1/N``).
 
     Raises
     ------
     TypeError, ValueError
-        As :func:`diag_hessian`; a convnet (Conv2d, pooling or BatchNorm) is refused with a
-        ``ValueError`` naming the module: the exact per-position diagonal would need one
-        forward tangent per position. Its per-channel curvature is
-        :func:`diag_hessian_masks` / :func:`directional_curvature`.
+        As :func:`diag_hessian` (a module used twice is fine here).
 
     Notes
     -----
@@ -363,11 +408,7 @@ def diag_hessian_activations(model: nn.Module, x: Tensor, y: Tensor) -> list[Ten
     method = "diag_hessian_activations"
     op_view = ops.parse(model, method=method)
     if not op_view.dense:
-        raise ValueError(
-            f"{method}: {_not_dense(op_view)}: the per-position activation diagonal of a "
-            "convnet is not computed (its curved-activation terms need one forward tangent per "
-            "position); for channels use diag_hessian_masks or directional_curvature"
-        )
+        return _op_activations(op_view, x, y, method)
     view, layers, x, y = _prepare(model, x, y, method, shared=True)
     N = x.shape[0]
     out = [x.new_empty(N, layer.W.shape[0]) for layer in layers[:-1]]  # [N, H_l] each
@@ -503,23 +544,22 @@ def _dense_forms(view, layers, x, y, direction, means) -> list[Tensor]:
 # --- op-generic path: convnets -----------------------------------------------------------
 
 
-def _not_dense(view: ops.View) -> str:
-    """The first module the dense recursion does not take, for messages."""
-    for op in view.ops:
-        if isinstance(op, ops.Affine) and op.norm is not None and not op.conv:
-            return f"module {op.norm_position} ({type(op.norm).__name__})"
-        if isinstance(op, ops.Pool) or (isinstance(op, ops.Affine) and op.conv):
-            return f"module {op.position} ({type(op.module).__name__})"
-    return "the model"
+def _check_op_inputs(
+    view: ops.View, x: Tensor, y: Tensor, method: str, *, shared: bool = True
+) -> tuple[Tensor, Tensor]:
+    """``x`` and ``y`` validated on the op view; BatchNorm must be in evaluation mode.
 
-
-def _check_op_inputs(view: ops.View, x: Tensor, y: Tensor, method: str) -> tuple[Tensor, Tensor]:
-    """``x`` and ``y`` validated on the op view; BatchNorm must be in evaluation mode."""
-    for layer in view.layers:
-        try:
-            layer.scale_shift()
-        except ValueError as e:
-            raise ValueError(f"{method}: {e}") from None
+    ``shared=False`` refuses a Linear, Conv2d or BatchNorm module used twice: per-parameter
+    diagonals sum each use's share and would miss the cross terms between the uses.
+    """
+    if not shared:
+        modules = [m for op in view.layers for m in (op.module, op.norm) if m is not None]
+        if len({id(m) for m in modules}) < len(modules):
+            raise ValueError(
+                f"{method}: a module appears twice in the model (shared weights); the "
+                "per-parameter curvature needs every Linear, Conv2d and BatchNorm used once"
+            )
+    view.check_eval(method)
     x = view.check_x(x, method)
     return x, view.check_labels(y, x.shape[0], method)
 
@@ -572,10 +612,11 @@ def _op_elements(view: ops.View, x: Tensor, curved: set[int]) -> int:
     return max([view.out_features, *widths]) * size
 
 
-def _op_chunk(view, x, y, N, curved, direction, means, out) -> None:
-    """Add one chunk of samples' ``q_j`` to ``out`` (see :func:`_op_forms`)."""
-    ins: list[Tensor] = []  # the input of every op, [n, *in]
-    local: dict[int, tuple | _Route] = {}  # Activation: (phi', phi''); max pool: its routing
+def _op_record(view: ops.View, x: Tensor) -> tuple[list[Tensor], dict, Tensor]:
+    """One forward pass in evaluation mode: every op's input ``[n, *in]``, each activation's
+    ``(phi', phi'')`` and each max pool's routing (keyed by op index), and the logits."""
+    ins: list[Tensor] = []
+    local: dict[int, tuple | _Route] = {}
     a = view.inputs(x)
     for k, op in enumerate(view.ops):
         ins.append(a)
@@ -586,6 +627,12 @@ def _op_chunk(view, x, y, N, curved, direction, means, out) -> None:
             a = local[k].out.detach()
             continue
         a = op.apply(a, training=False)
+    return ins, local, a
+
+
+def _op_chunk(view, x, y, N, curved, direction, means, out) -> None:
+    """Add one chunk of samples' ``q_j`` to ``out`` (see :func:`_op_forms`)."""
+    ins, local, a = _op_record(view, x)
     p = torch.softmax(a, 1)
     B = _output_factor(a, N)  # [V=C, n, C]: columns of the factor of Lambda / N
     g = (p - F.one_hot(y, p.shape[1]).to(p.dtype)) / N  # dL/d(output of op k), [n, *out]
@@ -615,29 +662,33 @@ def _op_chunk(view, x, y, N, curved, direction, means, out) -> None:
 
 
 class _Route:
-    """A max pool's routing at its input ``x``, recorded once: ``J^T`` and ``J`` applied to
-    batches of columns through the one autograd graph (no forward recomputed per column)."""
+    """A max pool's routing at its input ``x``, recorded once as the index of the input each
+    output reads (the forward's own argmax, as autograd's backward uses it): ``J^T`` scatters
+    columns back to those inputs, ``J`` gathers tangents from them."""
 
     def __init__(self, op: ops.Pool, x: Tensor):
-        with torch.enable_grad():
-            self.x = x.detach().requires_grad_(True)
-            self.out = op.apply(self.x, training=False)
-        self._u: Tensor | None = None
-        self._vjp: Tensor | None = None
+        m = op.module
+        if isinstance(m, nn.MaxPool2d):
+            self.out, idx = F.max_pool2d(
+                x, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode, return_indices=True
+            )
+        else:
+            self.out, idx = F.adaptive_max_pool2d(x, m.output_size, return_indices=True)
+        self.shape = x.shape  # [n, C, H, W]
+        self.idx = idx.flatten(2)  # [n, C, H_out W_out]: flat input position per output
 
     def back(self, G: Tensor) -> Tensor:
-        """``J^T G_v``: ``[V, n, *out] -> [V, n, *in]``."""
-        return torch.autograd.grad(self.out, self.x, G, retain_graph=True, is_grads_batched=True)[0]
+        """``J^T G_v``: ``[V, n, *out] -> [V, n, *in]`` (outputs sharing an input add up)."""
+        V = G.shape[0]
+        out = G.new_zeros(V, *self.shape[:2], self.shape[2] * self.shape[3])
+        out.scatter_add_(3, self.idx.expand(V, *self.idx.shape), G.flatten(3))
+        return out.view(V, *self.shape)
 
     def ahead(self, T: Tensor) -> Tensor:
-        """``J T_j`` as the gradient of ``u -> <J^T u, T_j>``: ``[J, n, *in] -> [J, n, *out]``."""
-        if self._vjp is None:
-            with torch.enable_grad():
-                self._u = torch.zeros_like(self.out, requires_grad=True)
-                (self._vjp,) = torch.autograd.grad(self.out, self.x, self._u, create_graph=True)
-        return torch.autograd.grad(self._vjp, self._u, T, retain_graph=True, is_grads_batched=True)[
-            0
-        ]
+        """``J T_j``: ``[J, n, *in] -> [J, n, *out]``."""
+        J = T.shape[0]
+        out = T.flatten(3).gather(3, self.idx.expand(J, *self.idx.shape))
+        return out.view(J, *self.out.shape)
 
 
 def _back(op: ops.Op, x: Tensor, G: Tensor, local) -> Tensor:
@@ -647,7 +698,7 @@ def _back(op: ops.Op, x: Tensor, G: Tensor, local) -> Tensor:
     if isinstance(local, _Route):
         return local.back(G)
     V, n = G.shape[:2]
-    xs = x.expand(V, *x.shape).reshape(V * n, *x.shape[1:])
+    xs = x[:1].expand(V * n, *x.shape[1:])  # the op is linear: its vjp reads only x's shape
     return op.vjp(xs, G.reshape(V * n, *G.shape[2:])).view(V, n, *x.shape[1:])
 
 
@@ -684,6 +735,229 @@ def _tangent_residual(view, ins, local, residual, k, t, stop) -> Tensor:
     return total
 
 
+# --- op-generic per-parameter curvature: convnets -----------------------------------------
+
+
+def _op_backward(view, x, y, N, mode, stop, on_affine=None, on_unit=None) -> None:
+    """Walk one chunk of samples from the logits back to op ``stop``.
+
+    Holds the per-sample Hessian of the mean CE (or its estimator's stand-in) w.r.t. the
+    output of op k as ``sum_v w_v B_v B_v^T + diag(r)``: ``B: [V, n, *out]`` columns, ``w:
+    [V, n]`` signed weights (None: all ones), ``r: [n, *out]`` (None: zero). Each op maps it
+    to its input by ``J^T H J``: an activation gives ``diag(phi') H diag(phi') + diag(phi''
+    dL/da)`` (the residual, for ``"hessian"`` and ``"becker_lecun"``), a Flatten, Pass or max
+    pool keeps a diagonal diagonal (a max pool's ``J`` routes each output from one input, so
+    ``J^T diag(r) J = diag(J^T r)``), an Affine or average pool does not (module docstring).
+    ``on_affine(op, x_k, B, w, r)`` sees every Affine op at its output, ``on_unit(l, B, w,
+    r)`` every hidden layer's units.
+
+    ``mode`` sets the start at the logits and what happens to a ``diag(r)`` that meets an
+    Affine or average pool: ``"hessian"`` (the C - 1 columns of ``S``; ``diag(r)`` becomes
+    signed columns, exact), ``"ggn"`` (the columns, no residuals), ``"fisher"`` (the one
+    column ``grad l_n / sqrt N``), ``"becker_lecun"`` (no columns, ``r = diag(Lambda) / N``;
+    only the diagonal ``(J o J)^T r`` of ``J^T diag(r) J`` is kept).
+    """
+    ins, local, f = _op_record(view, x)
+    p = torch.softmax(f, 1)
+    g = (p - F.one_hot(y, p.shape[1]).to(p.dtype)) / N  # dL/d(output of op k): [n, *out]
+    B = w = r = None
+    if mode in ("hessian", "ggn"):
+        B = _output_factor(f, N)  # [V, n, C]: Lambda / N = S S^T
+    elif mode == "fisher":
+        B = g[None] * math.sqrt(N)  # [1, n, C]: (grad l_n) / sqrt(N), one column per sample
+    else:
+        r = p * (1 - p) / N  # Becker & LeCun: the diagonal of Lambda / N
+    curved = []
+    if mode in ("hessian", "becker_lecun"):
+        curved = [k for k, op in enumerate(view.ops) if _is_curved(op)]
+    units = {k: ell for ell, k in enumerate(view.unit_ops)}
+    for k in range(len(view.ops) - 1, stop - 1, -1):
+        op, x_k, loc = view.ops[k], ins[k], local.get(k)
+        if on_unit is not None and k in units:
+            on_unit(units[k], B, w, r)
+        if on_affine is not None and isinstance(op, ops.Affine):
+            on_affine(op, x_k, B, w, r)
+        if k == stop:
+            break
+        if isinstance(op, ops.Activation):
+            r = None if r is None else r * loc[0].square()
+            if k in curved:  # diag(phi'' dL/da)
+                r = loc[1] * g if r is None else r + loc[1] * g
+        elif r is not None:
+            if isinstance(op, ops.Flatten | ops.Pass):
+                r = r.reshape(x_k.shape)
+            elif isinstance(loc, _Route):  # J^T diag(r) J = diag(J^T r)
+                r = loc.back(r[None])[0]
+            elif mode == "hessian":  # an Affine or average pool: diag(r) becomes columns
+                B, w = _expand(B, w, r)
+                r = None
+            else:  # Becker-LeCun: keep the diagonal (J o J)^T r only
+                r = op.vjp(x_k, r, squared=True)
+        if B is not None:
+            B = _back(op, x_k, B, loc)
+        if curved and curved[0] < k:  # dL/da is needed further down
+            g = _back(op, x_k, g[None], loc)[0]
+
+
+def _is_curved(op: ops.Op) -> bool:
+    """Whether ``op`` is an activation with ``phi'' != 0`` (tanh, sigmoid, GELU)."""
+    return isinstance(op, ops.Activation) and op.activation in _CURVED
+
+
+def _expand(B: Tensor, w: Tensor | None, r: Tensor) -> tuple[Tensor, Tensor]:
+    """``sum_v w_v B_v B_v^T + diag(r)`` as columns only: ``e_i`` with weight ``r_i``, for the
+    positions i where some sample's ``r`` is non-zero. ``B: [V, n, *s]``, ``r: [n, *s]``."""
+    n = r.shape[0]
+    flat = r.reshape(n, -1)  # [n, D]
+    idx = flat.ne(0).any(0).nonzero().squeeze(1)  # [D'] positions in use
+    E = r.new_zeros(len(idx), n, flat.shape[1])  # [D', n, D]: e_i for every sample
+    E[torch.arange(len(idx), device=r.device), :, idx] = 1
+    w = B.new_ones(B.shape[:2]) if w is None else w
+    return torch.cat([B, E.view(len(idx), *r.shape)]), torch.cat([w, flat[:, idx].T])
+
+
+def _wsq(B: Tensor, w: Tensor | None) -> Tensor:
+    """``sum_v w_v B_v^2``: ``[V, n, ...] -> [n, ...]``."""
+    return B.square().sum(0) if w is None else torch.einsum("vn,vn...->n...", w, B.square())
+
+
+def _affine_diag(out: dict[str, Tensor], op: ops.Affine, x, B, w, r) -> None:
+    """Add the diagonal w.r.t. ``op``'s parameters to ``out``, from ``H_y = sum_v w_v B_v
+    B_v^T + diag(r)`` at its output ``y`` (see :func:`_op_backward`).
+
+    ``y = s z + t`` per unit with ``z = W * x + b (+ o)`` and, for a folded BatchNorm, ``s =
+    gamma / sqrt(var + eps)`` (else ``s = 1``). Every parameter enters ``y`` linearly, so its
+    diagonal is ``sum_v w_v (B_v . dy/dtheta)^2 + sum_pos r (dy/dtheta)^2`` per sample, with
+
+        W[h, d]:  dy_{h,pos}/dW = s_h X[d, pos]   (X = unfold(x), im2col; a Linear: L = 1)
+        b[h]:     s_h;     gamma[h]: zhat_{h,pos} = (z - mu) / sqrt(var + eps);     beta[h]: 1
+    """
+    n, H = x.shape[0], op.units
+    st = op.scale_shift()
+    s = None if st is None else st[0][:, None]  # [H, 1]
+    if op.conv:
+        m = op.module
+        X = F.unfold(x, m.kernel_size, m.dilation, m.padding, m.stride)  # [n, D, L]
+    else:
+        X = x.reshape(n, -1, 1)  # [n, D, 1]
+    D = X.shape[1]
+    terms: dict[str, Tensor] = {}
+    rz = None
+    if r is not None:
+        ry = r.reshape(n, H, -1)  # [n, H, L]
+        rz = ry if s is None else ry * s.square()
+        terms["bias"] = rz.sum((0, 2))
+    if B is not None:
+        V = B.shape[0]
+        By = B.reshape(V, n, H, -1)  # [V, n, H, L]
+        Bz = By if s is None else By * s  # the factor at z
+        terms["bias"] = terms.get("bias", 0) + _wsq(Bz.sum(3), w).sum(0)
+    if not terms:
+        return
+    if op.conv:  # per (v, n): Bz_v [H, L] @ X_n^T [L, D], then squared
+        weight = 0 if rz is None else torch.bmm(rz, X.square().transpose(1, 2)).sum(0)
+        if B is not None:
+            M = torch.bmm(Bz.transpose(0, 1).reshape(n, V * H, -1), X.transpose(1, 2))
+            weight = weight + _wsq(M.view(n, V, H, D).transpose(0, 1), w).sum(0)  # [H, D]
+    else:  # rank one per sample: sum_v w (Bz_v x)^2 = (sum_v w Bz_v^2) x^2
+        h = 0 if rz is None else rz[..., 0]
+        h = h if B is None else h + _wsq(Bz[..., 0], w)  # [n, H]
+        weight = h.T @ X[:, :, 0].square()
+    terms["weight"] = weight
+    names = {"weight": f"{op.name}.weight"}
+    if op.bias is not None:
+        names["bias"] = f"{op.name}.bias"
+    if op.norm is not None:
+        _norm_diag(terms, names, op, x, By if B is not None else None, w, r)
+    for key, name in names.items():
+        term = terms[key].reshape(op.module.weight.shape if key == "weight" else -1)
+        out[name] = out[name] + term if name in out else term
+
+
+def _norm_diag(terms, names, op: ops.Affine, x, By, w, r) -> None:
+    """The BatchNorm's ``gamma`` and ``beta`` terms (``dy/dgamma = zhat``, ``dy/dbeta = 1``)."""
+    n, H, bn = x.shape[0], op.units, op.norm
+    b = op.bias
+    z = op.response(x)  # [n, H, *spatial]: z = W * x + b (+ o), before the BatchNorm
+    per_unit = [1] * (z.dim() - 2)
+    if b is not None:
+        z = z + b.view(-1, *per_unit)
+    if op.offset is not None:
+        z = z + op.offset.offset
+    mu, var = (t.to(z).view(-1, *per_unit) for t in op.running())
+    zhat = ((z - mu) * torch.rsqrt(var + bn.eps)).reshape(n, H, -1)  # [n, H, L]
+    gamma = beta = 0
+    if By is not None:
+        gamma = _wsq((By * zhat).sum(3), w).sum(0)
+        beta = _wsq(By.sum(3), w).sum(0)
+    if r is not None:
+        ry = r.reshape(n, H, -1)
+        gamma = gamma + (ry * zhat.square()).sum((0, 2))
+        beta = beta + ry.sum((0, 2))
+    if bn.weight is not None:
+        terms["gamma"], names["gamma"] = gamma, f"{op.norm_name}.weight"
+    if bn.bias is not None:
+        terms["beta"], names["beta"] = beta, f"{op.norm_name}.bias"
+
+
+def _walk_elements(view: ops.View, x: Tensor, mode: str) -> int:
+    """Elements per sample of the largest tensors :func:`_op_backward` holds (the factor
+    ``[V, n, *out]`` with V grown by expanded residuals, an unfolded input and its
+    contraction ``[n, V O, D]``) plus the recorded forward pass, for the memory budget."""
+    sizes, a = [], view.inputs(x[:1])
+    for op in view.ops:
+        out = op.apply(a, training=False)
+        sizes.append((a, out))
+        a = out
+    V = {"hessian": view.out_features, "ggn": view.out_features, "fisher": 1}.get(mode, 0)
+    worst, pending = 0, False
+    for k in range(len(view.ops) - 1, -1, -1):
+        op, (a_in, a_out) = view.ops[k], sizes[k]
+        pending |= mode == "hessian" and _is_curved(op)
+        if pending and (isinstance(op, ops.Affine) or (isinstance(op, ops.Pool) and op.linear)):
+            V, pending = V + a_out.numel(), False
+        worst = max(worst, max(V, 1) * max(a_in.numel(), a_out.numel()))
+        if isinstance(op, ops.Affine) and op.conv:
+            m = op.module
+            X = F.unfold(a_in, m.kernel_size, m.dilation, m.padding, m.stride)
+            worst = max(worst, max(V, 1) * op.units * X.shape[1] + X.numel())
+    return worst + sum(a_in.numel() for a_in, _ in sizes)
+
+
+def _op_diag(model: nn.Module, view: ops.View, x, y, method: str, mode: str) -> dict[str, Tensor]:
+    """A per-parameter diagonal on any model the op view takes (validated here)."""
+    x, y = _check_op_inputs(view, x, y, method, shared=False)
+    N = x.shape[0]
+    stop = next(k for k, op in enumerate(view.ops) if isinstance(op, ops.Affine))
+    out: dict[str, Tensor] = {}
+
+    def on_affine(op, x_k, B, w, r):
+        _affine_diag(out, op, x_k, B, w, r)
+
+    with torch.no_grad():
+        for rows in _chunks(N, _walk_elements(view, x, mode)):
+            _op_backward(view, x[rows], y[rows], N, mode, stop, on_affine=on_affine)
+    return _zero_like_params(model, out)
+
+
+def _op_activations(view: ops.View, x, y, method: str) -> list[Tensor]:
+    """:func:`diag_hessian_activations` on any model the op view takes (validated here)."""
+    x, y = _check_op_inputs(view, x, y, method)
+    if not view.hidden:
+        return []
+    parts: list[list[Tensor]] = [[] for _ in view.hidden]
+
+    def on_unit(ell, B, w, r):
+        parts[ell].append(_wsq(B, w) if r is None else _wsq(B, w) + r)  # [n, H, *spatial]
+
+    with torch.no_grad():
+        for rows in _chunks(x.shape[0], _walk_elements(view, x, "hessian")):
+            _op_backward(
+                view, x[rows], y[rows], x.shape[0], "hessian", view.unit_ops[0], None, on_unit
+            )
+    return [torch.cat(chunks) for chunks in parts]
+
+
 def becker_lecun_diag(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:
     """The OBD-era diagonal approximation that drops the cross terms between units.
 
@@ -694,13 +968,21 @@ def becker_lecun_diag(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tenso
 
     and ``diag H[W^l_ij] ~ sum_n h^l_{n,i} (a^{l-1}_{n,j})^2``. It drops
     ``sum_{k != m} W_ki W_mi [H_z]_km``, so it is exact only for the output layer; about one
-    extra backward pass. Parameters and returns as :func:`diag_hessian`.
+    extra backward pass. On a convnet every op maps the diagonal by its squared Jacobian,
+    ``h_in = (J o J)^T h_out`` (``op.vjp(..., squared=True)``: a conv with ``W**2``, an average
+    pool with its squared weights, a max pool by its routing, which is exact), plus ``phi''
+    dL/da`` at activations, and a parameter's entry is ``sum_n sum_pos h (dy/dtheta)^2``
+    (a conv: ``(s^2 h) @ X**2`` over the unfolded input). Parameters and returns as
+    :func:`diag_hessian`.
 
     References
     ----------
     Becker & LeCun (1988), "Improving the convergence of back-propagation learning with second
     order methods"; LeCun, Denker & Solla (1990), "Optimal Brain Damage", NIPS 2, Sec. 3.
     """
+    op_view = ops.parse(model, method="becker_lecun_diag")
+    if not op_view.dense:
+        return _op_diag(model, op_view, x, y, "becker_lecun_diag", "becker_lecun")
     view, layers, x, y = _prepare(model, x, y, "becker_lecun_diag")
     N = x.shape[0]
     out: dict[str, Tensor] = {}
@@ -735,8 +1017,10 @@ def empirical_fisher_diag(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, T
     ``GroupHessianImportance`` ("Grouped Optimal Brain Damage") averages ``grad(l_n)**2``
     over per-sample backward passes of an unreduced loss and scores ``w**2 * F``. It is not
     the Hessian, and it equals the GGN only in expectation over labels drawn from the
-    model's own predictions, not on the true labels. Parameters and returns as
-    :func:`diag_hessian`.
+    model's own predictions, not on the true labels. On a convnet the per-sample gradient of a
+    conv weight is ``delta_n X_n^T`` with the unfolded input ``X_n``: the factor machinery of
+    :func:`diag_hessian` with the one column ``(p_n - e_{y_n}) / sqrt(N)``. Parameters and
+    returns as :func:`diag_hessian`.
 
     References
     ----------
@@ -744,6 +1028,9 @@ def empirical_fisher_diag(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, T
     Kunstner, Hennig & Balles (2019), "Limitations of the empirical Fisher approximation",
     NeurIPS.
     """
+    op_view = ops.parse(model, method="empirical_fisher_diag")
+    if not op_view.dense:
+        return _op_diag(model, op_view, x, y, "empirical_fisher_diag", "fisher")
     view, layers, x, y = _prepare(model, x, y, "empirical_fisher_diag")
     N = x.shape[0]
     out: dict[str, Tensor] = {}
@@ -786,13 +1073,14 @@ def hutchinson_diag(
         diag H ~ (1/K) sum_k v_k * (H v_k),    v_k in {-1, +1}^P,  E[v v^T] = I
 
     Unbiased; the per-probe variance of entry i is ``sum_{j != i} H_ij^2``. Each ``H v`` is a
-    forward-over-reverse Hessian-vector product (``torch.func.jvp`` of ``torch.func.grad``),
-    batched over ``chunk`` probes at a time with ``torch.func.vmap``.
+    forward-over-reverse Hessian-vector product (``torch.func.jvp`` of ``torch.func.grad``) of
+    the op view's loss (:func:`prunelab.ops.param_loss`, evaluation mode, so MLPs and convnets
+    alike), batched over ``chunk`` probes at a time with ``torch.func.vmap``.
 
     Parameters
     ----------
     model, x, y
-        As :func:`diag_hessian`.
+        As :func:`diag_hessian` (any model the op view takes).
     probes : int
         Number K of Rademacher probes, at least 1 (2 or more for ``return_std``).
     generator : torch.Generator, optional
@@ -821,7 +1109,11 @@ def hutchinson_diag(
         raise ValueError(f"hutchinson_diag: return_std needs probes >= 2; got {probes}")
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"hutchinson_diag: chunk must be a positive integer; got {chunk!r}")
-    view, _, x, y = _prepare(model, x, y, "hutchinson_diag")
+    view = ops.parse(model, method="hutchinson_diag")
+    if view.dense:
+        view, _, x, y = _prepare(model, x, y, "hutchinson_diag")
+    else:
+        x, y = _check_op_inputs(view, x, y, "hutchinson_diag", shared=False)
     params = {n: p.detach() for n, p in model.named_parameters()}
     if generator is None:
         generator = torch.Generator(device=x.device).manual_seed(0)
