@@ -132,16 +132,37 @@ def test_per_sample_grads_are_a_loop_of_autograd(name):
 
 
 @pytest.mark.parametrize("name", AFFINE)
-def test_entry_inputs_are_the_derivative_of_the_raw_output_by_each_weight(name):
+def test_add_sparse_is_the_layer_with_a_sparse_weight(name):
     seq, op, x = _case(name)
     W = op.raw()[0].detach()
-    entries = torch.arange(W.numel())
-    got = op.entry_inputs(x, entries)  # [N, P, *spatial]
-    for e in entries.tolist():  # z is linear in W: dz / dW_e is the layer with W = e_e, no bias
-        onehot = torch.zeros(W.numel(), dtype=F64)
-        onehot[e] = 1
-        z = op._z(x, onehot.view(W.shape), None)  # [N, H_out, *spatial]
-        torch.testing.assert_close(got[:, e], z[:, e // W[0].numel()], rtol=0, atol=0)
+    g = torch.Generator().manual_seed(5)
+    entries = torch.randperm(W.numel(), generator=g)[: max(1, W.numel() // 3)]
+    values = torch.randn(len(entries), generator=g, dtype=F64)
+    sparse = torch.zeros(W.numel(), dtype=F64)
+    sparse[entries] = values
+    z = op._z(x, sparse.view(W.shape), None)  # the raw layer with the sparse weight, no bias
+    out = torch.randn(z.shape, generator=g, dtype=F64)
+    want = out + z
+    torch.testing.assert_close(op.add_sparse(x, entries, values, out), want, rtol=0, atol=1e-14)
+    torch.testing.assert_close(out, want, rtol=0, atol=1e-14)  # in place
+
+
+@pytest.mark.parametrize(
+    "pool",
+    [
+        nn.MaxPool2d(2),
+        nn.MaxPool2d(3, 2),
+        nn.MaxPool2d((2, 3), (1, 2), dilation=(2, 1)),
+        nn.MaxPool2d(3, 1, padding=1),  # padded: the module itself
+        nn.MaxPool2d(2, ceil_mode=True),
+    ],
+)
+def test_max_pool_without_autograd_is_the_module_exactly(pool):
+    x = torch.randn(3, 2, 9, 7, generator=torch.Generator().manual_seed(0), dtype=F64)
+    x[0, 0, :2, :2] = 0.0  # ties
+    op = ops.parse(nn.Sequential(nn.Conv2d(2, 2, 1), pool)).ops[1]
+    with torch.no_grad():
+        assert torch.equal(op.apply(x, training=False), pool(x))
 
 
 def test_batchnorm_running_statistics_take_overrides_like_functional_call():

@@ -12,10 +12,10 @@ everything:
   and in its input, so with ``W`` its weights at the previous level and ``E`` the entries
   ``e = (o, d)`` first pruned at this level
 
-      y_t = y_{t-1} + s * (W[:, S] delta_S) - s_o W_e x_e,     x_e = dz_o / dW_e at the new input
+      y_t = y_{t-1} + s * (W[:, S] delta_S) - sum_{e in E} s_o W_e x_e    (x_e: what W_e reads)
 
-  (``Affine.response`` over the changed input units ``S`` only, ``Affine.entry_inputs`` per
-  entry; a pruned bias ``b_o`` subtracts ``s_o b_o``): ``2 N Q`` per entry (``Q`` output
+  (``Affine.response`` over the changed input units ``S`` only, ``Affine.add_sparse`` for
+  the entries; a pruned bias ``b_o`` subtracts ``s_o b_o``): ``2 N Q`` per entry (``Q`` output
   positions) instead of a whole layer, used while fewer than ``SPARSE_SHARE`` of the entries
   are new and fewer than ``CHANNEL_SHARE`` of the input units changed; otherwise the layer
   runs afresh with its masked weights, as a pruned model would run it;
@@ -41,7 +41,8 @@ from ..base import ops
 SPARSE_SHARE = 1 / 16  # update entry by entry while fewer than this share of W is new
 CHANNEL_SHARE = 1 / 3  # update by the input's change while fewer than this share of it changed
 
-# what changed at an op's output: nothing (None), everything (ALL), or (units [S], delta [N, S, ...])
+# what changed at an op's output: nothing (None), everything (ALL), or (units [S], delta [N, S,
+# ...]), the delta only where an affine op reads it
 ALL = "all"
 
 
@@ -75,6 +76,7 @@ def sweep_logits(
     state: list[Tensor | None] = [None] * len(view.ops)  # each op's output at the last level
     done = {name: 0 for name in seq}  # entries pruned by the last level
     a0 = view.inputs(x)
+    want = _reads_delta(view)
     with torch.no_grad():
         for i in order:
             now = {name: int(counts[i, j]) for name, j in col.items()}
@@ -84,9 +86,9 @@ def sweep_logits(
                     change = ALL
                 if isinstance(op, ops.Affine):
                     pruned = _Pruned(op, seq, done, now)
-                    out, change = _affine(op, a, state[k], change, pruned, chunk_bytes)
+                    out, change = _affine(op, a, state[k], change, pruned, want[k], chunk_bytes)
                 else:
-                    out, change = _passive(op, a, state[k], change)
+                    out, change = _passive(op, a, state[k], change, want[k])
                 state[k] = a = out
             done = now
             yield [i], a.T[None].clone()  # [1, C, N]; the state may be updated in place later
@@ -117,7 +119,18 @@ class _Pruned:
         return out
 
 
-def _affine(op: ops.Affine, a: Tensor, y: Tensor | None, change, pruned: _Pruned, chunk_bytes):
+def _reads_delta(view: ops.View) -> list[bool]:
+    """Per op: whether an affine op reads its output (past Dropout, Identity and Flatten), so
+    that its change must carry ``delta``."""
+    out, reader = [False] * len(view.ops), False
+    for k in range(len(view.ops) - 1, -1, -1):
+        out[k] = reader
+        op = view.ops[k]
+        reader = isinstance(op, ops.Affine) or (reader and isinstance(op, ops.Pass | ops.Flatten))
+    return out
+
+
+def _affine(op: ops.Affine, a: Tensor, y: Tensor | None, change, pruned, want: bool, chunk_bytes):
     """The op's output at this level (``y`` updated in place where it can) and its change."""
     if change is None and pruned.count == 0:
         return y, None
@@ -131,13 +144,16 @@ def _affine(op: ops.Affine, a: Tensor, y: Tensor | None, change, pruned: _Pruned
     if change is not None:  # y += s W[:, S] delta_S with the last level's weights
         units, delta = change
         W = pruned.masked(pruned.done).get(pruned.weight, op.raw()[0].detach())
-        y += op.response(delta, {pruned.weight: W[:, units]}) * s.view(shape)
+        y += op.response(delta, {pruned.weight: W.index_select(1, units)}) * s.view(shape)
         _subtract(op, a, y, s, pruned, chunk_bytes)
         return y, ALL
     rows = pruned.rows()
-    old = y[:, rows].clone()
+    if not want:
+        _subtract(op, a, y, s, pruned, chunk_bytes)
+        return y, (rows, None)
+    old = y.index_select(1, rows)
     _subtract(op, a, y, s, pruned, chunk_bytes)
-    return y, (rows, y[:, rows] - old)
+    return y, (rows, y.index_select(1, rows) - old)
 
 
 def _subtract(op: ops.Affine, a: Tensor, y: Tensor, s: Tensor, pruned: _Pruned, chunk_bytes):
@@ -148,19 +164,16 @@ def _subtract(op: ops.Affine, a: Tensor, y: Tensor, s: Tensor, pruned: _Pruned, 
     e = pruned.new.get(pruned.weight)
     if e is not None and len(e):
         o = e // W[0].numel()  # output unit of each entry
-        coef = -(s[o] * W.reshape(-1)[e])  # [E]
-        per_entry = a.shape[0] * y[0, 0].numel() * y.element_size()
-        step = max(1, chunk_bytes // (4 * per_entry))
-        for sl in range(0, len(e), step):
-            x_e = op.entry_inputs(a, e[sl : sl + step])  # [N, E, *spatial]
-            y.index_add_(1, o[sl : sl + step], x_e * coef[sl : sl + step].view(1, -1, *spatial))
+        per_entry = a.shape[0] * y.element_size()  # a Linear's gathered column x[:, d]
+        for sl in torch.arange(len(e), device=e.device).split(max(1, chunk_bytes // per_entry)):
+            op.add_sparse(a, e[sl], -(s[o[sl]] * W.reshape(-1)[e[sl]]), y)
     o = pruned.new.get(pruned.bias)
     if o is not None and len(o):
         shift = torch.zeros_like(s).index_add_(0, o, s[o] * b[o])  # [H_out]
         y -= shift.view(1, -1, *spatial)
 
 
-def _passive(op: ops.Op, a: Tensor, y: Tensor | None, change):
+def _passive(op: ops.Op, a: Tensor, y: Tensor | None, change, want: bool):
     """An op without weights: its output at this level and its change."""
     if change is None:
         return y, None
@@ -172,8 +185,8 @@ def _passive(op: ops.Op, a: Tensor, y: Tensor | None, change):
     if isinstance(op, ops.Flatten):  # channel c is the block of features [c F, (c + 1) F)
         block = a[0, 0].numel()
         features = (units[:, None] * block + torch.arange(block, device=units.device)).flatten()
-        return a.flatten(1), (features, delta.flatten(1))
-    new = op.apply(a[:, units], training=False)  # activations and pools act channel by channel
-    delta = new - y[:, units]
-    y[:, units] = new
+        return a.flatten(1), (features, None if delta is None else delta.flatten(1))
+    new = op.apply(a.index_select(1, units), training=False)  # channel by channel
+    delta = new - y.index_select(1, units) if want else None
+    y.index_copy_(1, units, new)
     return y, (units, delta)

@@ -15,7 +15,7 @@ add
     folded()                the effective weight and per-unit bias with BatchNorm folded in
     folded_offset()         the per-position part of the bias, ``s o offset`` (Offset only)
     per_sample_grads(x, g)  d(sum g . y_n)/dW and /db per sample n (a conv through unfold)
-    entry_inputs(x, e)      what weight entries ``e`` multiply, dz/dW_e per sample and position
+    add_sparse(x, e, v, y)  y += the raw layer with a weight that is zero but ``v`` at entries ``e``
     slice_out(keep)         new modules computing only the output units ``keep`` (the layer,
                             its Offset and BatchNorm, each sliced)
     slice_in(keep, block)   new module reading only the input units ``keep`` (a conv channel
@@ -115,7 +115,34 @@ class Pool(Op):
     ``J^T g`` is the pooling's own backward. Each output of an average pool is ``c_o`` times
     the sum of its window, so ``(J o J)^T g = J^T (c o g)``; a max pool routes each output from
     one input (``J`` holds 0s and 1s), so ``J o J = J``.
+
+    Without autograd, an unpadded max pool (``ceil_mode=False``) is computed as the elementwise
+    maximum of its ``k_h k_w`` strided windows: the same values exactly (a maximum rounds
+    nothing), several times faster than PyTorch's CPU kernel on small feature maps. With
+    autograd the module itself runs, so gradients route as PyTorch's do.
     """
+
+    def apply(self, x: Tensor, params: Params = None, training: bool | None = None) -> Tensor:
+        m = self.module
+        if torch.is_grad_enabled() or not isinstance(m, nn.MaxPool2d) or x.dim() != 4:
+            return m(x)
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (
+            _pair(v) for v in (m.kernel_size, m.stride or m.kernel_size, m.padding, m.dilation)
+        )
+        if ph or pw or m.ceil_mode:
+            return m(x)
+        H_out = (x.shape[2] - dh * (kh - 1) - 1) // sh + 1
+        W_out = (x.shape[3] - dw * (kw - 1) - 1) // sw + 1
+        if H_out < 1 or W_out < 1:
+            return m(x)  # PyTorch's own error
+        out = None
+        for r in range(0, dh * kh, dh):
+            for q in range(0, dw * kw, dw):
+                window = x[
+                    :, :, r : r + sh * (H_out - 1) + 1 : sh, q : q + sw * (W_out - 1) + 1 : sw
+                ]
+                out = window.clone() if out is None else torch.maximum(out, window, out=out)
+        return out
 
     @property
     def routing(self) -> bool:
@@ -141,6 +168,10 @@ class Pool(Op):
             ones, m.kernel_size, m.stride, m.padding, m.ceil_mode, False, divisor_override=1
         )
         return (self.module(ones) / n)[0, 0]  # c_o n_o = the pool of ones
+
+
+def _pair(v: int | Sequence[int]) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
 def _adaptive_counts(size: Sequence[int], like: Tensor) -> Tensor:
@@ -308,30 +339,30 @@ class Affine(Op):
         dW = torch.bmm(G, X.transpose(1, 2))  # (N, C_out, C_in k k)
         return dW.view(N, *m.weight.shape), G.sum(2)
 
-    def entry_inputs(self, x: Tensor, entries: Tensor) -> Tensor:
-        """What each weight entry multiplies: ``dz_{n,o} / dW_e`` for entries ``e = (o, d)``.
+    def add_sparse(self, x: Tensor, entries: Tensor, values: Tensor, out: Tensor) -> Tensor:
+        """``out += A_E x``: the raw layer (no bias, before any Offset or BatchNorm) whose weight
+        is zero but ``values: [E]`` at the flat indices ``entries: [E]``; in place, returns ``out``.
 
-        ``entries: [E]`` flat indices into ``W`` (the module's own weight); ``z`` is the raw
-        layer output before any Offset or BatchNorm, linear in ``W``, so removing entry ``e``
-        changes output unit ``o`` by ``-W_e * entry_inputs(x, e)``. Linear: ``x[:, d]``,
-        ``[N, E]``. Conv2d with ``d = (c, i, j)``: the input that kernel tap ``(i, j)`` of
-        channel ``c`` reads at every output position, zero padding included, ``[N, E, H_out,
-        W_out]`` (``x[n, c, i d_h + s_h r - p_h, j d_w + s_w q - p_w]`` at output ``(r, q)``).
+        Entry ``e = (o, d)`` adds ``W_e x_d`` to output unit ``o``: Linear, ``x[:, d]``; Conv2d
+        with ``d = (c, i, j)``, the strided window of channel ``c`` that kernel tap ``(i, j)``
+        reads at every output position (zero padding included), ``2 N Q`` per entry for ``Q``
+        output positions instead of the whole layer. ``out: [N, H_out, *spatial]``.
         """
         W = self.module.weight
-        d = entries % W[0].numel()  # the input index of each entry
+        o, d = entries // W[0].numel(), entries % W[0].numel()
         if not self.conv:
-            return x[:, d]
+            return out.index_add_(1, o, x.index_select(1, d) * values)
         m = self.module
         kh, kw = W.shape[2:]
-        c, i, j = d // (kh * kw), (d // kw) % kh, d % kw
         (ph, pw), (sh, sw), (dh, dw) = m.padding, m.stride, m.dilation
         xp = F.pad(x, (pw, pw, ph, ph)) if ph or pw else x
-        H_out = (xp.shape[2] - dh * (kh - 1) - 1) // sh + 1
-        W_out = (xp.shape[3] - dw * (kw - 1) - 1) // sw + 1
-        rows = (i * dh)[:, None] + sh * torch.arange(H_out, device=x.device)  # [E, H_out]
-        cols = (j * dw)[:, None] + sw * torch.arange(W_out, device=x.device)  # [E, W_out]
-        return xp[:, c[:, None, None], rows[:, :, None], cols[:, None, :]]  # [N, E, H_out, W_out]
+        H_out, W_out = out.shape[2:]
+        c, i, j = d // (kh * kw), (d // kw) % kh, d % kw
+        for oe, ce, ie, je, v in zip(*(t.tolist() for t in (o, c, i, j, values)), strict=True):
+            r, q = ie * dh, je * dw  # the window's first row and column in the padded input
+            window = xp[:, ce, r : r + sh * (H_out - 1) + 1 : sh, q : q + sw * (W_out - 1) + 1 : sw]
+            out[:, oe].add_(window, alpha=v)
+        return out
 
     def slice_out(self, keep: Tensor) -> list[nn.Module]:
         """New modules (the op, its Offset and BatchNorm if any) computing only units ``keep``."""
