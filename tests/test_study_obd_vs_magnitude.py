@@ -171,7 +171,14 @@ def test_config_validation():
 @pytest.fixture(scope="module")
 def lenet(tmp_path_factory):
     config = study.Config(
-        **{**CONFIG, "convnet": True, "lenet5_epochs": 1, "lenet5_finetune_epochs": 1}
+        **CONFIG
+        | {
+            "convnet": True,
+            "lenet5_epochs": 1,
+            "lenet5_finetune_epochs": 1,
+            "lenet5_score_samples": 200,
+            "lenet5_extra": ("snip",),
+        }
     )
     out = tmp_path_factory.mktemp("run")
     results = study.run(config, out, progress=False)

@@ -79,6 +79,12 @@ class Config:
     lenet5_epochs: int = option(12, "LeNet-5: training epochs (Adam, batch size as above)")
     lenet5_lr: float = option(2e-3, "LeNet-5: Adam learning rate")
     lenet5_finetune_epochs: int = option(2, "LeNet-5: fine-tuning epochs")
+    lenet5_score_samples: int = option(
+        1000, "LeNet-5: training images its saliencies and Hessian blocks are taken on"
+    )
+    lenet5_extra: tuple[str, ...] = option(
+        ("obd_fisher", "obd_hutchinson", "snip", "random"), "LeNet-5: extra criteria (global)"
+    )
 
     QUICK: ClassVar[dict] = {
         "seeds": 2,
@@ -97,6 +103,8 @@ class Config:
         "prediction_max": 0.6,
         "lenet5_epochs": 3,
         "lenet5_finetune_epochs": 1,
+        "lenet5_score_samples": 300,
+        "lenet5_extra": ("obd_fisher", "snip", "random"),
     }
 
     def __post_init__(self) -> None:
@@ -114,6 +122,7 @@ class Config:
             "ratio_samples",
             "lenet5_epochs",
             "lenet5_finetune_epochs",
+            "lenet5_score_samples",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
@@ -129,7 +138,7 @@ class Config:
         if not all(0 < s < 1 for s in self.finetune_levels):
             raise ValueError(f"finetune_levels must lie in (0, 1); got {self.finetune_levels}")
         known = sorted(criteria.WEIGHT_CRITERIA)
-        for name in (*self.criteria, *self.extra, *self.finetune_criteria):
+        for name in (*self.criteria, *self.extra, *self.lenet5_extra, *self.finetune_criteria):
             if name not in criteria.WEIGHT_CRITERIA:
                 raise ValueError(f"criterion {name!r}: choose from {known}")
         if "obd" not in self.criteria:
@@ -228,9 +237,9 @@ def _levels(start: float, stop: float, step: float) -> list[float]:
     return [round(start + i * step, 6) for i in range(n + 1)]
 
 
-def _arms(config: Config) -> list[tuple[str, str]]:
+def _arms(config: Config, extra: tuple[str, ...]) -> list[tuple[str, str]]:
     main = [(c, s) for c in config.criteria for s in ("layer", "global")]
-    return main + [(c, "global") for c in config.extra if c not in config.criteria]
+    return main + [(c, "global") for c in extra if c not in config.criteria]
 
 
 @dataclass(frozen=True)
@@ -243,6 +252,8 @@ class Arch:
     epochs: int
     lr: float
     finetune_epochs: int
+    score_samples: int  # training images of the saliencies and the Hessian blocks
+    extra: tuple[str, ...]  # extra criteria, ranked globally
     blocks: tuple[int, ...]  # layer indices: the last, then the second measured
     second: str  # the second measured layer, in words
 
@@ -254,6 +265,8 @@ def _archs(config: Config) -> list[Arch]:
         config.epochs,
         config.lr,
         config.finetune_epochs,
+        config.score_samples,
+        config.extra,
         (-1, -2) if len(config.widths) > 2 else (-1,),
         "the layer before it",
     )
@@ -265,6 +278,8 @@ def _archs(config: Config) -> list[Arch]:
         config.lenet5_epochs,
         config.lenet5_lr,
         config.lenet5_finetune_epochs,
+        config.lenet5_score_samples,
+        config.lenet5_extra,
         (-1, 1),
         "the second conv layer",
     )
@@ -545,11 +560,11 @@ def run(
 def _study(config: Config, split: data.Split, arch: Arch, advance) -> Results:
     """Every arm of one network, with and without dropout (findings left empty)."""
     train_x, train_y = split.train.x, split.train.y
-    xs, ys = train_x[: config.score_samples], train_y[: config.score_samples]
+    xs, ys = train_x[: arch.score_samples], train_y[: arch.score_samples]
     xt, yt = split.test.x, split.test.y
     coarse = _levels(0.0, 0.99, config.step)
     fine_levels = _levels(config.fine_start, 0.999, config.fine_step)
-    arms = _arms(config)
+    arms = _arms(config, arch.extra)
     names = sorted({c for c, _ in arms} | set(config.finetune_criteria) | {"obd"})
     curves, fine, tuned, terms = [], [], [], []
     train_loss, test_accuracy = {}, {}
@@ -636,6 +651,13 @@ def headline(results: Results) -> dict[str, float]:
             out[f"accuracy at 99%, obd global ({kind})"] = _at(fine, 0.99)
     for t in results.cross_terms:
         out[f"last-layer off-diagonal share ({t.kind})"] = sum(t.last_layer) / len(t.last_layer)
+    c = results.convnet
+    if c is not None:
+        out["LeNet-5: test accuracy (no dropout)"] = sum(c.test_accuracy[KINDS[0]]) / len(c.seeds)
+        for crit in ("magnitude", "obd"):
+            out[f"LeNet-5: accuracy at 90%, {crit} global"] = _at(
+                c.curve(KINDS[0], crit, "global"), 0.9
+            )
     return out
 
 
