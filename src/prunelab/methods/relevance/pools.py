@@ -82,12 +82,30 @@ def _windows(op: ops.Pool, size: Sequence[int], out_size: Sequence[int]) -> Tens
     return flat.reshape(H_o * W_o, -1)
 
 
+def _tiles(op: ops.Pool) -> tuple[int, int] | None:
+    """(k_h, k_w) when the windows tile the input (kernel = stride, no padding or dilation):
+    then they are a reshape, with no gather."""
+    m = op.module
+    if isinstance(m, nn.AdaptiveMaxPool2d):
+        return None
+    k, s, p, d = (_pair(v) for v in (m.kernel_size, m.stride, m.padding, m.dilation))
+    return k if k == s and p == (0, 0) and d == (1, 1) and not m.ceil_mode else None
+
+
 def _per_window(rule: str, op: ops.Pool, a: Tensor, R: Tensor) -> Tensor:
     """``MAXIMUM_RULES[rule]`` on every pooling window: a [N, C, H, W], R [N, C, H_o, W_o] ->
     [N, C, H, W] (members of several windows sum their shares). Outside the input a window
     holds -inf, which no rule gives a share."""
-    N, C, H, W = a.shape
-    idx = _windows(op, (H, W), R.shape[2:]).to(a.device)  # [L, K]
+    (N, C, H, W), (H_o, W_o) = a.shape, R.shape[2:]
+    tiles = _tiles(op)
+    if tiles is not None:  # [N, C, H_o, k_h, W_o, k_w] -> one row per window
+        k_h, k_w = tiles
+        v = a[:, :, : H_o * k_h, : W_o * k_w].reshape(N, C, H_o, k_h, W_o, k_w)
+        v = v.permute(0, 1, 2, 4, 3, 5).reshape(-1, k_h * k_w)
+        split = MAXIMUM_RULES[rule](v, R.reshape(-1)).view(N, C, H_o, W_o, k_h, k_w)
+        split = split.permute(0, 1, 2, 4, 3, 5).reshape(N, C, H_o * k_h, W_o * k_w)
+        return F.pad(split, (0, W - W_o * k_w, 0, H - H_o * k_h))  # rows no window reads
+    idx = _windows(op, (H, W), (H_o, W_o)).to(a.device)  # [L, K]
     L, K = idx.shape
     vals = F.pad(a.flatten(2), (0, 1), value=-math.inf)[:, :, idx]  # [N, C, L, K]
     split = MAXIMUM_RULES[rule](vals.reshape(-1, K), R.reshape(-1)).view(N, C, L * K)

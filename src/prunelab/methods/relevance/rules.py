@@ -158,15 +158,16 @@ def _max_radial(a: Tensor, R: Tensor) -> Tensor:
     """Radial: R(a_i) = s_i R(b), s_i = relu(a_i) / sum relu(a) if max a > 0, else
     s_i = (1/a_i) / sum 1/a (all negative; the source's rule) and ties at 0 split equally.
     An entry -inf (outside a padded pooling window) gets s_i = 0."""
-    b = a.amax(1, keepdim=True)  # [N, 1]
     pos = F.relu(a)
-    inv = 1 / torch.where(a < 0, a, -1)  # only read where every a_i < 0
-    zero = (a == 0).to(a.dtype)
-    s = torch.where(
-        b > 0,
-        pos / pos.sum(1, keepdim=True).clamp_min(torch.finfo(a.dtype).tiny),
-        torch.where(b < 0, inv / inv.sum(1, keepdim=True), zero / zero.sum(1, keepdim=True)),
-    )
+    s = pos / pos.sum(1, keepdim=True).clamp_min(torch.finfo(a.dtype).tiny)  # max a > 0
+    low = (a.amax(1) <= 0).nonzero()[:, 0]  # the rows whose maximum is not positive
+    if len(low):
+        a_low = a[low]
+        inv = 1 / torch.where(a_low < 0, a_low, -1)  # only read where every a_i < 0
+        zero = (a_low == 0).to(a.dtype)
+        neg = a_low.amax(1, keepdim=True) < 0
+        s_low = torch.where(neg, inv / inv.sum(1, keepdim=True), zero / zero.sum(1, keepdim=True))
+        s = s.index_copy(0, low, s_low)
     return R[:, None] * s
 
 
