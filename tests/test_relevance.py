@@ -779,6 +779,12 @@ def test_conv_rules_per_layer_and_errors():
         explain(model, x, method="deeplift", baseline=torch.full((2, 7, 7), math.nan).double())
     with pytest.raises(ValueError, match=r"shape \[N, 2, H, W\]"):
         explain(model, x[:, :1], method="lrp_0")
+    with pytest.raises(ValueError, match="cannot take"):
+        explain(model, x[:, :, :2, :2], method="lrp_0")
+    for net, bad in ((model, x.clone()), (_mlp((4, 6, 3), seed=29), _x(3, 4))):
+        bad.view(-1)[1] = math.nan
+        with pytest.raises(ValueError, match="NaN or inf"):
+            explain(net, bad, method="gradient")
     model[1].train()
     with pytest.raises(ValueError, match=r"relevance\.explain: .*training mode"):
         explain(model, x, method="lrp_0")

@@ -232,13 +232,18 @@ def _check_call(
             f"{getattr(x, 'dtype', type(x).__name__)}"
         )
     first = view.layers[0]
-    if not view.conv:  # an MLP reads x flattened
+    if view.conv:  # sizes (one sample through), samples, finiteness, on a converted copy
+        view.check_x(x, _WHERE, convert=True)
+    else:  # an MLP reads x flattened; two reductions instead of a finiteness mask
         flat = x.flatten(1) if x.dim() > 2 else x
         if flat.dim() != 2 or flat.shape[1] != first.in_units:
             raise ValueError(
                 f"{_WHERE}: x has shape {tuple(x.shape)}; the model expects [N, {first.in_units}]"
             )
-    view.check_x(x, _WHERE, convert=True)  # sizes, samples, finiteness (on a converted copy)
+        if flat.shape[0] == 0:
+            raise ValueError(f"{_WHERE}: x holds no samples")
+        if not all(math.isfinite(v) for v in torch.aminmax(flat.detach())):
+            raise ValueError(f"{_WHERE}: x holds NaN or inf values")
     if METHODS[method]["offsets"]:
         _check_offsets(view)
     return view, layer_rules
