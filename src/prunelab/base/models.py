@@ -179,8 +179,8 @@ def parse(
             layers.append(dict(position=op.position, name=op.name, linear=module, end=op.position))
         elif isinstance(op, ops.Pool):
             raise ValueError(_mlp_only(method, where))
-        elif isinstance(op.module, nn.Dropout):
-            p = float(op.module.p)
+        elif isinstance(op, ops.Pass) and op.dropout is not None:
+            p = op.dropout
             if not layers:
                 input_dropout = 1 - (1 - input_dropout) * (1 - p)
             else:

@@ -82,6 +82,11 @@ class Pass(Op):
     def apply(self, x: Tensor, params: Params = None, training: bool | None = None) -> Tensor:
         return x if training is False else self.module(x)
 
+    @property
+    def dropout(self) -> float | None:
+        """A Dropout's probability of zeroing an input in training; None for Identity."""
+        return float(self.module.p) if isinstance(self.module, nn.Dropout) else None
+
 
 class Flatten(Op):
     """``nn.Flatten(1, -1)``: ``[N, *in] -> [N, prod(in)]``; a reshape, so ``J^T g`` reshapes."""
