@@ -688,3 +688,18 @@ def test_convnet_curvature_errors():
     for fn in (diag_hessian, empirical_fisher_diag, hutchinson_diag):
         with pytest.raises(ValueError, match=rf"{fn.__name__}: .*training mode.*model.eval\(\)"):
             fn(model, x, y)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    kernel=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    stride=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    padding=st.tuples(st.integers(0, 2), st.integers(0, 2)),
+    dilation=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+    size=st.tuples(st.integers(7, 10), st.integers(7, 10)),
+)
+def test_unfold_equals_torch_unfold(kernel, stride, padding, dilation, size):
+    conv = nn.Conv2d(2, 1, kernel, stride=stride, padding=padding, dilation=dilation)
+    x = torch.randn(3, 2, size[0] + 1, size[1], dtype=DTYPE)[:, :, 1:]  # not contiguous
+    want = F.unfold(x, kernel, dilation, padding, stride)
+    _close(curvature._unfold(conv, x), want, 0.0)

@@ -836,8 +836,7 @@ def _affine_diag(out: dict[str, Tensor], op: ops.Affine, x, B, w, r) -> None:
     st = op.scale_shift()
     s = None if st is None else st[0][:, None]  # [H, 1]
     if op.conv:
-        m = op.module
-        X = F.unfold(x, m.kernel_size, m.dilation, m.padding, m.stride)  # [n, D, L]
+        X = _unfold(op.module, x)  # [n, D, L]
     else:
         X = x.reshape(n, -1, 1)  # [n, D, 1]
     D = X.shape[1]
@@ -872,6 +871,24 @@ def _affine_diag(out: dict[str, Tensor], op: ops.Affine, x, B, w, r) -> None:
     for key, name in names.items():
         term = terms[key].reshape(op.module.weight.shape if key == "weight" else -1)
         out[name] = out[name] + term if name in out else term
+
+
+def _unfold(m: nn.Conv2d, x: Tensor) -> Tensor:
+    """``F.unfold`` (im2col) for the conv ``m``: ``[n, C_in, H, W] -> [n, C_in k_h k_w, L]``,
+    column ``(c, i, j)`` at output ``(r, q)`` holding ``x_pad[c, i d_h + r s_h, j d_w + q s_w]``.
+
+    A strided view of the padded input copied once: ``F.unfold``'s CPU kernel is one to two
+    orders of magnitude slower on small kernels.
+    """
+    (kh, kw), (ph, pw), (sh, sw), (dh, dw) = m.kernel_size, m.padding, m.stride, m.dilation
+    xp = F.pad(x, (pw, pw, ph, ph)) if ph or pw else x.contiguous()
+    n, C, H, W = xp.shape
+    H_out, W_out = (H - dh * (kh - 1) - 1) // sh + 1, (W - dw * (kw - 1) - 1) // sw + 1
+    s0, s1, s2, s3 = xp.stride()
+    view = xp.as_strided(
+        (n, C, kh, kw, H_out, W_out), (s0, s1, dh * s2, dw * s3, sh * s2, sw * s3)
+    )  # [n, C, k_h, k_w, H_out, W_out]
+    return view.reshape(n, C * kh * kw, H_out * W_out)
 
 
 def _norm_diag(terms, names, op: ops.Affine, x, By, w, r) -> None:
