@@ -287,6 +287,8 @@ _POOLS = {
     "max3": lambda: nn.MaxPool2d(3, 2, padding=1),  # overlapping windows
     "avg": lambda: nn.AvgPool2d(2, ceil_mode=True),
     "adaptive": lambda: nn.AdaptiveAvgPool2d(3),
+    "adaptive_max": lambda: nn.AdaptiveMaxPool2d(3),
+    "max_ceil": lambda: nn.MaxPool2d(2, 2, dilation=2, ceil_mode=True),  # windows past the edge
 }
 
 
@@ -496,6 +498,8 @@ _CONV_CASES = {  # activation, pool, bn, kernel, stride, padding, dilation, size
     "tanh-avg-stride": ("tanh", "avg", False, 3, 2, 0, 1, 9, True),
     "gelu-adaptive-bn": ("gelu", "adaptive", True, 2, 1, 0, 1, 6, True),
     "sigmoid-none": ("sigmoid", "none", False, 3, 1, 1, 1, 5, True),
+    "gelu-adaptive-max": ("gelu", "adaptive_max", False, 3, 1, 1, 1, 7, True),
+    "tanh-max-ceil-bn": ("tanh", "max_ceil", True, 2, 1, 1, 1, 8, False),
 }
 
 
@@ -703,3 +707,16 @@ def test_unfold_equals_torch_unfold(kernel, stride, padding, dilation, size):
     x = torch.randn(3, 2, size[0] + 1, size[1], dtype=DTYPE)[:, :, 1:]  # not contiguous
     want = F.unfold(x, kernel, dilation, padding, stride)
     _close(curvature._unfold(conv, x), want, 0.0)
+
+
+def test_convnet_dropout_counts_as_identity():
+    model = _tiny_convnet(16, *_CONV_CASES["tanh-max-bn"])
+    x, y = _conv_data(model, 3, 6, seed=17)
+    body = list(model)
+    with_dropout = nn.Sequential(*body[:3], nn.Dropout(0.5), *body[3:]).train()
+    for module in body:
+        module.eval()  # the BatchNorms; the Dropout stays in training mode
+    for fn in (diag_hessian, empirical_fisher_diag, becker_lecun_diag):
+        got, want = fn(with_dropout, x, y), fn(model, x, y)
+        assert list(got) == [n for n, _ in with_dropout.named_parameters()]
+        _close(flatten(got), flatten(want), 1e-14)
