@@ -780,6 +780,7 @@ def _op_backward(view, x, y, N, mode, stop, on_affine=None, on_unit=None) -> Non
         if k == stop:
             break
         if isinstance(op, ops.Activation):
+            B = None if B is None else B.mul_(loc[0])  # B is this walk's own: in place
             r = None if r is None else r * loc[0].square()
             if k in curved:  # diag(phi'' dL/da)
                 r = loc[1] * g if r is None else r + loc[1] * g
@@ -793,7 +794,7 @@ def _op_backward(view, x, y, N, mode, stop, on_affine=None, on_unit=None) -> Non
                 r = None
             else:  # Becker-LeCun: keep the diagonal (J o J)^T r only
                 r = op.vjp(x_k, r, squared=True)
-        if B is not None:
+        if B is not None and not isinstance(op, ops.Activation):
             B = _back(op, x_k, B, loc)
         if curved and curved[0] < k:  # dL/da is needed further down
             g = _back(op, x_k, g[None], loc)[0]
@@ -839,7 +840,6 @@ def _affine_diag(out: dict[str, Tensor], op: ops.Affine, x, B, w, r) -> None:
         X = _unfold(op.module, x)  # [n, D, L]
     else:
         X = x.reshape(n, -1, 1)  # [n, D, 1]
-    D = X.shape[1]
     terms: dict[str, Tensor] = {}
     rz = None
     if r is not None:
@@ -855,9 +855,10 @@ def _affine_diag(out: dict[str, Tensor], op: ops.Affine, x, B, w, r) -> None:
         return
     if op.conv:  # per (v, n): Bz_v [H, L] @ X_n^T [L, D], then squared
         weight = 0 if rz is None else torch.bmm(rz, X.square().transpose(1, 2)).sum(0)
-        if B is not None:
+        if B is not None:  # one batched GEMM over samples (faster than one per column)
             M = torch.bmm(Bz.transpose(0, 1).reshape(n, V * H, -1), X.transpose(1, 2))
-            weight = weight + _wsq(M.view(n, V, H, D).transpose(0, 1), w).sum(0)  # [H, D]
+            M = M.view(n, V, H, -1).transpose(0, 1).square_()  # [V, n, H, D]
+            weight = weight + (M.sum((0, 1)) if w is None else torch.einsum("vn,vnhd->hd", w, M))
     else:  # rank one per sample: sum_v w (Bz_v x)^2 = (sum_v w Bz_v^2) x^2
         h = 0 if rz is None else rz[..., 0]
         h = h if B is None else h + _wsq(Bz[..., 0], w)  # [n, H]
