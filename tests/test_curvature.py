@@ -720,3 +720,23 @@ def test_convnet_dropout_counts_as_identity():
         got, want = fn(with_dropout, x, y), fn(model, x, y)
         assert list(got) == [n for n, _ in with_dropout.named_parameters()]
         _close(flatten(got), flatten(want), 1e-14)
+
+
+@pytest.mark.parametrize("first_pool", ["max", "max3", "avg"])
+def test_pool_before_curved_activation(first_pool):
+    # conv -> pool -> tanh: the residual diag(r) meets the pool before the conv (a max pool
+    # routes it back as a diagonal, an average pool turns it into columns)
+    torch.manual_seed(18)
+    model = nn.Sequential(
+        nn.Conv2d(2, 2, 3, padding=1), _POOLS[first_pool](), nn.Tanh(),
+        nn.Conv2d(2, 2, 2), nn.AvgPool2d(2, ceil_mode=True), nn.GELU(), nn.Flatten(),
+        nn.Linear(8, 3),  # 8x8 -> 4x4 (pool) -> 3x3 (conv) -> 2x2 (pool), 2 channels
+    ).to(DTYPE)  # fmt: skip
+    x, y = _conv_data(model, 3, 8, seed=19)
+    _close(flatten(diag_hessian(model, x, y)), dense_hessian(model, x, y).diagonal(), 1e-10)
+    for a, b in zip(
+        curvature.diag_hessian_activations(model, x, y), _activation_oracle(model, x, y)
+    ):
+        _close(a, b, 1e-10)
+    for a, b in zip(curvature.diag_hessian_masks(model, x, y), _gate_oracle(model, x, y)):
+        _close(a, b, 1e-10)

@@ -921,7 +921,7 @@ def _norm_diag(terms, names, op: ops.Affine, x, By, w, r) -> None:
 def _walk_elements(view: ops.View, x: Tensor, mode: str) -> int:
     """Elements per sample of the largest tensors :func:`_op_backward` holds (the factor
     ``[V, n, *out]`` with V grown by expanded residuals, an unfolded input and its
-    contraction ``[n, V O, D]``) plus the recorded forward pass, for the memory budget."""
+    contraction ``[n, V H, D]``) plus the recorded forward pass, for the memory budget."""
     sizes, a = [], view.inputs(x[:1])
     for op in view.ops:
         out = op.apply(a, training=False)
@@ -936,8 +936,7 @@ def _walk_elements(view: ops.View, x: Tensor, mode: str) -> int:
             V, pending = V + a_out.numel(), False
         worst = max(worst, max(V, 1) * max(a_in.numel(), a_out.numel()))
         if isinstance(op, ops.Affine) and op.conv:
-            m = op.module
-            X = F.unfold(a_in, m.kernel_size, m.dilation, m.padding, m.stride)
+            X = _unfold(op.module, a_in)  # [1, D, L]
             worst = max(worst, max(V, 1) * op.units * X.shape[1] + X.numel())
     return worst + sum(a_in.numel() for a_in, _ in sizes)
 
