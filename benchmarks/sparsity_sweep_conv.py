@@ -32,7 +32,6 @@ from torch import nn
 from torch.nn.utils import prune
 
 from prunelab import data, models, ops, surgery, train
-from prunelab.engines import sparsity
 
 LEVELS = [i / 100 for i in range(1, 100)]
 
@@ -51,44 +50,43 @@ def prune_loop(model: nn.Module, x, y) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.tensor(loss, dtype=torch.float64), torch.tensor(acc, dtype=torch.float64)
 
 
-def layer_costs(view: ops.View, x: torch.Tensor) -> list[tuple[int, int]]:
-    """``(P_l, N Q_l)`` per layer: weights and output positions times samples."""
-    out, a = [], view.inputs(x)
-    with torch.no_grad():
-        for op in view.ops:
-            b = op.apply(a, training=False)
-            if isinstance(op, ops.Affine):
-                out.append((op.weight.numel(), b[0, 0].numel() * len(b)))
-            a = b
-    return out
+def sweep_flops(model: nn.Module, scores, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """The loop's dense count and the sweep's own, tallied from the layer work the sweep does
+    (every dense layer run, every input-change update, every pruned entry's window)."""
+    own = [0.0]
+    dense = [0.0]
+    apply, add_sparse, response = ops.Affine.apply, ops.Affine.add_sparse, ops.Affine.response
 
+    def per_sample(op: ops.Affine, out: torch.Tensor) -> int:
+        return out[0, 0].numel() * len(out)  # output positions times samples
 
-def sweep_flops(model: nn.Module, scores, x: torch.Tensor) -> tuple[float, float]:
-    """The loop's dense count and the sweep's own, level by level as the engine decides."""
-    view = ops.parse(model)
-    costs = layer_costs(view, x)
-    dense = 2 * sum(p * q for p, q in costs) * len(LEVELS)
-    masks_prev = None
-    own = 0.0
-    for level in LEVELS:
-        masks = surgery.prune_weights(model, scores, level)
-        changed = False
-        for layer, (p, q) in zip(view.layers, costs, strict=True):
-            m = masks[f"{layer.name}.weight"]
-            new = (
-                p - int(m.sum())
-                if masks_prev is None
-                else int((masks_prev[f"{layer.name}.weight"] - m).sum())
-            )
-            first = masks_prev is None
-            if first or changed or new >= sparsity.SPARSE_SHARE * p:
-                own += 2 * p * q
-                changed = True
-            elif new:
-                own += 2 * new * q
-                changed = True
-        masks_prev = masks
-    return dense, own
+    def counted_apply(op, a, params=None, training=None):
+        out = apply(op, a, params, training)
+        own[0] += 2 * op.weight.numel() * per_sample(op, out)
+        return out
+
+    def counted_sparse(op, a, entries, values, out):
+        own[0] += 2 * len(entries) * per_sample(op, out)
+        return add_sparse(op, a, entries, values, out)
+
+    def counted_response(op, u, params=None):
+        out = response(op, u, params)
+        W = op.raw(params)[0]
+        own[0] += 2 * W.numel() * per_sample(op, out)
+        return out
+
+    ops.Affine.apply, ops.Affine.add_sparse = counted_apply, counted_sparse
+    ops.Affine.response = counted_response
+    try:
+        surgery.sparsity_sweep(model, scores, LEVELS, x, y)
+        view = ops.parse(model)
+        own_total, own[0] = own[0], 0.0
+        with torch.no_grad():
+            ops.forward(view, x, training=False)  # one dense forward: the loop's per level
+        dense[0] = own[0] * len(LEVELS)
+    finally:
+        ops.Affine.apply, ops.Affine.add_sparse, ops.Affine.response = apply, add_sparse, response
+    return dense[0], own_total
 
 
 def main() -> None:
@@ -96,7 +94,10 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1000, help="test images")
     parser.add_argument("--epochs", type=int, default=1, help="training epochs on mnist5k")
     parser.add_argument("--repeats", type=int, default=3, help="timed pairs (median)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     split = data.load("mnist5k", seed=0)
     model = models.lenet5(seed=0)
     train.fit(model, split.train, epochs=args.epochs, lr=1e-3, batch_size=64, progress=False)
@@ -121,7 +122,7 @@ def main() -> None:
         loss, acc = prune_loop(model, x, y)
         base_times.append(time.perf_counter() - t0)
     fast, base = statistics.median(fast_times), statistics.median(base_times)
-    dense, own = sweep_flops(model, scores, x)
+    dense, own = sweep_flops(model, scores, x, y)
     report(
         "sparsity_sweep (LeNet-5, global) vs torch.nn.utils.prune loop",
         fast,

@@ -293,13 +293,13 @@ def test_errors():
 # --- convnets: the same criteria on the op view ------------------------------------------------
 
 
-def _conv_setup(n=12, seed=0):
+def _conv_setup(n=12, seed=0, batchnorm=True):
     """A small convnet with every op kind: padded and strided convs, eval-mode BatchNorm,
     tanh, max and average pools, Flatten, Linear (float64)."""
     g = torch.Generator().manual_seed(seed)
     model = nn.Sequential(
         nn.Conv2d(2, 3, 3, padding=1),
-        nn.BatchNorm2d(3),
+        nn.BatchNorm2d(3) if batchnorm else nn.Identity(),
         nn.Tanh(),
         nn.MaxPool2d(2),
         nn.Conv2d(3, 4, 3, padding=2, dilation=2),
@@ -313,9 +313,10 @@ def _conv_setup(n=12, seed=0):
     with torch.no_grad():
         for p in model.parameters():
             p.copy_(torch.randn(p.shape, generator=g, dtype=F64) * 0.5)
-        bn = model[1]
-        bn.running_mean.copy_(torch.tensor([-0.7, 0.4, -0.2], dtype=F64))
-        bn.running_var.copy_(torch.rand(3, generator=g, dtype=F64) + 0.5)
+        if batchnorm:
+            bn = model[1]
+            bn.running_mean.copy_(torch.tensor([-0.7, 0.4, -0.2], dtype=F64))
+            bn.running_var.copy_(torch.rand(3, generator=g, dtype=F64) + 0.5)
     model.eval()
     x = torch.randn(n, 2, 8, 8, generator=g, dtype=F64)
     y = torch.randint(0, 3, (n,), generator=g)
@@ -413,3 +414,40 @@ def test_convnet_errors():
     shared = nn.Sequential(conv, nn.ReLU(), conv, nn.Flatten(), nn.Linear(128, 3).double())
     with pytest.raises(ValueError, match="magnitude: a Linear or Conv2d module appears twice"):
         weight_scores("magnitude", shared, x)
+
+
+@pytest.mark.parametrize("batchnorm", [True, False])
+def test_obd_on_a_convnet_uses_the_exact_hessian_diagonal(batchnorm):
+    model, x, y = _conv_setup(batchnorm=batchnorm)
+    H, _, flat, sizes = _flat_hessian_and_grad(model, x, y)  # torch.func.hessian, tanh inside
+    expected = _unflat(model, 0.5 * torch.diagonal(H) * flat**2, sizes)
+    got = weight_scores("obd", model, x, y)
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=1e-8, atol=1e-13)
+
+
+@pytest.mark.parametrize("max_block", [10_000, 40])
+def test_obs_on_a_convnet_uses_the_damped_layer_block(max_block):
+    model, x, y = _conv_setup(batchnorm=False)
+    H, _, flat, sizes = _flat_hessian_and_grad(model, x, y)
+    scores = criteria.obs(model, x, y, max_block=max_block)
+    params, offset = _params(model), 0
+    for name in ["0", "4", "8", "10"]:
+        W, b = params[f"{name}.weight"], params[f"{name}.bias"]
+        P, D = W.numel() + b.numel(), W[0].numel()  # a conv filter's row: [C_in k_h k_w]
+        w_idx = torch.arange(offset, offset + W.numel()).reshape(W.shape[0], D)
+        b_idx = torch.arange(offset + W.numel(), offset + P)
+        if max_block >= P:  # the whole layer block, weights row-major then the bias
+            blocks = [(torch.cat([w_idx.reshape(-1), b_idx]), None)]
+        else:  # one block per output unit (filter): its weights and its bias
+            blocks = [(torch.cat([w_idx[i], b_idx[i : i + 1]]), i) for i in range(W.shape[0])]
+        expected_w, expected_b = torch.empty_like(W).reshape(-1, D), torch.empty_like(b)
+        for index, i in blocks:
+            s = obs_saliency(flat[index], damped_inverse(H[index][:, index], 1e-4))
+            if i is None:
+                expected_w, expected_b = s[: W.numel()].reshape(-1, D), s[W.numel() :]
+            else:
+                expected_w[i], expected_b[i] = s[:D], s[D]
+        torch.testing.assert_close(scores[f"{name}.weight"], expected_w.reshape(W.shape))
+        torch.testing.assert_close(scores[f"{name}.bias"], expected_b)
+        offset += P

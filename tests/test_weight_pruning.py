@@ -499,3 +499,28 @@ def test_convnet_sweep_errors():
     shared = nn.Sequential(conv, nn.ReLU(), conv, nn.Flatten(), nn.Linear(64, 2)).double()
     with pytest.raises(ValueError, match="sparsity_sweep: a Linear or Conv2d module appears twice"):
         sparsity_sweep(shared, _magnitude(shared), [0.5], x, y % 2)
+
+
+def test_obs_prune_on_a_convnet_is_the_constrained_minimum_of_each_layer_block():
+    g = torch.Generator().manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(2, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(12, 3),
+    ).double()  # fmt: skip
+    x = torch.randn(30, 1, 8, 8, generator=g, dtype=F64)
+    y = torch.randint(0, 3, (30,), generator=g)
+    masks = prune_weights(model, criteria.weight_scores("obs", model, x, y), 0.3)
+    new = obs_prune(model, x, y, masks, max_block=10**9)  # one block per layer
+    old_p, new_p = dict(model.named_parameters()), dict(new.named_parameters())
+    for k, name in enumerate(["0", "3"]):  # the two convs: [C_out, C_in, 3, 3] filters
+        W, b = old_p[f"{name}.weight"].detach(), old_p[f"{name}.bias"].detach()
+        mw = masks[f"{name}.weight"]
+        assert (mw == 0).any() and (new_p[f"{name}.weight"][mw == 0] == 0).all()
+        theta = torch.cat([W.reshape(-1), b])
+        d = torch.cat([new_p[f"{name}.weight"].reshape(-1), new_p[f"{name}.bias"]]).detach()
+        d = d - theta
+        q = torch.cat([mw.reshape(-1) == 0, torch.zeros(len(b), dtype=torch.bool)])
+        B = hessian_blocks.layer_hessian(model, x, y, k)
+        B = B + criteria.OBS_DAMPING * torch.diagonal(B).mean() * torch.eye(len(theta), dtype=F64)
+        torch.testing.assert_close(d[q], -theta[q])
+        torch.testing.assert_close((B @ d)[~q], torch.zeros(int((~q).sum()), dtype=F64))
