@@ -363,8 +363,12 @@ def explain(
         follows the dict of the layer before it.
     q_form : bool
         Run the relevance methods through ``Q = R / (a - a_ref)``: the matrix rule becomes the
-        gradient rule and "ignore" becomes "slope". Same result up to rounding. The signal
-        methods already propagate a Q-type quantity, so this changes nothing for them.
+        gradient rule and "ignore" becomes "slope". Same result up to rounding, except for
+        ``deeplift`` with the "radial" maximum: its split is taken relative to 0 (as the
+        source defines it) and can give relevance to a pool input equal to its reference,
+        which ``Q = R / 0`` cannot carry (the R form conserves; use the "gradient" maximum
+        for exact twins). The signal methods already propagate a Q-type quantity, so this
+        changes nothing for them.
     epsilon : float, optional
         The stabiliser of the "normalized" rule for layers whose ``rules`` give none
         (default: the method's, 1e-6 for ``lrp_epsilon`` and 0 otherwise). It is not negligible

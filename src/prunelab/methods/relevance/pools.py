@@ -27,17 +27,20 @@ def _max_pool(op: ops.Pool, a: Tensor) -> tuple[Tensor, Tensor]:
     )
 
 
-def _route(R: Tensor, index: Tensor, like: Tensor) -> Tensor:
+def _route(R: Tensor, index: Tensor, like: Tensor, into: Tensor | None = None) -> Tensor:
     """Every output's ``R`` to its winner (the max pool's own backward, without tie splitting).
-    R: [N, C, H_out, W_out], index: R's shape or one row of it -> like's shape [N, C, H, W]."""
+    R: [N, C, H_out, W_out], index: R's shape or one row of it -> like's shape [N, C, H, W],
+    added in place to ``into`` (a fresh tensor of that shape) if given."""
     N, C = R.shape[:2]
     HW = like[0, 0].numel()
+    if into is None:
+        into = R.new_zeros(N, C, *like.shape[2:])
     if index.shape[0] == 1 < N:  # one reference for every sample: one flat index, no copies
         flat = (index[0] + HW * torch.arange(C, device=R.device)[:, None, None]).flatten()
-        out = R.new_zeros(N, C * HW).index_add(1, flat, R.reshape(N, -1))  # [N, C H W]
+        into.view(N, C * HW).index_add_(1, flat, R.reshape(N, -1))  # [N, C H W]
     else:
-        out = R.new_zeros(N, C, HW).scatter_add(2, index.flatten(2), R.flatten(2))
-    return out.view(N, C, *like.shape[2:])
+        into.view(N, C, HW).scatter_add_(2, index.flatten(2), R.flatten(2))
+    return into
 
 
 def _route_ref(R: Tensor, b: Tensor, b_ref: Tensor, win: Tensor, win_ref: Tensor, a: Tensor):
@@ -50,7 +53,7 @@ def _route_ref(R: Tensor, b: Tensor, b_ref: Tensor, win: Tensor, win_ref: Tensor
     """
     db = b - b_ref
     w = torch.where(db == 0, 1, _div(torch.maximum(b, b_ref) - b_ref, db))  # input's share
-    return _route(R * w, win, a) + _route(R * (1 - w), win_ref, a)
+    return _route(R * (1 - w), win_ref, a, into=_route(R * w, win, a))
 
 
 def _axis(n_in: int, n_out: int, k: int, s: int, p: int, d: int, adaptive: bool) -> Tensor:

@@ -76,7 +76,9 @@ class Linear:
 
     def bias_share(self, v: Tensor) -> Tensor | None:
         """The constant input's share d1 * b * v, shaped like ``v`` (None without a bias)."""
-        return None if self.b is None else (self.d1 * self.b) * v
+        if self.b is None:
+            return None
+        return (self.d1 * self.b) * v if self.d1 else torch.zeros_like(v)
 
 
 # --- matrix rules: (op, S_z) -> (S_in, bias relevance shaped like z) ----------------------------
