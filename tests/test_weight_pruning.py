@@ -509,7 +509,8 @@ def test_obs_prune_on_a_convnet_is_the_constrained_minimum_of_each_layer_block()
     ).double()  # fmt: skip
     x = torch.randn(30, 1, 8, 8, generator=g, dtype=F64)
     y = torch.randint(0, 3, (30,), generator=g)
-    masks = prune_weights(model, criteria.weight_scores("obs", model, x, y), 0.3)
+    scores = criteria.weight_scores("obs", model, x, y)
+    masks = prune_weights(model, scores, 0.3, scope="layer")  # entries in every layer
     new = obs_prune(model, x, y, masks, max_block=10**9)  # one block per layer
     old_p, new_p = dict(model.named_parameters()), dict(new.named_parameters())
     for k, name in enumerate(["0", "3"]):  # the two convs: [C_out, C_in, 3, 3] filters
