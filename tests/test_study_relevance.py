@@ -1,9 +1,11 @@
 """The relevance study on a tiny config: its numbers against independent computations."""
 
+import numpy as np
 import pytest
 import torch
 
-from prunelab import data, decoy, models, report, train
+from prunelab import alignment, data, decoy, models, report, train
+from prunelab import relevance as rel
 from prunelab.studies import relevance, toy_nets
 
 CONFIG = relevance.Config(
@@ -22,6 +24,11 @@ CONFIG = relevance.Config(
     corners=("top_left", "centre"),
     seeds=2,
     sweep_per_level=1,
+    convnet_epochs=2,
+    convnet_decoy_epochs=2,
+    convnet_weights=(5.0,),
+    convnet_corners=("top_left",),
+    convnet_seeds=1,
 )
 
 
@@ -95,6 +102,104 @@ def test_decoy_arms_against_plain_train_fit(tiny):
     assert ((pen.share >= 0) & (pen.share <= 1)).all()
 
 
+def _lenet(train_data, epochs: int, seed: int = 0):
+    """The study's LeNet-5 recipe, re-trained (train.fit is deterministic for a seed)."""
+    model = models.lenet5(in_shape=(1, 8, 8), seed=seed)
+    train.fit(model, train_data, epochs=epochs, lr=CONFIG.convnet_lr, batch_size=32, seed=seed,
+              progress=False)  # fmt: skip
+    return model
+
+
+@pytest.fixture(scope="module")
+def lenet():
+    split = data.load("digits", seed=0)
+    return _lenet(split.train, CONFIG.convnet_epochs), split.test.x[: CONFIG.agreement_samples]
+
+
+def test_convnet_maps_equal_explain(tiny, lenet):
+    r, _ = tiny
+    model, x = lenet
+    c, m = r.convnet, r.methods
+    assert c.model == "LeNet-5" and c.input.shape == (len(m), 2, 64) and c.n_scored == 40
+    assert c.widths == (64, 6, 16, 120, 84, 10)
+    for i, method in enumerate(m):
+        e = rel.explain(model, x, method=method)
+        torch.testing.assert_close(c.input[i], e.input.flatten(1)[:2], rtol=1e-5, atol=1e-6)
+        err = ((e.total - e.output).abs() / e.output.abs()).median()
+        torch.testing.assert_close(c.error_total[i], err, rtol=1e-4, atol=1e-7)
+    assert c.test_accuracy == pytest.approx(
+        train.evaluate(model, data.load("digits").test)["accuracy"]
+    )
+    # blame_bias conserves on the convnet: input + every bias map = f_t(x), float32
+    e = rel.explain(model, x, method="blame_bias")
+    total = e.input.sum((1, 2, 3)) + sum(b.flatten(1).sum(1) for b in e.bias)
+    assert ((total - e.output).abs() / e.output.abs()).max() < 1e-5
+    assert c.error_total_max[m.index("blame_bias")] < 1e-5
+
+
+def test_bias_blame_per_channel(tiny, lenet):
+    r, _ = tiny
+    model, x = lenet
+    b = r.blame
+    e = rel.explain(model, x, method="blame_bias")
+    assert b.layers == ["conv1", "conv2", "fc1", "fc2", "out"] and b.conv == [1, 1, 0, 0, 0]
+    assert [len(ch) for ch in b.channel] == [6, 16, 120, 84, 10]
+    for k, bias in enumerate(e.bias):
+        per_unit = bias.sum((2, 3)) if bias.dim() == 4 else bias  # [N, C_l]: over positions
+        torch.testing.assert_close(b.channel[k], per_unit.mean(0), rtol=1e-5, atol=1e-6)
+        share = (per_unit.sum(1) / e.output).mean()
+        torch.testing.assert_close(b.layer_share[k], share, rtol=1e-5, atol=1e-6)
+    assert b.input_share == pytest.approx((e.input.sum((1, 2, 3)) / e.output).mean().item())
+    assert b.input_share + b.layer_share.sum().item() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_max_rules_equal_explain_with_each_rule(tiny, lenet):
+    r, _ = tiny
+    model, x = lenet
+    mr = r.max_rules
+    assert mr.methods == list(CONFIG.rule_methods) and mr.pearson.shape == (2, 40)
+    for k, method in enumerate(mr.methods):
+        g = rel.explain(model, x, method=method, rules={"maximum": "gradient"})
+        a = rel.explain(model, x, method=method, rules={"maximum": "radial"})
+        torch.testing.assert_close(mr.gradient[k], g.input.flatten(1)[:2])
+        torch.testing.assert_close(mr.radial[k], a.input.flatten(1)[:2])
+        for n in (0, 17, 39):
+            p = np.corrcoef(g.input[n].detach().flatten(), a.input[n].detach().flatten())[0, 1]
+            assert mr.pearson[k, n].item() == pytest.approx(p, abs=1e-9)
+        for got, e in ((mr.error_gradient[k], g), (mr.error_radial[k], a)):
+            torch.testing.assert_close(got, (e.total - e.output).abs() / e.output.abs())
+            assert got.max() < 1e-4  # both rules pass R(b) on whole
+    assert (mr.pearson < 1 - 1e-6).any()  # the radial rule moves relevance
+
+
+def test_convnet_decoy_against_a_retrained_lenet(tiny):
+    r, _ = tiny
+    (d,) = r.convnet_decoys
+    assert d.model == "LeNet-5" and d.corner == "top_left" and d.seeds == [0]
+    arms = {a.name: a for a in d.arms}
+    assert list(arms) == ["random patch (reference)", "plain", "penalty 5"]
+    assert all(a.weight_ratio is None for a in d.arms)  # a first Conv2d: not applicable
+    split = data.load("digits", seed=0)
+    region = decoy.patch_region(8, 2)
+    task = decoy.decoy_task(split, region, seed=0)
+    model = models.lenet5(in_shape=(1, 8, 8), seed=0)
+    history = alignment.fit_penalised(
+        model, task.train, region=region, weight=5.0, epochs=2, lr=CONFIG.convnet_lr,
+        batch_size=32, seed=0, progress=False,
+    )  # fmt: skip
+    pen = arms["penalty 5"]
+    scores = decoy.scores(model, task)
+    for key in ("accuracy", "accuracy_true", "accuracy_swapped", "changed", "follow_rate"):
+        assert getattr(pen, key)[0].item() == pytest.approx(scores[key])
+    torch.testing.assert_close(pen.penalty[0], torch.tensor(history.penalty))
+    share = alignment.relevance_share(model, task.test_true.x, region, method="deeplift").mean()
+    assert pen.share[0, r.methods.index("deeplift")].item() == pytest.approx(share.item(), abs=1e-6)
+    plain = _lenet(task.train, 2)
+    assert arms["plain"].accuracy[0].item() == pytest.approx(decoy.scores(plain, task)["accuracy"])
+    with pytest.raises(ValueError, match="Conv2d"):
+        decoy.patch_weight_ratio(plain, region)
+
+
 def test_report_renders_and_results_round_trip(tiny, monkeypatch):
     r, out = tiny
     monkeypatch.setitem(report.STUDIES, relevance.NAME, relevance)
@@ -108,3 +213,12 @@ def test_report_renders_and_results_round_trip(tiny, monkeypatch):
     assert torch.equal(r2.decoys[1].region, r.decoys[1].region)
     assert r2.decoys[0].arms[1].name == "plain"
     assert r2.images.widths == r.images.widths
+    torch.testing.assert_close(r2.convnet.input, r.convnet.input)
+    for a, b in zip(r2.blame.channel, r.blame.channel, strict=True):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(r2.max_rules.pearson, r.max_rules.pearson, check_dtype=False)
+    assert r2.convnet_decoys[0].model == "LeNet-5"
+    assert r2.convnet_decoys[0].arms[2].weight_ratio is None
+    torch.testing.assert_close(r2.decoys[0].arms[0].weight_ratio, r.decoys[0].arms[0].weight_ratio)
+    h = relevance.headline(r)
+    assert h["LeNet-5 test accuracy"] == r.convnet.test_accuracy

@@ -33,7 +33,7 @@ import scipy.stats
 import torch
 from torch import Tensor, nn
 
-from ..base import models
+from ..base import ops
 from ..base.data import Dataset
 from ..base.train import History, fit
 from . import relevance
@@ -122,9 +122,12 @@ def fit_penalised(
     Parameters
     ----------
     model : nn.Sequential
-        A supported MLP; trained in place.
+        A model that :func:`prunelab.base.ops.parse` accepts (an MLP or a convnet); trained
+        in place. The penalty's double backpropagation runs through the backward rules of
+        :func:`prunelab.relevance.explain`, convolutions and pools included.
     train : Dataset
-        Training data, x [N, D...] (flattened to D features for the region).
+        Training data, x [N, D...] as the model reads it (flattened to D features for the
+        region).
     region : Tensor[D] of bool
         The forbidden input features F.
     weight : float
@@ -154,8 +157,10 @@ def fit_penalised(
         raise ValueError(f"fit_penalised: weight must be a number >= 0; got {weight!r}")
     if not math.isfinite(weight):
         raise ValueError(f"fit_penalised: weight must be finite; got {weight!r}")
-    net = models.parse(model, method="alignment.fit_penalised")
-    _check_region(region, net.in_features, "fit_penalised")
+    first = ops.parse(model, method="alignment.fit_penalised").layers[0]
+    # D: an MLP's input width (fit then names data of another width); a convnet's from the data
+    D = train.x[0].numel() if first.conv else first.in_units
+    _check_region(region, D, "fit_penalised")
 
     def share(model: nn.Module, xb: Tensor, yb: Tensor) -> Tensor:
         t = yb if target == "label" else None
@@ -195,6 +200,15 @@ def conservation_error(r: relevance.Relevance, *, include_bias: bool = True) -> 
 def bias_fraction(r: relevance.Relevance) -> Tensor:
     """Share of the explained output that the biases carry: sum_j R(b_j) / f_t(x), [N]."""
     return (r.total - r.input.flatten(1).sum(1)) / r.output
+
+
+def bias_per_unit(r: relevance.Relevance) -> list[Tensor]:
+    """The bias relevance of every unit: R(b_c) = sum over positions p of R(b_cp) for a
+    Conv2d channel c (one constant input per position), R(b_j) for a Linear unit j.
+
+    r.bias: per layer [N, H_l] or [N, C_l, H_l, W_l] -> per layer [N, H_l] or [N, C_l].
+    """
+    return [b.flatten(2).sum(2) if b.dim() > 2 else b for b in r.bias]
 
 
 def _rank_rows(v: Tensor) -> Tensor:

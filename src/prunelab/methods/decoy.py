@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..base import models, train
+from ..base import ops, train
 from ..base.data import Dataset, Split
 from . import alignment
 
@@ -65,9 +65,11 @@ def level_class(v: Tensor, classes: int) -> Tensor:
 
 
 def with_patch(x: Tensor, region: Tensor, value: Tensor | float) -> Tensor:
-    """A copy of ``x`` [N, D] with the ``region`` pixels of sample n set to ``value[n]``."""
+    """A copy of ``x`` [N, D] (or images [N, C, H, W], ``region`` over their D = C H W
+    row-major features) with the ``region`` pixels of sample n set to ``value[n]``."""
     value = torch.as_tensor(value, dtype=x.dtype, device=x.device).expand(len(x))  # [N]
-    return torch.where(region.to(x.device), value[:, None], x)
+    flat = x.flatten(1)  # [N, D]
+    return torch.where(region.to(x.device), value[:, None], flat).reshape(x.shape)
 
 
 @dataclass(frozen=True, eq=False)
@@ -96,16 +98,19 @@ def decoy_task(split: Split, region: Tensor, *, seed: int) -> DecoyTask:
     Parameters
     ----------
     split : Split
-        Train and test images (flattened, D features) and labels.
+        Train and test images and labels; the images keep their shape ([N, D] or
+        [N, C, H, W], so that an MLP or a convnet reads them), ``region`` indexes their D
+        row-major features.
     region : Tensor[D] of bool
         The patch (e.g. :func:`patch_region`).
     seed : int
         Seeds the random patches and the swapped labels.
     """
-    x, xt = split.train.x.flatten(1), split.test.x.flatten(1)
-    if region.dtype != torch.bool or region.shape != (x.shape[1],):
+    x, xt = split.train.x, split.test.x
+    D = x.flatten(1).shape[1]
+    if region.dtype != torch.bool or region.shape != (D,):
         raise ValueError(
-            f"decoy_task: region must be a bool Tensor of shape [D] = [{x.shape[1]}]; got "
+            f"decoy_task: region must be a bool Tensor of shape [D] = [{D}]; got "
             f"{region.dtype} {tuple(region.shape)}"
         )
     if not region.any():
@@ -158,8 +163,23 @@ def scores(model: nn.Module, task: DecoyTask) -> dict[str, float]:
 def patch_weight_ratio(model: nn.Module, region: Tensor) -> float:
     """Mean norm of the first Linear's weight columns that read ``region`` over that of the
     other columns: ||W[:, i]|| averaged over i in the region, divided by the same over i not in
-    it. Near 0 when the network has cut the patch off at its input."""
-    W = models.parse(model).layers[0].weight.detach()  # [H, D]
+    it. Near 0 when the network has cut the patch off at its input.
+
+    Raises
+    ------
+    ValueError
+        If the first layer is a Conv2d: it applies one kernel at every position, so no weight
+        reads the patch alone and the network cannot cut the patch off at its input (the
+        columns of the unrolled convolution differ only at the image's border). The ratio is
+        not defined there.
+    """
+    first = ops.parse(model, method="decoy.patch_weight_ratio").layers[0]
+    if first.conv:
+        raise ValueError(
+            f"decoy.patch_weight_ratio: the first layer ({first.name}) is a Conv2d, which "
+            "shares its weights over positions; the ratio is defined for a first Linear layer"
+        )
+    W = first.module.weight.detach()  # [H, D]
     norms = W.norm(dim=0)  # [D]
     return (norms[region].mean() / norms[~region].mean()).item()
 

@@ -2,23 +2,26 @@
 
 Part 2 of the node-removal source (Hobson, "Visualizing neural networks, how to blame the bias"):
 every method of :data:`prunelab.relevance.METHODS` explains the toy circle and spirals nets over
-the plane and a digit classifier's images; the bias-blame maps show which biases carry the
-decision where; a conservation table and an agreement matrix compare the methods; and the decoy
-experiment tries the source's alignment idea (train with a penalty on relevance in a forbidden
-region, here a patch that gives the label away, in a corner or over the strokes). The report is rendered by
-:mod:`.relevance_report`.
+the plane and two digit classifiers' images, an MLP and a LeNet-5; the bias-blame maps show
+which biases carry the decision where (per layer and channel in the LeNet-5); a conservation
+table and an agreement matrix compare the methods per classifier; the LeNet-5's max pools are
+explained under the source's two maximum rules, gradient and radial; and the decoy experiment
+tries the source's alignment idea (train with a penalty on relevance in a forbidden region, here
+a patch that gives the label away, in a corner or over the strokes) with MLPs and LeNet-5s. The
+report is rendered by :mod:`.relevance_report`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from ..base import data, files, models, train
+from ..base import data, files, models, ops, train
 from ..base.progress import track
 from ..methods import alignment, decoy, relevance
 from . import toy_nets
@@ -59,6 +62,21 @@ class Config:
     sweep_per_level: int = option(
         3, "patch brightness sweep: steps between training levels (odd: no ties at midpoints)"
     )
+    convnet: bool = option(True, "also explain a LeNet-5 and run the decoy with LeNet-5s")
+    convnet_epochs: int = option(6, "epochs of the explained LeNet-5")
+    convnet_lr: float = option(1e-3, "Adam learning rate of every LeNet-5")
+    rule_methods: tuple[str, ...] = option(
+        ("lrp_epsilon", "blame_bias"),
+        "methods explained under the gradient and the radial maximum rule at the max pools",
+    )
+    convnet_decoy_epochs: int = option(3, "epochs of every LeNet-5 decoy run")
+    convnet_weights: tuple[float, ...] = option(
+        (10.0,), "penalty weights of the LeNet-5 decoy (fewer arms than the MLP's: time)"
+    )
+    convnet_corners: tuple[str, ...] = option(
+        ("top_left",), "patch positions of the LeNet-5 decoy (empty: no convnet decoy)"
+    )
+    convnet_seeds: int = option(2, "seeds per LeNet-5 decoy arm")
 
     QUICK: ClassVar[dict] = {
         "circle_epochs": 20,
@@ -73,6 +91,8 @@ class Config:
         "weights": (10.0,),
         "corners": ("top_left",),
         "seeds": 2,
+        "convnet_epochs": 10,
+        "convnet_decoy_epochs": 4,
     }
 
     def __post_init__(self) -> None:
@@ -80,25 +100,45 @@ class Config:
             raise ValueError(f"images {self.images!r}: choose from {sorted(IMAGE_SETS)}")
         if not self.corners or any(c not in decoy.CORNERS for c in self.corners):
             raise ValueError(f"corners {self.corners!r}: choose from {list(decoy.CORNERS)}")
+        if any(c not in decoy.CORNERS for c in self.convnet_corners):
+            raise ValueError(
+                f"convnet_corners {self.convnet_corners!r}: choose from {list(decoy.CORNERS)}"
+            )
         if self.penalty_method not in relevance.METHODS:
             raise ValueError(
                 f"penalty_method {self.penalty_method!r}: choose from {sorted(relevance.METHODS)}"
+            )
+        if not self.rule_methods or any(m not in relevance.METHODS for m in self.rule_methods):
+            raise ValueError(
+                f"rule_methods {self.rule_methods!r}: choose from {sorted(relevance.METHODS)}"
             )
         if not 1 <= self.patch < IMAGE_SETS[self.images]:
             raise ValueError(
                 f"patch must be in 1..{IMAGE_SETS[self.images] - 1} for {self.images}; "
                 f"got {self.patch}"
             )
-        if not self.weights or any(not w > 0 for w in self.weights):
-            raise ValueError(f"weights must be positive numbers; got {self.weights}")
+        for name in ("weights", "convnet_weights"):
+            if not getattr(self, name) or any(not w > 0 for w in getattr(self, name)):
+                raise ValueError(f"{name} must be positive numbers; got {getattr(self, name)}")
         for name in ("grid", "samples", "agreement_samples", "seeds", "sweep_per_level"):
             if getattr(self, name) < (2 if name in ("grid", "agreement_samples") else 1):
                 raise ValueError(f"{name} is too small; got {getattr(self, name)}")
-        for name in ("circle_epochs", "spirals_epochs", "image_epochs", "blame_nodes"):
+        for name in (
+            "circle_epochs",
+            "spirals_epochs",
+            "image_epochs",
+            "blame_nodes",
+            "convnet_epochs",
+            "convnet_decoy_epochs",
+            "convnet_seeds",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
-        if not self.lim > 0 or not self.lr > 0 or self.batch_size < 1:
-            raise ValueError("lim and lr must be > 0 and batch_size >= 1")
+        if not self.lim > 0 or not self.lr > 0 or not self.convnet_lr > 0 or self.batch_size < 1:
+            raise ValueError(
+                f"lim, lr and convnet_lr must be > 0 and batch_size >= 1; got lim={self.lim}, "
+                f"lr={self.lr}, convnet_lr={self.convnet_lr}, batch_size={self.batch_size}"
+            )
 
 
 @dataclass
@@ -125,11 +165,13 @@ class PlaneMaps:
 
 @dataclass
 class ImageMaps:
-    """Relevance of the predicted class of an image classifier, per method."""
+    """Relevance of the predicted class of an image classifier (an MLP or a convnet), per
+    method; maps flattened to the image's D = C H W pixels whatever shape the model reads."""
 
     data: str
+    model: str  # "MLP" or "LeNet-5"
     side: int
-    widths: tuple[int, ...]
+    widths: tuple[int, ...]  # D, units (channels for a conv) per hidden layer, C
     test_accuracy: float
     images: Tensor  # [S, D] the shown test images
     labels: Tensor  # [S]
@@ -157,7 +199,7 @@ class DecoyArm:
     accuracy_clean: Tensor  # [S] test, no patch
     changed: Tensor  # [S] share of predictions that change when only the patch changes
     follow_rate: Tensor  # [S] share of swapped-patch predictions naming the patch's label
-    weight_ratio: Tensor  # [S] first-layer weight norm on the patch pixels / on the others
+    weight_ratio: Tensor | None  # [S] first-layer weight norm, patch / others; None for a conv
     share: Tensor  # [S, M] share of |relevance| on the patch per method (patch = label)
     loss: Tensor  # [S, E] training cross-entropy per epoch
     penalty: Tensor  # [S, E] training share (penalty method, true class) per epoch
@@ -170,6 +212,7 @@ class DecoyArm:
 @dataclass
 class Decoy:
     data: str
+    model: str  # "MLP" or "LeNet-5"
     side: int
     patch: int
     corner: str
@@ -185,12 +228,47 @@ class Decoy:
 
 
 @dataclass
+class BiasBlame:
+    """blame_bias on a convnet per layer and channel (a Linear: per unit), averaged over the
+    scored test images; with the input's part, the shares add up to 1 (conservation)."""
+
+    layers: list[str]  # "conv1", ..., "fc1", ..., "out"
+    conv: list[bool]
+    channel: list[Tensor]  # per layer [C_l]: mean bias relevance, summed over positions
+    layer_share: Tensor  # [L] mean over images of (layer's bias relevance) / f_t(x)
+    input_share: float  # mean over images of (input relevance) / f_t(x)
+    output: float  # mean f_t(x), the explained (predicted) logit
+    n_scored: int
+
+
+@dataclass
+class MaxRules:
+    """Input relevance of a convnet under the source's two maximum rules at every max pool:
+    "gradient" (winner takes all) and "radial" (split among the positive inputs)."""
+
+    methods: list[str]  # K methods
+    side: int
+    images: Tensor  # [S, D] the shown test images
+    gradient: Tensor  # [K, S, D] input relevance, gradient maximum rule
+    radial: Tensor  # [K, S, D] input relevance, radial maximum rule
+    pearson: Tensor  # [K, N] per-image Pearson correlation of the two maps, N scored images
+    error_gradient: Tensor  # [K, N] conservation error |input + bias - f| / |f|
+    error_radial: Tensor  # [K, N]
+    bias_gradient: Tensor  # [K, N] bias share of f_t(x)
+    bias_radial: Tensor  # [K, N]
+
+
+@dataclass
 class Results:
     methods: list[str]
     circle: PlaneMaps
     spirals: PlaneMaps
     images: ImageMaps
     decoys: list[Decoy]  # one per patch position
+    convnet: ImageMaps | None = None  # the LeNet-5 (config.convnet)
+    blame: BiasBlame | None = None
+    max_rules: MaxRules | None = None
+    convnet_decoys: list[Decoy] = field(default_factory=list)
 
 
 # --- the toy nets ------------------------------------------------------------------------------
@@ -262,17 +340,42 @@ def _toy(config: Config, device: torch.device) -> tuple[PlaneMaps, PlaneMaps]:
     return circle, spirals
 
 
-# --- the image classifier ----------------------------------------------------------------------
+# --- the image classifiers -------------------------------------------------------------------
 
 
-def _image_net(widths: tuple[int, ...], train_data: data.Dataset, config: Config, seed: int):
-    """``mlp(widths, seed)`` trained on ``train_data``, on its device."""
-    model = models.mlp(widths, seed=seed).to(train_data.x.device)
+@dataclass(frozen=True)
+class Net:
+    """How the study builds and trains one kind of image classifier (MLP or LeNet-5)."""
+
+    name: str  # "MLP" or "LeNet-5"
+    build: Callable[[int], nn.Sequential]  # seed -> an untrained model
+    epochs: int
+    lr: float
+
+
+def mlp_net(hidden: tuple[int, ...], split: data.Split, epochs: int, config: Config) -> Net:
+    widths = (split.train.x[0].numel(), *hidden, split.classes)
+    return Net("MLP", lambda seed: models.mlp(widths, seed=seed), epochs, config.lr)
+
+
+def lenet_net(split: data.Split, epochs: int, config: Config) -> Net:
+    shape = tuple(split.train.x.shape[1:])  # (1, side, side)
+    return Net(
+        "LeNet-5",
+        lambda seed: models.lenet5(in_shape=shape, classes=split.classes, seed=seed),
+        epochs,
+        config.convnet_lr,
+    )
+
+
+def fitted(net: Net, train_data: data.Dataset, config: Config, seed: int) -> nn.Sequential:
+    """``net.build(seed)`` trained on ``train_data`` with :func:`prunelab.train.fit`."""
+    model = net.build(seed).to(train_data.x.device)
     train.fit(
         model,
         train_data,
-        epochs=config.image_epochs,
-        lr=config.lr,
+        epochs=net.epochs,
+        lr=net.lr,
         batch_size=config.batch_size,
         seed=seed,
         progress=False,
@@ -280,15 +383,18 @@ def _image_net(widths: tuple[int, ...], train_data: data.Dataset, config: Config
     return model
 
 
-def _images(split: data.Split, config: Config) -> ImageMaps:
-    side = IMAGE_SETS[config.images]
-    widths = (side * side, *config.image_hidden, split.classes)
-    model = _image_net(widths, split.train, config, config.seed)
+def _scored(split: data.Split, config: Config) -> Tensor:
+    """The test images behind the tables: the first ``agreement_samples``, [n, ...]."""
+    return split.test.x[: min(config.agreement_samples, len(split.test))]
+
+
+def _images(model: nn.Sequential, name: str, split: data.Split, config: Config) -> ImageMaps:
     methods = list(relevance.METHODS)
-    n = min(config.agreement_samples, len(split.test))
-    x = split.test.x[:n]
+    x = _scored(split, config)
+    n = len(x)
     with torch.no_grad():
         rs = {m: relevance.explain(model, x, method=m) for m in methods}
+    flat = {m: r.input.flatten(1) for m, r in rs.items()}  # [n, D]: a convnet's [n, C, H, W]
     S = min(config.samples, n)
 
     def median(f) -> Tensor:
@@ -296,24 +402,79 @@ def _images(split: data.Split, config: Config) -> ImageMaps:
 
     return ImageMaps(
         data=config.images,
-        side=side,
-        widths=widths,
+        model=name,
+        side=IMAGE_SETS[config.images],
+        widths=(x[0].numel(), *ops.parse(model).hidden_sizes, split.classes),
         test_accuracy=train.evaluate(model, split.test)["accuracy"],
-        images=x[:S],
+        images=x[:S].flatten(1),
         labels=split.test.y[:S],
         predicted=rs[methods[0]].target[:S],
-        input=torch.stack([rs[m].input[:S] for m in methods]),
+        input=torch.stack([flat[m][:S] for m in methods]),
         n_scored=n,
         error_total=median(alignment.conservation_error),
         error_total_max=torch.stack([alignment.conservation_error(rs[m]).max() for m in methods]),
         error_input=median(lambda r: alignment.conservation_error(r, include_bias=False)),
         bias_fraction=median(alignment.bias_fraction),
-        agreement_spearman=alignment.agreement_matrix(
-            {m: r.input for m, r in rs.items()}, kind="spearman"
+        agreement_spearman=alignment.agreement_matrix(flat, kind="spearman"),
+        agreement_pearson=alignment.agreement_matrix(flat, kind="pearson"),
+    )
+
+
+def layer_names(model: nn.Sequential) -> list[str]:
+    """ "conv1", "conv2", ..., "fc1", ..., "out": the Linear and Conv2d layers in order."""
+    layers = ops.parse(model).layers
+    conv = [layer.conv for layer in layers]
+    names, counts = [], {True: 0, False: 0}
+    for k, c in enumerate(conv):
+        counts[c] += 1
+        names.append("out" if k == len(layers) - 1 else f"{'conv' if c else 'fc'}{counts[c]}")
+    return names
+
+
+@torch.no_grad()
+def _bias_blame(model: nn.Sequential, split: data.Split, config: Config) -> BiasBlame:
+    r = relevance.explain(model, _scored(split, config), method="blame_bias")
+    per_unit = alignment.bias_per_unit(r)  # per layer [n, C_l]
+    return BiasBlame(
+        layers=layer_names(model),
+        conv=[layer.conv for layer in ops.parse(model).layers],
+        channel=[b.mean(0) for b in per_unit],
+        layer_share=torch.stack([(b.sum(1) / r.output).mean() for b in per_unit]),
+        input_share=(r.input.flatten(1).sum(1) / r.output).mean().item(),
+        output=r.output.mean().item(),
+        n_scored=len(r.output),
+    )
+
+
+@torch.no_grad()
+def _max_rules(model: nn.Sequential, split: data.Split, config: Config) -> MaxRules:
+    x = _scored(split, config)
+    S = min(config.samples, len(x))
+    ms = list(config.rule_methods)
+    rs = {
+        (m, rule): relevance.explain(model, x, method=m, rules={"maximum": rule})
+        for m in ms
+        for rule in ("gradient", "radial")
+    }
+
+    def each(f) -> Tensor:  # [K, ...] from f(gradient run, radial run)
+        return torch.stack([f(rs[m, "gradient"], rs[m, "radial"]) for m in ms])
+
+    return MaxRules(
+        methods=ms,
+        side=IMAGE_SETS[config.images],
+        images=x[:S].flatten(1),
+        gradient=each(lambda g, r: g.input.flatten(1)[:S]),
+        radial=each(lambda g, r: r.input.flatten(1)[:S]),
+        pearson=each(
+            lambda g, r: alignment.row_correlation(
+                g.input.flatten(1), r.input.flatten(1), kind="pearson"
+            )
         ),
-        agreement_pearson=alignment.agreement_matrix(
-            {m: r.input for m, r in rs.items()}, kind="pearson"
-        ),
+        error_gradient=each(lambda g, r: alignment.conservation_error(g)),
+        error_radial=each(lambda g, r: alignment.conservation_error(r)),
+        bias_gradient=each(lambda g, r: alignment.bias_fraction(g)),
+        bias_radial=each(lambda g, r: alignment.bias_fraction(r)),
     )
 
 
@@ -321,17 +482,17 @@ def _images(split: data.Split, config: Config) -> ImageMaps:
 
 
 def _decoy_run(
-    task: decoy.DecoyTask, widths, weight: float, on_random: bool, seed: int, config: Config
+    task: decoy.DecoyTask, net: Net, weight: float, on_random: bool, seed: int, config: Config
 ):
-    model = models.mlp(widths, seed=seed).to(task.train.x.device)
+    model = net.build(seed).to(task.train.x.device)
     history = alignment.fit_penalised(
         model,
         task.train_random if on_random else task.train,
         region=task.region,
         weight=weight,
         method=config.penalty_method,
-        epochs=config.image_epochs,
-        lr=config.lr,
+        epochs=net.epochs,
+        lr=net.lr,
         batch_size=config.batch_size,
         seed=seed,
         progress=False,
@@ -339,21 +500,30 @@ def _decoy_run(
     return model, history
 
 
-def _decoy(split: data.Split, config: Config, corner: str, advance) -> Decoy:
+def _decoy(
+    split: data.Split,
+    config: Config,
+    corner: str,
+    net: Net,
+    weights: tuple[float, ...],
+    n_seeds: int,
+    advance,
+) -> Decoy:
+    """The decoy arms (reference, plain, one per penalty weight) over ``n_seeds`` seeds, each
+    net built and trained as ``net`` says."""
     side = IMAGE_SETS[config.images]
     region = decoy.patch_region(side, config.patch, corner).to(split.train.x.device)
     task = decoy.decoy_task(split, region, seed=config.seed)
-    widths = (side * side, *config.decoy_hidden, split.classes)
     methods = list(relevance.METHODS)
     values = decoy.sweep_values(split.classes, config.sweep_per_level)
-    seeds = [config.seed + k for k in range(config.seeds)]
+    seeds = [config.seed + k for k in range(n_seeds)]
     plan = [("random patch (reference)", 0.0, True), ("plain", 0.0, False)]
-    plan += [(f"penalty {w:g}", w, False) for w in config.weights]
+    plan += [(f"penalty {w:g}", w, False) for w in weights]
     arms = []
     for name, weight, on_random in plan:
         rows = []
         for seed in seeds:
-            model, history = _decoy_run(task, widths, weight, on_random, seed, config)
+            model, history = _decoy_run(task, net, weight, on_random, seed, config)
             scores = decoy.scores(model, task)
             x = task.test_true.x
             with torch.no_grad():
@@ -372,9 +542,13 @@ def _decoy(split: data.Split, config: Config, corner: str, advance) -> Decoy:
                 method=config.penalty_method,
                 classes=split.classes,
             )
-            scores["weight_ratio"] = decoy.patch_weight_ratio(model, region)
+            # a first Conv2d shares its weights over positions: no ratio (patch_weight_ratio)
+            first_linear = not ops.parse(model).layers[0].conv
+            scores["weight_ratio"] = (
+                decoy.patch_weight_ratio(model, region) if first_linear else None
+            )
             rows.append((scores, share, history, mean_relevance, sweep))
-            advance(status=f"decoy {corner}: {name}, seed {seed}")
+            advance(status=f"decoy {net.name} {corner}: {name}, seed {seed}")
 
         def stack(key: str, rows=rows) -> Tensor:
             return torch.tensor([r[0][key] for r in rows])
@@ -390,11 +564,11 @@ def _decoy(split: data.Split, config: Config, corner: str, advance) -> Decoy:
                 accuracy_clean=stack("accuracy_clean"),
                 changed=stack("changed"),
                 follow_rate=stack("follow_rate"),
-                weight_ratio=stack("weight_ratio"),
+                weight_ratio=stack("weight_ratio") if first_linear else None,
                 share=torch.stack([r[1] for r in rows]),
                 loss=torch.tensor([r[2].loss for r in rows]),
                 penalty=torch.tensor([r[2].penalty for r in rows]),
-                mean_relevance=rows[0][3],
+                mean_relevance=rows[0][3].flatten(),
                 sweep_accuracy=torch.stack([r[4].accuracy for r in rows]),
                 sweep_follow=torch.stack([r[4].follow for r in rows]),
                 sweep_share=torch.stack([r[4].share for r in rows]),
@@ -402,6 +576,7 @@ def _decoy(split: data.Split, config: Config, corner: str, advance) -> Decoy:
         )
     return Decoy(
         data=config.images,
+        model=net.name,
         side=side,
         patch=config.patch,
         corner=corner,
@@ -410,8 +585,8 @@ def _decoy(split: data.Split, config: Config, corner: str, advance) -> Decoy:
         seeds=seeds,
         levels=decoy.levels(split.classes),
         sweep_values=values,
-        example_train=task.train.x[:4],
-        example_test=task.test.x[:4],
+        example_train=task.train.x[:4].flatten(1),
+        example_test=task.test.x[:4].flatten(1),
         example_labels=task.test.y[:4],
         arms=arms,
     )
@@ -420,21 +595,56 @@ def _decoy(split: data.Split, config: Config, corner: str, advance) -> Decoy:
 def run(
     config: Config, out: str | Path, *, progress: bool = True, device: str | torch.device = "cpu"
 ) -> Results:
-    """Relevance maps of the toy nets and an image net, then the decoy experiment.
+    """Relevance maps of the toy nets and the image nets, then the decoy experiment.
 
     Everything is computed on ``device`` (initialisations and data are drawn on the CPU and
     moved there); the results come back on the CPU.
     """
     device = torch.device(device)
     runs = config.seeds * (2 + len(config.weights)) * len(config.corners)
-    with track(3 + runs, "relevance", enabled=progress) as advance:
+    conv_runs = config.convnet_seeds * (2 + len(config.convnet_weights))
+    conv_runs *= len(config.convnet_corners) if config.convnet else 0
+    with track(3 + 2 * config.convnet + runs + conv_runs, "relevance", enabled=progress) as advance:
         circle, spirals = _toy(config, device)
         advance(2, status="toy nets")
         split = data.load(config.images, seed=config.seed).to(device=device)
-        images = _images(split, config)
+        mlp = mlp_net(config.image_hidden, split, config.image_epochs, config)
+        images = _images(fitted(mlp, split.train, config, config.seed), "MLP", split, config)
         advance(status="image net")
-        decoys = [_decoy(split, config, corner, advance) for corner in config.corners]
-    return files.to_cpu(Results(list(relevance.METHODS), circle, spirals, images, decoys))
+        convnet = blame = max_rules = None
+        if config.convnet:
+            lenet = fitted(
+                lenet_net(split, config.convnet_epochs, config), split.train, config, config.seed
+            )
+            advance(status="LeNet-5")
+            convnet = _images(lenet, "LeNet-5", split, config)
+            blame = _bias_blame(lenet, split, config)
+            max_rules = _max_rules(lenet, split, config)
+            advance(status="LeNet-5 maps")
+        decoy_mlp = mlp_net(config.decoy_hidden, split, config.image_epochs, config)
+        decoys = [
+            _decoy(split, config, corner, decoy_mlp, config.weights, config.seeds, advance)
+            for corner in config.corners
+        ]
+        decoy_lenet = lenet_net(split, config.convnet_decoy_epochs, config)
+        convnet_decoys = [
+            _decoy(
+                split, config, c, decoy_lenet, config.convnet_weights, config.convnet_seeds, advance
+            )
+            for c in (config.convnet_corners if config.convnet else ())
+        ]
+    results = Results(
+        list(relevance.METHODS),
+        circle,
+        spirals,
+        images,
+        decoys,
+        convnet,
+        blame,
+        max_rules,
+        convnet_decoys,
+    )
+    return files.to_cpu(results)
 
 
 def headline(results: Results) -> dict[str, float]:
@@ -464,4 +674,33 @@ def headline(results: Results) -> dict[str, float]:
     out["Pearson(lrp_epsilon, gradient_x_input)"] = results.images.agreement_pearson[
         m.index("lrp_epsilon"), m.index("gradient_x_input")
     ].item()
+    if results.convnet is not None:
+        c, b, mr = results.convnet, results.blame, results.max_rules
+        out |= {
+            "LeNet-5 test accuracy": c.test_accuracy,
+            "LeNet-5 blame_bias conservation error (median)": c.error_total[
+                m.index("blame_bias")
+            ].item(),
+            "LeNet-5 share of f_t(x) carried by biases (blame_bias, mean)": 1 - b.input_share,
+            "LeNet-5 Pearson(lrp_epsilon, gradient_x_input)": c.agreement_pearson[
+                m.index("lrp_epsilon"), m.index("gradient_x_input")
+            ].item(),
+        }
+        for k, name in enumerate(mr.methods):
+            out[f"LeNet-5 {name}: Pearson(gradient, radial max rule), median"] = (
+                mr.pearson[k].nanmedian().item()
+            )
+    for d in results.convnet_decoys:
+        arms = {a.name: a for a in d.arms}
+        best = max((a for a in d.arms if a.weight > 0), key=lambda a: a.accuracy.mean().item())
+        out |= {
+            f"LeNet-5 decoy test accuracy, plain ({d.corner})": arms["plain"]
+            .accuracy.mean()
+            .item(),
+            f"LeNet-5 decoy test accuracy, {best.name} ({d.corner})": best.accuracy.mean().item(),
+            f"LeNet-5 decoy predictions changed, plain ({d.corner})": arms["plain"]
+            .changed.mean()
+            .item(),
+            f"LeNet-5 decoy predictions changed, {best.name} ({d.corner})": best.changed.mean().item(),
+        }
     return out

@@ -50,6 +50,16 @@ def _diverging(ax, values, lim, title, *, prob=None, reference=()):
     ax.set_yticks([])
 
 
+def _tag(model: str) -> str:
+    """File-name suffix of a classifier's figures: "" for the MLP, "_lenet5" for the LeNet-5."""
+    return "" if model == "MLP" else "_" + model.lower().replace("-", "")
+
+
+def _lowest(t: torch.Tensor) -> float:
+    """The smallest value that is not NaN (a constant map has no correlation)."""
+    return t[~t.isnan()].min().item()
+
+
 def _mean_ci(t: torch.Tensor) -> str:
     mean, half = stats.mean_interval(t.double())
     return f"{mean.item():.3f} ± {half.item():.3f}"
@@ -188,9 +198,9 @@ def _image_figure(im, methods) -> Plot:
         a.set_xticks([])
         a.set_yticks([])
     return Plot(
-        "image_relevance",
+        f"image_relevance{_tag(im.model)}",
         fig,
-        f"{im.data}: the relevance of the predicted class for test images, per method (red: "
+        f"{im.model} on {im.data}: the relevance of the predicted class for test images, per method (red: "
         "for, blue: against; each panel scaled to its own 99.5% quantile of |R|).",
     )
 
@@ -208,10 +218,103 @@ def _agreement_figure(im, methods) -> Plot:
         a.set_yticks(range(len(methods)), methods, fontsize=7)
         a.set_title(f"mean {kind} correlation over {im.n_scored} images", fontsize=9)
     return Plot(
-        "agreement",
+        f"agreement{_tag(im.model)}",
         fig,
-        "Agreement between the methods' input relevance (signed, all pixels), averaged over "
+        f"{im.model}: agreement between the methods' input relevance (signed, all pixels), averaged over "
         "test images.",
+    )
+
+
+def _blame_bars(b) -> Plot:
+    """Bars per layer and channel (unit) of the mean blame_bias relevance, and each layer's
+    share of f_t(x)."""
+    L = len(b.layers)
+    fig, ax = plots.figure(L + 1, 1, width=2.6, height=2.8)
+    for k, (name, values) in enumerate(zip(b.layers, b.channel, strict=True)):
+        a = ax[0, k]
+        v = values.numpy()
+        a.bar(np.arange(len(v)), v, color=np.where(v >= 0, "#d62728", "#1f77b4"), width=0.9)
+        a.axhline(0, color="black", lw=0.5)
+        what = "channel" if b.conv[k] else "unit"
+        a.set_title(f"{name}: per {what}, share {b.layer_share[k].item():+.1%}", fontsize=8)
+        a.set_xlabel(what, fontsize=7)
+        a.tick_params(labelsize=6)
+        a.grid(alpha=0.3, axis="y")
+    a = ax[0, L]
+    names = ["input", *b.layers]
+    shares = [b.input_share, *b.layer_share.tolist()]
+    a.bar(np.arange(L + 1), shares, color=["#7f7f7f", *_colours(L)])
+    a.set_xticks(np.arange(L + 1), names, rotation=45, fontsize=7)
+    a.axhline(0, color="black", lw=0.5)
+    a.set_title(f"share of f_t(x) (sum {sum(shares):.4f})", fontsize=8)
+    a.tick_params(labelsize=6)
+    a.grid(alpha=0.3, axis="y")
+    return Plot(
+        "lenet5_bias_blame",
+        fig,
+        f"LeNet-5, blame_bias, mean over {b.n_scored} test images: the relevance of each bias "
+        "for the predicted logit, a conv channel's summed over its output positions (one "
+        "constant input per position), a Linear unit's as is (red: for, blue: against). "
+        "Right: the share of f_t(x) that the input pixels and each layer's biases carry; "
+        "they add up to 1 (conservation).",
+    )
+
+
+def _max_rules_figure(mr) -> Plot:
+    K, S, side = len(mr.methods), mr.images.shape[0], mr.side
+    fig, ax = plots.figure(1 + 2 * K, S, width=1.55, height=1.6)
+    for s in range(S):
+        ax[s, 0].imshow(mr.images[s].reshape(side, side).numpy(), cmap="gray_r", vmin=0, vmax=1)
+        for k, m in enumerate(mr.methods):
+            for j, (rule, maps) in enumerate((("gradient", mr.gradient), ("radial", mr.radial))):
+                r = maps[k, s]
+                v = _v(r, 0.995)
+                b = ax[s, 1 + 2 * k + j]
+                b.imshow(r.reshape(side, side).numpy(), cmap="RdBu_r", vmin=-v, vmax=v)
+                if s == 0:
+                    b.set_title(f"{m}\nmax: {rule}", fontsize=7)
+    for a in ax.flat:
+        a.set_xticks([])
+        a.set_yticks([])
+    return Plot(
+        "lenet5_max_rules",
+        fig,
+        "LeNet-5: input relevance of the predicted class with the max pools under the "
+        "gradient maximum rule (the winner of each window takes all) and the radial rule "
+        "(split among the window's positive inputs in proportion to their values); each "
+        "panel on its own scale.",
+    )
+
+
+def _max_rules_table(mr) -> Table:
+    rows = []
+    for k, m in enumerate(mr.methods):
+        p = mr.pearson[k]
+        rows.append(
+            [
+                m,
+                p.nanmedian().item(),
+                _lowest(p),
+                mr.error_gradient[k].median().item(),
+                mr.error_radial[k].median().item(),
+                mr.bias_gradient[k].median().item(),
+                mr.bias_radial[k].median().item(),
+            ]
+        )
+    return Table(
+        [
+            "method",
+            "median Pearson(gradient, radial)",
+            "min",
+            "median conservation error, gradient max",
+            "radial max",
+            "median bias share, gradient max",
+            "radial max",
+        ],
+        rows,
+        caption=f"Over {mr.pearson.shape[1]} test images: per-image Pearson correlation of the "
+        "input maps under the two maximum rules, and the conservation error |input + bias - f| "
+        "/ |f| and the biases' share of f under each.",
     )
 
 
@@ -243,7 +346,7 @@ def _decoy_examples(d) -> Plot:
             a.set_xticks([])
             a.set_yticks([])
     return Plot(
-        f"decoy_examples_{d.corner}",
+        f"decoy_examples_{d.corner}{_tag(d.model)}",
         fig,
         f"The decoy task on {d.data}: top, training images whose {d.patch}x{d.patch} "
         f"patch ({_where(d)}, orange) has the brightness (label + 1) / 10; bottom, test images "
@@ -271,7 +374,7 @@ def _decoy_bars(d, methods) -> Plot:
         axis.set_title(title, fontsize=9)
         axis.grid(alpha=0.3, axis="y")
     return Plot(
-        f"decoy_scores_{d.corner}",
+        f"decoy_scores_{d.corner}{_tag(d.model)}",
         fig,
         f"Per way of training: mean over {len(d.seeds)} seeds with 95% t-intervals, dots are the "
         "seeds. A net that ignores the patch has the reference's accuracy, and its predictions "
@@ -296,7 +399,7 @@ def _decoy_sweep(d) -> Plot:
     ax[0, 2].set_title(f"patch share of |R| ({d.method})", fontsize=9)
     ax[0, 0].legend(fontsize=7)
     return Plot(
-        f"decoy_sweep_{d.corner}",
+        f"decoy_sweep_{d.corner}{_tag(d.model)}",
         fig,
         "Every test image gets the same patch brightness, swept over [0, 1]; mean over seeds. "
         "A net that ignores the patch has flat accuracy and follow curves. Gaming would show "
@@ -316,7 +419,7 @@ def _decoy_maps(d) -> Plot:
         ax[0, i].set_xticks([])
         ax[0, i].set_yticks([])
     return Plot(
-        f"decoy_relevance_maps_{d.corner}",
+        f"decoy_relevance_maps_{d.corner}{_tag(d.model)}",
         fig,
         f"Mean |{d.method}| relevance of the predicted class over the test images whose patch "
         "encodes their label (first seed; each panel on its own scale; orange: the patch).",
@@ -335,7 +438,11 @@ def _decoy_curves(d) -> Plot:
     for axis in ax[0]:
         axis.grid(alpha=0.3)
     ax[0, 0].legend(fontsize=7)
-    return Plot(f"decoy_training_{d.corner}", fig, "Training curves, mean over seeds (log scales).")
+    return Plot(
+        f"decoy_training_{d.corner}{_tag(d.model)}",
+        fig,
+        "Training curves, mean over seeds (log scales).",
+    )
 
 
 # --- text --------------------------------------------------------------------------------------
@@ -423,7 +530,16 @@ def _decoy_text(d, methods) -> list[str]:
         f"{m(strongest.accuracy_true):.3f} / {m(strongest.accuracy_swapped):.3f} / "
         f"{m(strongest.accuracy_clean):.3f} (random / true / other label / none).",
     ]
-    if works and not gamed:
+    if works and not gamed and best.weight_ratio is None:
+        text.append(
+            "So on this decoy the penalty works, and we find no gaming: the behavioural checks "
+            "(predictions when only the patch changes, the follow rate, the brightness sweep) "
+            "agree with the low relevance share. The first-layer weight ratio of the MLP "
+            f"sections does not apply to the {d.model}: its first layer is a convolution, "
+            "which reads every position with the same kernel, so it cannot cut off the patch "
+            "pixels alone; the penalty must act deeper in the network."
+        )
+    elif works and not gamed:
         text.append(
             "So on this decoy the penalty works, and we find no gaming: every behavioural check "
             "(predictions when only the patch changes, the follow rate, the brightness sweep "
@@ -479,7 +595,7 @@ def _conservation_table(im, methods) -> Table:
             "median bias share of f",
         ],
         rows,
-        caption=f"Over {im.n_scored} test images of {im.data}, explaining the predicted logit f "
+        caption=f"{im.model}, over {im.n_scored} test images of {im.data}, explaining the predicted logit f "
         "(deeplift: f(x) - f(0), against a black image). A method conserves when the first "
         "column is 0; the third shows how much of f the input relevance alone leaves out (the "
         "biases' part for a conserving method).",
@@ -547,8 +663,12 @@ def _verdicts(r) -> list[str]:
             if centre
             else "; a patch over the strokes (corners = centre) was not run. "
         )
-        + "Other penalty methods (option penalty_method), larger networks and convolutional "
-        "ones were not tried."
+        + "Other penalty methods (option penalty_method) and larger networks were not tried"
+        + (
+            "; LeNet-5s ran a reduced decoy (see its section)."
+            if r.convnet_decoys
+            else "; convolutional ones were not tried (option convnet)."
+        )
         if all(removed)
         else "Reproduces, at least in part: with the largest penalty weight a net still "
         "changes its predictions when only the patch changes "
@@ -565,7 +685,8 @@ def _where(d) -> str:
 
 def _decoy_section(d, methods) -> Section:
     return Section(
-        f"Training against the relevance of a decoy: patch in the {_where(d)}",
+        f"Training against the relevance of a decoy: patch in the {_where(d)}"
+        + ("" if d.model == "MLP" else f", {d.model}"),
         [
             f"The decoy task (prunelab.decoy): {d.data} images with a {d.patch}x{d.patch} "
             f"patch in the {_where(d)} whose brightness is (label + 1) / 10 in training and "
@@ -589,6 +710,79 @@ def _decoy_section(d, methods) -> Section:
             _decoy_curves(d),
         ],
     )
+
+
+def _convnet_image_sections(r, methods) -> list[Section]:
+    """The LeNet-5's maps, its bias blame per layer and channel, and the two maximum rules."""
+    c, b, mr = r.convnet, r.blame, r.max_rules
+    if c is None:
+        return []
+    gxi, lrp, bb = (methods.index(m) for m in ("gradient_x_input", "lrp_epsilon", "blame_bias"))
+    conv_share = sum(s for s, k in zip(b.layer_share.tolist(), b.conv, strict=True) if k)
+    biggest = max(range(len(b.layers)), key=lambda k: abs(b.layer_share[k].item()))
+    same = mr.error_gradient.median(1).values - mr.error_radial.median(1).values
+    p = ", ".join(
+        f"{m} {mr.pearson[k].nanmedian().item():.3f} (min {_lowest(mr.pearson[k]):.3f})"
+        for k, m in enumerate(mr.methods)
+    )
+    return [
+        Section(
+            "Relevance on images: a LeNet-5",
+            [
+                f"The same methods explain a LeNet-5 (conv 6@5x5, max pool, conv 16@5x5, max "
+                f"pool, Linear {c.widths[-3]}-{c.widths[-2]}-{c.widths[-1]}; ReLU) trained on "
+                f"{c.data} (test accuracy {c.test_accuracy:.3f}), with the max pools under the "
+                "gradient rule (winner takes all, the LRP default). The convolutions are linear "
+                "ops like the MLP's Linear layers, so the same rules apply and the same "
+                "equalities hold: lrp_epsilon and gradient x input agree to "
+                f"{c.agreement_pearson[lrp, gxi].item():.4f} (Pearson, over {c.n_scored} "
+                "images) and blame_bias conserves the logit to a median relative error of "
+                f"{c.error_total[bb].item():.1e} (max {c.error_total_max[bb].item():.1e}; the "
+                "second conservation table). The maps are blockier than the MLP's: a max pool "
+                "passes each window's relevance to one pixel of the feature map below it.",
+            ],
+            plots=[_image_figure(c, methods)],
+        ),
+        Section(
+            "Blaming the bias in a convnet: per layer and channel",
+            [
+                "With blame_bias a Conv2d bias is an input fixed at 1 at every output position "
+                "of its channel, so it gets a relevance map per channel; summed over positions "
+                "it is the channel's bias relevance. Averaged over "
+                f"{b.n_scored} test images (mean explained logit {b.output:.2f}), the input "
+                f"pixels carry {b.input_share:.1%} of f_t(x) and the biases "
+                f"{1 - b.input_share:+.1%}: "
+                + ", ".join(
+                    f"{n} {s:+.2%}" for n, s in zip(b.layers, b.layer_share.tolist(), strict=True)
+                )
+                + f" (the convolutions together {conv_share:+.2%}; the largest in size: "
+                f"{b.layers[biggest]}). Input and bias shares add up to "
+                f"{b.input_share + b.layer_share.sum().item():.6f} (conservation).",
+            ],
+            plots=[_blame_bars(b)],
+        ),
+        Section(
+            "Max pools: the gradient and the radial maximum rule",
+            [
+                "The source gives two rules for a maximum b = max_i a_i: 'gradient', which "
+                "passes R(b) whole to the winning input, and 'radial', which splits it among "
+                "the positive inputs in proportion to their values (s_i = a_i / sum of the "
+                "positive a_j; all of it to the winner only if no other input is positive). "
+                "Both pass on exactly R(b), so conservation is the same under either (median "
+                "error difference "
+                + ", ".join(f"{v:+.1e}" for v in same.tolist())
+                + "), but after a ReLU every input of a pool window is >= 0, so the radial "
+                "rule hands relevance also to the losers of the window, and the maps spread "
+                "from the winning positions to their neighbours. Per-image Pearson correlation "
+                f"between the two maps: {p}. Only the gradient rule keeps LRP equal to "
+                "gradient x input; the radial rule is not the derivative of the maximum, and "
+                "the source notes that credit splitting of this kind is inconsistent when a "
+                "maximum is rewritten (max(a, c) = max(a, c, c)).",
+            ],
+            [_max_rules_table(mr)],
+            [_max_rules_figure(mr)],
+        ),
+    ]
 
 
 def sections(results, config) -> list[Section]:
@@ -626,8 +820,9 @@ def sections(results, config) -> list[Section]:
                 "attends to the right part of the image, and reports that the network gamed the "
                 "metric instead.",
                 "Here every method of prunelab.relevance explains (1) the toy-nets circle and "
-                "spirals nets over the plane, (2) an MLP on "
-                f"{im.data} for sample test images, scored for conservation and for agreement "
+                "spirals nets over the plane, (2) an MLP "
+                + ("and a LeNet-5 " if r.convnet is not None else "")
+                + f"on {im.data} for sample test images, scored for conservation and for agreement "
                 "between methods, and (3) the alignment idea is tested on a decoy task built "
                 f"from {r.decoys[0].data}, with the patch in the "
                 + " and in the ".join(_where(d) for d in r.decoys)
@@ -694,6 +889,7 @@ def sections(results, config) -> list[Section]:
             ],
             plots=[_image_figure(im, methods)],
         ),
+        *_convnet_image_sections(r, methods),
         Section(
             "Conservation",
             [
@@ -711,7 +907,8 @@ def sections(results, config) -> list[Section]:
                 f"the part that the biases carry (median share {im.bias_fraction[bb].item():+.1%}"
                 "), which a heatmap of the inputs alone hides.",
             ],
-            [_conservation_table(im, methods)],
+            [_conservation_table(im, methods)]
+            + ([_conservation_table(r.convnet, methods)] if r.convnet is not None else []),
         ),
         Section(
             "Agreement between methods",
@@ -726,9 +923,11 @@ def sections(results, config) -> list[Section]:
                 "multiplied by the input; rank correlations over all pixels also count the many "
                 "tied zeros of the background.",
             ],
-            plots=[_agreement_figure(im, methods)],
+            plots=[_agreement_figure(im, methods)]
+            + ([_agreement_figure(r.convnet, methods)] if r.convnet is not None else []),
         ),
         *(_decoy_section(d, methods) for d in r.decoys),
+        *(_decoy_section(d, methods) for d in r.convnet_decoys),
         Section(
             "How it compares with the source",
             [
