@@ -740,3 +740,21 @@ def test_pool_before_curved_activation(first_pool):
         _close(a, b, 1e-10)
     for a, b in zip(curvature.diag_hessian_masks(model, x, y), _gate_oracle(model, x, y)):
         _close(a, b, 1e-10)
+
+
+def test_offset_before_batchnorm():
+    # a pruned conv's Offset shifts z before the BatchNorm, so it enters gamma's zhat
+    torch.manual_seed(20)
+    shift = ops.Offset((2, 5, 5), dtype=DTYPE)
+    model = nn.Sequential(
+        nn.Conv2d(2, 2, 2), shift, nn.BatchNorm2d(2), nn.Tanh(), nn.Flatten(), nn.Linear(50, 3)
+    ).to(DTYPE)
+    with torch.no_grad():
+        shift.offset.normal_()
+        model[2].running_var.uniform_(0.5, 2.0)
+        model[2].weight.normal_()
+    model.eval()
+    x, y = _conv_data(model, 3, 6, seed=21)
+    result = diag_hessian(model, x, y)
+    assert list(result) == ["0.weight", "0.bias", "2.weight", "2.bias", "5.weight", "5.bias"]
+    _close(flatten(result), dense_hessian(model, x, y).diagonal(), 1e-10)
