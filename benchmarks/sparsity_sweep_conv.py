@@ -11,11 +11,18 @@ GFLOP/s beside the machine's measured matmul throughput.
 
 FLOP counts: the loop runs one dense forward per level, ``2 N sum_l P_l Q_l`` (``P_l`` weights
 of layer l, ``Q_l`` its output positions; 1 for a Linear). The sweep runs a layer densely only
-where its input changed since the previous level and otherwise subtracts the newly pruned
-entries (``2 N Q_l`` each); its own count is tallied from the same ranking, and its GFLOP/s
-are given on both its own and the loop's (dense-equivalent) count.
+where its input changed too much since the previous level, otherwise adds its input's change
+through the changed units and subtracts the newly pruned entries (``2 N Q_l`` each); its own
+count is tallied from that work as it runs, and its GFLOP/s are given on both its own and the
+loop's (dense-equivalent) count. Much of the loop's time is not FLOPs: PyTorch's CPU max pool
+and the copy and re-parametrisation per level.
 
-Run: ``python benchmarks/sparsity_sweep_conv.py [--n 1000] [--epochs 1] [--repeats 3]``.
+Threads: ``--threads 1`` times both paths single-threaded, the steadier comparison on a
+shared machine (two OpenMP threads wait for each other whenever another process holds a core,
+which costs the sweep's many small operations more than the loop's few large ones).
+
+Run: ``python benchmarks/sparsity_sweep_conv.py [--n 1000] [--epochs 1] [--repeats 3]
+[--threads 0]``.
 """
 
 from __future__ import annotations

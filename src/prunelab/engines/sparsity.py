@@ -54,7 +54,7 @@ def sweep_logits(
     x: Tensor,
     chunk_bytes: int,
 ) -> Iterator[tuple[list[int], Tensor]]:
-    """Yield ``([level], logits [1, C, N])`` for the levels in ``order`` (increasing sparsity).
+    """Yield ``(levels, logits [Lc, C, N])`` chunk by chunk for the levels in ``order``.
 
     Parameters
     ----------
@@ -70,53 +70,63 @@ def sweep_logits(
     x : Tensor[N, *in]
         Validated inputs, as the first op reads them.
     chunk_bytes : int
-        Budget of one entry-by-entry update's gathered inputs.
+        Budget of one chunk's logits and of a Linear's gathered columns in an entry-by-entry
+        update.
     """
     col = {name: j for j, name in enumerate(seq)}
     state: list[Tensor | None] = [None] * len(view.ops)  # each op's output at the last level
+    kept: dict[int, dict[str, Tensor]] = {}  # each layer's weights masked at the last level
     done = {name: 0 for name in seq}  # entries pruned by the last level
     a0 = view.inputs(x)
     want = _reads_delta(view)
+    per_level = view.out_features * x.shape[0] * x.element_size()
+    size = max(1, min(len(order), chunk_bytes // per_level))  # levels per yielded chunk
     with torch.no_grad():
-        for i in order:
-            now = {name: int(counts[i, j]) for name, j in col.items()}
-            a, change = a0, None
-            for k, op in enumerate(view.ops):
-                if state[k] is None:  # the first level: everything runs
-                    change = ALL
-                if isinstance(op, ops.Affine):
-                    pruned = _Pruned(op, seq, done, now)
-                    out, change = _affine(op, a, state[k], change, pruned, want[k], chunk_bytes)
-                else:
-                    out, change = _passive(op, a, state[k], change, want[k])
-                state[k] = a = out
-            done = now
-            yield [i], a.T[None].clone()  # [1, C, N]; the state may be updated in place later
+        for start in range(0, len(order), size):
+            idx = order[start : start + size]
+            out = x.new_empty(len(idx), view.out_features, x.shape[0])  # [Lc, C, N]
+            for t, i in enumerate(idx):
+                now = {name: int(counts[i, j]) for name, j in col.items()}
+                a, change = a0, None
+                for k, op in enumerate(view.ops):
+                    if state[k] is None:  # the first level: everything runs
+                        change = ALL
+                    if isinstance(op, ops.Affine):
+                        pruned = _Pruned(op, seq, done, now, kept.setdefault(k, {}))
+                        a, change = _affine(op, a, state[k], change, pruned, want[k], chunk_bytes)
+                    else:
+                        a, change = _passive(op, a, state[k], change, want[k])
+                    state[k] = a
+                done = now
+                out[t].copy_(a.T)  # the state may be updated in place at later levels
+            yield idx, out
 
 
 class _Pruned:
-    """One layer's masks at the last level and this one, and the entries pruned in between."""
+    """One layer's entries pruned between the last level and this one, and its weights masked
+    at the last level (``kept``, updated in place by :meth:`advance`)."""
 
-    def __init__(self, op: ops.Affine, seq, done: dict[str, int], now: dict[str, int]) -> None:
-        self.op, self.seq, self.done, self.now = op, seq, done, now
+    def __init__(self, op: ops.Affine, seq, done, now, kept: dict[str, Tensor]) -> None:
+        self.op, self.seq, self.kept = op, seq, kept
         self.weight, self.bias = f"{op.name}.weight", f"{op.name}.bias"
         self.new = {n: seq[n][done[n] : now[n]] for n in (self.weight, self.bias) if n in seq}
         self.count = sum(len(e) for e in self.new.values())
+        if not kept:  # the raw tensors, copied: the model is not modified
+            for name, t in zip((self.weight, self.bias), op.raw(), strict=True):
+                if name in seq:
+                    kept[name] = t.detach().clone()
 
     def rows(self) -> Tensor:
         """The output units holding a newly pruned entry, sorted."""
         per = {self.weight: self.op.weight[0].numel(), self.bias: 1}  # entries per unit
         return torch.cat([e // per[n] for n, e in self.new.items()]).unique()
 
-    def masked(self, at: dict[str, int]) -> dict[str, Tensor]:
-        """The layer's raw weight and bias with the first ``at[name]`` entries zeroed."""
-        out = {}
-        for name, t in zip((self.weight, self.bias), self.op.raw(), strict=True):
-            if name in self.seq and at[name]:
-                mask = torch.ones(t.numel(), dtype=t.dtype, device=t.device)
-                mask[self.seq[name][: at[name]]] = 0
-                out[name] = t.detach() * mask.view(t.shape)
-        return out
+    def advance(self) -> dict[str, Tensor]:
+        """Zero the new entries in ``kept``, which then holds this level's masked weights."""
+        for name, e in self.new.items():
+            if len(e):
+                self.kept[name].view(-1)[e] = 0
+        return self.kept
 
 
 def _reads_delta(view: ops.View) -> list[bool]:
@@ -134,19 +144,23 @@ def _affine(op: ops.Affine, a: Tensor, y: Tensor | None, change, pruned, want: b
     """The op's output at this level (``y`` updated in place where it can) and its change."""
     if change is None and pruned.count == 0:
         return y, None
-    if change == ALL or pruned.count >= SPARSE_SHARE * op.weight.numel():
-        return op.apply(a, pruned.masked(pruned.now), training=False), ALL
-    if change is not None and len(change[0]) >= CHANNEL_SHARE * a.shape[1]:
-        return op.apply(a, pruned.masked(pruned.now), training=False), ALL
+    if (
+        change == ALL
+        or pruned.count >= SPARSE_SHARE * op.weight.numel()
+        or (change is not None and len(change[0]) >= CHANNEL_SHARE * a.shape[1])
+    ):
+        return op.apply(a, pruned.advance(), training=False), ALL
     st = op.scale_shift()
     s = torch.ones(y.shape[1], dtype=y.dtype, device=y.device) if st is None else st[0]
-    shape = (1, -1, *[1] * (y.dim() - 2))
     if change is not None:  # y += s W[:, S] delta_S with the last level's weights
         units, delta = change
-        W = pruned.masked(pruned.done).get(pruned.weight, op.raw()[0].detach())
+        W = pruned.kept.get(pruned.weight, op.raw()[0].detach())
+        shape = (1, -1, *[1] * (y.dim() - 2))
         y += op.response(delta, {pruned.weight: W.index_select(1, units)}) * s.view(shape)
+        pruned.advance()
         _subtract(op, a, y, s, pruned, chunk_bytes)
         return y, ALL
+    pruned.advance()
     rows = pruned.rows()
     if not want:
         _subtract(op, a, y, s, pruned, chunk_bytes)
