@@ -42,7 +42,7 @@ A diagonal ``diag(r)`` stays diagonal through activations, Flatten and max pools
 (``J^T diag(r) J = diag(J^T r)`` for a routing ``J``); where it meets a conv, Linear or
 average pool it becomes signed columns ``e_i`` (one per position of the residual's feature
 map: a curved convnet costs that many more columns, as BackPACK's ``DiagHessian`` does with
-two per position). Every parameter enters its layer's output linearly, so at a layer with
+two per position; they are walked down in blocks sized to the memory budget). Every parameter enters its layer's output linearly, so at a layer with
 unfolded input ``X = unfold(x): [C_in k_h k_w, L]`` (im2col) and BatchNorm scale ``s``
 
     diag H[W_hd] = sum_n sum_v w_v (s_h sum_pos B_v[h, pos] X[d, pos])^2
@@ -322,7 +322,7 @@ def diag_hessian(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:
     conv costs ``V`` transposed convolutions (input gradients) and a batched ``[V H, L] @ [L,
     C_in k k]`` GEMM per sample (``V`` weight gradients); a curved activation adds one column
     per position of its feature map below the next conv or Linear. Large batches are split
-    over samples to bound memory.
+    over samples, and residual columns into blocks, to bound memory.
 
     References
     ----------
@@ -749,7 +749,8 @@ def _op_backward(view, x, y, N, mode, stop, on_affine=None, on_unit=None) -> Non
     pool keeps a diagonal diagonal (a max pool's ``J`` routes each output from one input, so
     ``J^T diag(r) J = diag(J^T r)``), an Affine or average pool does not (module docstring).
     ``on_affine(op, x_k, B, w, r)`` sees every Affine op at its output, ``on_unit(l, B, w,
-    r)`` every hidden layer's units.
+    r)`` every hidden layer's units; both must add up what they see (the columns may come in
+    several blocks).
 
     ``mode`` sets the start at the logits and what happens to a ``diag(r)`` that meets an
     Affine or average pool: ``"hessian"`` (the C - 1 columns of ``S``; ``diag(r)`` becomes
@@ -770,51 +771,73 @@ def _op_backward(view, x, y, N, mode, stop, on_affine=None, on_unit=None) -> Non
     curved = []
     if mode in ("hessian", "becker_lecun"):
         curved = [k for k, op in enumerate(view.ops) if _is_curved(op)]
-    units = {k: ell for ell, k in enumerate(view.unit_ops)}
-    for k in range(len(view.ops) - 1, stop - 1, -1):
-        op, x_k, loc = view.ops[k], ins[k], local.get(k)
-        if on_unit is not None and k in units:
-            on_unit(units[k], B, w, r)
-        if on_affine is not None and isinstance(op, ops.Affine):
-            on_affine(op, x_k, B, w, r)
-        if k == stop:
-            break
-        if isinstance(op, ops.Activation):
-            B = None if B is None else B.mul_(loc[0])  # B is this walk's own: in place
-            r = None if r is None else r * loc[0].square()
-            if k in curved:  # diag(phi'' dL/da)
-                r = loc[1] * g if r is None else r + loc[1] * g
-        elif r is not None:
-            if isinstance(op, ops.Flatten | ops.Pass):
-                r = r.reshape(x_k.shape)
-            elif isinstance(loc, _Route):  # J^T diag(r) J = diag(J^T r)
-                r = loc.back(r[None])[0]
-            elif mode == "hessian":  # an Affine or average pool: diag(r) becomes columns
-                B, w = _expand(B, w, r)
-                r = None
-            else:  # Becker-LeCun: keep the diagonal (J o J)^T r only
-                r = op.vjp(x_k, r, squared=True)
-        if B is not None and not isinstance(op, ops.Activation):
-            B = _back(op, x_k, B, loc)
-        if curved and curved[0] < k:  # dL/da is needed further down
-            g = _back(op, x_k, g[None], loc)[0]
+    walk = _Walk(view, ins, local, stop, mode, on_affine, on_unit)
+    walk.run(len(view.ops) - 1, B, w, r, g, curved)
+
+
+@dataclass(frozen=True)
+class _Walk:
+    """The backward walk of :func:`_op_backward` over one chunk's recorded forward pass."""
+
+    view: ops.View
+    ins: list[Tensor]  # every op's input [n, *in]
+    local: dict  # activation: (phi', phi''); max pool: its _Route
+    stop: int
+    mode: str
+    on_affine: Callable | None
+    on_unit: Callable | None
+
+    def run(self, start, B, w, r, g, curved, visit: bool = True) -> None:
+        """From the output of op ``start`` (whose callbacks run only if ``visit``) down."""
+        units = {k: ell for ell, k in enumerate(self.view.unit_ops)}
+        for k in range(start, self.stop - 1, -1):
+            op, x_k, loc = self.view.ops[k], self.ins[k], self.local.get(k)
+            if visit or k < start:
+                if self.on_unit is not None and k in units:
+                    self.on_unit(units[k], B, w, r)
+                if self.on_affine is not None and isinstance(op, ops.Affine):
+                    self.on_affine(op, x_k, B, w, r)
+            if k == self.stop:
+                break
+            if isinstance(op, ops.Activation):
+                B = None if B is None else B.mul_(loc[0])  # B is this walk's own: in place
+                r = None if r is None else r * loc[0].square()
+                if k in curved:  # diag(phi'' dL/da)
+                    r = loc[1] * g if r is None else r + loc[1] * g
+            elif r is not None:
+                if isinstance(op, ops.Flatten | ops.Pass):
+                    r = r.reshape(x_k.shape)
+                elif isinstance(loc, _Route):  # J^T diag(r) J = diag(J^T r)
+                    r = loc.back(r[None])[0]
+                elif self.mode == "hessian":  # an Affine or average pool: diag(r) as columns
+                    self.columns(k, r)
+                    r = None
+                else:  # Becker-LeCun: keep the diagonal (J o J)^T r only
+                    r = op.vjp(x_k, r, squared=True)
+            if B is not None and not isinstance(op, ops.Activation):
+                B = _back(op, x_k, B, loc)
+            if curved and curved[0] < k:  # dL/da is needed further down
+                g = _back(op, x_k, g[None], loc)[0]
+
+    def columns(self, k: int, r: Tensor) -> None:
+        """``diag(r)`` at the output of op k as signed columns ``e_i`` (weight ``r_i``) for the
+        positions i where some sample's ``r`` is non-zero, walked down in blocks that keep
+        ``[V, n, *shape]`` within the memory budget at every op below (no residuals: those of
+        lower activations travel with the main walk)."""
+        n = r.shape[0]
+        flat = r.reshape(n, -1)  # [n, D]
+        idx = flat.ne(0).any(0).nonzero().squeeze(1)  # [D'] positions in use
+        width = max(r[0].numel(), _column_elements(self.view, self.ins, self.stop, k))
+        size = max(1, _MAX_FACTOR_ELEMENTS // (n * width))
+        for block in idx.split(size):
+            E = r.new_zeros(len(block), n, flat.shape[1])  # [V, n, D]: e_i for every sample
+            E[torch.arange(len(block), device=r.device), :, block] = 1
+            self.run(k, E.view(len(block), *r.shape), flat[:, block].T, None, None, [], False)
 
 
 def _is_curved(op: ops.Op) -> bool:
     """Whether ``op`` is an activation with ``phi'' != 0`` (tanh, sigmoid, GELU)."""
     return isinstance(op, ops.Activation) and op.activation in _CURVED
-
-
-def _expand(B: Tensor, w: Tensor | None, r: Tensor) -> tuple[Tensor, Tensor]:
-    """``sum_v w_v B_v B_v^T + diag(r)`` as columns only: ``e_i`` with weight ``r_i``, for the
-    positions i where some sample's ``r`` is non-zero. ``B: [V, n, *s]``, ``r: [n, *s]``."""
-    n = r.shape[0]
-    flat = r.reshape(n, -1)  # [n, D]
-    idx = flat.ne(0).any(0).nonzero().squeeze(1)  # [D'] positions in use
-    E = r.new_zeros(len(idx), n, flat.shape[1])  # [D', n, D]: e_i for every sample
-    E[torch.arange(len(idx), device=r.device), :, idx] = 1
-    w = B.new_ones(B.shape[:2]) if w is None else w
-    return torch.cat([B, E.view(len(idx), *r.shape)]), torch.cat([w, flat[:, idx].T])
 
 
 def _wsq(B: Tensor, w: Tensor | None) -> Tensor:
@@ -918,27 +941,36 @@ def _norm_diag(terms, names, op: ops.Affine, x, By, w, r) -> None:
         terms["beta"], names["beta"] = beta, f"{op.norm_name}.bias"
 
 
-def _walk_elements(view: ops.View, x: Tensor, mode: str) -> int:
-    """Elements per sample of the largest tensors :func:`_op_backward` holds (the factor
-    ``[V, n, *out]`` with V grown by expanded residuals, an unfolded input and its
-    contraction ``[n, V H, D]``) plus the recorded forward pass, for the memory budget."""
-    sizes, a = [], view.inputs(x[:1])
-    for op in view.ops:
-        out = op.apply(a, training=False)
-        sizes.append((a, out))
-        a = out
-    V = {"hessian": view.out_features, "ggn": view.out_features, "fisher": 1}.get(mode, 0)
-    worst, pending = 0, False
-    for k in range(len(view.ops) - 1, -1, -1):
-        op, (a_in, a_out) = view.ops[k], sizes[k]
-        pending |= mode == "hessian" and _is_curved(op)
-        if pending and (isinstance(op, ops.Affine) or (isinstance(op, ops.Pool) and op.linear)):
-            V, pending = V + a_out.numel(), False
-        worst = max(worst, max(V, 1) * max(a_in.numel(), a_out.numel()))
+def _column_elements(view: ops.View, ins: list[Tensor], lo: int, hi: int) -> int:
+    """Elements per sample and factor column of the largest tensor the walk holds at ops
+    ``lo..hi``: the column at an op's input or output, or a conv's per-sample weight
+    contraction ``[H, C_in k_h k_w]``. ``ins``: every op's input (and the logits), ``[n, ...]``."""
+    worst = 0
+    for k in range(lo, hi + 1):
+        op = view.ops[k]
+        worst = max(worst, ins[k][0].numel(), ins[k + 1][0].numel() if k + 1 < len(ins) else 0)
         if isinstance(op, ops.Affine) and op.conv:
-            X = _unfold(op.module, a_in)  # [1, D, L]
-            worst = max(worst, max(V, 1) * op.units * X.shape[1] + X.numel())
-    return worst + sum(a_in.numel() for a_in, _ in sizes)
+            worst = max(worst, op.units * op.weight[0].numel())
+    return worst
+
+
+def _walk_elements(view: ops.View, x: Tensor, mode: str) -> int:
+    """Elements per sample that :func:`_op_backward` holds at once: the factor ``[V, n, *]``
+    (``V = C`` columns; residual columns come in blocks sized by :meth:`_Walk.columns`), each
+    conv's unfolded input and the recorded forward pass, for the memory budget."""
+    ins, a = [], view.inputs(x[:1])
+    for op in view.ops:
+        ins.append(a)
+        a = op.apply(a, training=False)
+    ins.append(a)
+    V = {"hessian": view.out_features, "ggn": view.out_features}.get(mode, 1)
+    unfolded = [
+        _unfold(op.module, ins[k]).numel()
+        for k, op in enumerate(view.ops)
+        if isinstance(op, ops.Affine) and op.conv
+    ]
+    factor = V * _column_elements(view, ins, 0, len(view.ops) - 1)
+    return factor + max(unfolded, default=0) + sum(t.numel() for t in ins)
 
 
 def _op_diag(model: nn.Module, view: ops.View, x, y, method: str, mode: str) -> dict[str, Tensor]:
@@ -963,15 +995,19 @@ def _op_activations(view: ops.View, x, y, method: str) -> list[Tensor]:
     if not view.hidden:
         return []
     parts: list[list[Tensor]] = [[] for _ in view.hidden]
-
-    def on_unit(ell, B, w, r):
-        parts[ell].append(_wsq(B, w) if r is None else _wsq(B, w) + r)  # [n, H, *spatial]
-
     with torch.no_grad():
         for rows in _chunks(x.shape[0], _walk_elements(view, x, "hessian")):
+            acc: dict[int, Tensor] = {}  # this chunk's diagonal per hidden layer
+
+            def on_unit(ell, B, w, r, acc=acc):
+                h = _wsq(B, w) if r is None else _wsq(B, w) + r  # [n, H, *spatial]
+                acc[ell] = acc[ell] + h if ell in acc else h
+
             _op_backward(
                 view, x[rows], y[rows], x.shape[0], "hessian", view.unit_ops[0], None, on_unit
             )
+            for ell, h in acc.items():
+                parts[ell].append(h)
     return [torch.cat(chunks) for chunks in parts]
 
 
