@@ -565,6 +565,14 @@ def _decoy_text(d, methods) -> list[str]:
             f"Gaming: {', '.join(gamed)} show a low relevance share on the patch while their "
             "predictions still change with it: the explanation was optimised, not the behaviour."
         )
+    elif m(best.accuracy_clean) < 0.5 * m(ref.accuracy_clean):
+        text.append(
+            f"The penalty removed the shortcut by removing the classifier: the {d.model} with "
+            f"the best penalised weight scores {m(best.accuracy_clean):.3f} on clean test "
+            f"images against the reference's {m(ref.accuracy_clean):.3f}, and the patch "
+            "hardly changes its predictions because hardly anything does. A smaller weight or "
+            "more epochs might find a middle ground; this run does not show one."
+        )
     else:
         text.append(
             "The penalty does not clearly help here: compare the accuracy with a random patch "
@@ -699,6 +707,20 @@ def _decoy_section(d, methods) -> Section:
             "predictions that still depend on the patch; we check the dependence by "
             "behaviour alone (changing only the patch) and by methods that were not "
             "penalised.",
+            *(
+                []
+                if d.model == "MLP"
+                else [
+                    f"With {d.model}s the decoy runs fewer arms than with MLPs, to keep the "
+                    f"study's time in bounds: {len(d.seeds)} seed(s), penalty weights "
+                    f"{', '.join(f'{a.weight:g}' for a in d.arms if a.weight > 0)}, one run "
+                    f"per patch position in options convnet_corners (epochs: option "
+                    "convnet_decoy_epochs). The MLPs' first-layer weight ratio is not "
+                    "applicable: a convolution reads every position with one kernel, so no "
+                    "weight reads the patch alone (decoy.patch_weight_ratio refuses a first "
+                    "Conv2d)."
+                ]
+            ),
             *_decoy_text(d, methods),
         ],
         [_decoy_table(d, methods)],
