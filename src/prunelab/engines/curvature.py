@@ -676,13 +676,7 @@ class _Route:
     columns back to those inputs, ``J`` gathers tangents from them."""
 
     def __init__(self, op: ops.Pool, x: Tensor):
-        m = op.module
-        if isinstance(m, nn.MaxPool2d):
-            self.out, idx = F.max_pool2d(
-                x, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode, return_indices=True
-            )
-        else:
-            self.out, idx = F.adaptive_max_pool2d(x, m.output_size, return_indices=True)
+        self.out, idx = op.winners(x)
         self.shape = x.shape  # [n, C, H, W]
         self.idx = idx.flatten(2)  # [n, C, H_out W_out]: flat input position per output
 

@@ -154,6 +154,21 @@ class Pool(Op):
         return isinstance(self.module, nn.MaxPool2d | nn.AdaptiveMaxPool2d)
 
     @property
+    def adaptive(self) -> bool:
+        """An adaptive pool: its windows follow from the input and output sizes."""
+        return isinstance(self.module, nn.AdaptiveMaxPool2d | nn.AdaptiveAvgPool2d)
+
+    def winners(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """A max pool's output and each output's winner, a flat index into its input map's
+        ``H * W`` (PyTorch's choice on ties, as autograd routes): both ``[N, C, H_out, W_out]``."""
+        m = self.module
+        if isinstance(m, nn.AdaptiveMaxPool2d):
+            return F.adaptive_max_pool2d(x, m.output_size, return_indices=True)
+        return F.max_pool2d(
+            x, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode, return_indices=True
+        )
+
+    @property
     def linear(self) -> bool:  # type: ignore[override]
         return not self.routing
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 from torch.nn.modules.utils import _pair
 
 from ...base import ops
@@ -17,14 +17,8 @@ from .rules import MAXIMUM_RULES, _div
 
 
 def _max_pool(op: ops.Pool, a: Tensor) -> tuple[Tensor, Tensor]:
-    """The max pool's output and each output's winner, a flat index into its input map's
-    ``H * W`` (torch's choice on ties, as autograd routes): both ``[N, C, H_out, W_out]``."""
-    m = op.module
-    if isinstance(m, nn.AdaptiveMaxPool2d):
-        return F.adaptive_max_pool2d(a, m.output_size, return_indices=True)
-    return F.max_pool2d(
-        a, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode, return_indices=True
-    )
+    """The max pool's output and each output's winner (:meth:`prunelab.ops.Pool.winners`)."""
+    return op.winners(a)
 
 
 def _route(R: Tensor, index: Tensor, like: Tensor, into: Tensor | None = None) -> Tensor:
@@ -73,7 +67,7 @@ def _windows(op: ops.Pool, size: Sequence[int], out_size: Sequence[int]) -> Tens
     """Flat input index (into ``H * W``) of every member of every window of a max pool,
     ``[H_out W_out, K]``; ``H * W`` marks a place outside the input (padding, ceil_mode)."""
     m, (H, W), (H_o, W_o) = op.module, size, out_size
-    adaptive = isinstance(m, nn.AdaptiveMaxPool2d)
+    adaptive = op.adaptive
     if adaptive:
         geometry = [(0, 0, 0, 0)] * 2
     else:
@@ -89,7 +83,7 @@ def _tiles(op: ops.Pool) -> tuple[int, int] | None:
     """(k_h, k_w) when the windows tile the input (kernel = stride, no padding or dilation):
     then they are a reshape, with no gather."""
     m = op.module
-    if isinstance(m, nn.AdaptiveMaxPool2d):
+    if op.adaptive:
         return None
     k, s, p, d = (_pair(v) for v in (m.kernel_size, m.stride, m.padding, m.dilation))
     return k if k == s and p == (0, 0) and d == (1, 1) and not m.ceil_mode else None
