@@ -292,6 +292,23 @@ _POOLS = {
 }
 
 
+def _seeded(model: nn.Sequential, g: torch.Generator) -> nn.Sequential:
+    """``model`` in eval mode with seeded weights (scaled by fan-in), biases and BatchNorm
+    statistics, so that every activation and BatchNorm sees a non-trivial input."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d | nn.Linear):
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g, dtype=DTYPE))
+                m.weight.mul_(1.5 * m.weight[0].numel() ** -0.5)
+                m.bias.copy_(0.3 * torch.randn(m.bias.shape, generator=g, dtype=DTYPE))
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(0.5 * torch.randn(m.num_features, generator=g, dtype=DTYPE))
+                m.running_var.copy_(0.5 + torch.rand(m.num_features, generator=g, dtype=DTYPE))
+                m.weight.copy_(torch.randn(m.num_features, generator=g, dtype=DTYPE))
+                m.bias.copy_(0.5 * torch.randn(m.num_features, generator=g, dtype=DTYPE))
+    return model.eval()
+
+
 def _random_convnet(seed, activation, pool, bn, kernel, stride, padding, size, head_act=True):
     """conv(2->3) [BN] act pool conv(3->4, 3, padding 1) [BN] act Flatten Linear [act] Linear,
     float64, eval mode, seeded weights and BatchNorm statistics; inputs [N, 2, size, size]."""
@@ -305,18 +322,7 @@ def _random_convnet(seed, activation, pool, bn, kernel, stride, padding, size, h
     D = features.eval()(torch.zeros(1, 2, size, size, dtype=DTYPE)).shape[1]
     head = [nn.Linear(D, 5), *([act()] if head_act else []), nn.Linear(5, 3)]
     model = nn.Sequential(*features, *head).to(DTYPE)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.Conv2d | nn.Linear):
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g, dtype=DTYPE))
-                m.weight.mul_(1.5 * m.weight[0].numel() ** -0.5)
-                m.bias.copy_(0.3 * torch.randn(m.bias.shape, generator=g, dtype=DTYPE))
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(0.5 * torch.randn(m.num_features, generator=g, dtype=DTYPE))
-                m.running_var.copy_(0.5 + torch.rand(m.num_features, generator=g, dtype=DTYPE))
-                m.weight.copy_(torch.randn(m.num_features, generator=g, dtype=DTYPE))
-                m.bias.copy_(0.5 * torch.randn(m.num_features, generator=g, dtype=DTYPE))
-    return model.eval()
+    return _seeded(model, g)
 
 
 def _gate_oracle(model, x, y):
@@ -470,18 +476,7 @@ def _tiny_convnet(seed, activation, pool, bn, kernel, stride, padding, dilation,
     D = features.eval()(torch.zeros(1, 2, size, size, dtype=DTYPE)).shape[1]
     head = [nn.Linear(D, 3), *([act()] if head_act else []), nn.Linear(3, 3)]
     model = nn.Sequential(*features, *head).to(DTYPE)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.Conv2d | nn.Linear):
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g, dtype=DTYPE))
-                m.weight.mul_(1.5 * m.weight[0].numel() ** -0.5)
-                m.bias.copy_(0.3 * torch.randn(m.bias.shape, generator=g, dtype=DTYPE))
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(0.5 * torch.randn(m.num_features, generator=g, dtype=DTYPE))
-                m.running_var.copy_(0.5 + torch.rand(m.num_features, generator=g, dtype=DTYPE))
-                m.weight.copy_(torch.randn(m.num_features, generator=g, dtype=DTYPE))
-                m.bias.copy_(0.5 * torch.randn(m.num_features, generator=g, dtype=DTYPE))
-    return model.eval()
+    return _seeded(model, g)
 
 
 def _conv_data(model, n, size, seed):

@@ -303,3 +303,30 @@ def test_convnet_spec_round_trip(build):
     x = torch.randn(3, *((1, 28, 28) if isinstance(model[0], nn.Conv2d) else (3, 32, 32)))
     assert torch.equal(rebuilt.eval()(x), model.eval()(x))
     assert models.spec(rebuilt) == models.spec(model)
+
+
+def test_build_is_each_builder_by_name():
+    cases = [
+        (
+            models.build("mlp", in_shape=(4,), classes=3, widths=(4, 5, 3), seed=2),
+            models.mlp((4, 5, 3), seed=2),
+        ),
+        (
+            models.build(
+                "lenet5", in_shape=(1, 8, 8), classes=4, pool="avg", batchnorm=True, seed=1
+            ),
+            models.lenet5(in_shape=(1, 8, 8), classes=4, pool="avg", batchnorm=True, seed=1),
+        ),
+        (
+            models.build("vgg11", in_shape=(3, 16, 16), classes=5, width=0.125, batchnorm=True),
+            models.vgg("vgg11", in_shape=(3, 16, 16), classes=5, width=0.125, dropout=0.0),
+        ),
+    ]
+    for got, want in cases:
+        assert str(got) == str(want)
+        for (n, a), (m, b) in zip(got.state_dict().items(), want.state_dict().items(), strict=True):
+            assert n == m and torch.equal(a, b)
+    with pytest.raises(ValueError, match=r"build: arch 'resnet'.*choose from mlp, lenet5, vgg11"):
+        models.build("resnet", in_shape=(1, 8, 8), classes=10)
+    with pytest.raises(ValueError, match="needs widths"):
+        models.build("mlp", in_shape=(4,), classes=3)

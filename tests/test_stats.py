@@ -87,3 +87,18 @@ def test_skewness_matches_scipy_and_signs_tails():
     v = torch.randn(500, generator=g, dtype=torch.float64).exp()
     assert stats.skewness(v) == pytest.approx(scipy.stats.skew(v.numpy()), rel=1e-12)
     assert stats.skewness(v) > 0 > stats.skewness(-v)
+
+
+def test_unit_statistics_run_over_samples_and_positions():
+    g = torch.Generator().manual_seed(0)
+    acts = [
+        torch.randn(5, 3, 4, 2, generator=g, dtype=torch.float64),
+        torch.randn(5, 4, generator=g, dtype=torch.float64),
+    ]
+    acts[0][:, 1] = 0.0  # a dead channel
+    mean, std, peak = stats.unit_statistics(acts)
+    values = [acts[0][:, c].reshape(-1) for c in range(3)] + [acts[1][:, j] for j in range(4)]
+    assert mean.tolist() == pytest.approx([v.mean().item() for v in values], abs=1e-14)
+    assert std.tolist() == pytest.approx([v.std(correction=0).item() for v in values], abs=1e-14)
+    assert peak.tolist() == [v.abs().max().item() for v in values]
+    assert peak[1] == 0

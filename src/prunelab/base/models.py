@@ -30,10 +30,12 @@ from .ops import ACTIVATIONS, PIECEWISE_LINEAR, derivatives, from_spec, phi, spe
 
 __all__ = [
     "ACTIVATIONS",
+    "ARCHITECTURES",
     "PIECEWISE_LINEAR",
     "SUPPORTED_MODULES",
     "Dense",
     "Net",
+    "build",
     "derivatives",
     "from_spec",
     "hidden_sizes",
@@ -483,3 +485,37 @@ def _seeded(model: nn.Sequential, seed: int, dtype: torch.dtype) -> nn.Sequentia
 def _skip(cls: type, *args, **kwargs) -> nn.Module:
     """A Linear or Conv2d built without initialisation (no global RNG use; see :func:`_seeded`)."""
     return nn.utils.skip_init(cls, *args, **kwargs)
+
+
+ARCHITECTURES = ("mlp", "lenet5", *VGG_CONFIGS)
+
+
+def build(
+    arch: str,
+    *,
+    in_shape: Sequence[int],
+    classes: int,
+    widths: Sequence[int] | None = None,
+    activation: str = "relu",
+    dropout: float = 0.0,
+    batchnorm: bool = False,
+    pool: str = "max",
+    width: float = 1.0,
+    seed: int = 0,
+) -> nn.Sequential:
+    """An untrained model of architecture ``arch`` (one of :data:`ARCHITECTURES`), as
+    ``prunelab train`` builds it and records it in a checkpoint: :func:`mlp` from ``widths``,
+    :func:`lenet5` (``pool``, ``batchnorm``) or :func:`vgg` (``width``, ``batchnorm``) for
+    samples of ``in_shape`` and ``classes`` classes."""
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"build: arch {arch!r}: choose from {', '.join(ARCHITECTURES)}")
+    if arch == "mlp":
+        if not widths:
+            raise ValueError("build: arch 'mlp' needs widths, e.g. (784, 300, 100, 10)")
+        return mlp(widths, activation=activation, dropout=dropout, seed=seed)
+    common = dict(
+        in_shape=in_shape, classes=classes, activation=activation, dropout=dropout, seed=seed
+    )
+    if arch == "lenet5":
+        return lenet5(pool=pool, batchnorm=batchnorm, **common)
+    return vgg(arch, width=width, batchnorm=batchnorm, **common)

@@ -163,3 +163,18 @@ def position_sum(a: Tensor) -> Tensor:
 def per_unit(v: Tensor, a: Tensor) -> Tensor:
     """A per-unit value ``[H]`` shaped to broadcast against ``a: [N, H, *spatial]``."""
     return v.view(-1, *[1] * (a.dim() - 2))
+
+
+def unit_statistics(acts: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    """Per unit: mean, standard deviation (1/n) and largest magnitude of its activation.
+
+    ``acts``: per hidden layer ``[N, H_l]`` (a Linear's features) or ``[N, H_l, h, w]`` (a
+    Conv2d's channels, as :func:`prunelab.masks.hidden_activations` returns them). A channel's
+    statistics run over the samples *and* the positions of its feature map, the values its
+    mask multiplies. Returns three ``[H]`` tensors, units numbered as in a mask.
+    """
+    flat = [a.movedim(1, -1).reshape(-1, a.shape[1]) for a in acts]  # (N * positions, H_l)
+    mean = torch.cat([a.mean(0) for a in flat])
+    std = torch.cat([a.std(0, correction=0) for a in flat])
+    peak = torch.cat([a.abs().amax(0) for a in flat])
+    return mean, std, peak

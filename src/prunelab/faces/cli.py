@@ -96,7 +96,7 @@ run_app = typer.Typer(
 app.add_typer(run_app, name="run")
 
 
-ARCHITECTURES = ("mlp", "lenet5", *models.VGG_CONFIGS)
+ARCHITECTURES = models.ARCHITECTURES
 DEVICE_HELP = "cpu, cuda, or auto (cuda when available)"
 
 
@@ -321,20 +321,18 @@ def _build(arch: str, widths: str | None, shape: tuple[int, ...], classes: int, 
             raise ValueError(
                 f"--widths {widths!r} starts with {sizes[0]} but the data has {d_in} input features"
             )
-        return models.mlp(
-            sizes, activation=opts["activation"], dropout=opts["dropout"], seed=opts["seed"]
-        )
-    if len(shape) != 3:
+    elif len(shape) != 3:
         raise ValueError(
             f"--arch {arch} takes images [C, H, W]; the data has samples of shape {list(shape)}"
         )
-    common = dict(in_shape=shape, classes=classes, activation=opts["activation"], seed=opts["seed"])
-    if arch == "lenet5":
-        return models.lenet5(
-            pool=opts["pool"], batchnorm=opts["batchnorm"], dropout=opts["dropout"], **common
-        )
-    return models.vgg(
-        arch, width=opts["width"], batchnorm=opts["batchnorm"], dropout=opts["dropout"], **common
+    else:
+        sizes = None
+    return models.build(
+        arch,
+        in_shape=shape,
+        classes=classes,
+        widths=sizes,
+        **{k: opts[k] for k in ("activation", "dropout", "batchnorm", "pool", "width", "seed")},
     )
 
 

@@ -432,21 +432,6 @@ def _removal(model, x, y, config: Config, chunk: int, advance) -> Removal:
     return Removal(single, len(pairs), nodes, rows[:5], rows[::-1][:5])
 
 
-def unit_statistics(acts: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
-    """Per unit: mean, standard deviation (1/n) and largest magnitude of its activation.
-
-    ``acts``: per hidden layer ``[N, H_l]`` (a Linear's features) or ``[N, H_l, h, w]`` (a
-    Conv2d's channels, as :func:`prunelab.masks.hidden_activations` returns them). A channel's
-    statistics run over the samples *and* the positions of its feature map, the values its
-    mask multiplies. Returns three ``[H]`` tensors, units numbered as in a mask.
-    """
-    flat = [a.movedim(1, -1).reshape(-1, a.shape[1]) for a in acts]  # (N * positions, H_l)
-    mean = torch.cat([a.mean(0) for a in flat])
-    std = torch.cat([a.std(0, correction=0) for a in flat])
-    peak = torch.cat([a.abs().amax(0) for a in flat])
-    return mean, std, peak
-
-
 def _maps(model, net_data: data.Dataset, test: data.Dataset, config: Config) -> Maps:
     lim, device = 2.0, test.x.device
     grid = data.grid(config.grid, lim).to(device)
@@ -507,7 +492,7 @@ def _recipe(meta: dict) -> dict | None:
     arch = meta.get("arch", "mlp" if "widths" in meta else None)
     if not isinstance(t, dict) or arch is None or (arch == "mlp" and "widths" not in meta):
         return None
-    if arch not in ("mlp", "lenet5", *models.VGG_CONFIGS):
+    if arch not in models.ARCHITECTURES:
         return None
     return dict(
         arch=arch,
@@ -525,27 +510,13 @@ def _recipe(meta: dict) -> dict | None:
 
 def _fresh(recipe: dict, shape: tuple[int, ...], classes: int, seed: int) -> nn.Sequential:
     """An untrained net of ``recipe``'s architecture, initialised from ``seed``."""
-    o = recipe["options"]
-    if recipe["arch"] == "mlp":
-        return models.mlp(
-            recipe["widths"],
-            activation=o.get("activation", "relu"),
-            dropout=o.get("dropout", 0.0),
-            seed=seed,
-        )
-    common = dict(
+    return models.build(
+        recipe["arch"],
         in_shape=shape,
         classes=classes,
-        activation=o.get("activation", "relu"),
-        dropout=o.get("dropout", 0.0),
+        widths=recipe["widths"],
         seed=seed,
-    )
-    if recipe["arch"] == "lenet5":
-        return models.lenet5(
-            pool=o.get("pool", "max"), batchnorm=o.get("batchnorm", False), **common
-        )
-    return models.vgg(
-        recipe["arch"], width=o.get("width", 1.0), batchnorm=o.get("batchnorm", True), **common
+        **recipe["options"],
     )
 
 
@@ -699,7 +670,7 @@ def run(
         paths = _paths(model, x, y, sc.paths, g, chunk, advance)
         advance(0, status="single and pair removal")
         removal = _removal(model, x, y, config, chunk, advance)
-        mean, std, peak = unit_statistics(masks.hidden_activations(model, x))
+        mean, std, peak = stats.unit_statistics(masks.hidden_activations(model, x))
         dead = (peak == 0).nonzero().flatten().tolist()
         bias = ((std < config.bias_cv * mean.abs()) & (mean.abs() > 0)).nonzero().flatten().tolist()
         maps = None

@@ -62,7 +62,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ...base import checkpoint, data, ops
+from ...base import checkpoint, data, ops, stats
 from ...base.files import atomic_write
 
 EXPLORER_CHECKPOINT = "explorer.safetensors"  # what a study saves into its run folder
@@ -298,8 +298,7 @@ def payload(
             f"explorer: the model's output per sample has shape {list(logits.shape[1:])}; it "
             f"must be [{C}] class scores"
         )
-    # per unit: mean and (population) std over the samples and a channel's positions
-    acts = [t.transpose(0, 1).reshape(t.shape[1], -1) for t in taps]  # per layer [H_l, N P_l]
+    mean, std, _ = stats.unit_statistics(taps)  # per unit; a channel over samples and positions
     stages = _stages(view, x64[:1])
     names = sorted({layer["activation"] for layer in stages[:-1]})
     arch = _describe(view, list(sample.shape))
@@ -315,8 +314,8 @@ def payload(
         "layers": stages,
         "x": _array(sample.x, "f32" if sample.x.dtype == torch.float32 else "f64"),
         "y": _array(sample.y, "i32"),
-        "mean": _array(torch.cat([a.mean(1) for a in acts]), "f64"),
-        "std": _array(torch.cat([a.std(1, correction=0) for a in acts]), "f64"),
+        "mean": _array(mean, "f64"),
+        "std": _array(std, "f64"),
         "plane": _plane(sample, grid, float(lim)) if D == 2 else None,
         "image": _image_shape(dataset.x) if D != 2 else None,
         "images": _sample_images(sample.y, C, IMAGES) if D != 2 else [],
