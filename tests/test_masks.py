@@ -499,6 +499,43 @@ def test_zero_before_a_max_pool_gives_the_one_sided_derivative(kind):
     torch.testing.assert_close(diff, grad[:1, j], atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("kind", CONVNETS)
+@pytest.mark.parametrize("low", [0.0, -0.5])
+def test_masks_sharing_first_layer_rows_match_the_autograd_loop(kind, low):
+    """Many masks over few distinct first-layer rows take the shared-rows path (the segment
+    after the folded reader once per row, its derivative by jvp): same losses, gradients and
+    logits as the loop, in the masks' own order, in every chunking."""
+    from prunelab import ops
+    from prunelab.engines import masks_conv
+
+    model, x, y, m = conv_problem(kind, M=24, low=low)
+    H0 = masks.hidden_sizes(model)[0]
+    rows = m[:2, :H0].clone()
+    m[:, :H0] = rows[torch.randint(0, 2, (24,), generator=torch.Generator().manual_seed(5))]
+    p = masks_conv.plan(ops.parse(model), x, nonneg=low >= 0)
+    # the path under test is taken wherever the first reader folds (with negative factors a
+    # max pool before the reader stops the fold)
+    assert (masks_conv.grouped(p, m, grad=True)[1] is not None) == (p.P is not None)
+    assert p.P is not None or low < 0
+    f_ref, _, loss_ref, grad_ref = conv_oracle(model, x, y, m)
+    for chunk_bytes in (1, 2**14, masks.DEFAULT_CHUNK_BYTES):
+        loss, grad = ablation.mask_losses(model, x, y, m, chunk_bytes=chunk_bytes)
+        torch.testing.assert_close(loss, loss_ref, atol=1e-10, rtol=0)
+        torch.testing.assert_close(grad, grad_ref, atol=1e-10, rtol=0)
+        f = masks.masked_logits(model, x, m, chunk_bytes=chunk_bytes)
+        torch.testing.assert_close(f, f_ref, atol=1e-10, rtol=0)
+
+
+def test_shared_rows_are_skipped_when_rows_differ():
+    """Distinct first-layer rows on every mask: each row would cost H_0 + 1 passes, so none."""
+    from prunelab import ops
+    from prunelab.engines import masks_conv
+
+    model, x, _, m = conv_problem("lenet5_max", M=12, low=0.0)
+    p = masks_conv.plan(ops.parse(model), x, nonneg=True)
+    assert masks_conv.grouped(p, m, grad=True) == (None, None)
+
+
 def test_folded_reader_equals_the_repeated_prefix():
     """The folded first reader (one GEMM over masks) and running it per mask agree."""
     from prunelab import ops

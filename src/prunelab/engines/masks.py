@@ -433,9 +433,12 @@ def masked_logits(
     if not ops.parse(model, method="masked_logits").dense:
         view, xs, masks = conv_inputs(model, x, masks, method="masked_logits")
         p = masks_conv.plan(view, xs, nonneg=bool((masks >= 0).all()))
-        Mc = masks_conv.chunk_size(p, chunk_bytes=chunk_bytes, backward=False)
+        order, rows = masks_conv.grouped(p, masks, grad=False)
+        Mc = masks_conv.chunk_size(p, chunk_bytes=chunk_bytes, backward=False, rows=rows)
         with torch.no_grad():
-            return torch.cat([masks_conv.logits(p, m) for m in masks.split(Mc)])
+            ms = masks if order is None else masks[order]
+            f = torch.cat([masks_conv.logits(p, m, rows) for m in ms.split(Mc)])
+        return f if order is None else f[torch.argsort(order)]
     layers, a1, masks, sizes = prepare(model, x, masks, method="masked_logits")
     N, M, C = a1.shape[1], masks.shape[0], layers[-1].weight.shape[0]
     out = a1.new_empty(M, N, C)

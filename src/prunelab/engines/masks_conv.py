@@ -24,6 +24,13 @@ over masks:
   (mask ``m`` of the chunk on rows ``m N .. m N + N - 1``), and the gradient w.r.t. the masks
   is autograd's reverse pass through that one batched graph.
 
+* **Shared rows.** Masks that agree on the first layer's factors agree on everything from the
+  folded reader to the next layer's multiplier (for LeNet-5, conv2's ReLU and max pool), so
+  :class:`Rows` runs that segment once per distinct row ``u`` and looks it up per mask; the
+  gradient w.r.t. the row is ``T_u^T g`` with ``T_u = J_seg(z_u) P`` (one forward-mode
+  derivative per first-layer unit). Random 0/1 masks over LeNet-5's 6 conv1 channels have at
+  most 64 distinct rows, so 1000 masks run that segment 64 times instead of 1000.
+
 Chunks of ``Mc`` masks are sized so the per-mask activations, kept for the reverse pass, fit
 ``chunk_bytes``.
 """
@@ -37,6 +44,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.func import jvp, vmap
 
 from ..base import ops
 
@@ -163,12 +171,14 @@ def _per_sample(view: ops.View, a: Tensor, start: int, z_shape) -> int:
     return total
 
 
-def chunk_size(p: Plan, *, chunk_bytes: int, backward: bool) -> int:
-    """Masks per chunk: per mask ``N`` samples of ``per_sample`` elements, about 3 copies
-    each (activation, saved input, gradient) with a reverse pass, 1 without."""
+def chunk_size(p: Plan, *, chunk_bytes: int, backward: bool, rows: Rows | None = None) -> int:
+    """Masks per chunk: per mask ``N`` samples of ``per_sample`` elements (from ``rows.stop``
+    on with ``rows``), about 3 copies each (activation, saved input, gradient) with a reverse
+    pass, 1 without."""
     if not isinstance(chunk_bytes, int) or isinstance(chunk_bytes, bool) or chunk_bytes < 1:
         raise ValueError(f"chunk_bytes must be a positive int; got {chunk_bytes!r}")
-    per_mask = p.shared.shape[0] * p.per_sample * p.shared.element_size() * (3 if backward else 1)
+    per_sample = p.per_sample if rows is None else rows.per_sample()
+    per_mask = p.shared.shape[0] * per_sample * p.shared.element_size() * (3 if backward else 1)
     return max(1, chunk_bytes // max(1, per_mask))
 
 
@@ -235,11 +245,15 @@ def _ops(view: ops.View, a: Tensor, start: int, stop: int) -> Tensor:
     return a
 
 
-def logits(p: Plan, masks: Tensor) -> Tensor:
-    """Logits of one chunk of masks ``[Mc, H]`` (autograd flows to ``masks``): ``[Mc, N, C]``."""
+def logits(p: Plan, masks: Tensor, rows: Rows | None = None) -> Tensor:
+    """Logits of one chunk of masks ``[Mc, H]`` (autograd flows to ``masks``): ``[Mc, N, C]``;
+    with ``rows`` (:func:`grouped`), the segment after the folded reader is looked up per
+    distinct first-layer row."""
     Mc, N = masks.shape[0], p.shared.shape[0]
     blocks = masks.split(p.sizes, dim=1)
-    if p.P is not None:  # z[m] = c + sum_j m_j P_j: one GEMM for the chunk
+    if rows is not None:
+        a, start = rows(blocks[0]).reshape(Mc * N, *rows.shape), rows.stop
+    elif p.P is not None:  # z[m] = c + sum_j m_j P_j: one GEMM for the chunk
         ones = masks.new_ones(Mc, 1)
         a = (torch.cat([blocks[0], ones], 1) @ p.P).view(Mc * N, *p.z_shape)
         start = p.start + 1
@@ -249,6 +263,93 @@ def logits(p: Plan, masks: Tensor) -> Tensor:
         start = p.start
     scales = {ell: b.repeat_interleave(N, dim=0) for ell, b in enumerate(blocks) if ell > 0}
     return run(p.view, a, start, scales, p.at).view(Mc, N, -1)
+
+
+class Rows:
+    """The segment ``view.ops[start + 1 : stop]`` after the folded reader, run once per distinct
+    row ``u`` of first-layer factors (``stop``: the next layer's multiplier, :func:`points`):
+
+        S_u = seg(z_u),   z_u = c + sum_j u_j P_j,   T_u[j] = J_seg(z_u) P_j   (jvp)
+
+    Calling it on a chunk's first-layer rows ``[Mc, H_0]`` returns ``S_u`` per mask,
+    ``[Mc, N, *shape]``, with d/d(row) = ``T_u^T g``: autograd's derivative at ``z_u``. Rows
+    are remembered from one chunk to the next, so masks sorted by row (:func:`grouped`) run
+    each row once.
+    """
+
+    def __init__(self, p: Plan, *, grad: bool):
+        if p.P is None:
+            raise ValueError("Rows needs the folded first reader (Plan.P)")
+        self.p, self.grad = p, grad
+        later = [at for at in p.at[1:] if at > p.start]
+        self.stop = min(later, default=len(p.view.ops))
+        z = torch.zeros(1, *p.z_shape, dtype=p.P.dtype, device=p.P.device)
+        self.shape = tuple(_ops(p.view, z, p.start + 1, self.stop).shape[1:])
+        self.memo: dict[tuple, tuple[Tensor, Tensor | None]] = {}
+
+    def per_sample(self) -> int:
+        """Elements per sample of the per-mask activations from ``stop`` on."""
+        p = self.p
+        z = torch.zeros(1, *p.z_shape, dtype=p.P.dtype, device=p.P.device)
+        return _per_sample(p.view, _ops(p.view, z, p.start + 1, self.stop), self.stop, None)
+
+    def _row(self, u: Tensor) -> tuple[Tensor, Tensor | None]:
+        """``S_u`` ``[N * prod(shape)]`` and, with a gradient, ``T_u`` ``[H_0, N * prod(shape)]``."""
+        p, N, H0 = self.p, self.p.shared.shape[0], self.p.sizes[0]
+        z = (torch.cat([u, u.new_ones(1)]) @ p.P).view(N, *p.z_shape)
+
+        def seg(a: Tensor) -> Tensor:
+            return _ops(p.view, a, p.start + 1, self.stop)
+
+        if not self.grad:
+            return seg(z).reshape(-1), None
+        directions = p.P[:H0].view(H0, N, *p.z_shape)
+        with torch.enable_grad():  # the pools' autograd path, which has forward derivatives
+            S, T = vmap(lambda d: jvp(seg, (z,), (d,)), out_dims=(None, 0))(directions)
+        return S.reshape(-1), T.reshape(H0, -1)
+
+    def __call__(self, m0: Tensor) -> Tensor:
+        U, inverse = torch.unique(m0.detach(), dim=0, return_inverse=True)
+        keys = [tuple(u.tolist()) for u in U]
+        memo = {k: self.memo.get(k) or self._row(u) for k, u in zip(keys, U, strict=True)}
+        self.memo = memo  # the next chunk's rows start where this chunk's end
+        S = torch.stack([memo[k][0] for k in keys])
+        T = torch.stack([memo[k][1] for k in keys]) if self.grad else None
+        out = _Lookup.apply(m0, S, T, inverse)
+        return out.view(m0.shape[0], self.p.shared.shape[0], *self.shape)
+
+
+class _Lookup(torch.autograd.Function):
+    """``S[inverse]`` with d/d(m0) = ``T[inverse[m]] g[m]`` per mask (see :class:`Rows`)."""
+
+    @staticmethod
+    def forward(ctx, m0: Tensor, S: Tensor, T: Tensor | None, inverse: Tensor) -> Tensor:
+        ctx.save_for_backward(T, inverse)
+        return S[inverse]
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        T, inverse = ctx.saved_tensors
+        out = g.new_empty(len(inverse), T.shape[1])
+        for k in range(T.shape[0]):  # a loop over distinct rows, not over masks
+            at = (inverse == k).nonzero().squeeze(1)
+            out[at] = g[at] @ T[k].T
+        return out, None, None, None
+
+
+def grouped(p: Plan, masks: Tensor, *, grad: bool) -> tuple[Tensor | None, Rows | None]:
+    """A permutation putting masks with equal first-layer rows next to each other, and the
+    :class:`Rows` that serves them; ``(None, None)`` where sharing does not pay: no folded
+    reader, or more distinct rows ``K`` than ``M / (H_0 + 1)`` with a gradient (each row costs
+    ``H_0`` derivatives and a value) or ``M / 2`` without."""
+    if p.P is None:
+        return None, None
+    m0 = masks[:, : p.sizes[0]]
+    _, inverse = torch.unique(m0, dim=0, return_inverse=True)
+    K = int(inverse.max()) + 1 if len(inverse) else 0
+    if K * (p.sizes[0] + 1 if grad else 2) > masks.shape[0]:
+        return None, None
+    return torch.argsort(inverse, stable=True), Rows(p, grad=grad)
 
 
 def held(p: Plan, masks: Tensor) -> Tensor:
@@ -288,12 +389,18 @@ def held(p: Plan, masks: Tensor) -> Tensor:
 
 
 def losses(
-    p: Plan, y: Tensor, masks: Tensor, *, grad: bool, loss: Callable[[Tensor, Tensor], Tensor]
+    p: Plan,
+    y: Tensor,
+    masks: Tensor,
+    *,
+    grad: bool,
+    loss: Callable[[Tensor, Tensor], Tensor],
+    rows: Rows | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """Per-point losses ``[Mc, N]`` of one chunk and, with ``grad``, d(sum of them)/d(masks)."""
     with torch.enable_grad() if grad else torch.no_grad():
         m = masks.detach().requires_grad_(grad)
-        f = logits(p, m)
+        f = logits(p, m, rows)
         point = loss(f, y)
         if not grad:
             return point, None

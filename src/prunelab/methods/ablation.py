@@ -207,13 +207,18 @@ def _conv_losses(
     view, xs, masks = engine.conv_inputs(model, x, masks, method=method)
     y = _labels(y, xs.shape[0], view.out_features, xs.device, method)
     p = masks_conv.plan(view, xs, nonneg=bool((masks >= 0).all()))
-    Mc = masks_conv.chunk_size(p, chunk_bytes=chunk_bytes, backward=grad)
+    order, rows = masks_conv.grouped(p, masks, grad=grad)
+    Mc = masks_conv.chunk_size(p, chunk_bytes=chunk_bytes, backward=grad, rows=rows)
     points, grads = [], []
-    for m in masks.split(Mc):
-        point, g = masks_conv.losses(p, y, m, grad=grad, loss=masks_conv.cross_entropy)
+    for m in (masks if order is None else masks[order]).split(Mc):
+        point, g = masks_conv.losses(p, y, m, grad=grad, loss=masks_conv.cross_entropy, rows=rows)
         points.append(point)
         grads.append(g)
-    return torch.cat(points), (torch.cat(grads) if grad else None)
+    point, g = torch.cat(points), (torch.cat(grads) if grad else None)
+    if order is None:
+        return point, g
+    back = torch.argsort(order)
+    return point[back], (g[back] if grad else None)
 
 
 def _cross_entropy_head(
