@@ -17,7 +17,10 @@ forward ``2 N H D``; the autograd backward a weight gradient for every layer and
 gradient for all but the first; ``diag_hessian`` the forward, per layer ``V`` per-sample weight
 contractions of a conv (``2 N V H D``; a Linear's collapse to one GEMM) and ``V`` input
 gradients for all but the first layer, with ``V = C - 1`` factor columns. Their ratio is the
-floor of the time ratio at equal efficiency.
+floor of the time ratio at equal efficiency. ``diag_hessian`` does less: behind conv1's 2x2
+max pool its columns are nonzero at one position in four, and it contracts conv1's unfolded
+input at those positions only (``_Routed`` in ``prunelab/engines/curvature.py``), so its
+GFLOP/s counts the work it avoids.
 
 Run: ``python benchmarks/diag_hessian_conv.py [--n 1000] [--epochs 1] [--subset 50]``.
 BackPACK is optional (``pip install --no-deps backpack-for-pytorch einops unfoldNd``); without

@@ -48,7 +48,9 @@ unfolded input ``X = unfold(x): [C_in k_h k_w, L]`` (im2col) and BatchNorm scale
     diag H[W_hd] = sum_n sum_v w_v (s_h sum_pos B_v[h, pos] X[d, pos])^2
                    + sum_n sum_pos r[h, pos] s_h^2 X[d, pos]^2
 
-(``(B_v X^T)`` is one batched GEMM per layer), and likewise for the bias (``X = 1``) and the
+(``(B_v X^T)`` is one batched GEMM per layer; behind a max pool that only activations
+separate from the first conv, ``B_v`` is nonzero at the pool's winners alone and is kept at
+the pool's output, the GEMM reading ``X`` there: :class:`_Routed`), and likewise for the bias (``X = 1``) and the
 BatchNorm's ``gamma`` (``zhat``, the normalised input) and ``beta`` (``s = 1, X = 1``): its
 own parameters' diagonal is exact too, not derived from the fold.
 
@@ -694,6 +696,25 @@ class _Route:
         return out.view(J, *self.out.shape)
 
 
+@dataclass(frozen=True)
+class _Routed:
+    """Columns ``J^T G`` behind a max pool, kept at the pool's output: ``G: [V, n, C, Q]`` over
+    its ``Q`` outputs per channel and the route that scatters them to the input. Nonzero only
+    at the winners (a quarter of a 2x2 pool's input), so a conv read below contracts its
+    unfolded input gathered there (:func:`_affine_diag`), never the scattered columns."""
+
+    G: Tensor
+    route: _Route
+
+    def times(self, d: Tensor) -> _Routed:
+        """An activation's ``diag(phi')``, read at the winners: ``d: [n, C, H, W]``."""
+        return _Routed(self.G * self.gather(d), self.route)
+
+    def gather(self, t: Tensor) -> Tensor:
+        """``t[n, c, win]``: ``[n, C, *in] -> [n, C, Q]``."""
+        return t.flatten(2).gather(2, self.route.idx)
+
+
 def _back(op: ops.Op, x: Tensor, G: Tensor, local) -> Tensor:
     """``J(x)^T G_v`` for every column: ``G: [V, n, *out] -> [V, n, *in]`` by the op's vjp."""
     if isinstance(op, ops.Activation):
@@ -803,7 +824,10 @@ class _Walk:
             if k == self.stop:
                 break
             if isinstance(op, ops.Activation):
-                B = None if B is None else B.mul_(loc[0])  # B is this walk's own: in place
+                if isinstance(B, _Routed):
+                    B = B.times(loc[0])
+                else:
+                    B = None if B is None else B.mul_(loc[0])  # B is this walk's own: in place
                 r = None if r is None else r * loc[0].square()
                 if k in curved:  # diag(phi'' dL/da)
                     r = loc[1] * g if r is None else r + loc[1] * g
@@ -817,10 +841,25 @@ class _Walk:
                     r = None
                 else:  # Becker-LeCun: keep the diagonal (J o J)^T r only
                     r = op.vjp(x_k, r, squared=True)
-            if B is not None and not isinstance(op, ops.Activation):
+            if isinstance(loc, _Route) and B is not None and self.routed(k):
+                B = _Routed(B.flatten(3), loc)
+            elif B is not None and not isinstance(op, ops.Activation):
                 B = _back(op, x_k, B, loc)
             if curved and curved[0] < k:  # dL/da is needed further down
                 g = _back(op, x_k, g[None], loc)[0]
+
+    def routed(self, k: int) -> bool:
+        """Whether the columns behind the max pool at op ``k`` can stay at its output
+        (:class:`_Routed`): below it come only activations and then the walk's last op, a
+        conv, and no callback reads the columns at the activations."""
+        below = self.view.ops[self.stop + 1 : k]
+        last = self.view.ops[self.stop]
+        return (
+            self.on_unit is None
+            and isinstance(last, ops.Affine)
+            and last.conv
+            and all(isinstance(op, ops.Activation) for op in below)
+        )
 
     def columns(self, k: int, r: Tensor) -> None:
         """``diag(r)`` at the output of op k as signed columns ``e_i`` (weight ``r_i``) for the
@@ -872,16 +911,24 @@ def _affine_diag(out: dict[str, Tensor], op: ops.Affine, x, B, w, r) -> None:
         ry = r.reshape(n, H, -1)  # [n, H, L]
         rz = ry if s is None else ry * s.square()
         terms["bias"] = rz.sum((0, 2))
+    routed = B if isinstance(B, _Routed) else None
     if B is not None:
-        V = B.shape[0]
-        By = B.reshape(V, n, H, -1)  # [V, n, H, L]
+        By = B.G if routed else B.reshape(B.shape[0], n, H, -1)  # [V, n, H, L or Q]
         Bz = By if s is None else By * s  # the factor at z
         terms["bias"] = terms.get("bias", 0) + _wsq(Bz.sum(3), w).sum(0)
     if not terms:
         return
     if op.conv:  # per (v, n): Bz_v [H, L] @ X_n^T [L, D], then squared
         weight = 0 if rz is None else torch.bmm(rz, X.square().transpose(1, 2)).sum(0)
-        if B is not None:  # one batched GEMM over samples (faster than one per column)
+        if routed:  # per (n, h): X_n at the winners [D, Q] @ Bz [Q, V]; no copy of Bz
+            D, Q = X.shape[1], Bz.shape[3]
+            idx = routed.route.idx.view(n, H, 1, Q).expand(n, H, D, Q)
+            Xg = X[:, None].expand(n, H, D, X.shape[2]).gather(3, idx)  # [n, H, D, Q]
+            M = torch.bmm(Xg.view(n * H, D, Q), Bz.permute(1, 2, 3, 0).reshape(n * H, Q, -1))
+            M = M.view(n, H, D, -1).square_()  # [n, H, D, V]
+            weight = weight + (M.sum((0, 3)) if w is None else torch.einsum("vn,nhdv->hd", w, M))
+        elif B is not None:  # one batched GEMM over samples (faster than one per column)
+            V = Bz.shape[0]
             M = torch.bmm(Bz.transpose(0, 1).reshape(n, V * H, -1), X.transpose(1, 2))
             M = M.view(n, V, H, -1).transpose(0, 1).square_()  # [V, n, H, D]
             weight = weight + (M.sum((0, 1)) if w is None else torch.einsum("vn,vnhd->hd", w, M))
@@ -894,7 +941,8 @@ def _affine_diag(out: dict[str, Tensor], op: ops.Affine, x, B, w, r) -> None:
     if op.bias is not None:
         names["bias"] = f"{op.name}.bias"
     if op.norm is not None:
-        _norm_diag(terms, names, op, x, By if B is not None else None, w, r)
+        at = routed.gather if routed else None
+        _norm_diag(terms, names, op, x, By if B is not None else None, w, r, at)
     for key, name in names.items():
         term = terms[key].reshape(op.module.weight.shape if key == "weight" else -1)
         out[name] = out[name] + term if name in out else term
@@ -918,8 +966,9 @@ def _unfold(m: nn.Conv2d, x: Tensor) -> Tensor:
     return view.reshape(n, C * kh * kw, H_out * W_out)
 
 
-def _norm_diag(terms, names, op: ops.Affine, x, By, w, r) -> None:
-    """The BatchNorm's ``gamma`` and ``beta`` terms (``dy/dgamma = zhat``, ``dy/dbeta = 1``)."""
+def _norm_diag(terms, names, op: ops.Affine, x, By, w, r, at=None) -> None:
+    """The BatchNorm's ``gamma`` and ``beta`` terms (``dy/dgamma = zhat``, ``dy/dbeta = 1``);
+    ``at``: where routed columns ``By`` sit (:meth:`_Routed.gather`)."""
     n, H, bn = x.shape[0], op.units, op.norm
     b = op.bias
     z = op.response(x)  # [n, H, *spatial]: z = W * x + b (+ o), before the BatchNorm
@@ -932,7 +981,8 @@ def _norm_diag(terms, names, op: ops.Affine, x, By, w, r) -> None:
     zhat = ((z - mu) * torch.rsqrt(var + bn.eps)).reshape(n, H, -1)  # [n, H, L]
     gamma = beta = 0
     if By is not None:
-        gamma = _wsq((By * zhat).sum(3), w).sum(0)
+        zb = zhat if at is None else at(zhat.view(n, H, *z.shape[2:]))
+        gamma = _wsq((By * zb).sum(3), w).sum(0)
         beta = _wsq(By.sum(3), w).sum(0)
     if r is not None:
         ry = r.reshape(n, H, -1)
