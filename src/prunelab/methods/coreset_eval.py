@@ -13,7 +13,7 @@ layer the way Gordon (2021) does:
 * the observed error in the bound's own units, ``max_c |Delta_c| / M_c`` (:func:`scaled_error`);
 * inputs drawn from the ball of Mussay et al.'s theorem instead of the data (:func:`ball_inputs`);
 * splitting a model before a layer (the frozen body and the part that is pruned,
-  :func:`split_at`), scaling one layer's weights (:func:`scale_weight`) and the magnitude
+  :func:`split_at`; any convnet into its extractor and dense head, :func:`split_head`), scaling one layer's weights (:func:`scale_weight`) and the magnitude
   baseline for weight pruning (:func:`prune_weights_magnitude`).
 
 Shapes: N examples, C classes (outputs of the pruned layer), H_in its inputs.
@@ -33,7 +33,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ..base import models
+from ..base import models, ops
+from ..base.ops.view import _flatten as ops_flatten
 from . import coreset, guarantees
 
 # --- bounds in logit units -------------------------------------------------------------------
@@ -192,6 +193,50 @@ def ball_inputs(
 
 
 # --- models ----------------------------------------------------------------------------------
+
+
+def split_head(model: nn.Sequential, layers: int | None = 2) -> tuple[nn.Sequential, nn.Sequential]:
+    """Copies of a model's feature extractor and its dense head, its last ``layers`` Linears.
+
+    With ``layers = 2``, ``head = Linear, activation, [Dropout], Linear`` (the hidden layer
+    whose neurons, and the final layer whose weights, Gordon (2021) prunes); ``None`` takes
+    every trailing dense layer (a VGG's classifier, all of an MLP). ``extractor`` is everything
+    before (convolutions, pools, BatchNorm, earlier Linears; nested Sequentials flattened), so
+    ``head(extractor(x)) = model(x)``. The extractor runs once per input set; pruning, L0
+    training and fine-tuning then act on the head and its ``[N, H_in]`` features.
+    """
+    fn = "coreset_eval.split_head"
+    view = ops.parse(model, method=fn)
+    kinds = [("Conv2d" if op.conv else "Linear") for op in view.layers]
+    dense = 0  # trailing dense ops: Linear, activations, Dropout
+    while dense < len(view.ops) and _dense(view.ops[len(view.ops) - 1 - dense]):
+        dense += 1
+    tail = view.ops[len(view.ops) - dense :]
+    linears = [op for op in tail if isinstance(op, ops.Affine)]
+    want = len(linears) if layers is None else layers
+    if not isinstance(want, int) or want < 2 or len(linears) < want:
+        raise ValueError(
+            f"{fn}: the model must end in {want if layers else 'two or more'} Linear layers with "
+            f"activations between (no BatchNorm, pooling or Flatten); its layers are {kinds}"
+        )
+    first = linears[-want]
+    k = next(k for k, op in enumerate(view.ops) if op is first)
+    if not isinstance(view.ops[k + 1], ops.Activation):
+        raise ValueError(f"{fn}: the head's first Linear must be followed by an activation")
+    leaves = ops_flatten(model)
+    if not view.layers[0].conv and not any(isinstance(op, ops.Flatten) for op in view.ops):
+        leaves = [nn.Flatten(), *leaves]  # an MLP reads images flattened (ops.View.inputs)
+    position = first.position + (len(leaves) - len(ops_flatten(model)))
+    return nn.Sequential(*copy.deepcopy(leaves[:position])), nn.Sequential(
+        *copy.deepcopy(leaves[position:])
+    )
+
+
+def _dense(op: ops.Op) -> bool:
+    """A Linear without BatchNorm, an activation or a Dropout/Identity: an MLP's ops."""
+    if isinstance(op, ops.Affine):
+        return not op.conv and op.norm is None and op.offset is None
+    return isinstance(op, ops.Activation | ops.Pass)
 
 
 def split_at(model: nn.Sequential, layer: int) -> tuple[nn.Sequential, nn.Sequential]:

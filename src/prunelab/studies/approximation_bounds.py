@@ -11,13 +11,25 @@ compared with what happens (errors, labels kept), with L0 and magnitude heuristi
 after fine-tuning, with inputs drawn from the theorem's ball, and after scaling the final layer.
 The report is rendered by :mod:`.approximation_bounds_report`.
 
-Everything after the first hidden layer is the *head*: the first layer is frozen, its outputs
-on the data are computed once, and pruning, L0 training and fine-tuning act on the head.
+The *head* is a network's last two dense layers (:func:`prunelab.coreset_eval.split_head`):
+everything before it (LeNet-300-100's first layer; a convnet's convolutions and earlier
+classifier layers) is the frozen *extractor*, run once per input set, and pruning, L0 training
+and fine-tuning act on the head and those features. So the study takes any checkpoint whose
+last layers are dense (``checkpoint``), and a VGG arm repeats it on a VGG (``arch``, by default
+a thin VGG-16 on mnist5k; the source's VGG-16 on CIFAR-10 with ``--arch vgg16 --width 1
+--data cifar10 --data-root DIR --device cuda``). A layer-by-layer arm prunes every dense layer in
+turn (:func:`prunelab.coreset.layer_by_layer`; the source's Figure 1, right).
+
+Training regimes. The source names easy, moderate and difficult training circumstances and
+does not define them in its text; we train under three named regimes instead, plain (Adam,
+no regularisation), dropout (0.5 in the hidden layers, the rate of the source's Figure 7) and
+weight decay, and do not map them onto the source's names.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +38,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from ..base import data, files, models, train
+from ..base import checkpoint, data, files, models, ops, train
 from ..base.progress import track
 from ..engines import ensemble
 from ..methods import coreset, coreset_eval, guarantees, l0
@@ -40,6 +52,7 @@ SUMMARY = (
     "and sparsity; heuristics and the fine-tuning gap; ball inputs; scaling."
 )
 WIDTHS = (784, 300, 100, 10)  # LeNet-300-100
+VGG_ARCHS = ("vgg11", "vgg13", "vgg16", "vgg19")
 REGIMES = ("plain", "dropout", "weight_decay")
 NEURONS, WEIGHTS = "neurons (Mussay coreset)", "weights (SiPP sampling)"
 
@@ -79,6 +92,28 @@ class Config:
     )
     alpha_share: float = option(0.75, "guaranteed share used in the scaling experiment")
     max_samples: float = option(1e12, "do not sample beyond this many draws (sparsity taken as 0)")
+    layer_eps: tuple[float, ...] = option(
+        (1.0, 10.0, 100.0), "layer-by-layer: relative output bounds eps to split over the layers"
+    )
+    layer_max_samples: float = option(
+        1e6, "layer-by-layer: a layer needing more draws is left whole (the source: 1M)"
+    )
+    checkpoint: str = option(
+        "", "a prunelab checkpoint ending in two Linear layers to study instead of both arms"
+    )
+    arch: str = option(
+        "vgg16", f"the VGG arm's network, from {VGG_ARCHS} ('none': LeNet-300-100 only)"
+    )
+    width: float = option(0.125, "the VGG arm's width multiplier (the source: 1)")
+    data: str = option(
+        "mnist5k", "data of the VGG arm (or of the checkpoint): built in, or cifar10 with data_root"
+    )
+    data_root: str = option("", "folder holding a full-size set such as cifar10")
+    vgg_seeds: int = option(2, "training seeds per regime of the VGG arm")
+    vgg_epochs: int = option(6, "training epochs of the VGG arm")
+    vgg_max_samples: float = option(
+        1e6, "the VGG arm samples no more than this (sparsity 0 beyond; the source: 1M)"
+    )
 
     QUICK: ClassVar[dict] = {
         "seeds": 1,
@@ -93,6 +128,9 @@ class Config:
         "finetune_epochs": 1,
         "ball_points": 200,
         "alphas": (1.0, 3.0),
+        "layer_eps": (10.0,),
+        "vgg_seeds": 1,
+        "vgg_epochs": 1,
     }
 
     def __post_init__(self) -> None:
@@ -110,6 +148,8 @@ class Config:
             "n_dev",
             "batch_size",
             "l0_batch_size",
+            "vgg_seeds",
+            "vgg_epochs",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
@@ -138,6 +178,12 @@ class Config:
             raise ValueError(f"alphas must be > 0; got {self.alphas}")
         if not 0 < self.delta < 1:
             raise ValueError(f"delta must be in (0, 1); got {self.delta}")
+        if self.arch not in (*VGG_ARCHS, "none"):
+            raise ValueError(f"arch {self.arch!r}: choose from {[*VGG_ARCHS, 'none']}")
+        if not (self.width > 0 and math.isfinite(self.width)):
+            raise ValueError(f"width must be a positive number; got {self.width}")
+        if not self.layer_eps or not all(e > 0 and math.isfinite(e) for e in self.layer_eps):
+            raise ValueError(f"layer_eps must be positive and finite; got {self.layer_eps}")
         if self.rule not in guarantees.RULES:
             raise ValueError(f"rule {self.rule!r}: choose from {list(guarantees.RULES)}")
         if not 0 <= self.dropout < 1 or self.weight_decay < 0:
@@ -250,6 +296,25 @@ class AlphaRow:
 
 
 @dataclass
+class LayerRow:
+    """One stage of the layer-by-layer arm for output bound ``target`` (see
+    :class:`prunelab.coreset.Stage`; the first seed of the first regime)."""
+
+    target: float
+    layer: int
+    weights: int
+    eps: float
+    samples: float
+    skipped: bool
+    sparsity: float
+    observed: float
+    violation: float
+    implied: float
+    output: float
+    within: float
+
+
+@dataclass
 class Results:
     data: str
     n_train: int
@@ -264,6 +329,11 @@ class Results:
     alpha: list[AlphaRow]
     alpha_regime: str
     alpha_share: float
+    model: str = "LeNet-300-100"  # what was pruned
+    max_samples: float = math.nan  # no sampling beyond this many draws (sparsity 0)
+    weight_share: float = math.nan  # the pruned final layer's share of all the net's weights
+    layerwise: list[LayerRow] = field(default_factory=list)
+    vgg: Results | None = None  # the VGG arm
 
 
 # --- one trained net -----------------------------------------------------------------------------
@@ -297,10 +367,12 @@ def _logits(model: nn.Sequential, x: Tensor) -> Tensor:
 
 
 def _subject(net: nn.Sequential, regime: str, seed: int, wd: float, split, config) -> _Subject:
+    """The net's head and its features: the extractor runs once on each input set."""
     model = net.to(torch.float64).eval()
-    _, head = coreset_eval.split_at(model, 1)
-    a_train = coreset.layer_inputs(model, 1, split.train.x)
-    a_dev = coreset.layer_inputs(model, 1, split.test.x)
+    extractor, head = coreset_eval.split_head(model)
+    a_train, a_dev = (
+        _logits(extractor, x.to(torch.float64)) for x in (split.train.x, split.test.x)
+    )
     hidden, out = models.parse(head).layers
     f = _logits(head, a_dev)
     beta = coreset.ball_radius(torch.cat((a_train, a_dev)))
@@ -311,7 +383,7 @@ def _subject(net: nn.Sequential, regime: str, seed: int, wd: float, split, confi
         seed=seed,
         weight_decay=wd,
         head=head,
-        train=data.Dataset(a_train, split.train.y, "mnist5k layer-1 outputs", 10),
+        train=data.Dataset(a_train, split.train.y, "features", out.weight.shape[0]),
         a_dev=a_dev,
         y=split.test.y,
         f=f,
@@ -658,6 +730,172 @@ def _alpha_trial(sub: _Subject, alpha: float, config, g) -> dict:
 # --- the study ---------------------------------------------------------------------------------
 
 
+def _vgg_nets(config: Config, regime: str, split) -> tuple[list[nn.Sequential], float]:
+    """Train ``config.vgg_seeds`` VGGs of one regime (dropout in the classifier, or not)."""
+    dropout = config.dropout if regime == "dropout" else 0.0
+    wd = config.weight_decay if regime == "weight_decay" else 0.0
+    nets = []
+    for k in range(config.vgg_seeds):
+        net = models.vgg(
+            config.arch,
+            in_shape=tuple(split.train.x.shape[1:]),
+            classes=split.train.classes,
+            width=config.width,
+            dropout=dropout,
+            seed=config.seed + k,
+        ).to(split.train.x.device)
+        train.fit(
+            net,
+            split.train,
+            epochs=config.vgg_epochs,
+            lr=config.lr,
+            batch_size=config.batch_size,
+            weight_decay=wd,
+            seed=config.seed + k,
+            progress=False,
+        )
+        nets.append(net)
+    return nets, wd
+
+
+def _layerwise(config: Config, net: nn.Sequential, split, g) -> list[LayerRow]:
+    """Every dense layer of ``net``'s classifier pruned in turn, per output bound."""
+    model = net.to(torch.float64).eval()
+    extractor, tail = coreset_eval.split_head(model, layers=None)
+    S = _logits(extractor, split.train.x[: config.sensitivity_points].to(torch.float64))
+    dev = _logits(extractor, split.test.x.to(torch.float64))
+    rows = []
+    for target in config.layer_eps:
+        stages, _ = coreset.layer_by_layer(
+            tail,
+            S,
+            dev,
+            eps=target,
+            delta=config.delta,
+            generator=g,
+            max_samples=config.layer_max_samples,
+        )
+        rows += [LayerRow(target, **vars(st)) for st in stages]
+    return rows
+
+
+def _arm(config: Config, split, nets_of, model: str, g, advance) -> Results:
+    """Every measurement on the nets ``nets_of(regime) -> (nets, seeds, weight decay)``."""
+    regimes, eps_rows, sparse_rows, tune_rows, alpha_rows = [], [], [], [], []
+    names = config.regimes if not config.checkpoint else ("checkpoint",)
+    layerwise: list[LayerRow] = []
+    share = math.nan
+    for regime in names:
+        nets, seeds, wd = nets_of(regime)
+        if regime == names[0]:
+            layerwise = _layerwise(config, copy.deepcopy(nets[0]), split, g)
+            total = sum(p.numel() for p in nets[0].parameters())
+            share = (
+                models.parse(coreset_eval.split_head(nets[0])[1]).layers[-1].weight.numel() / total
+            )
+        subs = [_subject(n, regime, s, wd, split, config) for n, s in zip(nets, seeds, strict=True)]
+        H = subs[0].head[0].out_features
+        n_weights = subs[0].head[-1].weight.numel()
+        regimes.append(_regime_row(regime, config, subs))
+        advance(status=f"{model}, {regime}: trained")
+        balls = [
+            coreset_eval.ball_inputs(
+                config.ball_points, sub.a_dev.shape[1], sub.beta, generator=g, dtype=torch.float64
+            ).to(sub.a_dev.device)  # drawn on the CPU generator, then moved
+            for sub in subs
+        ]
+        for share_ in config.shares:
+            trials = [
+                _neurons_first(sub, share_, b, config, g)
+                for sub, b in zip(subs, balls, strict=True)
+            ]
+            eps_rows.append(_epsilon_row(regime, NEURONS, share_, H, trials))
+            trials = [_weights_first(sub, share_, config, g) for sub in subs]
+            eps_rows.append(_epsilon_row(regime, WEIGHTS, share_, n_weights, trials))
+        for keep in config.keep:
+            parts = [_neurons_sparse(sub, keep, config, g) for sub in subs]
+            sparse_rows.append(_sparsity_row(regime, NEURONS, keep, H, parts))
+            parts = [_weights_sparse(sub, keep, config, g) for sub in subs]
+            sparse_rows.append(_sparsity_row(regime, WEIGHTS, keep, n_weights, parts))
+        advance(status=f"{model}, {regime}: epsilon- and sparsity-first")
+        for family, levels, fn in (
+            (NEURONS, config.l0_penalties, _neuron_heuristics),
+            (WEIGHTS, config.keep, _weight_heuristics),
+        ):
+            for level in levels:
+                per_seed = [fn(sub, level, config, g) for sub in subs]
+                for method in dict.fromkeys(m for r in per_seed for m in r):
+                    got = [r[method] for r in per_seed if method in r]
+                    tune_rows.append(
+                        FineTune(
+                            regime,
+                            family,
+                            method,
+                            level,
+                            **{k: [r[k] for r in got] for k in got[0]},
+                        )
+                    )
+        advance(status=f"{model}, {regime}: heuristics and fine-tuning")
+        if regime == names[0]:
+            for alpha in config.alphas:
+                got = [_alpha_trial(sub, alpha, config, g) for sub in subs]
+                raw_mean, raw_std = _pooled([t for r in got for t in r["raw"]])
+                alpha_rows.append(
+                    AlphaRow(
+                        alpha,
+                        **{
+                            k: [r[k] for r in got]
+                            for k in ("accuracy", "bound", "scale", "samples")
+                        },
+                        sparsity=[s for r in got for s in r["sparsity"]],
+                        preserved=[s for r in got for s in r["preserved"]],
+                        raw_mean=raw_mean,
+                        raw_std=raw_std,
+                    )
+                )
+    head = subs[0].head
+    return Results(
+        data=split.train.name,
+        n_train=len(split.train),
+        n_dev=len(split.test),
+        widths=(subs[0].a_dev.shape[1], H, head[-1].weight.shape[0]),
+        delta=config.delta,
+        rule=config.rule,
+        regimes=regimes,
+        epsilon_first=eps_rows,
+        sparsity_first=sparse_rows,
+        finetune=tune_rows,
+        alpha=alpha_rows,
+        alpha_regime=names[0],
+        alpha_share=config.alpha_share,
+        model=model,
+        max_samples=config.max_samples,
+        weight_share=share,
+        layerwise=layerwise,
+    )
+
+
+def _checkpoint(config: Config, device: torch.device):
+    """The checkpoint's net, its data split and a description; errors name the problem."""
+    net, meta = checkpoint.load(config.checkpoint)
+    method = f"approximation-bounds of {config.checkpoint}"
+    try:
+        view = ops.parse(net, method=method)
+        coreset_eval.split_head(net)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{method}: {e}") from None
+    name = config.data if config.data != "mnist5k" or "data" not in meta else meta["data"]
+    split = _load(config, name, meta.get("seed", config.seed)).to(device=device)
+    view.check_x(split.test.x[:1], f"{method} on data {name!r}", convert=True)
+    arch = meta.get("arch") or ("convnet" if view.conv else "MLP")
+    return net.to(device), split, f"{Path(config.checkpoint).name} ({arch})", meta
+
+
+def _load(config: Config, name: str, seed: int, **sizes):
+    root = config.data_root or None
+    return data.load(name, seed=seed, root=root, **sizes)
+
+
 def run(
     config: Config, out: str | Path, *, progress: bool = True, device: str | torch.device = "cpu"
 ) -> Results:
@@ -667,96 +905,38 @@ def run(
     moved there; the sampling generator stays on the CPU); the results come back on the CPU.
     """
     device = torch.device(device)
-    split = data.load(
-        "mnist5k", seed=config.seed, n_train=config.n_train, n_test=config.n_dev
-    )  # dev: held-out images
-    split = split.to(device=device)
     g = torch.Generator().manual_seed(config.seed)  # on the CPU: the same draws on every device
-    H = WIDTHS[2]
-    n_weights = WIDTHS[2] * WIDTHS[3]
-    regimes, eps_rows, sparse_rows, tune_rows, alpha_rows = [], [], [], [], []
-    steps = len(config.regimes) * (1 + 3 * config.seeds) + 1
-    with track(steps, "approximation bounds", enabled=progress) as advance:
-        for regime in config.regimes:
+    regimes = 1 if config.checkpoint else len(config.regimes)
+    arms = 1 if config.checkpoint or config.arch == "none" else 2
+    with track(3 * regimes * arms, "approximation bounds", enabled=progress) as advance:
+        if config.checkpoint:
+            net, split, described, meta = _checkpoint(config, device)
+            wd = float((meta.get("train") or {}).get("weight_decay", 0.0) or 0.0)
+            results = _arm(
+                config, split, lambda _: ([net], [config.seed], wd), described, g, advance
+            )
+            return files.to_cpu(results)
+        split = data.load(
+            "mnist5k", seed=config.seed, n_train=config.n_train, n_test=config.n_dev
+        ).to(device=device)  # dev: held-out images
+
+        def lenet(regime):
             nets, wd = _regime_nets(config, regime, split)
-            seeds = [config.seed + k for k in range(config.seeds)]
-            subs = [
-                _subject(n, regime, s, wd, split, config) for n, s in zip(nets, seeds, strict=True)
-            ]
-            regimes.append(_regime_row(regime, config, subs))
-            advance(status=f"{regime}: trained")
-            balls = [
-                coreset_eval.ball_inputs(
-                    config.ball_points, WIDTHS[1], sub.beta, generator=g, dtype=torch.float64
-                ).to(device)  # drawn on the CPU generator, then moved
-                for sub in subs
-            ]
-            for share in config.shares:
-                trials = [
-                    _neurons_first(sub, share, b, config, g)
-                    for sub, b in zip(subs, balls, strict=True)
-                ]
-                eps_rows.append(_epsilon_row(regime, NEURONS, share, H, trials))
-                trials = [_weights_first(sub, share, config, g) for sub in subs]
-                eps_rows.append(_epsilon_row(regime, WEIGHTS, share, n_weights, trials))
-            advance(config.seeds, status=f"{regime}: epsilon-first")
-            for keep in config.keep:
-                parts = [_neurons_sparse(sub, keep, config, g) for sub in subs]
-                sparse_rows.append(_sparsity_row(regime, NEURONS, keep, H, parts))
-                parts = [_weights_sparse(sub, keep, config, g) for sub in subs]
-                sparse_rows.append(_sparsity_row(regime, WEIGHTS, keep, n_weights, parts))
-            advance(config.seeds, status=f"{regime}: sparsity-first")
-            for family, levels, fn in (
-                (NEURONS, config.l0_penalties, _neuron_heuristics),
-                (WEIGHTS, config.keep, _weight_heuristics),
-            ):
-                for level in levels:
-                    per_seed = [fn(sub, level, config, g) for sub in subs]
-                    for method in dict.fromkeys(m for r in per_seed for m in r):
-                        got = [r[method] for r in per_seed if method in r]
-                        tune_rows.append(
-                            FineTune(
-                                regime,
-                                family,
-                                method,
-                                level,
-                                **{k: [r[k] for r in got] for k in got[0]},
-                            )
-                        )
-            advance(config.seeds, status=f"{regime}: heuristics and fine-tuning")
-            if regime == config.regimes[0]:
-                for alpha in config.alphas:
-                    got = [_alpha_trial(sub, alpha, config, g) for sub in subs]
-                    raw_mean, raw_std = _pooled([t for r in got for t in r["raw"]])
-                    alpha_rows.append(
-                        AlphaRow(
-                            alpha,
-                            **{
-                                k: [r[k] for r in got]
-                                for k in ("accuracy", "bound", "scale", "samples")
-                            },
-                            sparsity=[s for r in got for s in r["sparsity"]],
-                            preserved=[s for r in got for s in r["preserved"]],
-                            raw_mean=raw_mean,
-                            raw_std=raw_std,
-                        )
-                    )
-        advance(status="scaling")
-    results = Results(
-        data="mnist5k",
-        n_train=len(split.train),
-        n_dev=len(split.test),
-        widths=WIDTHS,
-        delta=config.delta,
-        rule=config.rule,
-        regimes=regimes,
-        epsilon_first=eps_rows,
-        sparsity_first=sparse_rows,
-        finetune=tune_rows,
-        alpha=alpha_rows,
-        alpha_regime=config.regimes[0],
-        alpha_share=config.alpha_share,
-    )
+            return nets, [config.seed + k for k in range(config.seeds)], wd
+
+        results = _arm(config, split, lenet, "LeNet-300-100", g, advance)
+        if config.arch != "none":
+            # a built-in set is cut to the LeNet arm's sizes; a folder set is read whole
+            sizes = {} if config.data_root else {"n_train": config.n_train, "n_test": config.n_dev}
+            vsplit = _load(config, config.data, config.seed, **sizes).to(device=device)
+
+            def vgg(regime):
+                nets, wd = _vgg_nets(config, regime, vsplit)
+                return nets, [config.seed + k for k in range(config.vgg_seeds)], wd
+
+            name = f"{config.arch.upper()} ×{config.width:g}"
+            arm = dataclasses.replace(config, max_samples=config.vgg_max_samples)
+            results.vgg = _arm(arm, vsplit, vgg, name, g, advance)
     return files.to_cpu(results)
 
 

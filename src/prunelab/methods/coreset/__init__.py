@@ -18,7 +18,8 @@ The submodules, one concept each (METHODS.md A):
 * :mod:`.prune`: whole models (:class:`Pruned`, :func:`prune_weights_sipp`,
   :func:`prune_weights_topk`, :func:`prune_neurons` and its Mussay and PFP variants,
   :func:`layer_inputs`);
-* :mod:`.composition`: layer-by-layer composition of errors (CoreNet).
+* :mod:`.composition`: layer-by-layer composition of errors (CoreNet); :mod:`.layerwise`
+  prunes every layer in turn with it (:func:`layer_by_layer`).
 
 Neuron pruning returns a *physically smaller* ``nn.Sequential``; weight pruning returns a copy
 with the sparse weight. The input model is never modified. Every random step takes a
@@ -38,6 +39,7 @@ Gordon (2021). When are neural pruning approximation bounds useful? ICLR 2021 su
 """
 
 from .composition import cancellation, compounded_error, delta_hat, kappa, layer_epsilons
+from .layerwise import Stage, layer_by_layer
 from .mussay import MONOTONE, ball_radius, mussay_bound_name, mussay_probabilities, mussay_scale
 from .prune import (
     Pruned,
@@ -65,6 +67,7 @@ __all__ = [
     "MONOTONE",
     "Number",
     "Pruned",
+    "Stage",
     "ball_radius",
     "cancellation",
     "compounded_error",
@@ -73,6 +76,7 @@ __all__ = [
     "expected_unique",
     "implied_epsilon",
     "kappa",
+    "layer_by_layer",
     "layer_epsilons",
     "layer_inputs",
     "mussay_bound_name",

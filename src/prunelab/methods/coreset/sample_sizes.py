@@ -18,6 +18,9 @@ _CEIL_SLACK = 1e-12  # m = ceil(x (1 - slack)): float noise in x never adds a wh
 Number = float | int | Tensor
 
 
+_SATURATED = float(2**62)  # sample counts beyond this stay here (int64 holds up to 2**63 - 1)
+
+
 def _bernstein(delta: Tensor, S: Tensor) -> tuple[Tensor, Tensor]:
     """[derived] m = S (6 + 2 eps) ln(2/delta) / (3 eps^2): A = S ln(2/delta) / 3, (6A, 2A)."""
     A = S * torch.log(2 / delta) / 3
@@ -157,7 +160,8 @@ def sample_size(
 
     Returns
     -------
-    int, or int64 Tensor when any argument is a tensor.
+    int, or int64 Tensor when any argument is a tensor; counts beyond ``2**62`` (astronomically
+    small ``eps``) saturate there instead of overflowing.
 
     Raises
     ------
@@ -171,7 +175,8 @@ def sample_size(
     if not bool((e > 0).all()) or not bool(torch.isfinite(e).all()):
         raise ValueError(f"sample_size: eps must be finite and > 0; got {eps}")
     a, b = _coefficients("sample_size", delta, sensitivity, bound, union, constants)
-    m = torch.ceil((a + b * e) / e**2 * (1 - _CEIL_SLACK)).to(torch.int64)
+    m = torch.ceil((a + b * e) / e**2 * (1 - _CEIL_SLACK)).clamp(max=_SATURATED)
+    m = m.to(torch.int64)
     return _like(m, eps, delta, sensitivity)
 
 
