@@ -19,6 +19,7 @@ from functools import cached_property
 import torch
 from torch import Tensor, nn
 
+from .. import checks
 from .kinds import Activation, Affine, Flatten, Op, Pass, Pool
 from .modules import Offset
 
@@ -190,7 +191,7 @@ class View:
         return x
 
 
-def parse(model: nn.Module, *, method: str = "prunelab") -> View:
+def parse(model: nn.Module, *, method: str = "prunelab", finite: bool = True) -> View:
     """Parse a supported ``nn.Sequential`` into its op view.
 
     Parameters
@@ -199,6 +200,9 @@ def parse(model: nn.Module, *, method: str = "prunelab") -> View:
         Of the modules in ``SUPPORTED_MODULES``; nested Sequentials are flattened.
     method : str
         Name of the calling method, used in error messages.
+    finite : bool
+        Check that every parameter and buffer is finite (off only for a model being built,
+        whose memory is not initialised yet).
 
     Raises
     ------
@@ -206,7 +210,7 @@ def parse(model: nn.Module, *, method: str = "prunelab") -> View:
         If ``model`` is not an ``nn.Sequential`` or holds an unsupported module (the message
         names the module, its position and the supported set).
     ValueError
-        If the structure cannot be read as layers: no Linear or Conv2d, a BatchNorm that does
+        If a parameter or buffer holds NaN or inf, or the structure cannot be read as layers: no Linear or Conv2d, a BatchNorm that does
         not directly follow one, an Offset that does not directly follow a Conv2d (before its
         BatchNorm) or does not match its channels, two activations after one layer, a Flatten
         that is not ``Flatten(1, -1)``, a max pool returning indices, a grouped convolution.
@@ -216,6 +220,8 @@ def parse(model: nn.Module, *, method: str = "prunelab") -> View:
             f"{method}: model must be an nn.Sequential of {', '.join(SUPPORTED_MODULES)}; "
             f"got {type(model).__name__}"
         )
+    if finite:
+        checks.finite_model(model, method)
     names = {}
     for name, module in model.named_modules(remove_duplicate=False):
         names.setdefault(id(module), name)
