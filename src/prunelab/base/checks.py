@@ -167,10 +167,19 @@ def tensor(
 def finite_model(model: nn.Module, fn: str) -> None:
     """Raise unless every floating parameter and buffer of ``model`` is finite (a NaN weight
     would turn every result into NaN or a meaningless accuracy)."""
-    named = [*model.named_parameters(), *model.named_buffers()]
+    named = [
+        (name, p.detach())
+        for name, p in [*model.named_parameters(), *model.named_buffers()]
+        if p.is_floating_point() and p.numel() and not p.is_meta  # meta: no values to check
+    ]
+    if not named:
+        return
+    device = named[0][1].device  # one synchronisation for the whole model on a GPU
+    if bool(torch.stack([torch.isfinite(p).all().to(device) for _, p in named]).all()):
+        return
     for pname, p in named:
-        if p.is_floating_point() and p.numel() and not bool(torch.isfinite(p).all()):
-            bad = int((~torch.isfinite(p.detach())).sum())
+        if not bool(torch.isfinite(p).all()):
+            bad = int((~torch.isfinite(p)).sum())
             raise ValueError(
                 f"{fn}: the model's {pname} holds {bad} NaN or inf value(s); a model must have "
                 "finite parameters (was it trained with too high a learning rate?)"
