@@ -557,7 +557,7 @@ def test_convnet_mask_errors_name_the_problem():
         masks.masked_logits(model, x[:, :, :, :, None], m)
     bad = m.clone()
     bad[0, 0] = float("nan")
-    with pytest.raises(ValueError, match="non-finite"):
+    with pytest.raises(ValueError, match="NaN or inf"):
         ablation.mask_losses(model, x, y, bad)
     with pytest.raises(ValueError, match=r"labels y must lie in \[0, 10\)"):
         ablation.mask_losses(model, x, y + 10, m)

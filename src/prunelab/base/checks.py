@@ -152,8 +152,7 @@ def tensor(
         raise TypeError(f"{fn}: {name} must be a floating-point tensor; got {value.dtype}")
     if nonempty and value.numel() == 0:
         raise ValueError(
-            f"{fn}: {name} is empty: it holds no samples (shape {tuple(value.shape)}); give at "
-            "least one"
+            f"{fn}: {name} holds no samples (shape {tuple(value.shape)}); give at least one"
         )
     if finite and value.is_floating_point() and not bool(torch.isfinite(value).all()):
         bad = int((~torch.isfinite(value)).sum())

@@ -169,13 +169,7 @@ def conv_inputs(
             f"{tuple(masks.shape)}"
         )
     masks = masks.detach().to(device=xs.device, dtype=dtype)
-    bad = int((~torch.isfinite(masks)).sum())
-    if bad:
-        raise ValueError(
-            f"{method}: masks hold {bad} non-finite value(s) (NaN or inf) out of {masks.numel()}; "
-            "unit masks must be finite"
-        )
-    return view, xs, masks
+    return view, xs, checks.tensor(masks, method, "masks", nonempty=False)
 
 
 def _affine(layer: models.Dense, device: torch.device, dtype: torch.dtype) -> Affine:

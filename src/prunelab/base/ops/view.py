@@ -148,10 +148,7 @@ class View:
                 f"{method}: {name} is {xs.dtype} on {xs.device} but the model's parameters are "
                 f"{self.dtype} on {self.device}; convert one of them"
             )
-        if xs.shape[0] == 0:
-            raise ValueError(f"{method}: {name} holds no samples")
-        if not bool(torch.isfinite(xs).all()):
-            raise ValueError(f"{method}: {name} holds NaN or inf values")
+        checks.tensor(xs, method, name)  # at least one sample, finite
         if self.conv or xs.dim() > 2:
             try:  # one sample through: spatial sizes that do not fit fail here, not deep inside
                 with torch.no_grad():
