@@ -229,3 +229,11 @@ def test_a_run_killed_midway_leaves_the_previous_run_whole(tmp_path):
     again = _prunelab("run", "toy-nets", "--out", str(tmp_path), *TINY, "--spirals-epochs", "2")
     assert again.returncode == 0, again.stderr
     assert [p.name for p in tmp_path.iterdir()] == ["toy-nets"]
+
+
+@pytest.mark.parametrize("where", ["folder", "missing"])
+def test_a_checkpoint_option_is_checked_before_the_run(tmp_path, where):
+    path = tmp_path if where == "folder" else tmp_path / "none.safetensors"
+    args = ["run", "node-removal", "--checkpoint", str(path), "--out", str(tmp_path / "runs")]
+    _user_error(runner.invoke(app, args), "--checkpoint", str(path))
+    assert not (tmp_path / "runs").exists()

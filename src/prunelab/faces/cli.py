@@ -255,9 +255,14 @@ def _config(entry: Entry, *, quick: bool, overrides: dict[str, Any]) -> tuple[Mo
 
     study = entry.load()
     try:
-        return study, make_config(study.Config, quick=quick, overrides=overrides)
+        config = make_config(study.Config, quick=quick, overrides=overrides)
     except (KeyError, ValueError, TypeError) as e:
         raise _fail(f"{entry.name}: {_message(e)}") from None
+    path = getattr(config, "checkpoint", "")  # a study that reads the user's own network
+    if path and not Path(path).is_file():
+        what = "is a folder" if Path(path).is_dir() else "does not exist"
+        raise _fail(f"{entry.name}: --checkpoint {path!r} {what}; give a .safetensors file")
+    return study, config
 
 
 def _check_out(out: Path, names: list[str]) -> None:
@@ -289,7 +294,7 @@ def _run_study(
     with files.fresh_folder(run_dir) as work:
         try:
             results = study.run(config, work, progress=progress, device=device)
-        except (FileNotFoundError, ValueError) as e:  # a checkpoint or data set it cannot take
+        except (OSError, ValueError) as e:  # a checkpoint or data set it cannot take
             raise _fail(f"{study.NAME}: {_message(e)}") from None
         report.write_run(study, config, results, work, device=str(device))
     for key, value in study.headline(results).items():

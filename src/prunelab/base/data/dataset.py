@@ -167,7 +167,7 @@ class Dataset:
                 f"dataset {self.name!r}: test={test!r} leaves {n_test} of {N} samples for "
                 "testing; need at least one sample on each side"
             )
-        perm = torch.randperm(N, generator=_generator(seed))
+        perm = torch.randperm(N, generator=_generator(seed, "Dataset.split"))
         return Split(train=self.subset(perm[n_test:]), test=self.subset(perm[:n_test]))
 
 

@@ -238,6 +238,10 @@ def from_file(
         non-negative integers.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"from_file: {path} is a folder; give a data file (.npz, .pt, IDX or CSV)"
+        )
     if not path.is_file():
         raise FileNotFoundError(f"from_file: no such file: {path}")
     base = path.name.removesuffix(".gz")
