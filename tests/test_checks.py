@@ -64,6 +64,28 @@ X_FUNCTIONS = {
         MODEL, 1, x, generator=torch.Generator().manual_seed(0), samples=5
     ),
     "l0.gated_logits": lambda x: l0.gated_logits(MODEL, _gates(), x),
+    "ablation.mask_point_losses": lambda x: ablation.mask_point_losses(
+        MODEL, x, _y(x), torch.ones(2, H)
+    ),
+    "criteria.weight_scores": lambda x: criteria.weight_scores("snip", MODEL, x, _y(x)),
+    "curvature.hutchinson_diag": lambda x: curvature.hutchinson_diag(MODEL, x, _y(x), probes=2),
+    "surgery.compensation_error": lambda x: surgery.compensation_error(MODEL, {0: [0]}, x=x),
+    "surgery.sparsity_sweep": lambda x: surgery.sparsity_sweep(
+        MODEL, {n: p.abs() for n, p in MODEL.named_parameters()}, [0.5], x, _y(x)
+    ),
+}
+
+LENET = models.lenet5(seed=0).eval()
+# the same functions on a convnet: images [N, 1, 28, 28]
+CONV_FUNCTIONS = {
+    "train.predict": lambda x: train.predict(LENET, x),
+    "masks.masked_logits": lambda x: masks.masked_logits(LENET, x, torch.ones(2, 226)),
+    "ablation.mask_losses": lambda x: ablation.mask_losses(LENET, x, _y(x), torch.ones(2, 226)),
+    "relevance.explain": lambda x: relevance.explain(LENET, x, method="gradient"),
+    "criteria.node_scores": lambda x: criteria.node_scores("activation_std", LENET, x),
+    "curvature.diag_hessian": lambda x: curvature.diag_hessian(LENET, x, _y(x)),
+    "bounds.node_bounds": lambda x: bounds.node_bounds(LENET, x),
+    "surgery.remove_nodes": lambda x: surgery.remove_nodes(LENET, {0: [0]}, x=x),
 }
 
 # every public function that takes a model, called on `model` with valid data
@@ -102,6 +124,24 @@ def _bad_x():
     return st.one_of(with_nan, wrong_width, empty, wrong_rank, not_a_tensor)
 
 
+def _bad_images():
+    """Images no LeNet-5 may take: NaN/inf inside, wrong channels, too small, flat, empty."""
+    n = st.integers(1, 3)
+    nonfinite = st.sampled_from([math.nan, math.inf, -math.inf])
+    with_nan = st.tuples(n, st.integers(0, 5000), nonfinite).map(_poison_image)
+    channels = st.tuples(n, st.integers(2, 4)).map(lambda s: torch.randn(s[0], s[1], 28, 28))
+    too_small = st.tuples(n, st.integers(1, 3)).map(lambda s: torch.randn(s[0], 1, s[1], s[1]))
+    other = st.sampled_from([torch.randn(2, 784), torch.zeros(0, 1, 28, 28), "images", None])
+    return st.one_of(with_nan, channels, too_small, other)
+
+
+def _poison_image(args):
+    n, where, value = args
+    x = torch.randn(n, 1, 28, 28)
+    x.view(-1)[where % x.numel()] = value
+    return x
+
+
 def _poison(args):
     n, where, value = args
     x = torch.randn(n, D)
@@ -118,6 +158,16 @@ def test_bad_x_is_a_clear_error_naming_x(fn, x):
     message = str(e.value)
     assert _names(message, "x"), message
     assert re.match(r"[\w.]+: ", message), message  # the function comes first
+
+
+@pytest.mark.parametrize("fn", list(CONV_FUNCTIONS))
+@settings(max_examples=8, deadline=None)
+@given(x=_bad_images())
+def test_bad_images_for_a_convnet_are_a_clear_error_naming_x(fn, x):
+    with pytest.raises((TypeError, ValueError)) as e:
+        CONV_FUNCTIONS[fn](x)
+    message = str(e.value)
+    assert _names(message, "x") and re.match(r"[\w.]+: ", message), message
 
 
 @pytest.mark.parametrize("fn", list(MODEL_FUNCTIONS))
