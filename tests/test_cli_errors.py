@@ -49,6 +49,7 @@ def test_the_catalogue_reads_each_study_as_its_config_defines_it():
             if not isinstance(option.default, catalogue.Source):
                 assert option.default == field.default
             assert option.kind == (kind.__name__ if isinstance(kind, type) else str(kind))
+            assert option.cli_type in (int, float, str, bool)  # a type the command line reads
 
 
 def test_train_help_lists_what_the_library_accepts():

@@ -34,7 +34,7 @@ from ..studies.catalogue import Entry, entries
 if TYPE_CHECKING:
     import torch
 
-# what `train --help` lists, without importing torch (tests/test_cli.py checks them against
+# what `train --help` lists, without importing torch (tests/test_cli_errors.py checks them against
 # models.ARCHITECTURES, models.ACTIVATIONS, data.LOADERS, data.FOLDER_SETS, train.OPTIMIZERS)
 ARCHITECTURES = ("mlp", "lenet5", "vgg11", "vgg13", "vgg16")
 ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "gelu", "gelu_tanh", "identity")
