@@ -95,7 +95,7 @@ def test_run_all_writes_an_index(tmp_path, monkeypatch):
     # test with a tiny config)
     import prunelab.cli as cli
 
-    monkeypatch.setattr(cli, "STUDIES", {k: cli.STUDIES[k] for k in ("toy-nets", "node-removal")})
+    monkeypatch.setattr(cli, "RUN_ALL", ("toy-nets", "node-removal"))
     cfg = tmp_path / "all.toml"
     toy = "\n".join(
         f"{k.lstrip('-').replace('-', '_')} = {v}" for k, v in zip(TINY[1::2], TINY[2::2])

@@ -1,6 +1,10 @@
 import math
 import os
+import signal
+import subprocess
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
@@ -78,3 +82,71 @@ def test_to_cpu_reaches_every_tensor_and_keeps_the_containers():
     assert isinstance(out["a"][0], Inner) and out["a"][0].n == 3
     assert torch.equal(out["a"][0].t, torch.ones(2)) and out["a"][1][1] == "x"
     assert all(t.device.type == "cpu" for t in (out["a"][0].t, out["a"][1][0], out["b"]))
+
+
+# --- run folders: one whole run, always ----------------------------------------------------
+
+
+def _dead_pid() -> int:
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], check=True,
+                          capture_output=True, text=True)  # fmt: skip
+    return int(done.stdout)
+
+
+def test_fresh_folder_swaps_a_whole_run_in(tmp_path):
+    run = tmp_path / "study"
+    for k in range(2):
+        with files.fresh_folder(run) as work:
+            assert work.parent == tmp_path and not any(work.iterdir())
+            (work / "results.json").write_text(str(k))
+            if k == 0:
+                (work / "only-in-first.png").write_text("")
+            assert (run / "results.json").read_text() == "0" if k else not run.exists()
+    assert sorted(p.name for p in run.iterdir()) == ["results.json"]  # nothing mixed in
+    assert [p.name for p in tmp_path.iterdir()] == ["study"]  # no debris
+
+
+def test_a_failed_run_leaves_the_previous_one_and_no_debris(tmp_path):
+    run = tmp_path / "study"
+    run.mkdir()
+    (run / "results.json").write_text("old")
+    with pytest.raises(RuntimeError), files.fresh_folder(run) as work:
+        (work / "results.json").write_text("new")
+        raise RuntimeError("killed")
+    assert (run / "results.json").read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["study"]
+
+
+def test_stale_folders_of_dead_runs_are_cleaned_and_a_moved_run_restored(tmp_path):
+    pid = _dead_pid()
+    (tmp_path / f".study.new-{pid}-x").mkdir()
+    (tmp_path / f".study.old-{pid}-y").mkdir()
+    (tmp_path / f".study.old-{pid}-y" / "results.json").write_text("previous")
+    (tmp_path / f".study.new-{os.getpid()}-z").mkdir()  # a live process's: left alone
+    files.clean_stale(tmp_path / "study")
+    assert (tmp_path / "study" / "results.json").read_text() == "previous"
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == [f".study.new-{os.getpid()}-z", "study"]
+
+
+def test_a_process_killed_while_writing_leaves_the_previous_run_whole(tmp_path):
+    run = tmp_path / "study"
+    run.mkdir()
+    (run / "results.json").write_text("previous")
+    script = (
+        "import sys, time; from prunelab.base import files\n"
+        f"with files.fresh_folder({str(run)!r}) as work:\n"
+        "    (work / 'model.safetensors').write_text('half')\n"
+        "    print('writing', flush=True); time.sleep(60)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(files.__file__).parents[2])}
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE)
+    assert proc.stdout.readline() == b"writing\n"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert [p.name for p in run.iterdir()] == ["results.json"]
+    assert (run / "results.json").read_text() == "previous"
+    with files.fresh_folder(run) as work:  # the next run: the dead run's folder is cleaned
+        (work / "results.json").write_text("next")
+    assert [p.name for p in tmp_path.iterdir()] == ["study"]
+    assert (run / "results.json").read_text() == "next"

@@ -80,14 +80,20 @@ def load(path: str | os.PathLike) -> tuple[nn.Sequential, dict]:
     Raises
     ------
     FileNotFoundError
-        If ``path`` does not exist.
+        If ``path`` does not exist (``IsADirectoryError``, a subclass of ``OSError``, if it
+        is a folder).
     ValueError
         If the file is not a prunelab checkpoint, is corrupt, or its tensors do not match its
         architecture (missing, unexpected or wrongly shaped entries are named).
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"checkpoint.load: path {str(path)!r} is a folder; give a checkpoint file "
+            "(.safetensors) written by checkpoint.save"
+        )
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+        raise FileNotFoundError(f"checkpoint.load: path {str(path)!r} does not exist")
     try:
         with safetensors.safe_open(str(path), framework="pt") as f:
             raw = (f.metadata() or {}).get("prunelab")

@@ -2,18 +2,24 @@
 
 Every file prunelab writes goes through :func:`atomic_write`: the bytes go to a temporary file in
 the same folder, are flushed to disk, and the temporary file is renamed over the target, so an
-interrupted run never leaves a half-written result behind.
+interrupted run never leaves a half-written result behind. A whole run folder is written into a
+fresh sibling and swapped in at the end (:func:`fresh_folder`), so a run folder always holds one
+complete run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import glob
 import json
 import math
 import os
+import shutil
 import tempfile
 import types
 import typing
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +31,8 @@ from torch import Tensor
 def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
     """Write ``data`` to ``path`` atomically (temporary file, fsync, rename). Returns the path."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{str(path)!r} is a folder; give the path of a file to write")
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = data.encode() if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -39,6 +47,76 @@ def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+_NEW, _OLD = "new", "old"  # a run being written; the previous run while the new one moves in
+
+
+def _sibling(path: Path, kind: str) -> str:
+    """Name prefix of ``path``'s temporary siblings of ``kind`` written by this process."""
+    return f".{path.name}.{kind}-{os.getpid()}-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def clean_stale(path: str | os.PathLike) -> None:
+    """Remove the temporary siblings that dead processes left beside ``path``.
+
+    A run killed while writing leaves ``.NAME.new-PID-*`` (deleted here); one killed between
+    moving the previous run aside and moving the new one in leaves ``.NAME.old-PID-*`` and no
+    ``NAME``: the previous run is moved back. Siblings of live processes are left alone.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        return
+    for kind in (_OLD, _NEW):  # an old run is restored before a new one could be mistaken
+        for tmp in sorted(path.parent.glob(f".{glob.escape(path.name)}.{kind}-*")):
+            pid = tmp.name[len(f".{path.name}.{kind}-") :].split("-", 1)[0]
+            if not pid.isdigit() or _alive(int(pid)) or not tmp.is_dir():
+                continue
+            if kind == _OLD and not path.exists():
+                os.replace(tmp, path)
+            else:
+                shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def fresh_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """A new empty folder beside ``path`` to write a whole run into; on success it replaces
+    ``path``, so ``path`` always holds one complete run (the previous one, or the new one).
+
+    Stale temporary folders of dead runs are cleaned first (:func:`clean_stale`). If the block
+    raises (or the process is interrupted), the new folder is deleted and ``path`` is
+    untouched. The swap is two renames in the same parent folder: a kill between them leaves
+    the previous run under ``.NAME.old-PID-*``, which the next run moves back.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"{str(path)!r} is a file, not a run folder")
+    clean_stale(path)
+    work = Path(tempfile.mkdtemp(dir=path.parent, prefix=_sibling(path, _NEW)))
+    try:
+        yield work
+        os.chmod(work, 0o755)  # mkdtemp creates 0700; runs are meant to be shared
+        old = None
+        if path.exists():
+            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=_sibling(path, _OLD)))
+            os.replace(path, old)  # an empty folder is replaced by a rename
+        os.replace(work, path)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def to_cpu(value: Any) -> Any:

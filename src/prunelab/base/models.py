@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import numbers
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from . import ops
+from . import checks, ops
 from .ops import ACTIVATIONS, PIECEWISE_LINEAR, derivatives, from_spec, phi, spec
 
 __all__ = [
@@ -253,14 +254,13 @@ def mlp(
     >>> hidden_sizes(model)
     [20]
     """
-    widths = [int(w) for w in widths]
-    if len(widths) < 2 or any(w < 1 for w in widths):
-        raise ValueError(f"widths must be at least two positive integers; got {widths}")
+    widths = checks.widths(widths, "models.mlp")
     if activation not in ACTIVATIONS:
-        raise ValueError(f"activation {activation!r}: choose from {sorted(ACTIVATIONS)}")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1); got {dropout}")
-    g = torch.Generator().manual_seed(seed)
+        raise ValueError(
+            f"models.mlp: activation {activation!r}: choose from {sorted(ACTIVATIONS)}"
+        )
+    checks.real(dropout, "models.mlp", "dropout", low=0.0, high=1.0, open_high=True)
+    g = torch.Generator().manual_seed(checks.seed(seed, "models.mlp"))
     modules: list[nn.Module] = []
     for i, (d_in, d_out) in enumerate(itertools.pairwise(widths)):
         linear = nn.utils.skip_init(nn.Linear, d_in, d_out, dtype=dtype)
@@ -314,15 +314,18 @@ def _init_(module: nn.Linear | nn.Conv2d, g: torch.Generator) -> None:
 
 
 def _check_shape(in_shape: Sequence[int], what: str) -> tuple[int, int, int]:
-    shape = tuple(int(s) for s in in_shape)
-    if len(shape) != 3 or any(s < 1 for s in shape):
+    shape = tuple(in_shape) if isinstance(in_shape, Sequence) else ()
+    if len(shape) != 3 or any(
+        isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1 for s in shape
+    ):
         raise ValueError(
             f"{what}: in_shape must be (channels, height, width), each >= 1; got {in_shape}"
         )
     return shape
 
 
-def _check_common(what: str, classes: int, activation: str, dropout: float) -> None:
+def _check_common(what: str, classes: int, activation: str, dropout: float, seed: int) -> None:
+    checks.seed(seed, f"models.{what}")
     if not isinstance(classes, int) or classes < 2:
         raise ValueError(f"{what}: classes must be an int >= 2; got {classes!r}")
     if activation not in ACTIVATIONS:
@@ -358,7 +361,7 @@ def lenet5(
     torch.Size([2, 10])
     """
     C, H, W = _check_shape(in_shape, "lenet5")
-    _check_common("lenet5", classes, activation, dropout)
+    _check_common("lenet5", classes, activation, dropout, seed)
     pools = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
     if pool not in pools:
         raise ValueError(f"lenet5: pool {pool!r}: choose from {sorted(pools)}")
@@ -442,7 +445,7 @@ def vgg(
     if config not in VGG_CONFIGS:
         raise ValueError(f"vgg: config {config!r}: choose from {sorted(VGG_CONFIGS)}")
     C, _, _ = _check_shape(in_shape, "vgg")
-    _check_common("vgg", classes, activation, dropout)
+    _check_common("vgg", classes, activation, dropout, seed)
     if not (isinstance(width, int | float) and width > 0):
         raise ValueError(f"vgg: width must be a positive number; got {width!r}")
 
@@ -477,7 +480,7 @@ def _seeded(model: nn.Sequential, seed: int, dtype: torch.dtype) -> nn.Sequentia
     """``model`` in ``dtype`` with every Linear and Conv2d initialised from ``seed``, in order."""
     g = torch.Generator().manual_seed(seed)
     model = model.to(dtype)
-    for layer in ops.parse(model, method="models").layers:
+    for layer in ops.parse(model, method="models", finite=False).layers:  # not initialised yet
         _init_(layer.module, g)
     return model
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import ops
+from . import checks, ops
 from .data import Dataset
 from .progress import track
 
@@ -46,20 +46,20 @@ class FitConfig:
     optimizer: str = "adam"
     weight_decay: float = 0.0
     momentum: float = 0.0  # SGD only
+    fn: str = field(default="train.fit", compare=False)  # the public function, for errors
 
     def __post_init__(self) -> None:
+        fn = self.fn
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer {self.optimizer!r}: choose from {sorted(OPTIMIZERS)}")
-        if self.epochs < 0:
-            raise ValueError(f"epochs must be >= 0; got {self.epochs}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0; got {self.lr}")
-        if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(
-                f"batch_size must be a positive integer or None; got {self.batch_size}"
+                f"{fn}: optimizer {self.optimizer!r}: choose from {sorted(OPTIMIZERS)}"
             )
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0; got {self.weight_decay}")
+        checks.integer(self.epochs, fn, "epochs", minimum=1)
+        checks.real(self.lr, fn, "lr", low=0.0, open_low=True)
+        if self.batch_size is not None:
+            checks.integer(self.batch_size, fn, "batch_size (an int >= 1 or None)", minimum=1)
+        checks.real(self.weight_decay, fn, "weight_decay", low=0.0)
+        checks.real(self.momentum, fn, "momentum", low=0.0)
 
     def make_optimizer(self, params: list[Tensor]) -> torch.optim.Optimizer:
         kwargs: dict = dict(lr=self.lr, weight_decay=self.weight_decay)
@@ -86,26 +86,30 @@ def _eval_mode(model: nn.Module):
             m.training = training
 
 
-def _check_data(model: nn.Module, view: ops.View, data: Dataset, what: str) -> None:
-    """Raise unless ``data`` fits the model: its input features or channels and its classes."""
-    if not isinstance(data, Dataset):
-        raise TypeError(f"{what} must be a prunelab Dataset; got {type(data).__name__}")
+def _check_data(model: nn.Module, view: ops.View, data: Dataset, what: str, fn: str) -> None:
+    """Raise unless ``data`` fits the model: a non-empty Dataset with the model's input features
+    or channels and at most its classes."""
+    checks.instance(
+        data, Dataset, fn, what, "a prunelab Dataset (wrap tensors as data.Dataset(x, y))"
+    )
+    if len(data) == 0:
+        raise ValueError(f"{fn}: {what} {data.name!r} holds no samples; give at least one")
     first = view.layers[0]
     shape = tuple(data.x.shape[1:])
     if first.conv and view.ops[0] is first:
         if len(shape) != 3 or shape[0] != first.in_units:
             raise ValueError(
-                f"{what} {data.name!r} has samples of shape {list(shape)} but the model's first "
+                f"{fn}: {what} {data.name!r} has samples of shape {list(shape)} but the model's first "
                 f"Conv2d takes images [{first.in_units}, H, W]"
             )
     elif view.ops[0] is first and math.prod(shape) != first.in_units:
         raise ValueError(
-            f"{what} {data.name!r} has {math.prod(shape)} input features but the model expects "
+            f"{fn}: {what} {data.name!r} has {math.prod(shape)} input features but the model expects "
             f"{first.in_units}"
         )
     if data.classes > view.out_features:
         raise ValueError(
-            f"{what} {data.name!r} has {data.classes} classes but the model has "
+            f"{fn}: {what} {data.name!r} has {data.classes} classes but the model has "
             f"{view.out_features} outputs"
         )
     try:  # one sample through the model: spatial sizes that do not fit fail here, not deep in
@@ -113,7 +117,7 @@ def _check_data(model: nn.Module, view: ops.View, data: Dataset, what: str) -> N
             ops.forward(view, data.x[:1].to(device=view.device, dtype=view.dtype))
     except RuntimeError as e:
         raise ValueError(
-            f"{what} {data.name!r} (samples of shape {list(shape)}) does not fit the model: {e}"
+            f"{fn}: {what} {data.name!r} (samples of shape {list(shape)}) does not fit the model: {e}"
         ) from None
 
 
@@ -150,11 +154,12 @@ def predict(model: nn.Module, x: Tensor) -> Tensor:
     """Class probabilities ``softmax(model(x))``: ``[N, *in] -> [N, C]`` (eval mode, no
     gradients), on the model's device. The model's train/eval mode is restored."""
     view = ops.parse(model, method="train.predict")
+    x = view.check_x(x, "train.predict", convert=True)
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            logits = _batched(view, x.to(device=view.device, dtype=view.dtype), {})
+            logits = _batched(view, x, {})
             return torch.softmax(logits, dim=-1)
     finally:
         model.train(was_training)
@@ -167,7 +172,7 @@ def evaluate(model: nn.Module, data: Dataset, *, node_masks: Tensor | None = Non
     train/eval mode is restored.
     """
     view = ops.parse(model, method="train.evaluate")
-    _check_data(model, view, data, "data")
+    _check_data(model, view, data, "data", "train.evaluate")
     scales = _scales(view, node_masks)
     was_training = model.training
     model.eval()
@@ -247,8 +252,11 @@ def fit(
     History
     """
     config = FitConfig(epochs, lr, batch_size, optimizer, weight_decay, momentum)
+    seed = checks.seed(seed, "train.fit")
     view = ops.parse(model, method="train.fit")
-    _check_data(model, view, train, "train")
+    _check_data(model, view, train, "train", "train.fit")
+    if test is not None:
+        _check_data(model, view, test, "test", "train.fit")
     scales = _scales(view, node_masks)
     wmasks = _check_weight_masks(model, weight_masks or {})
     params = dict(model.named_parameters())

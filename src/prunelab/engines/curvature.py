@@ -81,7 +81,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..base import models, ops, stats
+from ..base import checks, models, ops, stats
 
 # Largest factor tensor [V, N, H] built at once; larger batches are split over samples.
 _MAX_FACTOR_ELEMENTS = 2**25
@@ -1225,7 +1225,7 @@ def hutchinson_diag(
     else:
         x, y = _check_op_inputs(view, x, y, "hutchinson_diag", shared=False)
     params = {n: p.detach() for n, p in model.named_parameters()}
-    if generator is None:
+    if checks.generator(generator, "hutchinson_diag") is None:
         generator = torch.Generator(device=x.device).manual_seed(0)
     grad_fn = torch.func.grad(ops.param_loss(view, x, y))
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..base import models, ops
+from ..base import checks, models, ops
 from ..base.data import Dataset
 from ..base.progress import track
 from ..base.train import FitConfig, History, _check_data
@@ -65,7 +65,9 @@ def fit_many(
     -------
     list of History, one per model.
     """
-    config = FitConfig(epochs, lr, batch_size, optimizer, weight_decay, momentum)
+    fn = "ensemble.fit_many"
+    config = FitConfig(epochs, lr, batch_size, optimizer, weight_decay, momentum, fn=fn)
+    seeds = [checks.seed(s, fn, "seeds[i]") for s in seeds]
     K = len(models_)
     if K == 0 or len(seeds) != K:
         raise ValueError(
@@ -84,7 +86,7 @@ def fit_many(
     net = nets[0]
     if len({id(layer.linear) for layer in net.layers}) < len(net.layers):
         raise ValueError("fit_many: a Linear module is used twice (shared weights); use fit")
-    _check_data(models_[0], view, train, "train")
+    _check_data(models_[0], view, train, "train", "ensemble.fit_many")
     dtype = net.layers[0].weight.dtype
     x, y = train.x.to(device=view.device, dtype=dtype), train.y.to(view.device)
     N = len(y)

@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..base import ops
+from ..base import checks, ops
 from . import curvature
 
 # Largest intermediate (elements) built at once; larger batches are split over samples.
@@ -398,7 +398,7 @@ def offdiagonal_ratio_estimate(
     view, _, x, y = _setup(model, x, y, None, "offdiagonal_ratio_estimate")
     params = {n: p.detach() for n, p in model.named_parameters()}
     diag_sq = sum(h.square().sum() for h in curvature.diag_hessian(model, x, y).values())
-    if generator is None:
+    if checks.generator(generator, "offdiagonal_ratio_estimate") is None:
         generator = torch.Generator(device=x.device).manual_seed(0)
 
     grad = torch.func.grad(ops.param_loss(view, x, y))

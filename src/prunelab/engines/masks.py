@@ -43,7 +43,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from ..base import models, ops
+from ..base import checks, models, ops
 from . import masks_conv
 
 __all__ = [
@@ -118,7 +118,7 @@ def prepare(model: nn.Module, x: Tensor, masks: Tensor, *, method: str) -> Prepa
         if not isinstance(t, Tensor):
             raise TypeError(f"{method}: {name} must be a torch.Tensor; got {type(t).__name__}")
     D, H = net.in_features, sum(sizes)
-    xs = net.inputs(x)
+    xs = net.inputs(checks.tensor(x, method, "x"))
     if xs.dim() != 2 or xs.shape[1] != D:
         raise ValueError(
             f"{method}: x must have shape [N, {D}] ({D} input features"
@@ -131,13 +131,9 @@ def prepare(model: nn.Module, x: Tensor, masks: Tensor, *, method: str) -> Prepa
         )
     weight = net.layers[0].weight
     dtype = xs.dtype if xs.is_floating_point() else weight.dtype
-    masks = masks.detach().to(device=xs.device, dtype=dtype)
-    bad = int((~torch.isfinite(masks)).sum())
-    if bad:
-        raise ValueError(
-            f"{method}: masks hold {bad} non-finite value(s) (NaN or inf) out of {masks.numel()}; "
-            "node masks must be finite"
-        )
+    masks = checks.tensor(
+        masks.detach().to(device=xs.device, dtype=dtype), method, "masks", nonempty=False
+    )
     layers = tuple(_affine(layer, xs.device, dtype) for layer in net.layers)
     first = layers[0]
     z1 = torch.addmm(first.bias[:, None], first.weight, xs.detach().to(dtype).T)  # (H1, N)
@@ -173,13 +169,7 @@ def conv_inputs(
             f"{tuple(masks.shape)}"
         )
     masks = masks.detach().to(device=xs.device, dtype=dtype)
-    bad = int((~torch.isfinite(masks)).sum())
-    if bad:
-        raise ValueError(
-            f"{method}: masks hold {bad} non-finite value(s) (NaN or inf) out of {masks.numel()}; "
-            "unit masks must be finite"
-        )
-    return view, xs, masks
+    return view, xs, checks.tensor(masks, method, "masks", nonempty=False)
 
 
 def _affine(layer: models.Dense, device: torch.device, dtype: torch.dtype) -> Affine:
@@ -347,8 +337,8 @@ def bernoulli(
 ) -> Tensor:
     """``M`` random 0/1 node masks ``[M, H]``, each node on independently with probability ``p``."""
     _check_counts(M=M, H=H)
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"bernoulli: p must be a probability in [0, 1]; got {p!r}")
+    checks.real(p, "masks.bernoulli", "p (a probability)", low=0.0, high=1.0)
+    checks.instance(generator, torch.Generator, "masks.bernoulli", "generator", "a torch.Generator")
     return (torch.rand(M, H, generator=generator) < p).to(dtype)
 
 
@@ -362,6 +352,9 @@ def flip_paths(
     ``1 - b`` (Hobson 2022, section 1, "How much does N flips matter").
     """
     _check_counts(P=P, H=H)
+    checks.instance(
+        generator, torch.Generator, "masks.flip_paths", "generator", "a torch.Generator"
+    )
     start = torch.rand(P, H, generator=generator) < 0.5  # (P, H)
     when = torch.rand(P, H, generator=generator).argsort(1).argsort(1)  # step that flips node j
     flipped = torch.arange(H + 1)[None, :, None] > when[:, None, :]  # (P, H + 1, H)
@@ -385,8 +378,7 @@ def removals(
 def _check_counts(**counts: int) -> None:
     """Raise unless every named count is a non-negative int."""
     for name, n in counts.items():
-        if not isinstance(n, int) or n < 0:
-            raise ValueError(f"{name} must be a non-negative int; got {n!r}")
+        checks.integer(n, "masks", name, minimum=0)
 
 
 def masked_logits(

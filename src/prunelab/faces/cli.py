@@ -8,33 +8,110 @@
 
 Each study's options are generated from its ``Config`` dataclass (``prunelab run STUDY --help``).
 Precedence: defaults, then ``--quick`` presets, then the TOML file, then options on the line.
+
+Every user error (a bad option value, a missing or corrupt file, a config key no study has) is
+one line on stderr naming the option or file and what is accepted, with exit code 2 and no
+traceback (``--debug`` anywhere on the line shows it). Options are checked before any work
+starts. Help and ``list`` import neither torch nor matplotlib: the studies' options are read
+from their sources (:mod:`prunelab.studies.catalogue`) and each command imports what it needs.
 """
 
 from __future__ import annotations
 
 import inspect
 import math
+import sys
 import tomllib
-import typing
-import webbrowser
 from pathlib import Path
 from types import ModuleType
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import torch
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from ..base import checkpoint, data, models, train
-from ..studies import STUDIES
-from ..studies.base import config_fields, make_config
-from . import report
-from .web import explorer
+from ..studies.catalogue import Entry, entries
+
+if TYPE_CHECKING:
+    import torch
+
+# what `train --help` lists, without importing torch (tests/test_cli_errors.py checks them against
+# models.ARCHITECTURES, models.ACTIVATIONS, data.LOADERS, data.FOLDER_SETS, train.OPTIMIZERS)
+ARCHITECTURES = ("mlp", "lenet5", "vgg11", "vgg13", "vgg16")
+ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "gelu", "gelu_tanh", "identity")
+LOADERS = ("circle", "spirals", "digits", "mnist5k", "mnist1d")
+FOLDER_SETS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
+OPTIMIZERS = ("adam", "sgd")
+POOLS = ("max", "avg")
+
+RUN_ALL = tuple(entries())  # the studies `run all` runs, in order
+USER_ERRORS = (ValueError, TypeError, KeyError, OSError)  # what a caller's input can cause
+DEBUG_FLAG = "--debug"
 
 
 def _fail(message: str) -> typer.Exit:
     typer.secho(f"error: {message}", fg="red", err=True)
     return typer.Exit(2)
+
+
+def _message(e: BaseException) -> str:
+    """The text of an exception (a KeyError's without the quotes ``str`` adds), on one line."""
+    text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+    if isinstance(e, OSError) and e.filename is not None and str(e.filename) not in text:
+        text = f"{e.filename}: {text}"
+    return " ".join(text.split()) or type(e).__name__
+
+
+def _click_error(e: BaseException) -> str:
+    """A click usage error on one line, with the command it belongs to."""
+    ctx = getattr(e, "ctx", None)
+    where = f"{ctx.command_path}: " if ctx is not None else ""
+    hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+    return f"{where}{' '.join(e.format_message().split())}{hint}"
+
+
+class _App(TyperGroup):
+    """The top-level command: every error a user can cause ends as one line and exit code 2."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        argv = list(sys.argv[1:] if args is None else args)
+        debug = DEBUG_FLAG in argv
+        argv = [a for a in argv if a != DEBUG_FLAG]
+        click_error = _click_base(typer.BadParameter)
+        try:
+            code = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
+            code = code if isinstance(code, int) else 0
+        except click_error as e:
+            if debug:
+                raise
+            typer.secho(f"error: {_click_error(e)}", fg="red", err=True)
+            code = e.exit_code
+        except USER_ERRORS as e:
+            if debug:
+                raise
+            typer.secho(f"error: {_message(e)}", fg="red", err=True)
+            code = 2
+        except (KeyboardInterrupt, _click_base(typer.Abort, "Abort")):
+            typer.secho("error: interrupted", fg="red", err=True)
+            code = 130
+        except Exception as e:  # a bug, not the user's doing: still one line, unless --debug
+            if debug:
+                raise
+            typer.secho(
+                f"error: internal error {type(e).__name__}: {_message(e)} (please report it; "
+                f"{DEBUG_FLAG} shows the traceback)",
+                fg="red",
+                err=True,
+            )
+            code = 1
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+def _click_base(cls: type, name: str = "ClickException") -> type:
+    """click's base class ``name`` from the MRO of one of typer's exports (typer vendors click
+    privately)."""
+    return next(c for c in cls.__mro__ if c.__name__ == name)
 
 
 THREADS_HELP = (
@@ -46,8 +123,10 @@ THREADS_HELP = (
 def _set_threads(threads: int) -> None:
     """The command line owns its process, so it may set torch's thread count (the library never
     does)."""
+    import torch
+
     if threads < 0:
-        raise _fail(f"--threads must be >= 0; got {threads}")
+        raise _fail(f"--threads must be an int >= 0; got {threads}")
     if threads:
         torch.set_num_threads(threads)
 
@@ -58,11 +137,11 @@ class _StudyGroup(TyperGroup):
     def resolve_command(self, ctx: Any, args: list[str]) -> Any:
         name = args[0] if args else None
         if name is not None and not name.startswith("-") and self.get_command(ctx, name) is None:
-            raise _fail(f"unknown study {name!r}; choose from {', '.join([*STUDIES, 'all'])}")
+            raise _fail(f"unknown study {name!r}; choose from {', '.join([*entries(), 'all'])}")
         return super().resolve_command(ctx, args)
 
     def list_commands(self, ctx: Any) -> list[str]:
-        return [*STUDIES, "all"]
+        return [*entries(), "all"]
 
 
 class _StudyCommand(TyperCommand):
@@ -83,6 +162,7 @@ class _StudyCommand(TyperCommand):
 
 
 app = typer.Typer(
+    cls=_App,
     help="prunelab: take parts out of neural networks and understand what happens.",
     no_args_is_help=True,
     add_completion=False,
@@ -96,12 +176,25 @@ run_app = typer.Typer(
 app.add_typer(run_app, name="run")
 
 
-ARCHITECTURES = models.ARCHITECTURES
+@app.callback()
+def _options(
+    debug: Annotated[
+        bool,
+        typer.Option(
+            DEBUG_FLAG, help="show the Python traceback of an error (anywhere on the line)"
+        ),
+    ] = False,
+) -> None:
+    """prunelab: take parts out of neural networks and understand what happens."""
+
+
 DEVICE_HELP = "cpu, cuda, or auto (cuda when available)"
 
 
 def _device(name: str) -> torch.device:
     """The torch device for ``--device``: cpu, cuda (an error without one) or auto."""
+    import torch
+
     if name not in ("cpu", "cuda", "auto"):
         raise _fail(f"--device {name!r}: choose from cpu, cuda, auto")
     if name == "auto":
@@ -112,144 +205,177 @@ def _device(name: str) -> torch.device:
 
 
 def _read_toml(path: Path | None) -> dict[str, Any]:
+    """The ``--config`` file, checked: every table a study, every key an option of a study."""
     if path is None:
         return {}
+    if path.is_dir():
+        raise _fail(f"--config {str(path)!r} is a folder; give a TOML file")
     if not path.is_file():
         raise _fail(f"--config {str(path)!r} does not exist")
     try:
-        return tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
+        toml = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise _fail(f"--config {str(path)!r} is not valid TOML: {e}") from None
+    studies = entries()
+    known = {o.name for e in studies.values() for o in e.options}
+    for key, value in toml.items():
+        if isinstance(value, dict):
+            if key not in studies:
+                raise _fail(
+                    f"--config {str(path)!r}: table [{key}] is not a study; studies: "
+                    f"{', '.join(studies)}"
+                )
+            fields = {o.name for o in studies[key].options}
+            for name in value:
+                if name.replace("-", "_") not in fields:
+                    raise _fail(
+                        f"--config {str(path)!r}: [{key}] has {name!r}, not an option of "
+                        f"{key}; options: {', '.join(sorted(fields))}"
+                    )
+        elif key.replace("-", "_") not in known:
+            raise _fail(
+                f"--config {str(path)!r}: {key!r} is not an option of any study "
+                f"(`prunelab run STUDY --help` lists each study's options)"
+            )
+    return toml
 
 
-def _study_overrides(study: ModuleType, toml: dict[str, Any]) -> dict[str, Any]:
+def _study_overrides(entry: Entry, toml: dict[str, Any]) -> dict[str, Any]:
     """Top-level scalar keys that are fields of the study, then its own ``[study]`` table."""
-    fields = config_fields(study.Config)
+    fields = {o.name for o in entry.options}
     top = {
         k: v for k, v in toml.items() if not isinstance(v, dict) and k.replace("-", "_") in fields
     }
-    return top | dict(toml.get(study.NAME, {}))
+    return top | dict(toml.get(entry.name, {}))
+
+
+def _config(entry: Entry, *, quick: bool, overrides: dict[str, Any]) -> tuple[ModuleType, Any]:
+    """The study module and its checked config (before any work starts)."""
+    from ..studies.base import make_config
+
+    study = entry.load()
+    try:
+        config = make_config(study.Config, quick=quick, overrides=overrides)
+    except (KeyError, ValueError, TypeError) as e:
+        raise _fail(f"{entry.name}: {_message(e)}") from None
+    path = getattr(config, "checkpoint", "")  # a study that reads the user's own network
+    if path and not Path(path).is_file():
+        what = "is a folder" if Path(path).is_dir() else "does not exist"
+        raise _fail(f"{entry.name}: --checkpoint {path!r} {what}; give a .safetensors file")
+    return study, config
+
+
+def _check_out(out: Path, names: list[str]) -> None:
+    """``--out`` must be a folder (or not exist yet), and each run folder in it too."""
+    for path, what in [(out, "--out"), *((out / n, f"--out {str(out)!r}: its {n}") for n in names)]:
+        if path.exists() and not path.is_dir():
+            raise _fail(f"{what} {str(path)!r} is a file; --out names the parent folder of runs")
+    for parent in out.parents:
+        if parent.exists() and not parent.is_dir():
+            raise _fail(f"--out {str(out)!r}: {str(parent)!r} is a file, not a folder")
 
 
 def _run_study(
     study: ModuleType,
+    config: Any,
     *,
     quick: bool,
     out: Path,
-    overrides: dict[str, Any],
     progress: bool,
     device: torch.device,
 ) -> Path:
-    try:
-        config = make_config(study.Config, quick=quick, overrides=overrides)
-    except (KeyError, ValueError) as e:
-        raise _fail(str(e.args[0]) if e.args else str(e)) from None
+    """Run one study into a fresh folder that replaces ``out/NAME`` only once it is whole."""
+    from ..base import files
+    from . import report
+
     run_dir = out / study.NAME
     where = "" if device.type == "cpu" else f" on {device}"
     typer.echo(f"running {study.NAME}{' (quick)' if quick else ''}{where} -> {run_dir}")
-    try:
-        results = study.run(config, run_dir, progress=progress, device=device)
-    except (FileNotFoundError, ValueError) as e:  # a checkpoint or data set it cannot take
-        raise _fail(f"{study.NAME}: {e.args[0] if e.args else e}") from None
-    path = report.write_run(study, config, results, run_dir, device=str(device))
+    with files.fresh_folder(run_dir) as work:
+        try:
+            results = study.run(config, work, progress=progress, device=device)
+        except (OSError, ValueError) as e:  # a checkpoint or data set it cannot take
+            raise _fail(f"{study.NAME}: {_message(e)}") from None
+        report.write_run(study, config, results, work, device=str(device))
     for key, value in study.headline(results).items():
         typer.echo(f"  {key}: {value:.4g}" if isinstance(value, float) else f"  {key}: {value}")
-    typer.echo(f"  report: {path}")
+    typer.echo(f"  report: {run_dir / 'report.html'}")
     return run_dir
 
 
-def _option_type(kind: Any) -> Any:
-    return str if typing.get_origin(kind) is tuple else kind
-
-
-def _make_study_command(study: ModuleType):
-    """A typer command whose options mirror ``study.Config``'s fields."""
-    params = [
-        inspect.Parameter(
-            "quick",
-            inspect.Parameter.KEYWORD_ONLY,
-            default=False,
-            annotation=Annotated[
-                bool, typer.Option("--quick", help="small, fast settings (a smoke run)")
-            ],
-        ),
-        inspect.Parameter(
-            "out",
-            inspect.Parameter.KEYWORD_ONLY,
-            default=Path("runs"),
-            annotation=Annotated[
-                Path, typer.Option("--out", help="parent folder of the run folder")
-            ],
-        ),
-        inspect.Parameter(
+def _common_options(entry_name: str) -> list[inspect.Parameter]:
+    """``--quick --out --config --progress --threads --device`` of a study command."""
+    options = [
+        ("quick", False, bool, typer.Option("--quick", help="small, fast settings (a smoke run)")),
+        ("out", Path("runs"), Path, typer.Option("--out", help="parent folder of the run folder")),
+        (
             "config",
-            inspect.Parameter.KEYWORD_ONLY,
-            default=None,
-            annotation=Annotated[
-                Path | None,
-                typer.Option(
-                    "--config", help=f"TOML file of options (top level or a [{study.NAME}] table)"
-                ),
-            ],
+            None,
+            Path | None,
+            typer.Option(
+                "--config", help=f"TOML file of options (top level or a \\[{entry_name}] table)"
+            ),
         ),
-        inspect.Parameter(
+        (
             "progress",
-            inspect.Parameter.KEYWORD_ONLY,
-            default=True,
-            annotation=Annotated[
-                bool, typer.Option("--progress/--no-progress", help="show progress bars")
-            ],
+            True,
+            bool,
+            typer.Option("--progress/--no-progress", help="show progress bars"),
         ),
-        inspect.Parameter(
-            "threads",
-            inspect.Parameter.KEYWORD_ONLY,
-            default=0,
-            annotation=Annotated[int, typer.Option("--threads", help=THREADS_HELP)],
-        ),
-        inspect.Parameter(
-            "device",
-            inspect.Parameter.KEYWORD_ONLY,
-            default="cpu",
-            annotation=Annotated[str, typer.Option("--device", help=DEVICE_HELP)],
-        ),
+        ("threads", 0, int, typer.Option("--threads", help=THREADS_HELP)),
+        ("device", "cpu", str, typer.Option("--device", help=DEVICE_HELP)),
     ]
-    for name, (kind, f) in config_fields(study.Config).items():
-        flag = "--" + name.replace("_", "-")
-        help_text = f.metadata.get("help", "")
-        default = f.default
+    return [
+        inspect.Parameter(
+            name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[kind, opt]
+        )
+        for name, default, kind, opt in options
+    ]
+
+
+def _make_study_command(entry: Entry):
+    """A typer command whose options mirror the study's ``Config`` fields (read from its source:
+    no import until it runs)."""
+    params = _common_options(entry.name)
+    for option in entry.options:
+        default = option.default
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
         params.append(
             inspect.Parameter(
-                name,
+                option.name,
                 inspect.Parameter.KEYWORD_ONLY,
                 default=None,
                 annotation=Annotated[
-                    _option_type(kind) | None,
-                    typer.Option(flag, help=f"{help_text} [default: {shown}]", show_default=False),
+                    option.cli_type | None,
+                    typer.Option(
+                        "--" + option.name.replace("_", "-"),
+                        help=f"{option.help} [default: {shown}]",
+                        show_default=False,
+                    ),
                 ],
             )
         )
 
     def command(**kwargs: Any) -> None:
-        quick, out, config, progress = (
-            kwargs.pop(k) for k in ("quick", "out", "config", "progress")
+        quick, out, config, progress, threads, device = (
+            kwargs.pop(k) for k in ("quick", "out", "config", "progress", "threads", "device")
         )
-        _set_threads(kwargs.pop("threads"))
-        device = _device(kwargs.pop("device"))
-        overrides = _study_overrides(study, _read_toml(config))
+        overrides = _study_overrides(entry, _read_toml(config))
         overrides |= {k: v for k, v in kwargs.items() if v is not None}
-        _run_study(
-            study, quick=quick, out=out, overrides=overrides, progress=progress, device=device
-        )
+        study, cfg = _config(entry, quick=quick, overrides=overrides)
+        _check_out(out, [entry.name])
+        _set_threads(threads)
+        where = _device(device)
+        _run_study(study, cfg, quick=quick, out=out, progress=progress, device=where)
 
     command.__signature__ = inspect.Signature(params)  # typer reads options from here
-    command.__doc__ = f"{study.SUMMARY}"
+    command.__doc__ = entry.summary
     return command
 
 
-for _study in STUDIES.values():
-    run_app.command(_study.NAME, cls=_StudyCommand, help=_study.SUMMARY)(
-        _make_study_command(_study)
+for _entry in entries().values():
+    run_app.command(_entry.name, cls=_StudyCommand, help=_entry.summary)(
+        _make_study_command(_entry)
     )
 
 
@@ -265,7 +391,7 @@ def run_all(
         typer.Option(
             "--config",
             help="TOML file: top-level options apply to every study that has them, "
-            "[study-name] tables to one study",
+            "\\[study-name] tables to one study",
         ),
     ] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
@@ -275,24 +401,23 @@ def run_all(
     device: Annotated[str, typer.Option("--device", help=DEVICE_HELP)] = "cpu",
 ) -> None:
     """Run every study in order and write index.html linking the reports."""
-    _set_threads(threads)
-    where = _device(device)
     toml = _read_toml(config)
-    unknown = [k for k, v in toml.items() if isinstance(v, dict) and k not in STUDIES]
-    if unknown:
-        raise _fail(
-            f"--config has tables {unknown} that are not studies; studies: {', '.join(STUDIES)}"
-        )
-    run_dirs = []
-    for study in STUDIES.values():
-        overrides = _study_overrides(study, toml)
+    studies = entries()
+    runs = []
+    for name in RUN_ALL:  # every config checked before the first study starts
+        overrides = _study_overrides(studies[name], toml)
         if seed is not None:
             overrides["seed"] = seed
-        run_dirs.append(
-            _run_study(
-                study, quick=quick, out=out, overrides=overrides, progress=progress, device=where
-            )
-        )
+        runs.append(_config(studies[name], quick=quick, overrides=overrides))
+    _check_out(out, list(RUN_ALL))
+    _set_threads(threads)
+    where = _device(device)
+    run_dirs = [
+        _run_study(study, cfg, quick=quick, out=out, progress=progress, device=where)
+        for study, cfg in runs
+    ]
+    from . import report
+
     index = report.write_index(out, run_dirs)
     typer.echo(f"index: {index}")
 
@@ -300,33 +425,45 @@ def run_all(
 @app.command("list")
 def list_studies() -> None:
     """List the studies, one line each."""
-    width = max(map(len, STUDIES))
-    for name, study in STUDIES.items():
-        typer.echo(f"{name:<{width}}  {study.SUMMARY}")
+    studies = entries()
+    width = max(map(len, studies))
+    for name, entry in studies.items():
+        typer.echo(f"{name:<{width}}  {entry.summary}")
 
 
-def _build(arch: str, widths: str | None, shape: tuple[int, ...], classes: int, opts: dict):
+def _parse_widths(widths: str | None, arch: str) -> list[int] | None:
+    """``--widths`` as positive ints (``--arch mlp`` only)."""
+    if arch != "mlp":
+        return None
+    if not widths:
+        raise _fail("--arch mlp needs --widths, e.g. 784,300,100,10")
+    try:
+        sizes = [int(w) for w in widths.replace(" ", "").split(",") if w]
+    except ValueError:
+        sizes = []
+    if len(sizes) < 2 or any(w < 1 for w in sizes):
+        raise _fail(
+            f"--widths {widths!r}: give at least two positive integers separated by commas, "
+            "e.g. 2,20,2"
+        )
+    return sizes
+
+
+def _build(arch: str, sizes: list[int] | None, shape: tuple[int, ...], classes: int, opts: dict):
     """The untrained model of ``--arch`` for samples of ``shape`` and ``classes`` classes."""
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"--arch {arch!r}: choose from {', '.join(ARCHITECTURES)}")
+    from ..base import models
+
     if arch == "mlp":
-        if not widths:
-            raise ValueError("--arch mlp needs --widths, e.g. 784,300,100,10")
-        try:
-            sizes = [int(w) for w in widths.replace(" ", "").split(",") if w]
-        except ValueError:
-            raise ValueError(f"--widths {widths!r}: give integers separated by commas") from None
         d_in = math.prod(shape)
         if sizes[0] != d_in:
-            raise ValueError(
-                f"--widths {widths!r} starts with {sizes[0]} but the data has {d_in} input features"
+            raise _fail(
+                f"--widths {','.join(map(str, sizes))} starts with {sizes[0]} but the data has "
+                f"{d_in} input features"
             )
     elif len(shape) != 3:
-        raise ValueError(
+        raise _fail(
             f"--arch {arch} takes images [C, H, W]; the data has samples of shape {list(shape)}"
         )
-    else:
-        sizes = None
     return models.build(
         arch,
         in_shape=shape,
@@ -336,14 +473,56 @@ def _build(arch: str, widths: str | None, shape: tuple[int, ...], classes: int, 
     )
 
 
+def _check_train_options(o: dict[str, Any]) -> None:
+    """``prunelab train``'s option values, each against what it accepts (before any work)."""
+    choices = {
+        "--arch": (o["arch"], ARCHITECTURES),
+        "--activation": (o["activation"], ACTIVATIONS),
+        "--optimizer": (o["optimizer"], OPTIMIZERS),
+        "--pool": (o["pool"], POOLS),
+    }
+    for flag, (value, valid) in choices.items():
+        if value not in valid:
+            raise _fail(f"{flag} {value!r}: choose from {', '.join(valid)}")
+    if o["data"] not in LOADERS + FOLDER_SETS:
+        raise _fail(
+            f"--data {o['data']!r}: choose from {', '.join(LOADERS)}, or with --data-root one "
+            f"of {', '.join(FOLDER_SETS)}"
+        )
+    ranges = [
+        ("--epochs", o["epochs"], o["epochs"] >= 1, "an int >= 1"),
+        ("--batch-size", o["batch_size"], o["batch_size"] >= 1, "an int >= 1"),
+        ("--seed", o["seed"], 0 <= o["seed"] < 2**63, "an int in 0..2**63-1"),
+        ("--lr", o["lr"], math.isfinite(o["lr"]) and o["lr"] > 0, "a finite number > 0"),
+        ("--weight-decay", o["weight_decay"], 0 <= o["weight_decay"] < math.inf, "a number >= 0"),
+        ("--width", o["width"], math.isfinite(o["width"]) and o["width"] > 0, "a number > 0"),
+    ]
+    if o["dropout"] is not None:
+        ranges.append(("--dropout", o["dropout"], 0 <= o["dropout"] < 1, "a number in [0, 1)"))
+    for flag, value, ok, accepted in ranges:
+        if not ok:
+            raise _fail(f"{flag} must be {accepted}; got {value}")
+    out = o["out"]
+    if out.is_dir():
+        raise _fail(f"--out {str(out)!r} is a folder; give the checkpoint file to write")
+    for parent in out.parents:
+        if parent.exists() and not parent.is_dir():
+            raise _fail(f"--out {str(out)!r}: {str(parent)!r} is a file, not a folder")
+    if o["data"] in FOLDER_SETS and o["data_root"] is None:
+        raise _fail(
+            f"--data {o['data']} is read from a folder you have (prunelab never downloads): "
+            "pass --data-root DIR"
+        )
+
+
 @app.command("train")
 def train_command(
     data_name: Annotated[
         str,
         typer.Option(
             "--data",
-            help=f"one of {', '.join(data.LOADERS)}, or with --data-root one of "
-            f"{', '.join(data.FOLDER_SETS)}",
+            help=f"one of {', '.join(LOADERS)}, or with --data-root one of "
+            f"{', '.join(FOLDER_SETS)}",
         ),
     ],
     out: Annotated[Path, typer.Option(help="checkpoint file to write (.safetensors)")],
@@ -368,19 +547,17 @@ def train_command(
         Path | None,
         typer.Option("--data-root", help="folder of a full-size set (mnist, cifar10, ...)"),
     ] = None,
-    activation: Annotated[
-        str, typer.Option(help=f"one of {', '.join(models.ACTIVATIONS)}")
-    ] = "relu",
+    activation: Annotated[str, typer.Option(help=f"one of {', '.join(ACTIVATIONS)}")] = "relu",
     dropout: Annotated[
         float | None,
         typer.Option(help="dropout after each hidden layer [default: vgg 0.5, else 0]"),
     ] = None,
-    epochs: Annotated[int, typer.Option()] = 20,
-    lr: Annotated[float, typer.Option()] = 0.01,
-    batch_size: Annotated[int, typer.Option()] = 32,
+    epochs: Annotated[int, typer.Option(help="an int >= 1")] = 20,
+    lr: Annotated[float, typer.Option(help="learning rate, > 0")] = 0.01,
+    batch_size: Annotated[int, typer.Option(help="an int >= 1")] = 32,
     optimizer: Annotated[str, typer.Option(help="adam or sgd")] = "adam",
-    weight_decay: Annotated[float, typer.Option()] = 0.0,
-    seed: Annotated[int, typer.Option()] = 0,
+    weight_decay: Annotated[float, typer.Option(help=">= 0")] = 0.0,
+    seed: Annotated[int, typer.Option(help="an int in 0..2**63-1")] = 0,
     device: Annotated[str, typer.Option("--device", help=DEVICE_HELP)] = "cpu",
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
     threads: Annotated[
@@ -388,8 +565,12 @@ def train_command(
     ] = 0,
 ) -> None:
     """Train a model (an MLP, LeNet-5 or a VGG) on a data set and save a checkpoint."""
+    _check_train_options({**locals(), "data": data_name})
+    sizes = _parse_widths(widths, arch)
     _set_threads(threads)
     where = _device(device)
+    from ..base import checkpoint, data, train
+
     vgg = arch.startswith("vgg")
     opts = dict(
         activation=activation,
@@ -399,28 +580,20 @@ def train_command(
         pool=pool,
         width=width,
     )
-    if data_name in data.FOLDER_SETS and data_root is None:
-        raise _fail(
-            f"--data {data_name} is read from a folder you have (prunelab never downloads): "
-            "pass --data-root DIR"
-        )
-    try:
-        split = data.load(data_name, seed=seed, root=data_root)
-        shape = tuple(split.train.x.shape[1:])
-        model = _build(arch, widths, shape, split.train.classes, opts).to(where)
-        history = train.fit(
-            model,
-            split.train,
-            epochs=epochs,
-            lr=lr,
-            batch_size=batch_size,
-            optimizer=optimizer,
-            weight_decay=weight_decay,
-            seed=seed,
-            progress=progress,
-        )
-    except (KeyError, ValueError, TypeError, FileNotFoundError) as e:
-        raise _fail(str(e.args[0]) if e.args else str(e)) from None
+    split = data.load(data_name, seed=seed, root=data_root)
+    shape = tuple(split.train.x.shape[1:])
+    model = _build(arch, sizes, shape, split.train.classes, opts).to(where)
+    history = train.fit(
+        model,
+        split.train,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        optimizer=optimizer,
+        weight_decay=weight_decay,
+        seed=seed,
+        progress=progress,
+    )
     scores = train.evaluate(model, split.test)
     checkpoint.save(
         out,
@@ -428,7 +601,7 @@ def train_command(
         data=data_name,
         seed=seed,
         arch=arch,
-        **({"widths": [int(w) for w in widths.split(",") if w.strip()]} if arch == "mlp" else {}),
+        **({"widths": sizes} if arch == "mlp" else {}),
         train=dict(
             epochs=epochs,
             lr=lr,
@@ -448,10 +621,9 @@ def train_command(
 @app.command("report")
 def report_command(run_dir: Annotated[Path, typer.Argument(help="a run folder")]) -> None:
     """Re-render report.html (and figures) of a run folder from its results.json."""
-    try:
-        path = report.rerender(run_dir)
-    except (FileNotFoundError, ValueError) as e:
-        raise _fail(str(e)) from None
+    from . import report
+
+    path = report.rerender(run_dir)
     typer.echo(f"report: {path}")
 
 
@@ -470,7 +642,7 @@ def explore_command(
         str | None,
         typer.Option(
             "--data",
-            help=f"data to embed: one of {', '.join(data.LOADERS)} (its test part) or a data "
+            help=f"data to embed: one of {', '.join(LOADERS)} (its test part) or a data "
             "file; default the data named in the checkpoint",
         ),
     ] = None,
@@ -491,15 +663,20 @@ def explore_command(
     """Write the interactive explorer (one self-contained HTML page) for a network and open it."""
     if (checkpoint_file is None) == (run_dir is None):
         raise _fail("explore: pass exactly one of --checkpoint FILE or --run RUN_DIR")
-    try:
-        if run_dir is not None:
-            checkpoint_file = explorer.run_checkpoint(run_dir)
-            out = run_dir / explorer.EXPLORER_PAGE if out is None else out
-        path = explorer.from_checkpoint(checkpoint_file, out, data_name=data_name, samples=samples)
-    except (FileNotFoundError, KeyError, ValueError, TypeError) as e:
-        raise _fail(str(e.args[0]) if e.args else str(e)) from None
+    if samples is not None and samples < 1:
+        raise _fail(f"--samples must be an int >= 1; got {samples}")
+    if out is not None and out.is_dir():
+        raise _fail(f"--out {str(out)!r} is a folder; give the HTML file to write")
+    from .web import explorer
+
+    if run_dir is not None:
+        checkpoint_file = explorer.run_checkpoint(run_dir)
+        out = run_dir / explorer.EXPLORER_PAGE if out is None else out
+    path = explorer.from_checkpoint(checkpoint_file, out, data_name=data_name, samples=samples)
     typer.echo(f"explorer: {path}")
     if open_page:
+        import webbrowser
+
         webbrowser.open(path.resolve().as_uri())
 
 

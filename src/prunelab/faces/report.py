@@ -187,13 +187,22 @@ def load_run(run_dir: str | os.PathLike) -> tuple[ModuleType, Any, Any, dict]:
     path = Path(run_dir) / "results.json"
     if not path.is_file():
         raise FileNotFoundError(f"{str(run_dir)!r} is not a run folder: no results.json in it")
-    raw = json.loads(path.read_text())
-    name = raw.get("study")
+    try:
+        raw = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{str(path)!r} is not valid JSON ({e}); rerun the study") from None
+    name = raw.get("study") if isinstance(raw, dict) else None
     if name not in STUDIES:
         raise ValueError(f"{str(path)!r} names study {name!r}; known studies: {sorted(STUDIES)}")
     study = STUDIES[name]
-    config = from_jsonable(study.Config, raw["config"])
-    results = from_jsonable(study.Results, raw["results"])
+    try:
+        config = from_jsonable(study.Config, raw["config"])
+        results = from_jsonable(study.Results, raw["results"])
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise ValueError(
+            f"{str(path)!r} is not a complete {name} result ({type(e).__name__}: {e}); "
+            "rerun the study"
+        ) from None
     return study, config, results, raw
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..base import ops, train
+from ..base import checks, ops, train
 from ..base.data import Dataset, Split
 from . import alignment
 
@@ -115,7 +115,7 @@ def decoy_task(split: Split, region: Tensor, *, seed: int) -> DecoyTask:
         )
     if not region.any():
         raise ValueError("decoy_task: region is empty")
-    C, g = split.classes, torch.Generator().manual_seed(seed)
+    C, g = split.classes, torch.Generator().manual_seed(checks.seed(seed, "decoy_task"))
     y, yt = split.train.y, split.test.y
     shift = torch.randint(1, C, yt.shape, generator=g)  # [N_test] in 1..C-1
     swapped_to = (yt + shift.to(yt.device)) % C

@@ -30,18 +30,26 @@ https://openreview.net/forum?id=Xxli_LIvYI.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
+from ..base import checks
+
 RULES = ("half_gap", "pairwise")
 KINDS = ("additive", "multiplicative")
 
 
-def _check_logits(f: Tensor, fn: str) -> None:
+def _check_logits(f: Tensor, fn: str, name: str = "f") -> None:
+    """Logits ``[N, C]`` with ``N >= 1``, ``C >= 2``, floating and finite."""
+    checks.tensor(f, f"guarantees.{fn}", f"{name} (logits)", floating=True)
     if f.dim() != 2 or f.shape[1] < 2:
-        raise ValueError(f"{fn}: logits must be [N, C] with C >= 2; got shape {list(f.shape)}")
+        raise ValueError(
+            f"guarantees.{fn}: {name} (logits) must be [N, C] with C >= 2; got shape "
+            f"{list(f.shape)}"
+        )
 
 
 def _check_choice(value: str, choices: tuple[str, ...], name: str, fn: str) -> None:
@@ -80,6 +88,8 @@ def logit_bound(
         raise ValueError("logit_bound: give additive=E and/or multiplicative=eps")
     B = torch.zeros_like(f)
     for name, value in (("additive", additive), ("multiplicative", multiplicative)):
+        if value is not None and not bool((torch.as_tensor(value).abs() < math.inf).all()):
+            raise ValueError(f"guarantees.logit_bound: {name} must be finite; got {value}")
         if value is not None and not bool((torch.as_tensor(value) >= 0).all()):
             raise ValueError(f"logit_bound: {name} must be >= 0; got {value}")
     if additive is not None:
@@ -116,6 +126,10 @@ def consistent(f: Tensor, bound: Tensor | float, *, rule: str = "half_gap") -> T
     _check_logits(f, "consistent")
     _check_choice(rule, RULES, "rule", "consistent")
     B = _per_logit(bound, f)
+    if not bool((B >= 0).all()):  # NaN fails this too
+        raise ValueError(
+            "guarantees.consistent: bound must be >= 0 and not NaN; got some that are not"
+        )
     t, gap = top_two(f)
     if rule == "half_gap":
         return B.amax(1) < gap / 2
@@ -249,6 +263,7 @@ class LogitErrors(NamedTuple):
 def logit_errors(f: Tensor, f_hat: Tensor) -> LogitErrors:
     """Raw, centred, shift-invariant and relative errors of ``f_hat`` against ``f`` (``[N, C]``)."""
     _check_logits(f, "logit_errors")
+    _check_logits(f_hat, "logit_errors", "f_hat")
     if f_hat.shape != f.shape:
         raise ValueError(
             f"logit_errors: f_hat must match f {list(f.shape)}; got {list(f_hat.shape)}"

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..base import models, ops
+from ..base import checks, models, ops
 from ..base.data import Dataset
 from ..base.progress import track
 from ..base.train import FitConfig
@@ -165,8 +165,8 @@ def gated_logits(model: nn.Sequential, gates: Gates, x: Tensor) -> Tensor:
     """Logits ``[N, C]`` of the model with its test-time gates (eval mode, no gradients)."""
     net = models.parse(model, method="l0.gated_logits")
     _check_gates(net, gates, "l0.gated_logits")
+    x = net.check_x(x, "l0.gated_logits", convert=True)
     with torch.no_grad():
-        x = x.to(net.layers[0].weight.dtype)
         return ops.forward(net.view, x, scales=gates.test(), training=False)
 
 
@@ -220,7 +220,9 @@ def fit_l0(
     (Gates, L0History)
     """
     fn = "l0.fit_l0"
-    config = FitConfig(epochs, lr, batch_size, optimizer, weight_decay)
+    config = FitConfig(epochs, lr, batch_size, optimizer, weight_decay, fn=fn)
+    seed = checks.seed(seed, fn)
+    checks.instance(train, Dataset, fn, "train", "a prunelab Dataset")
     net = models.parse(model, method=fn)
     if not penalty >= 0:
         raise ValueError(f"{fn}: penalty must be >= 0; got {penalty}")

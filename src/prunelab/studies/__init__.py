@@ -1,25 +1,23 @@
 """The studies: one investigation each, as ``run(config) -> Results`` plus its report sections.
 
 ``STUDIES`` maps each study's command-line name to its module, in the order ``run all`` runs
-them (later studies reuse the checkpoints of earlier ones).
+them (later studies reuse the checkpoints of earlier ones). It is built on first use, so that
+``prunelab --help`` and ``prunelab list`` need not import torch (:mod:`.catalogue` reads what
+they show from the sources).
 """
 
-from . import (
-    approximation_bounds,
-    node_criteria,
-    node_removal,
-    obd_vs_magnitude,
-    relevance,
-    toy_nets,
-    train_vs_prune,
-)
+from .catalogue import MODULES
 
-STUDIES = {
-    toy_nets.NAME: toy_nets,
-    node_removal.NAME: node_removal,
-    train_vs_prune.NAME: train_vs_prune,
-    node_criteria.NAME: node_criteria,
-    obd_vs_magnitude.NAME: obd_vs_magnitude,
-    approximation_bounds.NAME: approximation_bounds,
-    relevance.NAME: relevance,
-}
+
+def __getattr__(name: str):
+    """``STUDIES`` (PEP 562): imports every study the first time it is asked for."""
+    if name == "STUDIES":
+        from .catalogue import entries
+
+        studies = {n: e.load() for n, e in entries().items()}
+        globals()["STUDIES"] = studies
+        return studies
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["MODULES", "STUDIES"]

@@ -10,6 +10,7 @@ directly (no pyplot, so no global figure state).
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -106,4 +107,32 @@ def make_config(
                 f"unknown option {key!r} for {config_cls.__module__}: choose from {valid}"
             )
         values[name] = coerce(fields[name][0], value, name=key)
+        check_value(fields[name][0], values[name], name=key)
     return config_cls(**values)
+
+
+# Integer options that count something there must be at least one of (a name ending in one of
+# these); other integers must be >= 0, seeds in 0..2**63-1, floats finite and learning rates > 0.
+AT_LEAST_ONE = ("epochs", "width", "widths", "batch_size", "_batch", "_train", "n_test", "n_dev")
+AT_LEAST_ONE_EXCEPT = ("finetune",)  # zero fine-tuning epochs is a choice
+
+
+def check_value(kind: Any, value: Any, *, name: str) -> None:
+    """Raise ``ValueError`` naming option ``name`` unless ``value`` is in its accepted range."""
+    key = name.replace("-", "_")
+    items = value if isinstance(value, tuple) else (value,)
+    if key == "seed":
+        if not 0 <= value < 2**63:
+            raise ValueError(f"option {name!r}: must be an int in 0..2**63-1; got {value!r}")
+        return
+    positive = key.endswith(AT_LEAST_ONE) and not any(k in key for k in AT_LEAST_ONE_EXCEPT)
+    for v in items:
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            continue
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ValueError(f"option {name!r}: must be a finite number; got {value!r}")
+        if isinstance(v, int) and v < (1 if positive else 0):
+            least = "1" if positive else "0"
+            raise ValueError(f"option {name!r}: must be an int >= {least}; got {value!r}")
+        if isinstance(v, float) and key.endswith("lr") and v <= 0:
+            raise ValueError(f"option {name!r}: must be a learning rate > 0; got {value!r}")

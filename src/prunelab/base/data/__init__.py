@@ -50,6 +50,9 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
+import torch
+
+from .. import checks
 from .builtin import (
     _circle_split,
     _spirals_split,
@@ -128,6 +131,8 @@ def load(
     FileNotFoundError, ValueError
         From a folder set whose files are missing or malformed (see :mod:`.folders`).
     """
+    if not isinstance(seed, torch.Generator):
+        checks.seed(seed, "data.load")  # an int here; a generator is used as is
     if name in FOLDER_SETS:
         if root is None:
             raise KeyError(

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .. import checks
 from .dataset import Dataset, Seed, Split, _check_n, _generator, _spawn, _take
 
 _CIRCLE_SIZES = (1000, 10_000)  # (train, test), as in the source's circle experiments
@@ -48,7 +49,9 @@ def circle(n: int, *, seed: Seed) -> Dataset:
         ``x: [N, 2]`` float32, ``y: [N]`` in {0, 1}, ``classes=2``, name ``"circle"``.
     """
     _check_n(n, "circle")
-    x = torch.rand(n, 2, generator=_generator(seed)) * 2 - 1  # [N, 2] uniform on [-1, 1)
+    x = (
+        torch.rand(n, 2, generator=_generator(seed, "data.circle")) * 2 - 1
+    )  # [N, 2] uniform on [-1, 1)
     return Dataset(x, circle_labels(x), "circle", 2)
 
 
@@ -122,7 +125,7 @@ def spirals(n: int, *, seed: Seed, noise: float = 0.05, turns: float = 1.5) -> D
         raise ValueError(f"spirals: noise must be a finite float >= 0; got {noise!r}")
     if not (isinstance(turns, numbers.Real) and math.isfinite(turns) and turns > 0):
         raise ValueError(f"spirals: turns must be a finite float > 0; got {turns!r}")
-    g = _generator(seed)
+    g = _generator(seed, "data.spirals")
     arm = torch.cat([torch.zeros(n - n // 2), torch.ones(n // 2)]).double()  # [N]
     t = torch.rand(n, generator=g, dtype=torch.float64).sqrt()  # [N]
     theta = 2 * math.pi * turns * t + math.pi * arm
@@ -244,9 +247,7 @@ def mnist1d(*, seed: Seed, n_train: int | None = None, n_test: int | None = None
 
     if isinstance(seed, torch.Generator):
         seed = int(torch.randint(0, 2**32, (), generator=seed))
-    elif isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise TypeError(f"mnist1d: seed must be an int or a torch.Generator; got {seed!r}")
-    elif not 0 <= seed < 2**32:
+    elif checks.seed(seed, "data.mnist1d") >= 2**32:
         raise ValueError(f"mnist1d: seed must be in 0..2**32-1 (numpy's seed range); got {seed}")
     args = get_dataset_args()
     args.seed = int(seed)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .. import checks
+
 Seed = int | torch.Generator
 
 _SHAPES = "[N, D] (feature vectors) or [N, C, H, W] (images); any [N, D...] is kept as given"
@@ -165,7 +167,7 @@ class Dataset:
                 f"dataset {self.name!r}: test={test!r} leaves {n_test} of {N} samples for "
                 "testing; need at least one sample on each side"
             )
-        perm = torch.randperm(N, generator=_generator(seed))
+        perm = torch.randperm(N, generator=_generator(seed, "Dataset.split"))
         return Split(train=self.subset(perm[n_test:]), test=self.subset(perm[:n_test]))
 
 
@@ -213,20 +215,14 @@ class Split:
 # randomness and sizes
 
 
-def _generator(seed: Seed) -> torch.Generator:
+def _generator(seed: Seed, fn: str = "data") -> torch.Generator:
     """A private CPU generator seeded with ``seed``; a given generator is used as is."""
-    if isinstance(seed, torch.Generator):
-        return seed
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise TypeError(f"seed must be an int or a torch.Generator; got {seed!r}")
-    if not 0 <= seed < 2**63:
-        raise ValueError(f"seed must be in 0..2**63-1; got {seed}")
-    return torch.Generator().manual_seed(int(seed))
+    return checks.seed_or_generator(seed, fn)
 
 
-def _spawn(seed: Seed, k: int) -> list[int]:
+def _spawn(seed: Seed, k: int, fn: str = "data.load") -> list[int]:
     """``k`` independent child seeds drawn from ``seed``'s stream (e.g. for train and test)."""
-    return torch.randint(0, 2**62, (k,), generator=_generator(seed)).tolist()
+    return torch.randint(0, 2**62, (k,), generator=_generator(seed, fn)).tolist()
 
 
 def _check_n(n: int, what: str) -> None:

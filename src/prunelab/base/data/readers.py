@@ -134,6 +134,9 @@ def _read_pt(path: Path) -> tuple[Tensor, Tensor]:
     return torch.as_tensor(x), torch.as_tensor(y)
 
 
+LABEL_NAMES = ("label", "labels", "target", "class", "y")  # recognised label column headers
+
+
 def _read_csv(
     path: Path, label_column: int | str | None, delimiter: str
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -154,9 +157,17 @@ def _read_csv(
         raise ValueError(f"from_file: {path} holds no data rows")
     if K < 2:
         raise ValueError(f"from_file: {path} needs feature columns and a label column; found {K}")
-    if label_column is None:
-        lower = [n.lower() for n in names or []]
-        label_column = lower.index("label") if "label" in lower else -1
+    if label_column is None and names is not None:
+        found = [i for i, n in enumerate(names) if n.lower() in LABEL_NAMES]
+        if len(found) != 1:
+            raise ValueError(
+                f"from_file: {path} has a header {names} with "
+                f"{'no' if not found else 'more than one'} label column (a column named one of "
+                f"{list(LABEL_NAMES)}, any case); pass label_column=NAME or INDEX"
+            )
+        label_column = found[0]
+    elif label_column is None:
+        label_column = -1  # no header: the last column, checked to hold class labels
     if isinstance(label_column, str):
         if names is None or label_column not in names:
             raise ValueError(
@@ -205,8 +216,9 @@ def from_file(
     labels : str or Path, optional
         IDX only: the labels file.
     label_column : int or str, optional
-        CSV only: the label column's index or header name; default the column named ``label``
-        (any case) if the header has one, else the last column.
+        CSV only: the label column's index or header name; default the one column whose header
+        is in ``LABEL_NAMES`` (any case; a header without one is an error), or the last column
+        of a file without a header.
     classes : int, optional
         Number of classes, e.g. to give a test file that lacks a class the training file's C.
     delimiter : str
@@ -226,6 +238,10 @@ def from_file(
         non-negative integers.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"from_file: {path} is a folder; give a data file (.npz, .pt, IDX or CSV)"
+        )
     if not path.is_file():
         raise FileNotFoundError(f"from_file: no such file: {path}")
     base = path.name.removesuffix(".gz")

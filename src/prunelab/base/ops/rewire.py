@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import checks
 from .kinds import _MODULE_STATE, Affine, _like, offset_like
 from .view import View, _flatten
 
@@ -138,10 +139,7 @@ def _remove(
         raise ValueError(f"{method}: border={border!r}; choose from {list(BORDERS)}")
     remove = check_remove(view, remove, method=method, keep_one=False)
     if x is not None:
-        if not isinstance(x, Tensor) or not x.is_floating_point() or x.shape[0] == 0:
-            raise ValueError(f"{method}: x must be a non-empty floating-point Tensor [N, ...]")
-        if not bool(torch.isfinite(x).all()):
-            raise ValueError(f"{method}: x holds NaN or inf values")
+        checks.tensor(x, method, "x", floating=True)
     n_hidden = len(view.hidden)
     hidden = {k: ell for ell, k in enumerate(view.unit_ops)}
     replaced: dict[int, nn.Module] = {}  # flattened position -> new module

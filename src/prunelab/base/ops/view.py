@@ -19,6 +19,7 @@ from functools import cached_property
 import torch
 from torch import Tensor, nn
 
+from .. import checks
 from .kinds import Activation, Affine, Flatten, Op, Pass, Pool
 from .modules import Offset
 
@@ -147,10 +148,7 @@ class View:
                 f"{method}: {name} is {xs.dtype} on {xs.device} but the model's parameters are "
                 f"{self.dtype} on {self.device}; convert one of them"
             )
-        if xs.shape[0] == 0:
-            raise ValueError(f"{method}: {name} holds no samples")
-        if not bool(torch.isfinite(xs).all()):
-            raise ValueError(f"{method}: {name} holds NaN or inf values")
+        checks.tensor(xs, method, name)  # at least one sample, finite
         if self.conv or xs.dim() > 2:
             try:  # one sample through: spatial sizes that do not fit fail here, not deep inside
                 with torch.no_grad():
@@ -190,7 +188,7 @@ class View:
         return x
 
 
-def parse(model: nn.Module, *, method: str = "prunelab") -> View:
+def parse(model: nn.Module, *, method: str = "prunelab", finite: bool = True) -> View:
     """Parse a supported ``nn.Sequential`` into its op view.
 
     Parameters
@@ -199,6 +197,9 @@ def parse(model: nn.Module, *, method: str = "prunelab") -> View:
         Of the modules in ``SUPPORTED_MODULES``; nested Sequentials are flattened.
     method : str
         Name of the calling method, used in error messages.
+    finite : bool
+        Check that every parameter and buffer is finite (off only for a model being built,
+        whose memory is not initialised yet).
 
     Raises
     ------
@@ -206,7 +207,7 @@ def parse(model: nn.Module, *, method: str = "prunelab") -> View:
         If ``model`` is not an ``nn.Sequential`` or holds an unsupported module (the message
         names the module, its position and the supported set).
     ValueError
-        If the structure cannot be read as layers: no Linear or Conv2d, a BatchNorm that does
+        If a parameter or buffer holds NaN or inf, or the structure cannot be read as layers: no Linear or Conv2d, a BatchNorm that does
         not directly follow one, an Offset that does not directly follow a Conv2d (before its
         BatchNorm) or does not match its channels, two activations after one layer, a Flatten
         that is not ``Flatten(1, -1)``, a max pool returning indices, a grouped convolution.
@@ -216,6 +217,8 @@ def parse(model: nn.Module, *, method: str = "prunelab") -> View:
             f"{method}: model must be an nn.Sequential of {', '.join(SUPPORTED_MODULES)}; "
             f"got {type(model).__name__}"
         )
+    if finite:
+        checks.finite_model(model, method)
     names = {}
     for name, module in model.named_modules(remove_duplicate=False):
         names.setdefault(id(module), name)

@@ -13,7 +13,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from ...base import models, ops
+from ...base import checks, models, ops
 from .mussay import MONOTONE, mussay_bound_name, mussay_probabilities
 from .sample_sizes import Number, sample_size
 from .sampling import sample_counts, sample_until_distinct, sample_weights, top_sensitivity
@@ -56,7 +56,7 @@ def layer_inputs(model: nn.Module, layer: int, x: Tensor) -> Tensor:
     """
     net = _parse(model, "coreset.layer_inputs")
     layer = _layer_index(net, layer, "coreset.layer_inputs", hidden=False)
-    x = net.inputs(x).to(net.layers[0].weight.dtype)
+    x = net.check_x(x, "coreset.layer_inputs", convert=True)
     if layer == 0:
         return x
     with torch.no_grad():
@@ -138,6 +138,8 @@ def prune_weights_sipp(
     """
     fn = "coreset.prune_weights_sipp"
     net = _parse(model, fn)
+    x = net.check_x(x, fn, convert=True)
+    checks.instance(generator, torch.Generator, fn, "generator", "a torch.Generator")
     dense = net.layers[_layer_index(net, layer, fn, hidden=False)]
     W = dense.weight.detach()
     s = sensitivities(W, layer_inputs(model, layer, x))
@@ -201,6 +203,7 @@ def prune_neurons(
     """
     fn = "coreset.prune_neurons"
     net = _parse(model, fn)
+    checks.instance(generator, torch.Generator, fn, "generator", "a torch.Generator")
     layer = _layer_index(net, layer, fn, hidden=True)
     H = net.layers[layer].width
     if probs.shape != (H,) or not bool((probs >= 0).all()) or not bool(probs.sum() > 0):
@@ -261,6 +264,7 @@ def prune_neurons_mussay(
     """
     fn = "coreset.prune_neurons_mussay"
     net = _parse(model, fn, activations=MONOTONE)
+    checks.instance(generator, torch.Generator, fn, "generator", "a torch.Generator")
     layer = _layer_index(net, layer, fn, hidden=True)
     dense, nxt = net.layers[layer], net.layers[layer + 1]
     W_next = nxt.weight.detach()
@@ -299,6 +303,8 @@ def prune_neurons_pfp(
     """
     fn = "coreset.prune_neurons_pfp"
     net = _parse(model, fn)
+    x = net.check_x(x, fn, convert=True)
+    checks.instance(generator, torch.Generator, fn, "generator", "a torch.Generator")
     layer = _layer_index(net, layer, fn, hidden=True)
     s = neuron_sensitivities(
         net.layers[layer + 1].weight.detach(), layer_inputs(model, layer + 1, x)

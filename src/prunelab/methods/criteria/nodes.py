@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...base import ops, stats
+from ...base import checks, ops, stats
 from ...engines import curvature
 from .. import bounds
 from .checks import check_view
@@ -53,7 +53,7 @@ def random(
     without one is reproducible); on the generator's device, returned on ``x``'s.
     """
     view, x, _ = check_view(model, x, y, "random", labels=False)
-    g = generator if generator is not None else torch.Generator().manual_seed(0)
+    g = checks.generator(generator, "criteria.random") or torch.Generator().manual_seed(0)
     return [
         torch.rand(H, generator=g, dtype=x.dtype, device=g.device).to(x.device)
         for H in view.hidden_sizes
@@ -413,6 +413,7 @@ def node_scores(
     """
     if name not in NODE_CRITERIA:
         raise KeyError(f"node criterion {name!r}: choose from {sorted(NODE_CRITERIA)}")
+    checks.generator(generator, "criteria.node_scores")
     return NODE_CRITERIA[name](model, x, y, generator=generator)
 
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from ...base import ops
+from ...base import checks, ops
 from ...engines import curvature, hessian_blocks
 from .checks import check_view
 
@@ -145,7 +145,7 @@ def random_weights(
     call without one is reproducible); returned on the parameters' device.
     """
     _weight_inputs(model, x, y, "random", labels=False)
-    g = generator if generator is not None else torch.Generator().manual_seed(0)
+    g = checks.generator(generator, "criteria.random") or torch.Generator().manual_seed(0)
     return {
         n: torch.rand(p.shape, generator=g, dtype=p.dtype, device=g.device).to(p.device)
         for n, p in model.named_parameters()
@@ -515,6 +515,7 @@ def weight_scores(
     """
     if name not in WEIGHT_CRITERIA:
         raise KeyError(f"weight criterion {name!r}: choose from {sorted(WEIGHT_CRITERIA)}")
+    checks.generator(generator, "criteria.weight_scores")
     return WEIGHT_CRITERIA[name](model, x, y, generator=generator)
 
 
