@@ -121,6 +121,17 @@ def test_layer_by_layer_errors_name_the_argument():
             coreset.layer_by_layer(model, xs, xd, generator=torch.Generator(), **args)
 
 
+def test_layer_by_layer_rejects_bad_inputs_by_name():
+    model, xs, xd = _net()
+    kw = dict(eps=1.0, delta=0.1, generator=torch.Generator())
+    with pytest.raises(ValueError, match=r"\(x_dev\).*shape"):
+        coreset.layer_by_layer(model, xs, xd[:, :5], **kw)
+    with pytest.raises(ValueError, match=r"\(x_S\).*NaN"):
+        coreset.layer_by_layer(model, torch.full_like(xs, float("nan")), xd, **kw)
+    with pytest.raises(TypeError, match="generator must be a torch.Generator"):
+        coreset.layer_by_layer(model, xs, xd, **{**kw, "generator": 3})
+
+
 def test_sample_size_saturates_instead_of_overflowing():
     m = coreset.sample_size(torch.tensor([1e-12, 1e-1]), 0.1, torch.tensor([5.0, 5.0]))
     assert m[0] == 2**62 and 0 < m[1] < 2**62

@@ -789,11 +789,9 @@ def _arm(config: Config, split, nets_of, model: str, g, advance) -> Results:
         nets, seeds, wd = nets_of(regime)
         if regime == names[0]:
             layerwise = _layerwise(config, copy.deepcopy(nets[0]), split, g)
-            total = sum(p.numel() for p in nets[0].parameters())
-            share = (
-                models.parse(coreset_eval.split_head(nets[0])[1]).layers[-1].weight.numel() / total
-            )
         subs = [_subject(n, regime, s, wd, split, config) for n, s in zip(nets, seeds, strict=True)]
+        if regime == names[0]:  # the pruned final layer's share of the whole net's weights
+            share = subs[0].head[-1].weight.numel() / sum(p.numel() for p in nets[0].parameters())
         H = subs[0].head[0].out_features
         n_weights = subs[0].head[-1].weight.numel()
         regimes.append(_regime_row(regime, config, subs))

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ...base import models
+from ...base import checks, models
 from .composition import cancellation, compounded_error, delta_hat, layer_epsilons
 from .prune import layer_inputs, prune_weights_sipp
 from .sample_sizes import sample_size
@@ -73,6 +73,11 @@ def layer_by_layer(
     if not (isinstance(max_samples, int | float) and max_samples >= 0):
         raise ValueError(f"{fn}: max_samples must be >= 0; got {max_samples!r}")
     net = models.parse(model, method=fn)
+    x_S, x_dev = (
+        net.check_x(x_S, f"{fn} (x_S)", convert=True),
+        net.check_x(x_dev, f"{fn} (x_dev)", convert=True),
+    )
+    checks.generator(generator, fn)
     L = len(net.layers)
     with torch.no_grad():
         hats = [
