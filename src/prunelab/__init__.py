@@ -40,7 +40,7 @@ MODULES = {
     **dict.fromkeys(
         (
             "ablation", "alignment", "bounds", "compare", "coreset", "coreset_eval", "costs",
-            "criteria", "decoy", "guarantees", "l0", "relevance", "surgery",
+            "criteria", "decoy", "findings", "guarantees", "l0", "relevance", "surgery",
         ),
         "methods",
     ),

@@ -4,6 +4,7 @@
     prunelab run STUDY|all [--quick] [--seed N] [--out DIR] [--config FILE.toml] [--OPTION ...]
     prunelab train --data NAME --widths 2,20,2 --out FILE
     prunelab report RUN_DIR
+    prunelab findings RUN_DIR...
     prunelab explore [--checkpoint FILE | --run RUN_DIR] [--data NAME] [--out FILE] [--no-open]
 
 Each study's options are generated from its ``Config`` dataclass (``prunelab run STUDY --help``).
@@ -420,6 +421,54 @@ def run_all(
 
     index = report.write_index(out, run_dirs)
     typer.echo(f"index: {index}")
+
+
+def _run_folders(paths: list[Path]) -> list[Path]:
+    """Run folders named on the line: a run folder itself, or a folder of runs (``run all``'s
+    ``--out``: each subfolder holding results.json, in ``run all``'s order)."""
+    found = []
+    for path in paths:
+        if (path / "results.json").is_file():
+            found.append(path)
+            continue
+        if not path.is_dir():
+            raise _fail(f"findings: {str(path)!r} does not exist")
+        inside = sorted(p.parent for p in path.glob("*/results.json"))
+        if not inside:
+            raise _fail(f"findings: {str(path)!r} holds no run (no results.json in it or below)")
+        order = {name: i for i, name in enumerate(RUN_ALL)}
+        found += sorted(inside, key=lambda p: (order.get(p.name, len(order)), p.name))
+    return found
+
+
+@app.command("findings")
+def findings_command(
+    run_dirs: Annotated[
+        list[Path],
+        typer.Argument(help="run folders, or a folder of runs (the --out of run all)"),
+    ],
+) -> None:
+    """Print the scoreboard: every finding of the runs, with the source's figure, ours and the
+    verdict (the table that opens run all's index.html)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from . import report
+
+    board = report.scoreboard(_run_folders(run_dirs))
+    colours = {"holds": "green", "differs": "red", "not measured": "dim"}
+    table = Table(show_lines=False, expand=False)
+    for column in ("study", "claim of the source", "source", "ours", "verdict"):
+        table.add_column(column, overflow="fold")
+    for r in board:
+        v = r["verdict"]
+        table.add_row(
+            r["study"], r["claim"], r["source"] or "-", r["ours"], f"[{colours[v]}]{v}[/]"
+        )
+    console = Console(width=max(Console().width, 120) if sys.stdout.isatty() else 160)
+    console.print(table)
+    counts = {v: sum(r["verdict"] == v for r in board) for v in colours}
+    console.print(", ".join(f"{n} {v}" for v, n in counts.items()))
 
 
 @app.command("list")

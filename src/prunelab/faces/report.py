@@ -2,7 +2,8 @@
 
 A run folder holds ``results.json`` (config, every number, versions, seed), one PNG per figure
 and a self-contained ``report.html`` with the figures embedded. ``run all`` adds ``index.html``
-linking every report with its headline numbers. All writes are atomic. A study that saves
+opening with the scoreboard: every finding of every study (the source's claim, its figure, ours,
+the verdict), each linked to its report. All writes are atomic. A study that saves
 ``explorer.safetensors`` (a checkpoint whose metadata names its data) into its folder also gets
 ``explorer.html``, the interactive explorer of :mod:`prunelab.web.explorer`, linked near the top
 of its report.
@@ -24,6 +25,8 @@ from typing import Any
 
 from ..base.checkpoint import versions
 from ..base.files import atomic_write, from_jsonable, to_jsonable, write_json
+from ..methods import findings
+from ..methods.findings import Finding
 from ..studies import STUDIES
 from ..studies.base import Plot, Section, Table
 from .web import explorer
@@ -41,8 +44,12 @@ figure{margin:1.2rem 0} figure img{max-width:100%;height:auto;border:1px solid #
 figcaption{color:#5a6570;font-size:.9rem} details{margin:1rem 0} code{background:#f3f4f6;
 padding:0 .2rem;border-radius:3px} .headline td:first-child{font-weight:600}
 .explore{background:#eef6f9;border:1px solid #b8d8e3;border-radius:6px;padding:.6rem .9rem}
-.explore a{font-weight:600}
+.explore a{font-weight:600} .v-holds{color:#17692f;font-weight:600}
+.v-differs{color:#a3261d;font-weight:600} .v-not-measured{color:#6b6f75;font-style:italic}
+td.claim,td.text{text-align:left;max-width:26rem} tr:target{background:#fff7d6}
 """
+
+FINDINGS_ANCHOR = "findings"
 
 
 def _fmt(value: Any) -> str:
@@ -65,6 +72,66 @@ def _table(table: Table) -> str:
     )
     cap = f"<caption>{html.escape(table.caption)}</caption>" if table.caption else ""
     return f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def anchor(title: str) -> str:
+    """The HTML id of a report section titled ``title`` (findings link to it)."""
+    return "s-" + "-".join("".join(c if c.isalnum() else " " for c in title.lower()).split())
+
+
+def findings_of(study: ModuleType, results: Any, config: Any) -> list[Finding]:
+    """The study's findings (``study.findings(results, config)``; none if it defines none)."""
+    fn = getattr(study, "findings", None)
+    return list(fn(results, config)) if fn is not None else []
+
+
+def _verdict_cell(verdict: str) -> str:
+    return f"<td class=v-{verdict.replace(' ', '-')}>{html.escape(verdict)}</td>"
+
+
+def _findings_table(rows: Sequence[tuple[str, str, Mapping[str, Any]]], *, study: bool) -> str:
+    """Rows of (link, row id, finding as a dict) as a table: [study,] claim, source, ours,
+    verdict; each claim links to its evidence."""
+    head = (["study"] if study else []) + ["claim of the source", "source", "ours", "verdict"]
+    body = []
+    for link, row_id, f in rows:
+        claim = html.escape(f["claim"])
+        if link:
+            claim = f"<a href='{html.escape(link)}'>{claim}</a>"
+        tip = html.escape(f"rule: {f['rule']}" + (f". {f['detail']}" if f.get("detail") else ""))
+        cells = [f"<td class=text>{html.escape(f['study'])}</td>"] if study else []
+        cells += [
+            f"<td class=claim title='{tip}'>{claim}</td>",
+            f"<td class=text>{html.escape(f['source'] or '-')}</td>",
+            f"<td class=text>{html.escape(f['ours'])}</td>",
+            _verdict_cell(f["verdict"]),
+        ]
+        body.append(f"<tr id='{html.escape(row_id)}'>" + "".join(cells) + "</tr>")
+    cols = "".join(f"<th>{html.escape(c)}</th>" for c in head)
+    return f"<table><thead><tr>{cols}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _findings_part(found: Sequence[Finding]) -> list[str]:
+    """The report's findings table, each row linked to the section with its evidence, and each
+    rule and detail written out below it."""
+    if not found:
+        return []
+    rows = [
+        (f"#{anchor(f.section)}" if f.section else "", f"f-{i}", to_jsonable(f))
+        for i, f in enumerate(found)
+    ]
+    counts = ", ".join(f"{n} {v}" for v, n in findings.tally(found).items() if n)
+    notes = "".join(
+        f"<li><b>{html.escape(f.claim)}</b> {html.escape(f.verdict)} "
+        f"({html.escape(f.rule)}){'. ' + html.escape(f.detail) if f.detail else ''}</li>"
+        for f in found
+    )
+    return [
+        f"<h2 id={FINDINGS_ANCHOR}>Findings: the source's claims on our runs</h2>",
+        f"<p>{html.escape(counts)}. Each verdict follows from the rule written beside it.</p>",
+        _findings_table(rows, study=False),
+        f"<details><summary>Rules and details</summary><ul>{notes}</ul></details>",
+    ]
 
 
 def _png(plot: Plot) -> bytes:
@@ -121,8 +188,9 @@ def render(
                 "<table>", "<table class=headline>", 1
             )
         )
+    parts += _findings_part(findings_of(study, results, config))
     for section in sections:
-        parts.append(f"<h2>{html.escape(section.title)}</h2>")
+        parts.append(f"<h2 id={anchor(section.title)}>{html.escape(section.title)}</h2>")
         parts += [f"<p>{html.escape(t)}</p>" for t in section.text]
         parts += [_table(t) for t in section.tables]
         for plot in section.plots:
@@ -175,6 +243,7 @@ def write_run(
             "seed": getattr(config, "seed", None),
             **meta,
             "headline": study.headline(results),
+            "findings": findings_of(study, results, config),
             "config": config,
             "results": results,
         },
@@ -218,16 +287,59 @@ def rerender(run_dir: str | os.PathLike) -> Path:
     )
 
 
+def scoreboard(run_dirs: Sequence[str | os.PathLike]) -> list[dict[str, Any]]:
+    """Every finding of the runs in ``run_dirs`` (as stored in their results.json), each with
+    ``study`` and ``run`` (its folder) added, in run order."""
+    rows = []
+    for run_dir in run_dirs:
+        raw = _raw(run_dir)
+        for i, f in enumerate(raw.get("findings", [])):
+            rows.append({"study": raw["study"], "run": str(run_dir), "index": i, **f})
+    return rows
+
+
+def _raw(run_dir: str | os.PathLike) -> dict[str, Any]:
+    path = Path(run_dir) / "results.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{str(run_dir)!r} is not a run folder: no results.json in it")
+    try:
+        raw = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{str(path)!r} is not valid JSON ({e}); rerun the study") from None
+    if not isinstance(raw, dict) or raw.get("study") not in STUDIES:
+        raise ValueError(f"{str(path)!r} is not a prunelab run (no known study named in it)")
+    return raw
+
+
 def write_index(out_dir: str | os.PathLike, run_dirs: Sequence[str | os.PathLike]) -> Path:
-    """Write ``index.html`` in ``out_dir`` linking each run's report with its headline numbers."""
+    """Write ``index.html`` in ``out_dir``: the scoreboard of every study's findings, then each
+    run's report linked with its headline numbers."""
     out_dir = Path(out_dir)
+    board = scoreboard(run_dirs)
+    counts = {v: sum(r["verdict"] == v for r in board) for v in findings.VERDICTS}
     parts = [
         "<h1>prunelab runs</h1>",
         f"<p class=meta>{dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}</p>",
+        "<h2 id=scoreboard>Scoreboard: the sources' claims on our runs</h2>",
+        "<p>"
+        + html.escape(", ".join(f"{n} {v}" for v, n in counts.items()))
+        + ". Each claim links to its row in the study's report, where the rule that decided "
+        "its verdict is written out (hover a claim to see it here).</p>",
+        _findings_table(
+            [
+                (
+                    os.path.relpath(Path(r["run"]) / "report.html", out_dir) + f"#f-{r['index']}",
+                    f"{r['study']}-{r['index']}",
+                    r,
+                )
+                for r in board
+            ],
+            study=True,
+        ),
     ]
     for run_dir in run_dirs:
         run_dir = Path(run_dir)
-        raw = json.loads((run_dir / "results.json").read_text())
+        raw = _raw(run_dir)
         study = STUDIES[raw["study"]]
         link = os.path.relpath(run_dir / "report.html", out_dir)
         parts.append(

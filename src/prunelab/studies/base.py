@@ -2,8 +2,12 @@
 
 A study module defines ``NAME``, ``SUMMARY`` (one line), a frozen ``Config`` dataclass (help text
 in ``field(metadata={"help": ...})``, quick-mode overrides in ``Config.QUICK``), a ``Results``
-dataclass, ``run(config, out, *, progress) -> Results``, ``headline(results) -> dict`` and
-``sections(results, config) -> list[Section]``. Figures are built with ``matplotlib.figure.Figure``
+dataclass, ``run(config, out, *, progress) -> Results``, ``headline(results) -> dict``,
+``findings(results, config) -> list[Finding]`` (the source's claims with our measurement and a
+verdict by a stated rule, :mod:`prunelab.methods.findings`; stored in results.json and gathered
+into ``run all``'s scoreboard) and ``sections(results, config) -> list[Section]``. ``headline``
+and ``findings`` live in the study module and compute from ``Results`` with tested library
+calls; the report module only formats. Figures are built with ``matplotlib.figure.Figure``
 directly (no pyplot, so no global figure state).
 """
 

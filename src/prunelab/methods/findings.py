@@ -1,0 +1,178 @@
+"""Findings: a source's claim, the source's figure, our measurement and a verdict by a stated rule.
+
+A study reports each claim of its source as a :class:`Finding`. The verdict is never written by
+hand: it comes from one of the rules below, each a pure function of our measurement (values over
+seeds, so the interval is part of the decision), and the rule's text goes with the finding so a
+reader can check it.
+
+    holds          the measurement satisfies the rule (at 95% over seeds where there are seeds)
+    differs        it does not; ``detail`` gives the size and, where known, the cause
+    not measured   the study does not measure the claim (``detail`` says why)
+
+Rules (``values``: one number per seed):
+
+    above(values, t)        holds iff the 95% interval of the mean lies above t
+    below(values, t)        holds iff it lies below t
+    within(values, lo, hi)  holds iff the interval of the mean meets the source's range [lo, hi]
+    every(values, pred)     holds iff pred holds on every seed (a claim about each run)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..base import stats
+
+VERDICTS = ("holds", "differs", "not measured")
+LEVEL = 0.95
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """The mean over ``n`` seeds with its two-sided 95% Student-t interval ``[low, high]``."""
+
+    mean: float
+    low: float
+    high: float
+    n: int
+
+    def __str__(self) -> str:
+        if self.n < 2 or self.low == self.high:
+            return _num(self.mean)
+        return f"{_num(self.mean)} [{_num(self.low)}, {_num(self.high)}]"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One claim of the source and what our runs say about it.
+
+    ``claim`` is the source's statement, ``source`` its own figure ("" where it has none),
+    ``ours`` our measurement as text (mean and 95% interval over seeds), ``verdict`` one of
+    ``VERDICTS``, ``rule`` the stated rule that decided it, ``detail`` the size or cause of a
+    difference, ``section`` the report section holding the evidence, and ``estimate`` the numbers.
+    """
+
+    claim: str
+    source: str
+    ours: str
+    verdict: str
+    rule: str
+    detail: str = ""
+    section: str = ""
+    estimate: Estimate | None = None
+
+    def __post_init__(self) -> None:
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"verdict {self.verdict!r}: choose from {', '.join(VERDICTS)}")
+
+
+def estimate(values: Tensor | Sequence[float], *, level: float = LEVEL) -> Estimate:
+    """Mean of per-seed ``values`` [S] and its Student-t interval (zero width for one seed).
+
+    Non-finite values are an error: a claim measured as NaN is not measured.
+    """
+    v = torch.as_tensor(values, dtype=torch.float64).flatten()
+    if v.numel() == 0:
+        raise ValueError("estimate: values is empty; give one number per seed")
+    if not torch.isfinite(v).all():
+        raise ValueError(f"estimate: values must be finite; got {v.tolist()}")
+    mean, half = stats.mean_interval(v, level=level)
+    m, h = mean.item(), half.item()
+    return Estimate(m, m - h, m + h, v.numel())
+
+
+def _num(x: float) -> str:
+    if x == 0 or 1e-3 <= abs(x) < 1e4:
+        return f"{x:.3g}"
+    return f"{x:.2e}"
+
+
+def _finding(claim, source, e, holds, rule, detail, section, unit="") -> Finding:
+    ours = f"{e}{unit}" + (f" ({e.n} seeds)" if e.n > 1 else "")
+    return Finding(claim, source, ours, "holds" if holds else "differs", rule, detail, section, e)
+
+
+def above(
+    claim: str,
+    values: Tensor | Sequence[float],
+    threshold: float = 0.0,
+    *,
+    source: str = "",
+    detail: str = "",
+    section: str = "",
+    unit: str = "",
+) -> Finding:
+    """Holds iff the 95% interval of the mean of ``values`` lies above ``threshold``."""
+    e = estimate(values)
+    rule = f"holds iff the 95% interval of the mean lies above {_num(threshold)}"
+    return _finding(claim, source, e, e.low > threshold, rule, detail, section, unit)
+
+
+def below(
+    claim: str,
+    values: Tensor | Sequence[float],
+    threshold: float = 0.0,
+    *,
+    source: str = "",
+    detail: str = "",
+    section: str = "",
+    unit: str = "",
+) -> Finding:
+    """Holds iff the 95% interval of the mean of ``values`` lies below ``threshold``."""
+    e = estimate(values)
+    rule = f"holds iff the 95% interval of the mean lies below {_num(threshold)}"
+    return _finding(claim, source, e, e.high < threshold, rule, detail, section, unit)
+
+
+def within(
+    claim: str,
+    values: Tensor | Sequence[float],
+    low: float,
+    high: float,
+    *,
+    source: str = "",
+    detail: str = "",
+    section: str = "",
+    unit: str = "",
+) -> Finding:
+    """Holds iff the 95% interval of the mean of ``values`` meets the source's range
+    ``[low, high]`` (a single figure: ``low == high``)."""
+    if not low <= high:
+        raise ValueError(f"within: low must be <= high; got {low}, {high}")
+    e = estimate(values)
+    span = _num(low) if low == high else f"[{_num(low)}, {_num(high)}]"
+    rule = f"holds iff the 95% interval of the mean meets the source's {span}"
+    holds = e.low <= high and e.high >= low
+    return _finding(claim, source, e, holds, rule, detail, section, unit)
+
+
+def every(
+    claim: str,
+    values: Tensor | Sequence[float],
+    predicate: Callable[[float], bool],
+    condition: str,
+    *,
+    source: str = "",
+    detail: str = "",
+    section: str = "",
+    unit: str = "",
+) -> Finding:
+    """Holds iff ``predicate`` is true for the value of every seed; ``condition`` states it."""
+    e = estimate(values)
+    v = torch.as_tensor(values, dtype=torch.float64).flatten().tolist()
+    rule = f"holds iff {condition} on every seed"
+    return _finding(claim, source, e, all(predicate(x) for x in v), rule, detail, section, unit)
+
+
+def not_measured(claim: str, why: str, *, source: str = "", section: str = "") -> Finding:
+    """A claim of the source this study does not measure, and why (never dropped silently)."""
+    return Finding(claim, source, "-", "not measured", "not measured", why, section)
+
+
+def tally(findings: Sequence[Finding]) -> dict[str, int]:
+    """How many findings have each verdict, in the order of ``VERDICTS``."""
+    return {v: sum(f.verdict == v for f in findings) for v in VERDICTS}

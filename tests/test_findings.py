@@ -1,0 +1,94 @@
+"""Findings and their verdict rules, against scipy's t interval and hand-decided cases; the
+scoreboard read back from run folders by `prunelab findings`."""
+
+import json
+
+import pytest
+import scipy.stats
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from prunelab.faces.cli import app
+from prunelab.faces.report import scoreboard
+from prunelab.methods import findings
+
+values = st.lists(
+    st.floats(-100, 100, allow_nan=False, allow_subnormal=False), min_size=2, max_size=12
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(values)
+def test_estimate_is_scipys_t_interval(v):
+    e = findings.estimate(v)
+    t = torch.tensor(v, dtype=torch.float64)
+    sem = scipy.stats.sem(v)
+    if sem == 0:
+        assert e.low == e.high == pytest.approx(t.mean().item())
+        return
+    low, high = scipy.stats.t.interval(0.95, len(v) - 1, loc=t.mean().item(), scale=sem)
+    assert (e.low, e.high) == (pytest.approx(low, abs=1e-9), pytest.approx(high, abs=1e-9))
+    assert e.n == len(v)
+
+
+@settings(max_examples=60, deadline=None)
+@given(values, st.floats(-100, 100))
+def test_above_and_below_follow_the_interval(v, t):
+    e = findings.estimate(v)
+    assert (findings.above("c", v, t).verdict == "holds") == (e.low > t)
+    assert (findings.below("c", v, t).verdict == "holds") == (e.high < t)
+    # never both
+    assert not (findings.above("c", v, t).verdict == findings.below("c", v, t).verdict == "holds")
+
+
+def test_rules_on_hand_decided_cases():
+    # mean 1, sd 0.079 over 5 seeds: interval [0.902, 1.098]
+    v = [0.9, 1.0, 1.1, 0.95, 1.05]
+    assert findings.above("c", v, 0.8).verdict == "holds"
+    assert findings.above("c", v, 1.0).verdict == "differs"  # the interval contains 1
+    assert findings.within("c", v, 1.09, 1.5).verdict == "holds"  # meets the source's range
+    assert findings.within("c", v, 1.1, 1.5).verdict == "differs"
+    assert findings.within("c", [8, 8, 8], 5, 6).verdict == "differs"  # 8 flips vs 5-6
+    assert findings.every("c", [3, 4], lambda x: x > 2, "x > 2").verdict == "holds"
+    assert findings.every("c", [3, 1], lambda x: x > 2, "x > 2").verdict == "differs"
+    f = findings.not_measured("c", "no study draws it")
+    assert f.verdict == "not measured" and f.estimate is None
+
+
+def test_bad_input_is_refused_by_name():
+    with pytest.raises(ValueError, match="finite"):
+        findings.estimate([1.0, float("nan")])
+    with pytest.raises(ValueError, match="empty"):
+        findings.estimate([])
+    with pytest.raises(ValueError, match="low must be <= high"):
+        findings.within("c", [1.0], 2, 1)
+    with pytest.raises(ValueError, match="holds, differs, not measured"):
+        findings.Finding("c", "", "", "reproduced", "")
+
+
+def _run(folder, study, found):
+    folder.mkdir(parents=True)
+    raw = {"study": study, "findings": [json.loads(json.dumps(f, default=vars)) for f in found]}
+    (folder / "results.json").write_text(json.dumps(raw, default=lambda o: o.__dict__))
+
+
+def test_scoreboard_and_findings_command_read_every_run(tmp_path):
+    a = [findings.above("nets train", [0.9, 0.95], 0.5), findings.not_measured("x", "why")]
+    b = [findings.below("loss falls", [2.0, 3.0], 0.5)]
+    _run(tmp_path / "runs" / "node-removal", "node-removal", b)
+    _run(tmp_path / "runs" / "toy-nets", "toy-nets", a)
+    board = scoreboard([tmp_path / "runs" / "toy-nets", tmp_path / "runs" / "node-removal"])
+    assert [(r["study"], r["verdict"]) for r in board] == [
+        ("toy-nets", "holds"),
+        ("toy-nets", "not measured"),
+        ("node-removal", "differs"),
+    ]
+    result = CliRunner().invoke(app, ["findings", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    # run all's order: toy-nets before node-removal, and the tally of verdicts
+    assert result.output.index("nets train") < result.output.index("loss falls")
+    assert "1 holds, 1 differs, 1 not measured" in result.output
+    bad = CliRunner().invoke(app, ["findings", str(tmp_path / "nowhere")])
+    assert bad.exit_code == 2 and "does not exist" in bad.output
