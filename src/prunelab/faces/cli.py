@@ -2,6 +2,7 @@
 
     prunelab list
     prunelab run STUDY|all [--quick] [--seed N] [--out DIR] [--config FILE.toml] [--OPTION ...]
+        [--executor serial|process|ray] [--ray-address HOST:PORT]
     prunelab train --data NAME --widths 2,20,2 --out FILE
     prunelab report RUN_DIR
     prunelab explore [--checkpoint FILE | --run RUN_DIR] [--data NAME] [--out FILE] [--no-open]
@@ -26,8 +27,10 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from ..base import checkpoint, data, models, train
+from ..base.executor import EXECUTORS, Executor, UnitError
 from ..studies import STUDIES
 from ..studies.base import config_fields, make_config
+from ..studies.units import run_study
 from . import report
 from .web import explorer
 
@@ -98,6 +101,21 @@ app.add_typer(run_app, name="run")
 
 ARCHITECTURES = models.ARCHITECTURES
 DEVICE_HELP = "cpu, cuda, or auto (cuda when available)"
+EXECUTOR_HELP = (
+    "how the units of work (seeds x arms) run: serial (in this process), process (a pool, one "
+    "worker per core, --threads torch threads each, default 1) or ray (Ray tasks). Stored "
+    "units are never computed again: a rerun resumes an interrupted run"
+)
+RAY_ADDRESS_HELP = "join this Ray cluster (ray start --head prints it); default: a local one"
+
+
+def _executor(kind: str, ray_address: str | None, threads: int) -> Executor:
+    """The executor for ``--executor``/``--ray-address``; workers get ``--threads`` (or 1)."""
+    if kind not in EXECUTORS:
+        raise _fail(f"--executor {kind!r}: choose from {', '.join(EXECUTORS)}")
+    if ray_address is not None and kind != "ray":
+        raise _fail(f"--ray-address needs --executor ray; got --executor {kind}")
+    return Executor(kind, threads=threads or 1, ray_address=ray_address)
 
 
 def _device(name: str) -> torch.device:
@@ -139,6 +157,7 @@ def _run_study(
     overrides: dict[str, Any],
     progress: bool,
     device: torch.device,
+    executor: Executor,
 ) -> Path:
     try:
         config = make_config(study.Config, quick=quick, overrides=overrides)
@@ -148,7 +167,11 @@ def _run_study(
     where = "" if device.type == "cpu" else f" on {device}"
     typer.echo(f"running {study.NAME}{' (quick)' if quick else ''}{where} -> {run_dir}")
     try:
-        results = study.run(config, run_dir, progress=progress, device=device)
+        results = run_study(
+            study, config, run_dir, progress=progress, device=device, executor=executor
+        )
+    except UnitError as e:
+        raise _fail(f"{study.NAME}: {e}") from None
     except (FileNotFoundError, ValueError) as e:  # a checkpoint or data set it cannot take
         raise _fail(f"{study.NAME}: {e.args[0] if e.args else e}") from None
     path = report.write_run(study, config, results, run_dir, device=str(device))
@@ -212,6 +235,18 @@ def _make_study_command(study: ModuleType):
             default="cpu",
             annotation=Annotated[str, typer.Option("--device", help=DEVICE_HELP)],
         ),
+        inspect.Parameter(
+            "executor",
+            inspect.Parameter.KEYWORD_ONLY,
+            default="serial",
+            annotation=Annotated[str, typer.Option("--executor", help=EXECUTOR_HELP)],
+        ),
+        inspect.Parameter(
+            "ray_address",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=None,
+            annotation=Annotated[str | None, typer.Option("--ray-address", help=RAY_ADDRESS_HELP)],
+        ),
     ]
     for name, (kind, f) in config_fields(study.Config).items():
         flag = "--" + name.replace("_", "-")
@@ -234,13 +269,16 @@ def _make_study_command(study: ModuleType):
         quick, out, config, progress = (
             kwargs.pop(k) for k in ("quick", "out", "config", "progress")
         )
-        _set_threads(kwargs.pop("threads"))
+        threads = kwargs.pop("threads")
+        _set_threads(threads)
         device = _device(kwargs.pop("device"))
+        executor = _executor(kwargs.pop("executor"), kwargs.pop("ray_address"), threads)
         overrides = _study_overrides(study, _read_toml(config))
         overrides |= {k: v for k, v in kwargs.items() if v is not None}
         _run_study(
-            study, quick=quick, out=out, overrides=overrides, progress=progress, device=device
-        )
+            study, quick=quick, out=out, overrides=overrides, progress=progress, device=device,
+            executor=executor,
+        )  # fmt: skip
 
     command.__signature__ = inspect.Signature(params)  # typer reads options from here
     command.__doc__ = f"{study.SUMMARY}"
@@ -273,10 +311,13 @@ def run_all(
         int, typer.Option("--threads", help="torch CPU threads (0: torch's default)")
     ] = 0,
     device: Annotated[str, typer.Option("--device", help=DEVICE_HELP)] = "cpu",
+    executor: Annotated[str, typer.Option("--executor", help=EXECUTOR_HELP)] = "serial",
+    ray_address: Annotated[str | None, typer.Option("--ray-address", help=RAY_ADDRESS_HELP)] = None,
 ) -> None:
     """Run every study in order and write index.html linking the reports."""
     _set_threads(threads)
     where = _device(device)
+    runner = _executor(executor, ray_address, threads)
     toml = _read_toml(config)
     unknown = [k for k, v in toml.items() if isinstance(v, dict) and k not in STUDIES]
     if unknown:
@@ -290,7 +331,13 @@ def run_all(
             overrides["seed"] = seed
         run_dirs.append(
             _run_study(
-                study, quick=quick, out=out, overrides=overrides, progress=progress, device=where
+                study,
+                quick=quick,
+                out=out,
+                overrides=overrides,
+                progress=progress,
+                device=where,
+                executor=runner,
             )
         )
     index = report.write_index(out, run_dirs)
