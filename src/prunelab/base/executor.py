@@ -71,7 +71,8 @@ class UnitError(RuntimeError):
 
     def __str__(self) -> str:
         lines = [f"{len(self.failures)} unit(s) failed (rerun to retry them):"]
-        lines += [f"  {label}: {error}" for label, error in self.failures.items()]
+        for label, error in self.failures.items():
+            lines.append(f"  {label}: " + error.replace("\n", "\n    "))
         return "\n".join(lines)
 
 
@@ -159,7 +160,7 @@ def run_units(
                 _store(paths[i], payload)
             else:
                 u = units[i]
-                failures[u.label] = f"{error.strip()}\n    config: {u.key()['kwargs']}"
+                failures[u.label] = f"{error.strip()}\nconfig: {u.key()['kwargs']}"
             advance(status=f"{labels[i]} {'failed' if error else 'done'}")
 
         _RUNNERS[executor.kind](executor, [units[i] for i in todo], todo, done)
