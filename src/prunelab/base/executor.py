@@ -40,18 +40,24 @@ class Unit:
     """One unit of work: ``fn(**kwargs)``, stored as ``<label>_<hash of fn and kwargs>.pt``.
 
     ``fn`` must be a module-level function (process and Ray workers import it by name).
-    Arguments named in ``NOT_HASHED`` (the output folder, progress) do not enter the hash.
+    Arguments named in ``NOT_HASHED`` (the output folder, progress) do not enter the hash;
+    the contents of the files named in ``inputs`` (a user's checkpoint) do.
     """
 
     label: str
     fn: Callable[..., Any]
     kwargs: dict[str, Any] = field(default_factory=dict)
+    inputs: tuple[str, ...] = ()
 
     def key(self) -> dict[str, Any]:
-        """What determines the result (JSON): the function's qualified name and its arguments."""
+        """What determines the result (JSON): the function's qualified name, its arguments and
+        the SHA-256 of each input file."""
         args = {k: v for k, v in self.kwargs.items() if k not in NOT_HASHED}
         fn = f"{self.fn.__module__}.{self.fn.__qualname__}"
-        return {"fn": fn, "kwargs": json.loads(json.dumps(files.to_jsonable(args), default=str))}
+        key = {"fn": fn, "kwargs": json.loads(json.dumps(files.to_jsonable(args), default=str))}
+        if self.inputs:
+            key["inputs"] = {p: _file_digest(p) for p in self.inputs}
+        return key
 
     def digest(self) -> str:
         """16 hex digits of the SHA-256 of :meth:`key` (sorted keys, so stable across runs)."""
@@ -61,6 +67,14 @@ class Unit:
     def filename(self) -> str:
         safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in self.label)
         return f"{safe}_{self.digest()}.pt"
+
+
+def _file_digest(path: str) -> str:
+    """SHA-256 of a file's bytes ("missing" if there is none: the unit itself will say so)."""
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return "missing"
 
 
 @dataclass

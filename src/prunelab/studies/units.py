@@ -40,11 +40,13 @@ def run_study(
     if split(study):
         return study.run(config, out, progress=progress, device=device, executor=executor)
     serial = executor.kind == "serial"  # then the study's own progress bars show
+    given = getattr(config, "checkpoint", "")  # a user's model: its contents enter the hash
     unit = Unit(
         study.NAME,
         whole_study,
         dict(name=study.NAME, config=config, out=str(out), device=str(device),
              progress=progress and serial),
+        inputs=(given,) if isinstance(given, str) and given else (),
     )  # fmt: skip
     (results,) = run_units(
         [unit], store(out), executor=executor, progress=progress and not serial,
