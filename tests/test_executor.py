@@ -17,6 +17,7 @@ import torch
 from prunelab.base import files
 from prunelab.base.executor import Executor, Unit, UnitError, run_units
 from prunelab.studies import node_criteria
+from prunelab.studies.base import make_config
 
 
 def noisy(n: int, seed: int, out: str = "") -> torch.Tensor:
@@ -125,12 +126,29 @@ def ray_cluster():
     ray.shutdown()
 
 
-def test_node_criteria_on_ray_gives_the_serial_results(serial_run, ray_cluster, tmp_path):
-    config, serial = serial_run
+def test_node_criteria_quick_grid_on_ray_gives_the_serial_results(ray_cluster, tmp_path):
+    config = make_config(node_criteria.Config, quick=True)
+    serial = node_criteria.run(config, tmp_path / "serial", progress=False)  # one torch thread
     executor = Executor("ray", threads=torch.get_num_threads())
-    on_ray = node_criteria.run(config, tmp_path, progress=False, executor=executor)
+    on_ray = node_criteria.run(config, tmp_path / "ray", progress=False, executor=executor)
     assert _numbers(on_ray) == _numbers(serial)
-    assert len(list((tmp_path / "units").glob("*.pt"))) == len(config.nets)
+    assert len(list((tmp_path / "ray" / "units").glob("*.pt"))) == len(config.nets)
+
+
+def test_a_failed_ray_task_is_reported_with_its_config(ray_cluster, tmp_path):
+    config = node_criteria.Config(**TINY)
+    bad = Unit(
+        "bad", node_criteria.net_unit, dict(name="bogus", config=config, out="", device="cpu")
+    )
+    good = Unit("good", noisy, dict(n=2, seed=0))  # a test-module function: pickled by value
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    with pytest.raises(UnitError) as caught:
+        run_units([bad, good], tmp_path, executor=Executor("ray"), progress=False)
+    assert list(caught.value.failures) == ["bad"]
+    assert "KeyError" in caught.value.failures["bad"] and "bogus" in caught.value.failures["bad"]
+    assert len(list(tmp_path.glob("good_*.pt"))) == 1
 
 
 def _cli(out: Path, *extra: str) -> list[str]:
@@ -160,3 +178,15 @@ def test_a_run_killed_mid_grid_resumes_with_only_the_missing_units(tmp_path, ser
     for net in written["nets"]:
         net.pop("score_seconds")
     assert written == json.loads(json.dumps(_numbers(serial_run[1])))
+
+
+def test_cli_refuses_an_unknown_executor_and_a_ray_address_without_ray(tmp_path):
+    from typer.testing import CliRunner
+
+    from prunelab.faces.cli import app
+
+    runner = CliRunner()
+    bad = runner.invoke(app, ["run", "toy-nets", "--executor", "threads", "--out", str(tmp_path)])
+    assert bad.exit_code == 2 and not list(tmp_path.iterdir())
+    lone = ["run", "toy-nets", "--ray-address", "localhost:6379", "--out", str(tmp_path)]
+    assert runner.invoke(app, lone).exit_code == 2 and not list(tmp_path.iterdir())

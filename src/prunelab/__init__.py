@@ -33,7 +33,8 @@ __version__ = "0.1.0"
 
 MODULES = {
     **dict.fromkeys(
-        ("checkpoint", "data", "files", "models", "ops", "progress", "stats", "train"), "base"
+        ("checkpoint", "data", "executor", "files", "models", "ops", "progress", "stats", "train"),
+        "base",
     ),
     **dict.fromkeys(("curvature", "ensemble", "hessian_blocks", "masks", "stacked", "sweep"), "engines"),
     **dict.fromkeys(

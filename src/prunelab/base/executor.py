@@ -136,11 +136,6 @@ class _FailedError(Exception):
     """A unit's error, as text (pickles across processes and Ray)."""
 
 
-def _store(path: Path, payload: bytes) -> Any:
-    files.atomic_write(path, payload)
-    return _load(path)
-
-
 def _load(path: Path) -> Any:
     # our own cache of our own results (see the module docstring), hence weights_only=False
     return torch.load(path, map_location="cpu", weights_only=False)
@@ -171,7 +166,7 @@ def run_units(
 
         def done(i: int, payload: bytes | None, error: str | None) -> None:
             if error is None:
-                _store(paths[i], payload)
+                files.atomic_write(paths[i], payload)
             else:
                 u = units[i]
                 failures[u.label] = f"{error.strip()}\nconfig: {u.key()['kwargs']}"
@@ -202,7 +197,8 @@ def _run_process(executor: Executor, units, index, done) -> None:
     workers = min(executor.workers or os.cpu_count() or 1, len(units))
     # spawn, not fork: a forked child inherits torch's thread pools and can deadlock in them
     context = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(workers, mp_context=context) as pool:
+    pool = cf.ProcessPoolExecutor(workers, mp_context=context)
+    try:
         futures = {
             pool.submit(_call, u.fn, u.kwargs, executor.threads): i
             for i, u in zip(index, units, strict=True)
@@ -214,6 +210,8 @@ def _run_process(executor: Executor, units, index, done) -> None:
                 done(futures[future], None, str(e))
             except Exception as e:  # a worker that died
                 done(futures[future], None, f"{type(e).__name__}: {e}")
+    finally:  # on Ctrl-C, drop the queued units (the finished ones are stored)
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _run_ray(executor: Executor, units, index, done) -> None:
