@@ -3,7 +3,9 @@
 A study module defines ``NAME``, ``SUMMARY`` (one line), a frozen ``Config`` dataclass (help text
 in ``field(metadata={"help": ...})``, quick-mode overrides in ``Config.QUICK``), a ``Results``
 dataclass, ``run(config, out, *, progress) -> Results``, ``headline(results) -> dict`` and
-``sections(results, config) -> list[Section]``. Figures are built with ``matplotlib.figure.Figure``
+``sections(results, config) -> list[Section]``. A study split into units of work (see
+:mod:`prunelab.base.executor`) also takes ``executor=`` and stores its units in ``out/units``;
+:func:`.units.run_study` runs any other study as one unit. Figures are built with ``matplotlib.figure.Figure``
 directly (no pyplot, so no global figure state).
 """
 
