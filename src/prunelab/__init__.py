@@ -33,7 +33,10 @@ __version__ = "0.1.0"
 
 MODULES = {
     **dict.fromkeys(
-        ("checkpoint", "checks", "data", "files", "models", "ops", "progress", "stats", "train"),
+        (
+            "checkpoint", "checks", "data", "executor", "files", "models", "ops", "progress",
+            "stats", "train",
+        ),
         "base",
     ),
     **dict.fromkeys(("curvature", "ensemble", "hessian_blocks", "masks", "stacked", "sweep"), "engines"),

@@ -7,7 +7,9 @@ dataclass, ``run(config, out, *, progress) -> Results``, ``headline(results) -> 
 verdict by a stated rule, :mod:`prunelab.methods.findings`; stored in results.json and gathered
 into ``run all``'s scoreboard) and ``sections(results, config) -> list[Section]``. ``headline``
 and ``findings`` live in the study module and compute from ``Results`` with tested library
-calls; the report module only formats. Figures are built with ``matplotlib.figure.Figure``
+calls; the report module only formats. A study split into units of work
+(:mod:`prunelab.base.executor`) also takes ``executor=``; :func:`.units.run_study` runs any
+other study as one unit. Figures are built with ``matplotlib.figure.Figure``
 directly (no pyplot, so no global figure state).
 """
 

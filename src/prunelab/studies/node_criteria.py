@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from ..base import checkpoint, data, files, models, stats, train
+from ..base.executor import SERIAL, Executor, Unit, run_units
 from ..base.progress import track
 from ..engines import ensemble, sweep
 from ..methods import costs, criteria, surgery
@@ -506,16 +507,38 @@ def _study_net(name: str, config: Config, out: Path, progress: bool, device) -> 
     )
 
 
+def net_unit(name: str, config: Config, out: str, device: str) -> NetStudy:
+    """One unit of work: one net's seeds trained, scored, pruned, evaluated and fine-tuned.
+
+    The unit is the net (an arm), not a seed of it: the MLP seeds train together
+    (``ensemble.fit_many``), which equals separate fits only to float rounding, so splitting
+    them would change the results.
+    """
+    return _study_net(name, config, Path(out), False, torch.device(device))
+
+
+def units(config: Config, device: str | torch.device = "cpu") -> list[Unit]:
+    """The study's units of work: one per net."""
+    kwargs = dict(config=config, device=str(torch.device(device)))
+    return [Unit(name, net_unit, dict(name=name, **kwargs), writes=True) for name in config.nets]
+
+
 def run(
-    config: Config, out: str | Path, *, progress: bool = True, device: str | torch.device = "cpu"
+    config: Config,
+    out: str | Path,
+    *,
+    progress: bool = True,
+    device: str | torch.device = "cpu",
+    executor: Executor = SERIAL,
 ) -> Results:
     """Train each net's seeds, score, prune, evaluate and fine-tune; checkpoints go to ``out``.
 
     Everything is computed on ``device`` (initialisations, data and random scores are drawn on
-    the CPU and moved there); the results come back on the CPU.
+    the CPU and moved there); the results come back on the CPU. Each net is a unit of work run
+    by ``executor`` (stored units are not computed again).
     """
-    out, device = Path(out), torch.device(device)
-    nets = [_study_net(name, config, out, progress, device) for name in config.nets]
+    todo = units(config, device)
+    nets = run_units(todo, out, executor=executor, progress=progress, description=NAME)
     ranks = torch.stack([p.by_accuracy.rank_mean for n in nets for p in n.panels])
     return files.to_cpu(
         Results(

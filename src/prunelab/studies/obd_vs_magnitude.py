@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from ..base import data, files, models, ops, stats, train
-from ..base.progress import track
+from ..base.executor import SERIAL, Executor, Unit, run_units
 from ..engines import ensemble, hessian_blocks
 from ..methods import criteria, surgery
 from .base import option
@@ -534,7 +534,12 @@ def _fmt(values: list[float]) -> str:
 
 
 def run(
-    config: Config, out: str | Path, *, progress: bool = True, device: str | torch.device = "cpu"
+    config: Config,
+    out: str | Path,
+    *,
+    progress: bool = True,
+    device: str | torch.device = "cpu",
+    executor: Executor = SERIAL,
 ) -> Results:
     """Train, score, sweep, fine-tune and measure the Hessian's cross terms, for the MLP and
     (``config.convnet``) for LeNet-5 on the same data; the LeNet-5 results are the MLP
@@ -542,14 +547,21 @@ def run(
 
     Everything is computed on ``device`` (initialisations and data are drawn on the CPU and
     moved there; the criteria's and probes' generators stay on the CPU); the results come back
-    on the CPU.
+    on the CPU. Each (network, with or without dropout) is a unit of work run by ``executor``
+    (stored units are not computed again).
     """
-    split = data.load("mnist5k", seed=config.seed, n_train=config.n_train, n_test=config.n_test)
-    split = split.to(device=torch.device(device))
     archs = _archs(config)
-    steps = len(archs) * len(KINDS) * (1 + config.seeds + 3)
-    with track(steps, "obd vs magnitude", enabled=progress) as advance:
-        results = [files.to_cpu(_study(config, split, arch, advance)) for arch in archs]
+    where = str(torch.device(device))
+    todo = [
+        Unit(f"{arch.name}-{kind}", arm_unit, dict(config=config, arch=arch.name, kind=kind,
+                                                   device=where))
+        for arch in archs
+        for kind in KINDS
+    ]  # fmt: skip
+    parts = run_units(todo, out, executor=executor, progress=progress, description=NAME)
+    results = [
+        _study(config, parts[i * len(KINDS) : (i + 1) * len(KINDS)]) for i in range(len(archs))
+    ]
     for r in results:
         r.findings = _findings(r, config)  # read from the CPU copy
     main = results[0]
@@ -557,8 +569,21 @@ def run(
     return main
 
 
-def _study(config: Config, split: data.Split, arch: Arch, advance) -> Results:
-    """Every arm of one network, with and without dropout (findings left empty)."""
+def arm_unit(config: Config, arch: str, kind: str, device: str) -> dict:
+    """One unit of work: every arm of one network trained with (``kind``) or without dropout.
+
+    The unit is not one seed: the MLP seeds train together (``ensemble.fit_many``), which
+    equals separate fits only to float rounding.
+    """
+    split = data.load("mnist5k", seed=config.seed, n_train=config.n_train, n_test=config.n_test)
+    split = split.to(device=torch.device(device))
+    (a,) = [a for a in _archs(config) if a.name == arch]
+    dropout = dict(zip(KINDS, (0.0, config.dropout), strict=True))[kind]
+    return files.to_cpu(_kind(config, split, a, kind, dropout))
+
+
+def _kind(config: Config, split: data.Split, arch: Arch, kind: str, p: float) -> dict:
+    """Every arm of one network with dropout ``p``: the pieces of its :class:`Results`."""
     train_x, train_y = split.train.x, split.train.y
     xs, ys = train_x[: arch.score_samples], train_y[: arch.score_samples]
     xt, yt = split.test.x, split.test.y
@@ -566,58 +591,70 @@ def _study(config: Config, split: data.Split, arch: Arch, advance) -> Results:
     fine_levels = _levels(config.fine_start, 0.999, config.fine_step)
     arms = _arms(config, arch.extra)
     names = sorted({c for c, _ in arms} | set(config.finetune_criteria) | {"obd"})
-    curves, fine, tuned, terms = [], [], [], []
-    train_loss, test_accuracy = {}, {}
-    for kind, p in zip(KINDS, (0.0, config.dropout), strict=True):
-        nets, histories = _train(config, split, arch, p)
-        train_loss[kind] = [h.loss[-1] for h in histories]
-        test_accuracy[kind] = [train.evaluate(net, split.test)["accuracy"] for net in nets]
-        advance(status=f"{arch.name}: trained ({kind})")
-        scores = []  # per seed: {criterion: {param: Tensor}}
-        for k, net in enumerate(nets):
-            g = torch.Generator().manual_seed(config.seed + k)
-            scores.append({c: criteria.weight_scores(c, net, xs, ys, generator=g) for c in names})
-            advance(status=f"{arch.name}: scored seed {k} ({kind})")
-        for crit, scope in arms:
-            sweeps = [
-                surgery.sparsity_sweep(net, scores[k][crit], coarse, xt, yt, scope=scope)
-                for k, net in enumerate(nets)
-            ]
-            curves.append(_curve(kind, crit, scope, coarse, sweeps))
-        kind_curves = [cv for cv in curves if cv.kind == kind]
-        heavy = torch.tensor(coarse) >= config.fine_start
-        best = sorted(kind_curves, key=lambda cv: cv.accuracy[:, heavy].mean().item(), reverse=True)
-        chosen = {(cv.criterion, cv.scope) for cv in best[: config.fine_arms]}
-        chosen.add(("obd", "global"))  # the source's "even more pruning" arm, always
-        for crit, scope in sorted(chosen):
-            sweeps = [
-                surgery.sparsity_sweep(net, scores[k][crit], fine_levels, xt, yt, scope=scope)
-                for k, net in enumerate(nets)
-            ]
-            fine.append(_curve(kind, crit, scope, fine_levels, sweeps))
-        advance(status=f"{arch.name}: swept ({kind})")
-        for crit in config.finetune_criteria:
-            tuned.append(_finetune(config, split, arch, nets, scores, kind, crit))
-        advance(status=f"{arch.name}: fine-tuned ({kind})")
-        terms.append(_cross_terms(config, arch, nets, scores, xs, ys, kind))
-        advance(status=f"{arch.name}: cross terms ({kind})")
+    curves, fine, tuned = [], [], []
+    nets, histories = _train(config, split, arch, p)
+    train_loss = [h.loss[-1] for h in histories]
+    test_accuracy = [train.evaluate(net, split.test)["accuracy"] for net in nets]
+    scores = []  # per seed: {criterion: {param: Tensor}}
+    for k, net in enumerate(nets):
+        g = torch.Generator().manual_seed(config.seed + k)
+        scores.append({c: criteria.weight_scores(c, net, xs, ys, generator=g) for c in names})
+    for crit, scope in arms:
+        sweeps = [
+            surgery.sparsity_sweep(net, scores[k][crit], coarse, xt, yt, scope=scope)
+            for k, net in enumerate(nets)
+        ]
+        curves.append(_curve(kind, crit, scope, coarse, sweeps))
+    heavy = torch.tensor(coarse) >= config.fine_start
+    best = sorted(curves, key=lambda cv: cv.accuracy[:, heavy].mean().item(), reverse=True)
+    chosen = {(cv.criterion, cv.scope) for cv in best[: config.fine_arms]}
+    chosen.add(("obd", "global"))  # the source's "even more pruning" arm, always
+    for crit, scope in sorted(chosen):
+        sweeps = [
+            surgery.sparsity_sweep(net, scores[k][crit], fine_levels, xt, yt, scope=scope)
+            for k, net in enumerate(nets)
+        ]
+        fine.append(_curve(kind, crit, scope, fine_levels, sweeps))
+    for crit in config.finetune_criteria:
+        tuned.append(_finetune(config, split, arch, nets, scores, kind, crit))
     view = ops.parse(nets[0])
-    return Results(
-        widths=(view.layers[0].in_units, *view.hidden_sizes, view.out_features),
-        weights=sum(layer.weight.numel() for layer in view.layers),
-        n_train=len(train_y),
-        n_test=len(yt),
-        score_samples=len(ys),
-        seeds=[config.seed + k for k in range(config.seeds)],
+    return dict(
+        kind=kind,
         train_loss=train_loss,
         test_accuracy=test_accuracy,
         curves=curves,
         fine=fine,
-        fine_tuned=tuned,
-        cross_terms=terms,
-        findings=[],
-        arch=arch.name,
+        tuned=tuned,
+        terms=_cross_terms(config, arch, nets, scores, xs, ys, kind),
+        widths=(view.layers[0].in_units, *view.hidden_sizes, view.out_features),
+        weights=sum(layer.weight.numel() for layer in view.layers),
         conv_weights=sum(layer.weight.numel() for layer in view.layers if layer.conv),
+        n_train=len(train_y),
+        n_test=len(yt),
+        score_samples=len(ys),
+        arch=arch.name,
+    )
+
+
+def _study(config: Config, parts: list[dict]) -> Results:
+    """One network's results from its parts (one per kind, in ``KINDS`` order; no findings)."""
+    last = parts[-1]
+    return Results(
+        widths=last["widths"],
+        weights=last["weights"],
+        n_train=last["n_train"],
+        n_test=last["n_test"],
+        score_samples=last["score_samples"],
+        seeds=[config.seed + k for k in range(config.seeds)],
+        train_loss={p["kind"]: p["train_loss"] for p in parts},
+        test_accuracy={p["kind"]: p["test_accuracy"] for p in parts},
+        curves=[c for p in parts for c in p["curves"]],
+        fine=[c for p in parts for c in p["fine"]],
+        fine_tuned=[t for p in parts for t in p["tuned"]],
+        cross_terms=[p["terms"] for p in parts],
+        findings=[],
+        arch=last["arch"],
+        conv_weights=last["conv_weights"],
     )
 
 

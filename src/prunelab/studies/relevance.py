@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from ..base import data, files, models, ops, train
-from ..base.progress import track
+from ..base.executor import SERIAL, Executor, Unit, run_units
 from ..methods import alignment, decoy, relevance
 from . import toy_nets
 from .base import option
@@ -500,57 +500,74 @@ def _decoy_run(
     return model, history
 
 
-def _decoy(
-    split: data.Split,
-    config: Config,
-    corner: str,
-    net: Net,
-    weights: tuple[float, ...],
-    n_seeds: int,
-    advance,
-) -> Decoy:
-    """The decoy arms (reference, plain, one per penalty weight) over ``n_seeds`` seeds, each
-    net built and trained as ``net`` says."""
+def _decoy_setup(split: data.Split, config: Config, corner: str):
+    """The patch region, the decoy task and the sweep values of one corner."""
     side = IMAGE_SETS[config.images]
     region = decoy.patch_region(side, config.patch, corner).to(split.train.x.device)
     task = decoy.decoy_task(split, region, seed=config.seed)
-    methods = list(relevance.METHODS)
-    values = decoy.sweep_values(split.classes, config.sweep_per_level)
-    seeds = [config.seed + k for k in range(n_seeds)]
-    plan = [("random patch (reference)", 0.0, True), ("plain", 0.0, False)]
-    plan += [(f"penalty {w:g}", w, False) for w in weights]
-    arms = []
-    for name, weight, on_random in plan:
-        rows = []
-        for seed in seeds:
-            model, history = _decoy_run(task, net, weight, on_random, seed, config)
-            scores = decoy.scores(model, task)
-            x = task.test_true.x
-            with torch.no_grad():
-                share = torch.stack(
-                    [alignment.relevance_share(model, x, region, method=m).mean() for m in methods]
-                )
-                mean_relevance = (
-                    relevance.explain(model, x, method=config.penalty_method).input.abs().mean(0)
-                )
-            sweep = decoy.sweep(
-                model,
-                task.test.x,
-                task.test.y,
-                region,
-                values=values,
-                method=config.penalty_method,
-                classes=split.classes,
-            )
-            # a first Conv2d shares its weights over positions: no ratio (patch_weight_ratio)
-            first_linear = not ops.parse(model).layers[0].conv
-            scores["weight_ratio"] = (
-                decoy.patch_weight_ratio(model, region) if first_linear else None
-            )
-            rows.append((scores, share, history, mean_relevance, sweep))
-            advance(status=f"decoy {net.name} {corner}: {name}, seed {seed}")
+    return side, region, task, decoy.sweep_values(split.classes, config.sweep_per_level)
 
-        def stack(key: str, rows=rows) -> Tensor:
+
+def _decoy_plan(weights: tuple[float, ...]) -> list[tuple[str, float, bool]]:
+    """The decoy arms: (name, penalty weight, trained on the random patch)."""
+    plan = [("random patch (reference)", 0.0, True), ("plain", 0.0, False)]
+    return plan + [(f"penalty {w:g}", w, False) for w in weights]
+
+
+def _decoy_net(arch: str, split: data.Split, config: Config) -> Net:
+    if arch == "MLP":
+        return mlp_net(config.decoy_hidden, split, config.image_epochs, config)
+    return lenet_net(split, config.convnet_decoy_epochs, config)
+
+
+def decoy_unit(config: Config, arch: str, corner: str, arm: int, seed: int, device: str):
+    """One unit of work: one decoy arm (``_decoy_plan``'s ``arm``) of one net (``arch``: MLP
+    or LeNet-5), one corner and one seed, trained and measured."""
+    split = data.load(config.images, seed=config.seed).to(device=torch.device(device))
+    net = _decoy_net(arch, split, config)
+    weights = config.weights if arch == "MLP" else config.convnet_weights
+    _, weight, on_random = _decoy_plan(weights)[arm]
+    _, region, task, values = _decoy_setup(split, config, corner)
+    model, history = _decoy_run(task, net, weight, on_random, seed, config)
+    scores = decoy.scores(model, task)
+    x = task.test_true.x
+    with torch.no_grad():
+        methods = list(relevance.METHODS)
+        share = torch.stack(
+            [alignment.relevance_share(model, x, region, method=m).mean() for m in methods]
+        )
+        mean_relevance = (
+            relevance.explain(model, x, method=config.penalty_method).input.abs().mean(0)
+        )
+    sweep = decoy.sweep(
+        model,
+        task.test.x,
+        task.test.y,
+        region,
+        values=values,
+        method=config.penalty_method,
+        classes=split.classes,
+    )
+    # a first Conv2d shares its weights over positions: no ratio (patch_weight_ratio)
+    first_linear = not ops.parse(model).layers[0].conv
+    scores["weight_ratio"] = decoy.patch_weight_ratio(model, region) if first_linear else None
+    return files.to_cpu((scores, share, history, mean_relevance, sweep, first_linear))
+
+
+def _decoy(
+    split: data.Split, config: Config, corner: str, arch: str, n_seeds: int, rows: dict
+) -> Decoy:
+    """The decoy arms (reference, plain, one per penalty weight) over ``n_seeds`` seeds, from
+    their units' ``rows[arm, seed]``."""
+    side, region, task, values = _decoy_setup(split, config, corner)
+    seeds = [config.seed + k for k in range(n_seeds)]
+    weights = config.weights if arch == "MLP" else config.convnet_weights
+    arms = []
+    for a, (name, weight, on_random) in enumerate(_decoy_plan(weights)):
+        arm_rows = [rows[a, seed] for seed in seeds]
+        first_linear = arm_rows[0][5]
+
+        def stack(key: str, rows=arm_rows) -> Tensor:
             return torch.tensor([r[0][key] for r in rows])
 
         arms.append(
@@ -565,18 +582,18 @@ def _decoy(
                 changed=stack("changed"),
                 follow_rate=stack("follow_rate"),
                 weight_ratio=stack("weight_ratio") if first_linear else None,
-                share=torch.stack([r[1] for r in rows]),
-                loss=torch.tensor([r[2].loss for r in rows]),
-                penalty=torch.tensor([r[2].penalty for r in rows]),
-                mean_relevance=rows[0][3].flatten(),
-                sweep_accuracy=torch.stack([r[4].accuracy for r in rows]),
-                sweep_follow=torch.stack([r[4].follow for r in rows]),
-                sweep_share=torch.stack([r[4].share for r in rows]),
+                share=torch.stack([r[1] for r in arm_rows]),
+                loss=torch.tensor([r[2].loss for r in arm_rows]),
+                penalty=torch.tensor([r[2].penalty for r in arm_rows]),
+                mean_relevance=arm_rows[0][3].flatten(),
+                sweep_accuracy=torch.stack([r[4].accuracy for r in arm_rows]),
+                sweep_follow=torch.stack([r[4].follow for r in arm_rows]),
+                sweep_share=torch.stack([r[4].share for r in arm_rows]),
             )
         )
     return Decoy(
         data=config.images,
-        model=net.name,
+        model=arch,
         side=side,
         patch=config.patch,
         corner=corner,
@@ -592,57 +609,88 @@ def _decoy(
     )
 
 
+def maps_unit(config: Config, device: str) -> dict:
+    """One unit of work: relevance maps of the toy nets, the image MLP and the LeNet-5."""
+    device_ = torch.device(device)
+    circle, spirals = _toy(config, device_)
+    split = data.load(config.images, seed=config.seed).to(device=device_)
+    mlp = mlp_net(config.image_hidden, split, config.image_epochs, config)
+    images = _images(fitted(mlp, split.train, config, config.seed), "MLP", split, config)
+    convnet = blame = max_rules = None
+    if config.convnet:
+        lenet = fitted(
+            lenet_net(split, config.convnet_epochs, config), split.train, config, config.seed
+        )
+        convnet = _images(lenet, "LeNet-5", split, config)
+        blame = _bias_blame(lenet, split, config)
+        max_rules = _max_rules(lenet, split, config)
+    return files.to_cpu(
+        dict(circle=circle, spirals=spirals, images=images, convnet=convnet, blame=blame,
+             max_rules=max_rules)
+    )  # fmt: skip
+
+
+def _decoy_arms(config: Config) -> list[tuple[str, str, int, int]]:
+    """Every decoy unit: (arch, corner, arm, seed)."""
+    todo = []
+    for arch, corners, weights, n_seeds in (
+        ("MLP", config.corners, config.weights, config.seeds),
+        ("LeNet-5", config.convnet_corners if config.convnet else (), config.convnet_weights,
+         config.convnet_seeds),
+    ):  # fmt: skip
+        for corner in corners:
+            for arm in range(len(_decoy_plan(weights))):
+                todo += [(arch, corner, arm, config.seed + k) for k in range(n_seeds)]
+    return todo
+
+
 def run(
-    config: Config, out: str | Path, *, progress: bool = True, device: str | torch.device = "cpu"
+    config: Config,
+    out: str | Path,
+    *,
+    progress: bool = True,
+    device: str | torch.device = "cpu",
+    executor: Executor = SERIAL,
 ) -> Results:
     """Relevance maps of the toy nets and the image nets, then the decoy experiment.
 
     Everything is computed on ``device`` (initialisations and data are drawn on the CPU and
-    moved there); the results come back on the CPU.
+    moved there); the results come back on the CPU. The units of work (the maps, and each decoy
+    net, corner, arm and seed) are run by ``executor`` (stored units are
+    not computed again).
     """
-    device = torch.device(device)
-    runs = config.seeds * (2 + len(config.weights)) * len(config.corners)
-    conv_runs = config.convnet_seeds * (2 + len(config.convnet_weights))
-    conv_runs *= len(config.convnet_corners) if config.convnet else 0
-    with track(3 + 2 * config.convnet + runs + conv_runs, "relevance", enabled=progress) as advance:
-        circle, spirals = _toy(config, device)
-        advance(2, status="toy nets")
-        split = data.load(config.images, seed=config.seed).to(device=device)
-        mlp = mlp_net(config.image_hidden, split, config.image_epochs, config)
-        images = _images(fitted(mlp, split.train, config, config.seed), "MLP", split, config)
-        advance(status="image net")
-        convnet = blame = max_rules = None
-        if config.convnet:
-            lenet = fitted(
-                lenet_net(split, config.convnet_epochs, config), split.train, config, config.seed
-            )
-            advance(status="LeNet-5")
-            convnet = _images(lenet, "LeNet-5", split, config)
-            blame = _bias_blame(lenet, split, config)
-            max_rules = _max_rules(lenet, split, config)
-            advance(status="LeNet-5 maps")
-        decoy_mlp = mlp_net(config.decoy_hidden, split, config.image_epochs, config)
-        decoys = [
-            _decoy(split, config, corner, decoy_mlp, config.weights, config.seeds, advance)
-            for corner in config.corners
-        ]
-        decoy_lenet = lenet_net(split, config.convnet_decoy_epochs, config)
-        convnet_decoys = [
-            _decoy(
-                split, config, c, decoy_lenet, config.convnet_weights, config.convnet_seeds, advance
-            )
-            for c in (config.convnet_corners if config.convnet else ())
-        ]
+    where = str(torch.device(device))
+    arms = _decoy_arms(config)
+    todo = [Unit("maps", maps_unit, dict(config=config, device=where))] + [
+        Unit(
+            f"decoy-{arch}-{corner}-arm{arm}-seed{seed}",
+            decoy_unit,
+            dict(config=config, arch=arch, corner=corner, arm=arm, seed=seed, device=where),
+        )
+        for arch, corner, arm, seed in arms
+    ]
+    maps, *rows = run_units(todo, out, executor=executor, progress=progress,
+                            description=NAME)  # fmt: skip
+    by_arm = dict(zip(arms, rows, strict=True))
+    split = data.load(config.images, seed=config.seed)
+    decoys: dict[str, list[Decoy]] = {"MLP": [], "LeNet-5": []}
+    for arch, corners, n_seeds in (
+        ("MLP", config.corners, config.seeds),
+        ("LeNet-5", config.convnet_corners if config.convnet else (), config.convnet_seeds),
+    ):
+        for corner in corners:
+            rows_ = {(a, s): r for (n, c, a, s), r in by_arm.items() if (n, c) == (arch, corner)}
+            decoys[arch].append(_decoy(split, config, corner, arch, n_seeds, rows_))
     results = Results(
         list(relevance.METHODS),
-        circle,
-        spirals,
-        images,
-        decoys,
-        convnet,
-        blame,
-        max_rules,
-        convnet_decoys,
+        maps["circle"],
+        maps["spirals"],
+        maps["images"],
+        decoys["MLP"],
+        maps["convnet"],
+        maps["blame"],
+        maps["max_rules"],
+        decoys["LeNet-5"],
     )
     return files.to_cpu(results)
 

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from ..base import checkpoint, data, files, models, train
+from ..base.executor import SERIAL, Executor, Unit, run_units
 from . import plots
 from .base import Plot, Section, Table, option
 
@@ -233,40 +234,48 @@ def _net(
     )
 
 
+def net_unit(name: str, config: Config, out: str, device: str) -> Net:
+    """One unit of work: the circle or the spirals net, trained, saved into ``out`` and mapped."""
+    device_ = torch.device(device)
+    if name == "circle":
+        widths, split, reference = (2, config.circle_width, 2), circle_split, [circle_boundary()]
+    else:
+        widths, split, reference = (
+            config.spirals_widths,
+            spirals_split,
+            spiral_arms(seed=config.seed),
+        )
+    p = "circle" if name == "circle" else "spirals"
+    epochs, lr = getattr(config, f"{p}_epochs"), getattr(config, f"{p}_lr")
+    split_ = split(config, device=device_)
+    return files.to_cpu(
+        _net(name, widths, split_, epochs, lr, config, Path(out), reference, False, device_)
+    )
+
+
 def run(
-    config: Config, out: str | Path, *, progress: bool = True, device: str | torch.device = "cpu"
+    config: Config,
+    out: str | Path,
+    *,
+    progress: bool = True,
+    device: str | torch.device = "cpu",
+    executor: Executor = SERIAL,
 ) -> Results:
     """Train both nets, save their checkpoints into ``out`` and map their outputs.
 
     Everything is computed on ``device`` (data and nets are drawn on the CPU and moved there);
-    the results come back on the CPU.
+    the results come back on the CPU. Each net is a unit of work run by ``executor`` (stored units
+    are not computed again).
     """
-    out, device = Path(out), torch.device(device)
-    circle = _net(
-        "circle",
-        (2, config.circle_width, 2),
-        circle_split(config, device=device),
-        config.circle_epochs,
-        config.circle_lr,
-        config,
-        out,
-        [circle_boundary()],
-        progress,
-        device,
+    where = str(torch.device(device))
+    todo = [
+        Unit(name, net_unit, dict(name=name, config=config, device=where), writes=True)
+        for name in ("circle", "spirals")
+    ]
+    circle, spirals = run_units(
+        todo, out, executor=executor, progress=progress, description=NAME
     )
-    spirals = _net(
-        "spirals",
-        config.spirals_widths,
-        spirals_split(config, device=device),
-        config.spirals_epochs,
-        config.spirals_lr,
-        config,
-        out,
-        spiral_arms(seed=config.seed),
-        progress,
-        device,
-    )
-    return files.to_cpu(Results(circle, spirals, config.lim))
+    return Results(circle, spirals, config.lim)
 
 
 def headline(results: Results) -> dict[str, float]:

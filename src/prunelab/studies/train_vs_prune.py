@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from ..base import checkpoint, data, files, models, train
+from ..base.executor import SERIAL, Executor, Unit, run_units
 from ..base.progress import track
 from ..engines import ensemble
 from ..methods import compare, criteria, surgery
@@ -385,42 +386,54 @@ def _certificates(criterion, plans, full, x, y) -> Certificates:
     )
 
 
-def _convnet(config: Config, seeds: list[int], device, progress: bool) -> Convnet:
-    """The arms on LeNet-5: train, score and prune (mean / plain), fine-tune, prune at theta0
-    then train; the same criteria, fraction and seeds as the spirals nets."""
-    split = data.load(
+def _lenet5_split(config: Config, device) -> data.Split:
+    return data.load(
         "mnist5k", seed=config.seed, n_train=config.lenet5_train, n_test=config.n_test
     ).to(device=device)
+
+
+def lenet5_unit(config: Config, seed: int, device: str) -> dict:
+    """One unit of work: one LeNet-5 seed trained, scored and pruned (mean / plain), fine-tuned,
+    pruned at theta0 then trained; the same criteria and fraction as the spirals nets.
+
+    Returns the full net and ``nets[criterion][arm]``.
+    """
+    split = _lenet5_split(config, torch.device(device))
     x, y = split.train.x, split.train.y
     fit = dict(epochs=config.lenet5_epochs, lr=config.lenet5_lr, batch_size=config.batch_size)
-    K = len(config.criteria)
-    with track(len(seeds) * (1 + 2 * K), "LeNet-5 arms", enabled=progress) as advance:
-        theta0 = [models.lenet5(seed=s).to(device) for s in seeds]
-        full = [copy.deepcopy(m) for m in theta0]
-        for m, s in zip(full, seeds, strict=True):
-            train.fit(m, split.train, seed=s, progress=False, **fit)
-            advance(status=f"full, seed {s}")
-        arms = [_conv_arm("full", "", full, full, split)]
-        for c in config.criteria:
-            nets: dict[str, list] = {key: [] for key in ARMS}
-            for m0, m, s in zip(theta0, full, seeds, strict=True):
-                g = torch.Generator().manual_seed(s)
-                scores = criteria.node_scores(c, m.eval(), x, y, generator=g)
-                plan = criteria.select(scores, fraction=config.fraction, scope="layer")
-                nets["prune"].append(surgery.remove_nodes(m, plan, compensate="mean", x=x))
-                nets["plain"].append(surgery.remove_nodes(m, plan, compensate="none"))
-                tuned = surgery.remove_nodes(m, plan, compensate="mean", x=x)
-                train.fit(tuned, split.train, seed=s, progress=False, **fit)
-                nets["finetune"].append(tuned)
-                advance(status=f"{c}: fine-tune, seed {s}")
-                scratch = surgery.remove_nodes(m0, plan, compensate="none")
-                train.fit(scratch, split.train, seed=s, progress=False, **fit)
-                nets["init"].append(scratch)
-                advance(status=f"{c}: prune first, seed {s}")
-            arms += [_conv_arm(key, c, nets[key], full, split) for key in ARMS]
+    m0 = models.lenet5(seed=seed).to(device)
+    m = copy.deepcopy(m0)
+    train.fit(m, split.train, seed=seed, progress=False, **fit)
+    nets: dict[str, dict[str, nn.Sequential]] = {}
+    for c in config.criteria:
+        g = torch.Generator().manual_seed(seed)
+        scores = criteria.node_scores(c, m.eval(), x, y, generator=g)
+        plan = criteria.select(scores, fraction=config.fraction, scope="layer")
+        tuned = surgery.remove_nodes(m, plan, compensate="mean", x=x)
+        train.fit(tuned, split.train, seed=seed, progress=False, **fit)
+        scratch = surgery.remove_nodes(m0, plan, compensate="none")
+        train.fit(scratch, split.train, seed=seed, progress=False, **fit)
+        nets[c] = {
+            "prune": surgery.remove_nodes(m, plan, compensate="mean", x=x),
+            "plain": surgery.remove_nodes(m, plan, compensate="none"),
+            "finetune": tuned,
+            "init": scratch,
+        }
+    return files.to_cpu(dict(full=m.train(), nets=nets))
+
+
+def _convnet(config: Config, parts: list[dict], device) -> Convnet:
+    """The arms on LeNet-5 from its seeds' units (:func:`lenet5_unit`)."""
+    split = _lenet5_split(config, device)
+    full = [p["full"].to(device) for p in parts]
+    arms = [_conv_arm("full", "", full, full, split)]
+    for c in config.criteria:
+        for key in ARMS:
+            nets = [p["nets"][c][key].to(device) for p in parts]
+            arms.append(_conv_arm(key, c, nets, full, split))
     return Convnet(
         models.hidden_sizes(full[0]),
-        models.hidden_sizes(nets["init"][0]),
+        models.hidden_sizes(parts[0]["nets"][config.criteria[-1]]["init"]),
         len(split.train),
         len(split.test),
         config.lenet5_epochs,
@@ -446,14 +459,40 @@ def _conv_arm(key, criterion, nets, full, split) -> ConvArm:
 
 
 def run(
-    config: Config, out: str | Path, *, progress: bool = True, device: str | torch.device = "cpu"
+    config: Config,
+    out: str | Path,
+    *,
+    progress: bool = True,
+    device: str | torch.device = "cpu",
+    executor: Executor = SERIAL,
 ) -> Results:
     """Train, prune, fine-tune and prune-then-train every seed; compare the arms.
 
     Everything is computed on ``device`` (initialisations, data and the random criterion's
-    scores are drawn on the CPU and moved there); the results come back on the CPU.
+    scores are drawn on the CPU and moved there); the results come back on the CPU. The units
+    of work (the spirals nets, whose seeds train together, and each LeNet-5 seed) are run by
+    ``executor`` (stored units are not computed again).
     """
-    out, device = Path(out), torch.device(device)
+    where = str(torch.device(device))
+    seeds = [config.seed + k for k in range(config.seeds)]
+    todo = [Unit("spirals", spirals_unit, dict(config=config, device=where), writes=True)]
+    if config.convnet:
+        todo += [
+            Unit(f"lenet5-seed{s}", lenet5_unit, dict(config=config, seed=s, device=where))
+            for s in seeds
+        ]
+    results, *parts = run_units(
+        todo, out, executor=executor, progress=progress, description=NAME
+    )
+    if parts:
+        results.convnet = files.to_cpu(_convnet(config, parts, torch.device(device)))
+    return results
+
+
+def spirals_unit(config: Config, out: str, device: str) -> Results:
+    """One unit of work: every arm on the spirals nets (their seeds train together with
+    ``ensemble.fit_many``, which equals separate fits only to float rounding)."""
+    out, device, progress = Path(out), torch.device(device), False
     split = toy_nets.spirals_split(
         toy_nets.Config(seed=config.seed, spirals_train=config.n_train, n_test=config.n_test),
         device=device,
@@ -539,6 +578,6 @@ def run(
         data_y=y[:600],
         reference=toy_nets.spiral_arms(seed=config.seed),
         explorer="explorer.safetensors",
-        convnet=_convnet(config, seeds, device, progress) if config.convnet else None,
+        convnet=None,
     )
     return files.to_cpu(results)
