@@ -35,6 +35,23 @@ def _units(seeds=(0, 1, 2)):
     return [Unit(f"seed{s}", noisy, dict(n=4, seed=s, out="ignored")) for s in seeds]
 
 
+def kept(store, kind="serial", **kw) -> Executor:
+    return Executor(kind, store=str(store), **kw)
+
+
+def stored(store: Path, pattern: str = "*") -> list[Path]:
+    """The finished units in ``store`` (folders holding result.pt)."""
+    return [p.parent for p in store.glob(f"{pattern}/result.pt")]
+
+
+def writer(seed: int, out: str) -> int:
+    """A unit that writes a checkpoint-like file (and a nested one) into its own folder."""
+    (Path(out) / f"net{seed}.txt").write_text(str(seed))
+    (Path(out) / "sub").mkdir()
+    (Path(out) / "sub" / f"deep{seed}.txt").write_text("x")
+    return seed
+
+
 def test_name_is_a_hash_of_what_determines_the_result():
     a, b = _units((0, 1))
     assert a.filename().startswith("seed0_") and a.filename() != b.filename()
@@ -48,32 +65,45 @@ def test_name_is_a_hash_of_what_determines_the_result():
 
 
 def test_stored_units_are_not_computed_again(tmp_path):
-    first = run_units(_units(), tmp_path, progress=False)
+    first = run_units(_units(), executor=kept(tmp_path), progress=False)
     assert all(torch.equal(r, noisy(4, s)) for r, s in zip(first, (0, 1, 2), strict=True))
-    stamps = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
-    assert len(stamps) == 3 and not [p for p in tmp_path.iterdir() if p.suffix == ".tmp"]
-    again = run_units(_units(), tmp_path, progress=False)
-    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == stamps
+    stamps = {p.name: (p / "result.pt").stat().st_mtime_ns for p in stored(tmp_path)}
+    assert len(stamps) == 3 and len(list(tmp_path.iterdir())) == 3  # no temporary leftovers
+    again = run_units(_units(), executor=kept(tmp_path), progress=False)
+    assert {p.name: (p / "result.pt").stat().st_mtime_ns for p in stored(tmp_path)} == stamps
     assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+
+
+def test_without_a_store_nothing_is_kept_and_written_files_reach_out(tmp_path):
+    units = [Unit(f"w{s}", writer, dict(seed=s), writes=True) for s in (0, 1)]
+    assert run_units(units, tmp_path / "run", progress=False) == [0, 1]
+    got = sorted(str(p.relative_to(tmp_path / "run")) for p in (tmp_path / "run").rglob("*.txt"))
+    assert got == ["net0.txt", "net1.txt", "sub/deep0.txt", "sub/deep1.txt"]
+    # with a store: the files stay with the unit, and a re-render from the store gathers them
+    store = tmp_path / "store"
+    run_units(units, tmp_path / "a", executor=kept(store), progress=False)
+    run_units(units, tmp_path / "b", executor=kept(store), progress=False)  # nothing computed
+    assert (tmp_path / "b" / "net1.txt").read_text() == "1"
+    assert len(stored(store)) == 2
 
 
 @pytest.mark.parametrize("kind", ["serial", "process"])
 def test_a_failed_unit_is_reported_the_others_go_on_and_a_rerun_retries_it(tmp_path, kind):
     units = [Unit(f"seed{s}", flaky, dict(seed=s, fail=s == 1)) for s in range(3)]
     with pytest.raises(UnitError) as caught:
-        run_units(units, tmp_path, executor=Executor(kind, workers=2), progress=False)
+        run_units(units, executor=kept(tmp_path, kind, workers=2), progress=False)
     assert list(caught.value.failures) == ["seed1"]
     assert "cannot be studied" in caught.value.failures["seed1"]
     assert "'fail': True" in caught.value.failures["seed1"]  # its config
-    assert len(list(tmp_path.glob("*.pt"))) == 2  # the others are stored
+    assert len(stored(tmp_path)) == 2 and len(list(tmp_path.iterdir())) == 2  # no leftovers
     # the failure is fixed (here: a different argument) and the rerun computes only it
     units[1] = Unit("seed1", flaky, dict(seed=1, fail=False))
-    assert run_units(units, tmp_path, progress=False) == [0, 1, 2]
+    assert run_units(units, executor=kept(tmp_path), progress=False) == [0, 1, 2]
 
 
 def test_process_pool_gives_the_serial_results(tmp_path):
-    serial = run_units(_units(), tmp_path / "s", progress=False)
-    pooled = run_units(_units(), tmp_path / "p", executor=Executor("process"), progress=False)
+    serial = run_units(_units(), progress=False)
+    pooled = run_units(_units(), executor=kept(tmp_path, "process"), progress=False)
     assert all(torch.equal(a, b) for a, b in zip(serial, pooled, strict=True))
 
 
@@ -115,7 +145,7 @@ def _numbers(results) -> dict:
 def serial_run(tmp_path_factory):
     config = node_criteria.Config(**TINY)
     out = tmp_path_factory.mktemp("serial")
-    return config, node_criteria.run(config, out, progress=False)  # one torch thread (conftest)
+    return config, node_criteria.run(config, out, progress=False), out  # one torch thread
 
 
 @pytest.fixture(scope="module")
@@ -129,26 +159,29 @@ def ray_cluster():
 def test_node_criteria_quick_grid_on_ray_gives_the_serial_results(ray_cluster, tmp_path):
     config = make_config(node_criteria.Config, quick=True)
     serial = node_criteria.run(config, tmp_path / "serial", progress=False)  # one torch thread
-    executor = Executor("ray", threads=torch.get_num_threads())
+    executor = kept(tmp_path / "units", "ray", threads=torch.get_num_threads())
     on_ray = node_criteria.run(config, tmp_path / "ray", progress=False, executor=executor)
     assert _numbers(on_ray) == _numbers(serial)
-    assert len(list((tmp_path / "ray" / "units").glob("*.pt"))) == len(config.nets)
+    assert len(stored(tmp_path / "units")) == len(config.nets)
+    # the checkpoints the units wrote reach the run folder as they do serially
+    names = sorted(p.name for p in (tmp_path / "serial").rglob("*.safetensors"))
+    assert names and sorted(p.name for p in (tmp_path / "ray").rglob("*.safetensors")) == names
 
 
 def test_a_failed_ray_task_is_reported_with_its_config(ray_cluster, tmp_path):
     config = node_criteria.Config(**TINY)
     bad = Unit(
-        "bad", node_criteria.net_unit, dict(name="bogus", config=config, out="", device="cpu")
+        "bad", node_criteria.net_unit, dict(name="bogus", config=config, device="cpu"), writes=True
     )
     good = Unit("good", noisy, dict(n=2, seed=0))  # a test-module function: pickled by value
     import ray.cloudpickle
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     with pytest.raises(UnitError) as caught:
-        run_units([bad, good], tmp_path, executor=Executor("ray"), progress=False)
+        run_units([bad, good], executor=kept(tmp_path, "ray"), progress=False)
     assert list(caught.value.failures) == ["bad"]
     assert "KeyError" in caught.value.failures["bad"] and "bogus" in caught.value.failures["bad"]
-    assert len(list(tmp_path.glob("good_*.pt"))) == 1
+    assert len(stored(tmp_path, "good_*")) == 1
 
 
 def _cli(out: Path, *extra: str) -> list[str]:
@@ -160,20 +193,24 @@ def _cli(out: Path, *extra: str) -> list[str]:
 
 def test_a_run_killed_mid_grid_resumes_with_only_the_missing_units(tmp_path, serial_run):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    store = tmp_path / "node-criteria" / "units"
+    store = tmp_path / ".units"
     run = subprocess.Popen(_cli(tmp_path), env=env, stdout=subprocess.DEVNULL)
     try:
-        while not list(store.glob("*.pt")) and run.poll() is None:
+        while not stored(store) and run.poll() is None:
             time.sleep(0.02)
         os.kill(run.pid, signal.SIGKILL)  # killed by its own PID once the first unit is stored
     finally:
         run.wait()
-    before = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in store.glob("*.pt")}
+    before = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in stored(store)}
     assert 1 <= len(before) < 3, "the run was not killed mid-grid"
     assert not (tmp_path / "node-criteria" / "results.json").exists()
     subprocess.run(_cli(tmp_path), env=env, check=True, stdout=subprocess.DEVNULL)
-    after = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in store.glob("*.pt")}
+    after = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in stored(store)}
     assert len(after) == 3 and {k: after[k] for k in before} == before  # only the missing ones
+    assert not [p for p in store.iterdir() if p.name.startswith(".")]  # the killed one's is gone
+    # the run folder is whole: the checkpoints of the units stored before the kill are in it
+    names = sorted(p.name for p in serial_run[2].rglob("*.safetensors"))
+    assert sorted(p.name for p in (tmp_path / "node-criteria").rglob("*.safetensors")) == names
     written = json.loads((tmp_path / "node-criteria" / "results.json").read_text())["results"]
     for net in written["nets"]:
         net.pop("score_seconds")

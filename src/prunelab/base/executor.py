@@ -2,10 +2,13 @@
 
 A *unit* is a pure function of its arguments (a study's config and the seed or arm it covers).
 Its result is stored under a name derived from a hash of what determines it (open_lth's
-convention: ``<label>_<hash>.pt`` in the store folder), written atomically, and skipped when
-already there, so an interrupted run resumes where it stopped and a finished one re-renders
-without computing anything. A unit that fails is reported with its arguments and error while
-the others go on; nothing is stored for it, so the next run retries it.
+convention: the folder ``<label>_<hash>/`` in the executor's ``store``, holding ``result.pt`` and
+any files the unit wrote), moved into place only when whole, and skipped when already there, so
+an interrupted run resumes where it stopped and a finished one re-renders without computing
+anything. A unit that writes files (``writes=True``: checkpoints) is given its own folder as
+``out``; :func:`run_units` copies those files into the caller's run folder. A unit that fails is
+reported with its arguments and error while the others go on; nothing is stored for it, so the
+next run retries it. Without a ``store`` the units go to a temporary folder (nothing resumes).
 
 The stored files are pickles (``torch.save``) because unit results are arbitrary dataclasses of
 tensors that must come back bitwise; they are a cache the run writes for itself, not a portable
@@ -16,10 +19,13 @@ Ray is imported only when the ``ray`` executor is chosen (``pip install "prunela
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
 import os
+import shutil
+import tempfile
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,21 +39,24 @@ from .progress import track
 
 EXECUTORS = ("serial", "process", "ray")
 NOT_HASHED = ("out", "progress")  # arguments that say where and how, not what is computed
+RESULT = "result.pt"  # a stored unit's result, in its folder
 
 
 @dataclass(frozen=True)
 class Unit:
-    """One unit of work: ``fn(**kwargs)``, stored as ``<label>_<hash of fn and kwargs>.pt``.
+    """One unit of work: ``fn(**kwargs)``, stored as ``<label>_<hash of fn and kwargs>/``.
 
     ``fn`` must be a module-level function (process and Ray workers import it by name).
-    Arguments named in ``NOT_HASHED`` (the output folder, progress) do not enter the hash;
-    the contents of the files named in ``inputs`` (a user's checkpoint) do.
+    Arguments named in ``NOT_HASHED`` do not enter the hash; the contents of the files named in
+    ``inputs`` (a user's checkpoint) do. ``writes``: ``fn`` also takes ``out``, a folder of its
+    own for the files it writes.
     """
 
     label: str
     fn: Callable[..., Any]
     kwargs: dict[str, Any] = field(default_factory=dict)
     inputs: tuple[str, ...] = ()
+    writes: bool = False
 
     def key(self) -> dict[str, Any]:
         """What determines the result (JSON): the function's qualified name, its arguments and
@@ -65,8 +74,9 @@ class Unit:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def filename(self) -> str:
+        """The name of the unit's folder in the store."""
         safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in self.label)
-        return f"{safe}_{self.digest()}.pt"
+        return f"{safe}_{self.digest()}"
 
 
 def _file_digest(path: str) -> str:
@@ -94,12 +104,15 @@ class UnitError(RuntimeError):
 class Executor:
     """How units run: ``kind`` in ``EXECUTORS``, ``workers`` (0: one per CPU core, or Ray's
     cluster size), ``threads`` torch threads per task in workers, ``ray_address`` (None: start
-    and stop a local Ray cluster)."""
+    and stop a local Ray cluster), and ``store``, the folder that keeps finished units (None:
+    a temporary one, so nothing resumes). The command line keeps them in ``OUT/.units``, beside
+    the run folders, which each run replaces whole."""
 
     kind: str = "serial"
     workers: int = 0
     threads: int = 1
     ray_address: str | None = None
+    store: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in EXECUTORS:
@@ -143,52 +156,87 @@ def _load(path: Path) -> Any:
 
 def run_units(
     units: Sequence[Unit],
-    store: str | os.PathLike,
+    out: str | os.PathLike | None = None,
     *,
     executor: Executor = SERIAL,
     progress: bool = True,
     description: str = "units",
 ) -> list[Any]:
-    """Run the units not yet in ``store`` with ``executor``; return every unit's result in order.
+    """Run the units not yet in ``executor.store``; return every unit's result in order, and
+    copy the files the units wrote into the folder ``out``.
 
     Raises :class:`UnitError` (after every other unit has finished and been stored) if any unit
     failed, naming each with its arguments and error.
     """
-    store = Path(store)
-    paths = [store / u.filename() for u in units]
     labels = [u.label for u in units]
     if len(set(labels)) < len(labels):
         raise ValueError(f"unit labels must be distinct; got {labels}")
-    todo = [i for i, p in enumerate(paths) if not p.exists()]
+    if executor.store is None:
+        with tempfile.TemporaryDirectory(prefix="prunelab-units-") as tmp:
+            kept = dataclasses.replace(executor, store=tmp)
+            return run_units(units, out, executor=kept, progress=progress, description=description)
+    store = Path(executor.store)
+    store.mkdir(parents=True, exist_ok=True)
+    folders = [store / u.filename() for u in units]
+    todo = [i for i, f in enumerate(folders) if not (f / RESULT).is_file()]
+    work: dict[int, Path] = {}
+    for i in todo:  # each unit writes into a fresh folder, moved into place when whole
+        files.clean_stale(folders[i])
+        work[i] = Path(tempfile.mkdtemp(dir=store, prefix=f".{folders[i].name}.new-{os.getpid()}-"))
     failures: dict[str, str] = {}
-    with track(len(units), description, enabled=progress) as advance:
-        advance(len(units) - len(todo), status=f"{len(units) - len(todo)} stored")
+    try:
+        with track(len(units), description, enabled=progress) as advance:
+            advance(len(units) - len(todo), status=f"{len(units) - len(todo)} stored")
 
-        def done(i: int, payload: bytes | None, error: str | None) -> None:
-            if error is None:
-                files.atomic_write(paths[i], payload)
-            else:
-                u = units[i]
-                failures[u.label] = f"{error.strip()}\nconfig: {u.key()['kwargs']}"
-            advance(status=f"{labels[i]} {'failed' if error else 'done'}")
+            def done(i: int, payload: bytes | None, error: str | None) -> None:
+                if error is None:
+                    files.atomic_write(work[i] / RESULT, payload)
+                    shutil.rmtree(folders[i], ignore_errors=True)  # a partial one, never whole
+                    os.replace(work.pop(i), folders[i])
+                else:
+                    u = units[i]
+                    failures[u.label] = f"{error.strip()}\nconfig: {u.key()['kwargs']}"
+                advance(status=f"{labels[i]} {'failed' if error else 'done'}")
 
-        _RUNNERS[executor.kind](executor, [units[i] for i in todo], todo, done)
+            calls = [(i, _kwargs(units[i], work[i])) for i in todo]
+            _RUNNERS[executor.kind](executor, [units[i] for i in todo], calls, done)
+    finally:
+        for folder in work.values():  # failed or interrupted units leave nothing behind
+            shutil.rmtree(folder, ignore_errors=True)
     if failures:
         raise UnitError(failures)
-    return [_load(p) for p in paths]
+    if out is not None:
+        for u, folder in zip(units, folders, strict=True):
+            if u.writes:
+                _gather(folder, Path(out))
+    return [_load(f / RESULT) for f in folders]
 
 
-def _run_serial(executor: Executor, units, index, done) -> None:
-    for i, u in zip(index, units, strict=True):
+def _kwargs(unit: Unit, folder: Path) -> dict[str, Any]:
+    """The unit's arguments, with ``out`` (its own folder) for a unit that writes files."""
+    return {**unit.kwargs, "out": str(folder)} if unit.writes else unit.kwargs
+
+
+def _gather(folder: Path, out: Path) -> None:
+    """Copy the files a unit wrote (all but its result) into ``out``, keeping their paths."""
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and path.name != RESULT:
+            target = out / path.relative_to(folder)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+
+
+def _run_serial(executor: Executor, units, calls, done) -> None:
+    for (i, kwargs), u in zip(calls, units, strict=True):
         try:
-            payload = _call(u.fn, u.kwargs, None)  # this process keeps its thread setting
+            payload = _call(u.fn, kwargs, None)  # this process keeps its thread setting
         except _FailedError as e:
             done(i, None, str(e))
             continue
         done(i, payload, None)
 
 
-def _run_process(executor: Executor, units, index, done) -> None:
+def _run_process(executor: Executor, units, calls, done) -> None:
     import concurrent.futures as cf
     import multiprocessing
 
@@ -200,8 +248,8 @@ def _run_process(executor: Executor, units, index, done) -> None:
     pool = cf.ProcessPoolExecutor(workers, mp_context=context)
     try:
         futures = {
-            pool.submit(_call, u.fn, u.kwargs, executor.threads): i
-            for i, u in zip(index, units, strict=True)
+            pool.submit(_call, u.fn, kwargs, executor.threads): i
+            for (i, kwargs), u in zip(calls, units, strict=True)
         }
         for future in cf.as_completed(futures):
             try:
@@ -214,7 +262,7 @@ def _run_process(executor: Executor, units, index, done) -> None:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _run_ray(executor: Executor, units, index, done) -> None:
+def _run_ray(executor: Executor, units, calls, done) -> None:
     try:
         import ray
     except ImportError:
@@ -232,8 +280,8 @@ def _run_ray(executor: Executor, units, index, done) -> None:
     try:
         task = ray.remote(num_cpus=executor.threads, max_retries=0)(_call)
         pending = {
-            task.remote(u.fn, u.kwargs, executor.threads): i
-            for i, u in zip(index, units, strict=True)
+            task.remote(u.fn, kwargs, executor.threads): i
+            for (i, kwargs), u in zip(calls, units, strict=True)
         }
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)

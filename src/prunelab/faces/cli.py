@@ -2,6 +2,7 @@
 
     prunelab list
     prunelab run STUDY|all [--quick] [--seed N] [--out DIR] [--config FILE.toml] [--OPTION ...]
+        [--executor serial|process|ray] [--ray-address HOST:PORT]
     prunelab train --data NAME --widths 2,20,2 --out FILE
     prunelab report RUN_DIR
     prunelab findings RUN_DIR...
@@ -34,6 +35,8 @@ from ..studies.catalogue import Entry, entries
 
 if TYPE_CHECKING:
     import torch
+
+    from ..base.executor import Executor
 
 # what `train --help` lists, without importing torch (tests/test_cli_errors.py checks them against
 # models.ARCHITECTURES, models.ACTIVATIONS, data.LOADERS, data.FOLDER_SETS, train.OPTIMIZERS)
@@ -190,6 +193,31 @@ def _options(
 
 
 DEVICE_HELP = "cpu, cuda, or auto (cuda when available)"
+EXECUTORS = ("serial", "process", "ray")  # base.executor.EXECUTORS (tests check they agree)
+EXECUTOR_HELP = (
+    "how the units of work (seeds x arms) run: serial (in this process), process (a pool, one "
+    "worker per core, --threads torch threads each, default 1) or ray (Ray tasks). Finished "
+    "units are kept in OUT/.units and never computed again: a rerun resumes an interrupted run"
+)
+RAY_ADDRESS_HELP = "join this Ray cluster (ray start --head prints it); default: a local one"
+
+
+def _executor(kind: str, ray_address: str | None, threads: int, out: Path) -> Executor:
+    """The executor for ``--executor``/``--ray-address``, keeping units in ``OUT/.units``;
+    workers get ``--threads`` torch threads (or 1)."""
+    if kind not in EXECUTORS:
+        raise _fail(f"--executor {kind!r}: choose from {', '.join(EXECUTORS)}")
+    if ray_address is not None and kind != "ray":
+        raise _fail(f"--ray-address needs --executor ray; got --executor {kind}")
+    if kind == "ray":
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise _fail('--executor ray needs Ray: pip install "prunelab[ray]"')
+    from ..base.executor import Executor
+    from ..studies.units import store
+
+    return Executor(kind, threads=threads or 1, ray_address=ray_address, store=str(store(out)))
 
 
 def _device(name: str) -> torch.device:
@@ -284,9 +312,13 @@ def _run_study(
     out: Path,
     progress: bool,
     device: torch.device,
+    executor: Executor,
 ) -> Path:
-    """Run one study into a fresh folder that replaces ``out/NAME`` only once it is whole."""
+    """Run one study into a fresh folder that replaces ``out/NAME`` only once it is whole; its
+    finished units stay in ``out/.units`` (so a killed run resumes)."""
     from ..base import files
+    from ..base.executor import UnitError
+    from ..studies.units import run_study
     from . import report
 
     run_dir = out / study.NAME
@@ -294,7 +326,11 @@ def _run_study(
     typer.echo(f"running {study.NAME}{' (quick)' if quick else ''}{where} -> {run_dir}")
     with files.fresh_folder(run_dir) as work:
         try:
-            results = study.run(config, work, progress=progress, device=device)
+            results = run_study(
+                study, config, work, progress=progress, device=device, executor=executor
+            )
+        except UnitError as e:
+            raise _fail(f"{study.NAME}: {e}") from None
         except (OSError, ValueError) as e:  # a checkpoint or data set it cannot take
             raise _fail(f"{study.NAME}: {_message(e)}") from None
         report.write_run(study, config, results, work, device=str(device))
@@ -325,6 +361,8 @@ def _common_options(entry_name: str) -> list[inspect.Parameter]:
         ),
         ("threads", 0, int, typer.Option("--threads", help=THREADS_HELP)),
         ("device", "cpu", str, typer.Option("--device", help=DEVICE_HELP)),
+        ("executor", "serial", str, typer.Option("--executor", help=EXECUTOR_HELP)),
+        ("ray_address", None, str | None, typer.Option("--ray-address", help=RAY_ADDRESS_HELP)),
     ]
     return [
         inspect.Parameter(
@@ -358,16 +396,23 @@ def _make_study_command(entry: Entry):
         )
 
     def command(**kwargs: Any) -> None:
-        quick, out, config, progress, threads, device = (
-            kwargs.pop(k) for k in ("quick", "out", "config", "progress", "threads", "device")
-        )
+        quick, out, config, progress, threads, device, executor, ray_address = (
+            kwargs.pop(k)
+            for k in (
+                "quick", "out", "config", "progress", "threads", "device", "executor",
+                "ray_address",
+            )
+        )  # fmt: skip
         overrides = _study_overrides(entry, _read_toml(config))
         overrides |= {k: v for k, v in kwargs.items() if v is not None}
         study, cfg = _config(entry, quick=quick, overrides=overrides)
         _check_out(out, [entry.name])
         _set_threads(threads)
         where = _device(device)
-        _run_study(study, cfg, quick=quick, out=out, progress=progress, device=where)
+        runner = _executor(executor, ray_address, threads, out)
+        _run_study(
+            study, cfg, quick=quick, out=out, progress=progress, device=where, executor=runner
+        )
 
     command.__signature__ = inspect.Signature(params)  # typer reads options from here
     command.__doc__ = entry.summary
@@ -400,8 +445,10 @@ def run_all(
         int, typer.Option("--threads", help="torch CPU threads (0: torch's default)")
     ] = 0,
     device: Annotated[str, typer.Option("--device", help=DEVICE_HELP)] = "cpu",
+    executor: Annotated[str, typer.Option("--executor", help=EXECUTOR_HELP)] = "serial",
+    ray_address: Annotated[str | None, typer.Option("--ray-address", help=RAY_ADDRESS_HELP)] = None,
 ) -> None:
-    """Run every study in order and write index.html linking the reports."""
+    """Run every study in order and write index.html, opening with the scoreboard of findings."""
     toml = _read_toml(config)
     studies = entries()
     runs = []
@@ -413,8 +460,11 @@ def run_all(
     _check_out(out, list(RUN_ALL))
     _set_threads(threads)
     where = _device(device)
+    runner = _executor(executor, ray_address, threads, out)
     run_dirs = [
-        _run_study(study, cfg, quick=quick, out=out, progress=progress, device=where)
+        _run_study(
+            study, cfg, quick=quick, out=out, progress=progress, device=where, executor=runner
+        )
         for study, cfg in runs
     ]
     from . import report

@@ -272,9 +272,7 @@ def run(
         Unit(name, net_unit, dict(name=name, config=config, device=where), writes=True)
         for name in ("circle", "spirals")
     ]
-    circle, spirals = run_units(
-        todo, out, executor=executor, progress=progress, description=NAME
-    )
+    circle, spirals = run_units(todo, out, executor=executor, progress=progress, description=NAME)
     return Results(circle, spirals, config.lim)
 
 

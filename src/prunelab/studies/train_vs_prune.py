@@ -481,9 +481,7 @@ def run(
             Unit(f"lenet5-seed{s}", lenet5_unit, dict(config=config, seed=s, device=where))
             for s in seeds
         ]
-    results, *parts = run_units(
-        todo, out, executor=executor, progress=progress, description=NAME
-    )
+    results, *parts = run_units(todo, out, executor=executor, progress=progress, description=NAME)
     if parts:
         results.convnet = files.to_cpu(_convnet(config, parts, torch.device(device)))
     return results

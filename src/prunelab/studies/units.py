@@ -1,8 +1,10 @@
 """Running a study through an executor (:mod:`prunelab.base.executor`).
 
-A study that is split into units of work takes ``executor=`` in its ``run`` and stores each
-unit under ``<run folder>/units``. A study not (yet) split runs as one unit: the whole study,
-stored the same way, so it too resumes (all or nothing) and re-renders without recomputing.
+A study that is split into units of work takes ``executor=`` in its ``run``. A study not (yet)
+split runs as one unit: the whole study, stored the same way, so it too resumes (all or
+nothing) and re-renders without recomputing. The command line keeps the stored units of the
+runs in ``OUT`` in ``OUT/.units`` (:func:`store`): beside the run folders, which a new run
+replaces whole, and shared by every study (a unit's name is its hash).
 """
 
 from __future__ import annotations
@@ -14,11 +16,11 @@ from typing import Any
 
 from ..base.executor import SERIAL, Executor, Unit, run_units
 
-STORE = "units"  # the folder of a run folder that holds its stored units
+STORE = ".units"  # the folder beside the run folders that holds their stored units
 
 
 def store(out: str | Path) -> Path:
-    """Where the units of the run folder ``out`` are stored."""
+    """Where the units of the runs in the folder ``out`` (``--out``) are stored."""
     return Path(out) / STORE
 
 
@@ -44,14 +46,13 @@ def run_study(
     unit = Unit(
         study.NAME,
         whole_study,
-        dict(name=study.NAME, config=config, out=str(out), device=str(device),
-             progress=progress and serial),
+        dict(name=study.NAME, config=config, device=str(device), progress=progress and serial),
         inputs=(given,) if isinstance(given, str) and given else (),
-    )  # fmt: skip
+        writes=True,
+    )
     (results,) = run_units(
-        [unit], store(out), executor=executor, progress=progress and not serial,
-        description=study.NAME,
-    )  # fmt: skip
+        [unit], out, executor=executor, progress=progress and not serial, description=study.NAME
+    )
     return results
 
 
