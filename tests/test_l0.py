@@ -28,11 +28,22 @@ def test_monte_carlo_probability_of_a_closed_gate_matches_the_closed_form():
     torch.testing.assert_close(l0.prob_nonzero(log_alpha), 1 - expected)
 
 
-def test_sampled_gates_are_differentiable_in_log_alpha():
-    log_alpha = torch.zeros(4, dtype=DTYPE, requires_grad=True)
-    z = l0.sample_gates(log_alpha, 1000, generator=torch.Generator().manual_seed(1))
-    z.sum().backward()
-    assert bool((log_alpha.grad > 0).all())
+def test_sampled_gates_and_their_gradient_are_the_hard_concrete_formula():
+    """z = clamp(sigmoid((log u - log(1-u) + log_alpha)/beta)(zeta - gamma) + gamma, 0, 1), and
+    dz/dlog_alpha = s(1-s)(zeta - gamma)/beta where z is not clamped, 0 where it is; u drawn
+    from the same generator, squeezed into (1e-6, 1 - 1e-6) as in the official code."""
+    log_alpha = torch.tensor([-2.0, -0.3, 0.0, 0.8, 3.0], dtype=DTYPE, requires_grad=True)
+    z = l0.sample_gates(log_alpha, 2000, generator=torch.Generator().manual_seed(1))
+    u = torch.rand((2000, 5), generator=torch.Generator().manual_seed(1), dtype=DTYPE)
+    u = 1e-6 + (1 - 2e-6) * u
+    s = torch.sigmoid((u.log() - (-u).log1p() + log_alpha.detach()) / BETA)
+    raw = s * (ZETA - GAMMA) + GAMMA
+    torch.testing.assert_close(z.detach(), raw.clamp(0, 1), rtol=0, atol=1e-12)
+    (grad,) = torch.autograd.grad(z.sum(), log_alpha)
+    inside = (raw > 0) & (raw < 1)
+    want = (s * (1 - s) * (ZETA - GAMMA) / BETA * inside).sum(0)
+    torch.testing.assert_close(grad, want, rtol=1e-10, atol=1e-12)
+    assert bool(((raw <= 0) | (raw >= 1)).any())  # the clamped branch is exercised
 
 
 def test_test_time_gate_formula():

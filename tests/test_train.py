@@ -39,11 +39,30 @@ def test_one_full_batch_sgd_step_is_w_minus_lr_grad(blobs):
 
 
 def test_history_and_test_curves(blobs):
-    m = models.mlp((2, 16, 3), seed=0)
-    h = train.fit(m, blobs, epochs=30, lr=0.02, test=blobs, progress=False)
-    assert len(h.loss) == len(h.accuracy) == len(h.test_loss) == len(h.test_accuracy) == 30
-    assert h.loss[-1] < h.loss[0] and h.test_accuracy[-1] > 0.8
-    assert h.test_loss[-1] == pytest.approx(train.evaluate(m, blobs)["loss"])
+    """Full-batch SGD: each epoch's history entry is the loss and accuracy of the forward pass
+    before its step, and the test entries those of the model after it (a hand-written loop)."""
+    m = models.mlp((2, 16, 3), seed=0).double()
+    ref = models.mlp((2, 16, 3), seed=0).double()
+    test = data.Dataset(blobs.x[::2], blobs.y[::2], "half", blobs.classes)
+    h = train.fit(m, blobs, epochs=6, lr=0.2, batch_size=None, optimizer="sgd", test=test,
+                  progress=False)  # fmt: skip
+    want = {"loss": [], "accuracy": [], "test_loss": [], "test_accuracy": []}
+    x, xt = blobs.x.double(), test.x.double()
+    for _ in range(6):
+        logits = ref(x)
+        loss = F.cross_entropy(logits, blobs.y)
+        want["loss"].append(loss.item())
+        want["accuracy"].append((logits.argmax(1) == blobs.y).double().mean().item())
+        grads = torch.autograd.grad(loss, list(ref.parameters()))
+        with torch.no_grad():
+            for p, g in zip(ref.parameters(), grads, strict=True):
+                p -= 0.2 * g
+            out = ref(xt)
+        want["test_loss"].append(F.cross_entropy(out, test.y).item())
+        want["test_accuracy"].append((out.argmax(1) == test.y).double().mean().item())
+    for key, values in want.items():
+        assert getattr(h, key) == pytest.approx(values, rel=1e-10, abs=1e-12), key
+    assert h.loss[-1] < h.loss[0]  # and the step size is one that learns
 
 
 def test_evaluate_matches_manual_cross_entropy_and_accuracy(blobs):
@@ -143,9 +162,24 @@ def test_fit_many_with_per_model_node_and_weight_masks(blobs):
 
 
 def test_fit_many_with_dropout_trains(blobs):
-    together = [models.mlp((2, 16, 3), dropout=0.2, seed=s) for s in (0, 1)]
-    hs = ensemble.fit_many(together, blobs, seeds=[0, 1], epochs=20, progress=False)
-    assert all(h.loss[-1] < h.loss[0] for h in hs)
+    """Dropout in fit_many: reproducible, a different seed draws different masks, and the
+    models learn (each ends above chance on its training data and below its starting loss)."""
+
+    def run(seeds):
+        nets = [models.mlp((2, 16, 3), dropout=0.2, seed=s) for s in (0, 1)]
+        hs = ensemble.fit_many(nets, blobs, seeds=seeds, epochs=20, progress=False)
+        return nets, hs
+
+    nets, hs = run([0, 1])
+    again, hs_again = run([0, 1])
+    other, _ = run([0, 2])
+    assert [h.loss for h in hs] == [h.loss for h in hs_again]
+    assert torch.equal(nets[1][0].weight, again[1][0].weight)
+    assert torch.equal(nets[0][0].weight, other[0][0].weight)  # seed 0 in both runs
+    assert not torch.equal(nets[1][0].weight, other[1][0].weight)  # another seed, other masks
+    for net, h in zip(nets, hs, strict=True):
+        assert h.loss[-1] < 0.7 * h.loss[0]
+        assert train.evaluate(net, blobs)["accuracy"] > 0.8
 
 
 @pytest.mark.parametrize(

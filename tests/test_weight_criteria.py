@@ -262,8 +262,14 @@ def test_magnitude_random_and_shapes(monkeypatch):
     for n, s in weight_scores("magnitude", model, x).items():
         assert torch.equal(s, params[n].abs())
     a = weight_scores("random", model, x, generator=torch.Generator().manual_seed(1))
-    b = weight_scores("random", model, x, generator=torch.Generator().manual_seed(1))
-    assert all(torch.equal(a[n], b[n]) and ((a[n] >= 0) & (a[n] < 1)).all() for n in a)
+    g = torch.Generator().manual_seed(1)  # drawn parameter by parameter, in parameter order
+    for n, p in params.items():
+        assert torch.equal(a[n], torch.rand(p.shape, generator=g, dtype=p.dtype))
+    # the default generator is seeded 0: a call without one is reproducible
+    d = weight_scores("random", model, x)
+    g = torch.Generator().manual_seed(0)
+    assert all(torch.equal(d[n], torch.rand(p.shape, generator=g, dtype=p.dtype))
+               for n, p in params.items())  # fmt: skip
 
 
 def test_a_model_without_hidden_layers_is_scored():
@@ -387,7 +393,9 @@ def test_magnitude_random_and_curvature_criteria_on_a_convnet(monkeypatch):
     for n, s in weight_scores("magnitude", model, x).items():
         assert torch.equal(s, params[n].abs())
     a = weight_scores("random", model, x, generator=torch.Generator().manual_seed(1))
-    assert all(a[n].shape == p.shape for n, p in params.items())
+    g = torch.Generator().manual_seed(1)  # drawn parameter by parameter, in parameter order
+    for n, p in params.items():
+        torch.testing.assert_close(a[n], torch.rand(p.shape, generator=g, dtype=p.dtype))
     for name in sorted(set(WEIGHT_CRITERIA) - {"magnitude", "random", "snip", "grasp", "synflow"}):
         try:  # the curvature criteria: scores, or a refusal naming the missing piece
             scores = weight_scores(name, model, x, y, generator=torch.Generator().manual_seed(0))
