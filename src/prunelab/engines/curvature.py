@@ -30,43 +30,11 @@ Dropout is treated as in evaluation mode (identity) whatever ``model.training`` 
 model is never modified and no ``.grad`` is left behind. Results follow the parameters' dtype
 and device.
 
-Convnets. Every estimator here also runs on any model the op view takes (:mod:`prunelab.ops`:
-Conv2d with any stride, padding and dilation, average and max pooling, eval-mode BatchNorm
-folded into the layer before it, Flatten, Linear); MLPs keep the dense recursion above, which
-is faster for them. Affine ops, average pools, BatchNorm and Flatten are linear and max
-pooling is piecewise linear (its Jacobian routes each output from one input), so only curved
-activations add second derivatives, and the same recursion holds op by op:
-:func:`_op_backward` holds the per-sample Hessian w.r.t. each op's output as ``sum_v w_v B_v
-B_v^T + diag(r)`` and maps it to the op's input by the ops' own vector-Jacobian products.
-A diagonal ``diag(r)`` stays diagonal through activations, Flatten and max pools
-(``J^T diag(r) J = diag(J^T r)`` for a routing ``J``); where it meets a conv, Linear or
-average pool it becomes signed columns ``e_i`` (one per position of the residual's feature
-map: a curved convnet costs that many more columns, as BackPACK's ``DiagHessian`` does with
-two per position; they are walked down in blocks sized to the memory budget). Every parameter enters its layer's output linearly, so at a layer with
-unfolded input ``X = unfold(x): [C_in k_h k_w, L]`` (im2col) and BatchNorm scale ``s``
-
-    diag H[W_hd] = sum_n sum_v w_v (s_h sum_pos B_v[h, pos] X[d, pos])^2
-                   + sum_n sum_pos r[h, pos] s_h^2 X[d, pos]^2
-
-(``(B_v X^T)`` is one batched GEMM per layer; behind a max pool that only activations
-separate from the first conv, ``B_v`` is nonzero at the pool's winners alone and is kept at
-the pool's output, the GEMM reading ``X`` there: :class:`_Routed`), and likewise for the bias (``X = 1``) and the
-BatchNorm's ``gamma`` (``zhat``, the normalised input) and ``beta`` (``s = 1, X = 1``): its
-own parameters' diagonal is exact too, not derived from the fold.
-
-The per-unit curvature that node criteria need (:func:`diag_hessian_masks`,
-:func:`directional_curvature`) has a unit as a channel and its direction a whole feature map
-``t_{n,j}``. Along it, per sample (``Lambda_n = diag p - p p^T``, ``J_n`` the logits' Jacobian
-w.r.t. the layer's activations),
-
-    t^T H_a,n t = (J_n t)^T (Lambda_n / N) (J_n t)
-                  + sum_{later curved activations k} sum_i (dL/da^k_i) phi_k''(z^k_i) (dz^k_i/dt)^2
-
-exactly. The Gauss-Newton part comes from the columns of ``S`` propagated backwards
-(``B: [V, n, *shape]``), each unit's share being ``sum_v (sum_pos B_v t)^2``; the residual
-part from forward tangents ``dz^k/dt`` (one per channel of the layer, batched), needed only
-below a tanh, sigmoid or GELU: cheaper than residual columns when there are fewer channels
-than positions.
+Convnets: the same recursion runs op by op (:func:`_op_backward`), every parameter entering
+its layer's output linearly, so with the unfolded input ``X = unfold(x)`` and BatchNorm scale
+``s``, ``diag H[W_hd] = sum_n sum_v w_v (s_h sum_pos B_v[h, pos] X[d, pos])^2`` plus the
+residual term. ``docs/curvature.md`` derives it, with max-pool routing (:class:`_Routed`), the
+per-unit curvature along a channel, and the costs.
 
 Shapes: N samples, C classes, H units, P parameters; ``V`` counts factor columns.
 """
@@ -288,17 +256,11 @@ def diag_hessian(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:
         diag H[b^l_i]  = sum_n [H_z^l]_{n,ii},
         [H_z^l]_{n,ii} = sum_v w_v (B^l_{n,iv})^2 + phi''(z^l_{n,i}) dL/da^l_{n,i}
 
-    where ``B^l`` holds the C - 1 columns of ``S^L`` (``S S^T = (diag p - p p^T)/N``; weight 1)
-    and, per later layer m with a curved activation (tanh, sigmoid, GELU), the
-    residual columns ``e_i`` (weight ``r^m_i = phi''(z^m_i) dL/da^m_i``), each propagated by
-    ``B <- diag(phi'(z)) W.T B``. One layer below m the residual's share is exactly
-    ``phi'(z)^2 * (r^m @ (W^m)^2)`` (``W.T diag(r) W`` has that diagonal), so its columns are
-    built only from two layers below m on. For ReLU, LeakyReLU and identity activations only
-    the C - 1 columns exist and the result equals :func:`diag_ggn`. A convnet runs the same
-    recursion op by op (module docstring): a conv weight's entry is the square of the factor
-    column at the conv's output contracted with the unfolded input, ``diag H[W_hd] = sum_n
-    sum_v (s_h B_v[h, :] . X[d, :])^2`` plus the residuals, and a BatchNorm's ``gamma`` and
-    ``beta`` get their own exact entries.
+    with ``B^l`` the factor columns (the C - 1 of ``S^L``, ``S S^T = (diag p - p p^T)/N``, plus
+    one per unit of each later curved activation, weighted ``r^m = phi''(z^m) dL/da^m``),
+    propagated by ``B <- diag(phi'(z)) W.T B``. For ReLU, LeakyReLU and identity nets it equals
+    :func:`diag_ggn`. Convnets run the same recursion op by op (``docs/curvature.md``), with
+    exact entries for a BatchNorm's ``gamma`` and ``beta``.
 
     Parameters
     ----------
@@ -326,14 +288,7 @@ def diag_hessian(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:
 
     Notes
     -----
-    Cost: the forward pass, one ``[N*V, H_l] @ [H_l, H_{l-1}]`` GEMM per layer to propagate
-    the factor and one ``[H_l, N] @ [N, H_{l-1}]`` GEMM per layer to accumulate; ``V = C - 1``
-    for piecewise-linear nets, and at layer l ``C - 1 + sum of the curved widths H_m, m >= l +
-    2`` otherwise (BackPACK's split into positive and negative parts would double those). A
-    conv costs ``V`` transposed convolutions (input gradients) and a batched ``[V H, L] @ [L,
-    C_in k k]`` GEMM per sample (``V`` weight gradients); a curved activation adds one column
-    per position of its feature map below the next conv or Linear. Large batches are split
-    over samples, and residual columns into blocks, to bound memory.
+    Costs: ``docs/curvature.md``.
 
     References
     ----------
@@ -405,11 +360,6 @@ def diag_hessian_activations(model: nn.Module, x: Tensor, y: Tensor) -> list[Ten
     ------
     TypeError, ValueError
         As :func:`diag_hessian` (a module used twice is fine here).
-
-    Notes
-    -----
-    Cost: one forward pass and the factor propagation of :func:`diag_hessian` above the first
-    hidden layer, without the per-parameter accumulation GEMMs.
 
     References
     ----------

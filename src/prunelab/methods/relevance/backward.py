@@ -317,27 +317,17 @@ def explain(
 ) -> Relevance:
     """Explain output ``f_t(x)`` of ``model`` by backward relevance propagation.
 
-    The forward pass runs once; then, from the last op to the first, each op's rule maps the
-    quantity at its output to its input: the nonlinearity rule at an activation, the matrix
-    rule at a Linear, Conv2d or average pool (and to the layer's bias), the maximum rule at a
-    max pool.
+    One forward pass; then, from the last op to the first, each op's rule maps the quantity at
+    its output to its input: the nonlinearity rule at an activation, the matrix rule at a
+    Linear, Conv2d or average pool (and to the layer's bias), the maximum rule at a max pool.
+    LRP-0 splits ``R(z_j)`` among ``a_i w_ij / z_j`` and the bias share ``b_j / z_j``, so
 
-    LRP-0 (``normalized`` with eps = 0, ``ignore``) splits ``R(z_j)`` exactly among
-    ``a_i w_ij / z_j`` and the bias share ``b_j / z_j``, so ``input.sum + sum(bias.sum) =
-    f_t(x)`` for every activation; a max pool passes ``R`` whole to one input of each window
-    and an average pool is a linear op without bias. For ReLU and leaky ReLU nets it equals
-    gradient x input, biases included, and the bias relevance is ``b_j df/db_j`` (Ancona et
-    al. 2018): the net is positively homogeneous in (x, biases). For tanh, sigmoid or GELU
-    conservation still holds, because "ignore" passes ``R(a)`` to ``z`` whole, as if the
-    activation were the line through the origin of slope ``f(z)/z``; the input relevance is
-    then ``x`` times the gradient taken with ``f(z)/z`` in place of ``f'(z)``, and the bias
-    relevance ``b_j`` times that modified ``df/db_j``, not ``b_j df/db_j``.
-    ``blame_bias`` is LRP-0 that also counts an activation offset ``f(0)`` (sigmoid: 1/2) as a
-    bias, so that the Q form stays finite as z -> 0. DeepLIFT splits ``f_t(x) - f_t(x0)`` among
-    ``x - x0`` (summation to delta); the biases cancel in differences and get zero. Its
-    winner-takes-all max pool splits ``b - b_ref`` between the input's and the reference's
-    winners (:func:`_route_ref`). An eval-mode BatchNorm is folded into the layer before it,
-    so its shift is part of that layer's bias.
+        sum(input) + sum(bias) = f_t(x)                  (conservation, every activation)
+
+    ``blame_bias`` also counts an activation offset ``f(0)`` as a bias; ``deeplift`` splits
+    ``f_t(x) - f_t(x0)`` among ``x - x0`` (biases get zero). An eval-mode BatchNorm is folded
+    into the layer before it. ``docs/relevance-rules.md`` relates the rules to gradient x input
+    and explains the curved activations and the max pool's reference routing.
 
     Parameters
     ----------
@@ -363,17 +353,12 @@ def explain(
         follows the dict of the layer before it.
     q_form : bool
         Run the relevance methods through ``Q = R / (a - a_ref)``: the matrix rule becomes the
-        gradient rule and "ignore" becomes "slope". Same result up to rounding, except for
-        ``deeplift`` with the "radial" maximum: its split is taken relative to 0 (as the
-        source defines it) and can give relevance to a pool input equal to its reference,
-        which ``Q = R / 0`` cannot carry (the R form conserves; use the "gradient" maximum
-        for exact twins). The signal methods already propagate a Q-type quantity, so this
-        changes nothing for them.
+        gradient rule and "ignore" becomes "slope". Same result up to rounding, except
+        ``deeplift`` with the "radial" maximum (docs page).
     epsilon : float, optional
         The stabiliser of the "normalized" rule for layers whose ``rules`` give none
-        (default: the method's, 1e-6 for ``lrp_epsilon`` and 0 otherwise). It is not negligible
-        beside small pre-activations: on a 784-300-100-10 net with 1,000 random inputs some
-        ``|z|`` are 4e-7, and eps = 1e-9 already moves the relevance by 3e-4 (relative).
+        (default: the method's, 1e-6 for ``lrp_epsilon`` and 0 otherwise; see the docs page
+        for how far a small eps moves the relevance).
 
     Returns
     -------

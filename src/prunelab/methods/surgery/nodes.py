@@ -38,48 +38,28 @@ def remove_nodes(
 ) -> nn.Sequential:
     """A new, physically smaller copy of ``model`` without the listed hidden nodes.
 
-    A node is a unit: an output feature of a Linear or an output channel of a Conv2d. With
-    ``compensate="mean"`` the means are taken layer by layer from the input, in the network
-    *as pruned so far*: the mean of a node of hidden layer l (over samples and, for a channel,
-    positions) is computed on ``x`` passed through the model whose earlier hidden layers are
-    already pruned and compensated. Each compensation therefore sees exactly the inputs it will
-    receive, and the result equals the original model with the removed nodes replaced by their
-    means in that order (layer 0 first). With ``compensate="none"`` the nodes are simply
-    deleted, which equals zeroing them.
+    A node is a unit (a Linear's output feature or a Conv2d's output channel). With
+    ``compensate="mean"`` each removed node is replaced by its mean over ``x`` (samples and, for
+    a channel, positions), taken layer by layer in the network as pruned so far, and folded
+    into the reader's bias:
 
-        z^{l+1} <- z^{l+1} + A^{l+1} u^l          (u^l: removed nodes at abar^l, the rest 0)
+        z^{l+1} <- z^{l+1} + A^{l+1} u^l      (u^l: removed nodes at their mean abar^l, rest 0)
 
-    ``A^{l+1} u^l`` is the reader's response to that constant input (through the pools and
-    Flatten between; ``W^{l+1}[:, R_l] abar^l_{R_l}`` for a Linear), folded into its bias.
-    Where the reader is a zero-padded Conv2d and the response varies with position (less
-    near the border, where the kernel overlaps the padding), ``"mean"`` puts the interior
-    value ``v_c`` into the bias and the rest ``o_{c,p} = (A u)_{c,p} - v_c`` into an
-    :class:`prunelab.ops.Offset` ``[C, H, W]`` inserted right after that conv (before its
-    BatchNorm; named ``"<conv name>_offset"``): exact, but the model then takes inputs of the
-    one size it was pruned at. ``"mean_interior"`` folds ``v_c`` only: no new module, any input
-    size, exact at every position whose kernel lies inside the input, off by ``o`` at the
-    border (:func:`compensation_error` measures it).
-
-    Activations, pools, ``Dropout``, ``Flatten`` and ``Identity`` modules are kept in place
-    (copied); means are computed in evaluation mode (dropout off, BatchNorm on its running
-    statistics). A layer that appears twice in ``model`` (shared weights) becomes two
-    independent modules in the copy. The copy keeps ``model``'s module names, dtype, device,
-    ``requires_grad`` flags and training modes; ``model`` is not modified.
+    ``A^{l+1} u^l = W^{l+1}[:, R_l] abar^l_{R_l}`` for a Linear reader. Behind a zero-padded
+    Conv2d the response varies with position: ``"mean"`` adds an :class:`prunelab.ops.Offset`
+    after that conv (exact, fixed input size), ``"mean_interior"`` folds the interior value only
+    (off at the border; :func:`compensation_error`). ``"none"`` deletes, which equals zeroing.
+    ``docs/surgery.md`` explains the border, the copy's modules and the order of the means.
 
     Parameters
     ----------
     model : nn.Sequential
-        A model :func:`prunelab.ops.parse` accepts: an MLP or a convnet.
+        An MLP or convnet :func:`prunelab.ops.parse` accepts; not modified.
     remove : mapping of int to iterable of int
-        Hidden-layer index (0-based among hidden layers) to the indices of the nodes to
-        remove from it (a list, tuple or integer tensor); empty lists are allowed.
+        Hidden-layer index (0-based) to the node indices to remove (empty allowed).
     compensate : {"mean", "mean_interior", "none"}
-        Fold the removed nodes' mean activation over ``x`` into the reader exactly, with its
-        interior value only at zero-padded conv readers, or not at all. If the reader has no
-        bias and compensation is needed, one is created.
     x : Tensor[N, *in], optional
-        Data for the means; required for ``"mean"`` and ``"mean_interior"``. Converted to the
-        weights' dtype and device.
+        Data for the means; required unless ``compensate="none"``.
 
     Returns
     -------
@@ -89,18 +69,15 @@ def remove_nodes(
     Raises
     ------
     TypeError
-        If ``model`` is unsupported, ``remove`` is not a mapping, an index is not an integer,
-        or ``x`` is not a floating-point tensor.
+        Unsupported ``model``, ``remove`` not a mapping, a non-integer index, ``x`` not float.
     ValueError
-        For an unknown ``compensate``, a hidden layer or node index out of range, a duplicate
-        index, removing every node of a layer, a mean compensation without ``x``, or ``x`` of
-        the wrong shape, empty or non-finite.
+        Unknown ``compensate``; a layer or node index out of range or repeated; every node of a
+        layer; mean compensation without ``x``; ``x`` of the wrong shape, empty or non-finite.
 
     References
     ----------
     D. Hobson (2022), "Train first vs prune first in neural networks" (mean-bias replacement);
-    U. Evci, N. Le Roux, P. Castro & L. Bottou (2018), "Mean replacement pruning", ICLR 2019
-    submission, https://openreview.net/forum?id=BJxRVnC5Fm.
+    Evci, Le Roux, Castro & Bottou (2018), "Mean replacement pruning", ICLR 2019 submission.
 
     Examples
     --------

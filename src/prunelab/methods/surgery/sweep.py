@@ -43,23 +43,10 @@ def sparsity_sweep(
     prunes. The scores are sorted once; every entry gets its rank ``r`` (over all layers, or
     within its tensor), and the mask at a level that prunes ``k`` entries is ``r >= k``.
 
-    On a convnet (any model with a Conv2d, pooling or BatchNorm) the levels run one by one in
-    increasing order on the op view, each op's output kept from the previous level and
-    recomputed only where something changed: unchanged prefixes are reused, and a layer whose
-    input did not change subtracts just the newly pruned entries' contributions
-    (:mod:`prunelab.engines.sparsity`). On an MLP the dense engine runs chunks of levels at
-    once: the masks of increasing levels nest, so the first layer's pre-activations change
-    between consecutive levels only by the entries pruned in between:
-
-        Z_{t+1}[i] = Z_t[i] - W_ij x[:, j]     for each first-layer entry (i, j) pruned in between
-
-    one sparse product per chunk of levels, costing ``2 N`` per pruned entry instead of a
-    dense ``2 N H_1 D`` product per level (each level's ``Z`` carries the rounding of at most
-    L subtractions, about that of a fresh dense product in the same dtype). The layers above run for all
-    levels of a chunk at once as batched products over stacked masked weights ``[L, H_l,
-    H_{l-1}]`` (:func:`prunelab.stacked.forward`). Dropout counts as identity (evaluation
-    mode). ``removed_score`` sums the pruned entries' scores: with OBD saliencies it is OBD's
-    predicted loss increase.
+    A convnet reuses, level after level, what did not change; an MLP runs chunks of levels at
+    once, updating the first layer's pre-activations by only the newly pruned entries
+    (``docs/sweeps.md``). Dropout counts as identity. ``removed_score`` sums the pruned entries'
+    scores: with OBD saliencies it is OBD's predicted loss increase.
 
     Parameters
     ----------
