@@ -59,6 +59,9 @@ def test_train_help_lists_what_the_library_accepts():
     assert tuple(models.ACTIVATIONS) == cli.ACTIVATIONS
     assert tuple(data.LOADERS) == cli.LOADERS and tuple(data.FOLDER_SETS) == cli.FOLDER_SETS
     assert tuple(train.OPTIMIZERS) == cli.OPTIMIZERS
+    from prunelab import executor
+
+    assert executor.EXECUTORS == cli.EXECUTORS
 
 
 TRAIN = ["train", "--data", "circle", "--widths", "2,4,2", "--epochs", "1", "--no-progress"]
