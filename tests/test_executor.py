@@ -85,6 +85,12 @@ def test_without_a_store_nothing_is_kept_and_written_files_reach_out(tmp_path):
     run_units(units, tmp_path / "b", executor=kept(store), progress=False)  # nothing computed
     assert (tmp_path / "b" / "net1.txt").read_text() == "1"
     assert len(stored(store)) == 2
+    # a killed run's half-written unit folder (its PID gone) is removed by the next run
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    (store / f".other_0123.new-{dead}-x").mkdir()
+    run_units(units, tmp_path / "c", executor=kept(store), progress=False)
+    assert sorted(p.name for p in store.iterdir()) == sorted(p.name for p in stored(store))
 
 
 @pytest.mark.parametrize("kind", ["serial", "process"])

@@ -179,9 +179,10 @@ def run_units(
     store.mkdir(parents=True, exist_ok=True)
     folders = [store / u.filename() for u in units]
     todo = [i for i, f in enumerate(folders) if not (f / RESULT).is_file()]
+    for leftover in store.glob(".*.new-*"):  # what killed runs left, whatever their units
+        files.clean_stale(store / leftover.name[1:].rsplit(".new-", 1)[0])
     work: dict[int, Path] = {}
     for i in todo:  # each unit writes into a fresh folder, moved into place when whole
-        files.clean_stale(folders[i])
         work[i] = Path(tempfile.mkdtemp(dir=store, prefix=f".{folders[i].name}.new-{os.getpid()}-"))
     failures: dict[str, str] = {}
     try:
@@ -218,12 +219,18 @@ def _kwargs(unit: Unit, folder: Path) -> dict[str, Any]:
 
 
 def _gather(folder: Path, out: Path) -> None:
-    """Copy the files a unit wrote (all but its result) into ``out``, keeping their paths."""
+    """Put the files a unit wrote (all but its result) into ``out``, keeping their paths: hard
+    links where the file system allows (stored files are only ever replaced, never edited in
+    place), copies otherwise."""
     for path in sorted(folder.rglob("*")):
         if path.is_file() and path.name != RESULT:
             target = out / path.relative_to(folder)
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, target)
+            target.unlink(missing_ok=True)
+            try:
+                os.link(path, target)
+            except OSError:
+                shutil.copy2(path, target)
 
 
 def _run_serial(executor: Executor, units, calls, done) -> None:
