@@ -195,12 +195,13 @@ def _cross_figure(r) -> Plot:
         for i, values in enumerate((t.last_layer, t.third_layer, t.network)):
             if not values:
                 continue
-            mean, half = stats.mean_interval(torch.tensor(values, dtype=torch.float64))
+            v = torch.tensor(values, dtype=torch.float64)
+            mean, lo, hi = stats.clipped_interval(v, low=0.0, high=1.0)  # a share
             ax[0, 1].bar(
                 i + (j - 0.5) * width,
                 mean.item(),
                 width,
-                yerr=half.item(),
+                yerr=[[(mean - lo).item()], [(hi - mean).item()]],
                 color=colours[t.kind],
                 alpha=0.7,
                 label=t.kind if i == 0 else None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from matplotlib.ticker import MaxNLocator
 
 from ..base import stats
 from ..methods import compare, curves
@@ -106,8 +107,9 @@ def _scores(r) -> Plot:
                 v = values.numpy()
                 jitter = rng.uniform(-0.15, 0.15, len(v))
                 a.scatter(x + jitter, v, s=12, color=COLOURS[key], alpha=0.75, label=label)
-            mean, half = stats.mean_interval(arm.test_accuracy.double())
-            ax[0, 0].errorbar(x + 0.3, mean.item(), yerr=half.item(), fmt="_", color="k", lw=1)
+            mean, lo, hi = stats.clipped_interval(arm.test_accuracy.double(), low=0.0, high=1.0)
+            err = [[(mean - lo).item()], [(hi - mean).item()]]  # clipped to [0, 1]
+            ax[0, 0].errorbar(x + 0.3, mean.item(), yerr=err, fmt="_", color="k", lw=1)
             ax[0, 1].scatter(x + 0.3, arm.test_loss.double().mean().item(), marker="_", c="k")
             x += 1
         centres.append((start + x - 1) / 2)
@@ -120,7 +122,7 @@ def _scores(r) -> Plot:
         a.grid(alpha=0.3, axis="y")
     ax[0, 0].set(
         title="test accuracy per seed (bar: mean, 95% interval)", ylabel="accuracy", ylim=(0, 1.02)
-    )  # few seeds give t-intervals wider than [0, 1]
+    )
     ax[0, 1].set(title="test loss per seed (bar: mean)", ylabel="cross-entropy")
     ax[0, 1].set_yscale("log")
     ax[0, 0].legend(fontsize=6, loc="lower left")
@@ -186,6 +188,7 @@ def _training_figure(r) -> Plot:
         xlabel="trained - θ0",
         ylabel="entries",
     )
+    ax[0, 1].yaxis.set_major_locator(MaxNLocator(integer=True))  # counts
     ax[0, 1].legend(fontsize=7)
     return Plot(
         "training_shift",
