@@ -10,6 +10,7 @@ arms; finer steps at heavy sparsity for the best arms; fine-tuning at selected s
 two measurements of the source's explanation (the Hessian's cross terms): the off-diagonal share
 of exact layer Hessian blocks and of the whole Hessian, and OBD's predicted against the actual
 loss increase. The report is rendered by :mod:`.obd_vs_magnitude_report`.
+Findings and what the runs showed: ``docs/obd-vs-magnitude.md``.
 """
 
 from __future__ import annotations
@@ -407,7 +408,7 @@ def _observations(r: Results, config: Config, prefix: str, where: tuple[str, ...
             for m in [*mag, *obd]
         )
         out.append(
-            findings_.above(
+            _above(
                 prefix + "Magnitude pruning degrades steadily without retraining, worse than OBD.",
                 100 * diffs,
                 source="magnitude 'flat out decreases'; OBD above it",
@@ -422,7 +423,7 @@ def _observations(r: Results, config: Config, prefix: str, where: tuple[str, ...
         g, layer = c(base, crit, "global"), c(base, crit, "layer")
         heavy = curves.band_mean(g.accuracy - layer.accuracy, g.levels, _HEAVY)
         out.append(
-            findings_.above(
+            _above(
                 prefix + f"Global ranking beats layer-wise ranking ({crit}).",
                 100 * curves.area_difference(g.accuracy, layer.accuracy, g.levels),
                 source="all-layer pruning does better than layer-wise",
@@ -439,7 +440,7 @@ def _observations(r: Results, config: Config, prefix: str, where: tuple[str, ...
     diff, j = curves.rival_difference(areas, k, [i for i in range(len(arms)) if i != k])
     ranked = sorted(range(len(arms)), key=lambda i: -areas[i].mean().item())
     out.append(
-        findings_.above(
+        _above(
             prefix + "Global OBD is the best arm.",
             100 * diff,
             source="'all layer OBD based saliency for the win'",
@@ -456,7 +457,7 @@ def _observations(r: Results, config: Config, prefix: str, where: tuple[str, ...
     crossing = curves.crossing_level(diff, obd_g.levels)
     early = curves.band_mean(-diff, obd_g.levels, 0.0, 0.5)
     out.append(
-        findings_.above(
+        _above(
             prefix + "The dropout model is worse at first (global OBD).",
             100 * early,
             source="dropout model below at first",
@@ -483,7 +484,7 @@ def _observations(r: Results, config: Config, prefix: str, where: tuple[str, ...
         + " of the main sweep"
     )
     out.append(
-        findings_.above(
+        _above(
             prefix + "The dropout model is better under heavy pruning (global OBD).",
             100 * heavy,
             source="dropout model ahead after a crossing point",
@@ -496,7 +497,7 @@ def _observations(r: Results, config: Config, prefix: str, where: tuple[str, ...
     n, d = terms[KINDS[0]], terms[KINDS[1]]
     rel = {t.kind: (t.actual[:, -1] / t.predicted[:, -1]).mean().item() for t in (n, d)}
     out.append(
-        findings_.above(
+        _above(
             prefix + "Dropout strengthens the Hessian's cross terms, which OBD neglects.",
             torch.tensor(d.last_layer, dtype=torch.float64)
             - torch.tensor(n.last_layer, dtype=torch.float64),
@@ -690,3 +691,8 @@ def _at(curve: Curve, level: float) -> float:
     """Mean accuracy over seeds at the level nearest to ``level``."""
     i = int((curve.levels - level).abs().argmin())
     return curve.accuracy[:, i].mean().item()
+
+
+def _above(claim, values, threshold: float = 0.0, **kw) -> Finding:
+    """``findings.above``, a "differs" saying whether it is the same direction or not."""
+    return findings_.noted(findings_.above(claim, values, threshold, **kw), threshold)

@@ -10,6 +10,7 @@ correlations, and the Lipschitz certificate of the discussion against the observ
 A LeNet-5 arm repeats the four arms on mnist5k with the same criteria and seeds (a unit is a
 conv channel or a dense feature), for the test scores only. The report is rendered by
 :mod:`.train_vs_prune_report`.
+Findings and what the runs showed: ``docs/train-vs-prune.md``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from ..base import checkpoint, data, files, models, train
+from ..base import checkpoint, data, files, models, stats, train
 from ..base.executor import SERIAL, Executor, Unit, run_units
 from ..base.progress import track
 from ..engines import ensemble
@@ -628,7 +629,7 @@ def findings(results: Results, config: Config) -> list[Finding]:
         std = _arm_of(r.arms, "prune", "activation_std")
         full = _arm_of(r.arms, "full")
         out.append(
-            findings_.above(
+            _above(
                 "Pruning half the nodes with the smallest activation std leaves the net "
                 "visually indistinguishable (at least 99% of the test points classified as "
                 "by the full net).",
@@ -636,8 +637,8 @@ def findings(results: Results, config: Config) -> list[Finding]:
                 99.0,
                 source="'visually indistinguishable'",
                 detail="Measured: test points classified as by the full net, in %. Test "
-                f"accuracy {findings_.estimate(100 * std.test_accuracy.double())}% against the full "
-                f"net's {findings_.estimate(100 * full.test_accuracy.double())}%. Half a layer is more "
+                f"accuracy {_pct(std.test_accuracy)}% against the full "
+                f"net's {_pct(full.test_accuracy)}%. Half a layer is more "
                 "than its dead nodes; the live nodes removed next can have a small std and "
                 "large outgoing weights (the discussion's own caveat).",
                 section=SCORES,
@@ -647,7 +648,7 @@ def findings(results: Results, config: Config) -> list[Finding]:
         m = next(m for m in r.matrices if m.criterion == "activation_std")
         rand = next((m for m in r.matrices if m.criterion == "random"), None)
         out.append(
-            findings_.above(
+            _above(
                 "The same (smallest-std) nodes removed at θ0 and then trained give weights "
                 "correlated with the train-then-prune net's.",
                 m.correlation,
@@ -666,7 +667,7 @@ def findings(results: Results, config: Config) -> list[Finding]:
             )
         )
         out.append(
-            findings_.above(
+            _above(
                 "The surviving nodes take similar roles in both nets (node j of one correlates "
                 "more with node j of the other than with other nodes).",
                 (m.roles_matched.double() - m.roles_unmatched.double()).mean(1),
@@ -728,35 +729,33 @@ def _arm_findings(arms, crits: list[str], prefix: str, section: str) -> list[Fin
 
     for c in crits:
         out.append(
-            findings_.above(
+            _above(
                 prefix + f"Folding the removed nodes' means into the next biases keeps more "
                 f"accuracy than deleting them ({c} half).",
                 acc("prune", c) - acc("plain", c),
                 source="the compensated pruning the source uses throughout",
                 detail="Measured: test accuracy, mean-compensated minus plain deletion, paired "
-                f"by seed; {findings_.estimate(acc('prune', c))}% against "
-                f"{findings_.estimate(acc('plain', c))}%.",
+                f"by seed; {_pct(acc('prune', c) / 100)} against {_pct(acc('plain', c) / 100)}.",
                 section=section,
                 unit=" points",
             )
         )
     if "random" in crits:
         out.append(
-            findings_.above(
+            _above(
                 prefix + "Random pruning and training do not commute: pruning at θ0 then "
                 "training beats training then pruning.",
                 acc("init", "random") - acc("prune", "random"),
                 source="the pruned-then-trained nets are good, the others are not",
                 detail="Measured: test accuracy, prune-then-train minus train-then-prune "
-                f"(mean-compensated); {findings_.estimate(acc('init', 'random'))}% against "
-                f"{findings_.estimate(acc('prune', 'random'))}%, full net "
-                f"{findings_.estimate(acc('full'))}%.",
+                f"(mean-compensated); {_pct(acc('init', 'random') / 100)} against "
+                f"{_pct(acc('prune', 'random') / 100)}, full net {_pct(acc('full') / 100)}.",
                 section=section,
                 unit=" points",
             )
         )
         out.append(
-            findings_.above(
+            _above(
                 prefix + "Fine-tuning the randomly pruned net repairs it: fine-tuned beats pruned.",
                 acc("finetune", "random") - acc("prune", "random"),
                 source="the fine-tuned nets are good nets",
@@ -769,16 +768,9 @@ def _arm_findings(arms, crits: list[str], prefix: str, section: str) -> list[Fin
         )
     if "random" in crits and "activation_std" in crits:
         rand_gain = findings_.estimate(acc("prune", "random") - acc("plain", "random"))
-        collapse = (
-            "random removal itself loses accuracy under mean compensation "
-            f"({rand_gain} points against plain deletion), so this verdict rests on a "
-            "collapsed baseline; see the finding without compensation"
-            if rand_gain.high < 0
-            else f"random removal does not lose under mean compensation ({rand_gain} points "
-            "against plain deletion)"
-        )
+        collapse = _baseline(rand_gain, "the finding without compensation")
         out.append(
-            findings_.above(
+            _above(
                 prefix + "Removing the nodes with the smallest activation std beats removing "
                 "random ones (mean-compensated, the source's procedure).",
                 acc("prune", "activation_std") - acc("prune", "random"),
@@ -789,7 +781,7 @@ def _arm_findings(arms, crits: list[str], prefix: str, section: str) -> list[Fin
             )
         )
         out.append(
-            findings_.above(
+            _above(
                 prefix + "Removing the nodes with the smallest activation std beats removing "
                 "random ones, without compensation.",
                 acc("plain", "activation_std") - acc("plain", "random"),
@@ -836,3 +828,31 @@ def _bound_findings(r: Results) -> list[Finding]:
             section=BOUND,
         ),
     ]
+
+
+def _above(claim, values, threshold: float = 0.0, **kw) -> Finding:
+    """``findings.above``, a "differs" saying whether it is the same direction or not."""
+    return findings_.noted(findings_.above(claim, values, threshold, **kw), threshold)
+
+
+def _pct(values) -> str:
+    """An accuracy [0, 1] per seed as "mean [low, high]%", the interval clipped to [0, 100]."""
+    mean, low, high = stats.clipped_interval(100 * torch.as_tensor(values).double(), high=100.0)
+    return f"{mean.item():.3g} [{max(low.item(), 0):.3g}, {high.item():.3g}]%"
+
+
+def _baseline(gain: findings_.Estimate, what: str) -> str:
+    """What the random baseline does under mean compensation (``gain``: compensated minus
+    plain, per seed), so a verdict resting on a collapsed baseline says so."""
+    if gain.high < 0:
+        return (
+            f"random removal itself loses {gain} points under mean compensation against plain "
+            f"deletion: this verdict rests on a collapsed baseline; see {what}"
+        )
+    if gain.mean < 0:
+        return (
+            f"random removal loses {gain} points under mean compensation against plain "
+            f"deletion (not significant over {gain.n} seeds), so part of the difference may "
+            f"come from a weakened baseline; see {what}"
+        )
+    return f"random removal does not lose under mean compensation ({gain} points)"
