@@ -637,8 +637,8 @@ def findings(results: Results, config: Config) -> list[Finding]:
                 99.0,
                 source="'visually indistinguishable'",
                 detail="Measured: test points classified as by the full net, in %. Test "
-                f"accuracy {_pct(std.test_accuracy)}% against the full "
-                f"net's {_pct(full.test_accuracy)}%. Half a layer is more "
+                f"accuracy {_pct(std.test_accuracy)} against the full "
+                f"net's {_pct(full.test_accuracy)}. Half a layer is more "
                 "than its dead nodes; the live nodes removed next can have a small std and "
                 "large outgoing weights (the discussion's own caveat).",
                 section=SCORES,
