@@ -320,8 +320,8 @@ def _renamed(plot: Plot, prefix: str) -> Plot:
 
 
 def _convnet_sections(r, c, config) -> list[Section]:
-    """The LeNet-5 arm: the same arms and measurements, and the source's observations checked
-    on the convnet beside the MLP's verdicts."""
+    """The LeNet-5 arm: the same arms and measurements (its findings are in the table atop the
+    report, prefixed "LeNet-5: ")."""
     conv, dense = c.conv_weights, c.weights - c.conv_weights
     what = Section(
         "The same on a convnet: LeNet-5",

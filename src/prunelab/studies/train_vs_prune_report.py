@@ -479,7 +479,7 @@ def _certificate_table(r) -> Table:
             "certificate",
             "source's form",
             "certificate / observed",
-            "holds on every seed",
+            "bound >= observed, every seed",
         ],
         rows,
         caption="On the training data, whose means the compensation uses (the certificate is "
