@@ -83,13 +83,27 @@ def test_curves_equal_pruning_one_level_at_a_time(tiny):
 
 
 def test_fine_tuning_starts_from_the_swept_accuracy_and_keeps_masks(tiny):
-    _, r, _, _, _ = tiny
+    config, r, split, nets, _ = tiny
     assert len(r.fine_tuned) == 4  # (magnitude, obd) x 2 models
     for f in r.fine_tuned:
         curve = r.curve(f.kind, f.criterion, "global")
         i = _index(curve.levels, 0.5)
         torch.testing.assert_close(f.before[:, 0], curve.accuracy[:, i])
-        assert f.after.shape == (2, 1) and ((f.after >= 0) & (f.after <= 1)).all()
+        assert f.after.shape == (2, 1)
+    # the fine-tune of seed 1 (copy 1 of one level) redone alone with train.fit, mask in force
+    xs, ys = split.train.x[:200].flatten(1), split.train.y[:200]
+    f = next(f for f in r.fine_tuned if (f.kind, f.criterion) == (study.KINDS[0], "obd"))
+    net = nets[study.KINDS[0]][1]
+    mask = surgery.prune_weights(net, criteria.weight_scores("obd", net, xs, ys), 0.5)
+    pruned = surgery.strip(net, mask)
+    train.fit(pruned, split.train, epochs=config.finetune_epochs, lr=config.finetune_lr,
+              batch_size=config.batch_size, seed=config.seed + 1, weight_masks=mask,
+              progress=False)  # fmt: skip
+    for name, p in pruned.named_parameters():
+        if name in mask:
+            assert (p[mask[name] == 0] == 0).all()  # the pruned weights stayed at zero
+    after = train.evaluate(pruned, split.test)["accuracy"]
+    assert f.after[1, 0].item() == pytest.approx(after, abs=0.02)
 
 
 def test_cross_terms_against_autograd(tiny):
