@@ -498,7 +498,7 @@ def _contrast_table(r) -> Table:
 # --- text ------------------------------------------------------------------------------------
 
 
-def _findings(r) -> list[str]:
+def _reading(r) -> list[str]:
     names = r.criteria
     out = []
     for n in r.nets:
@@ -672,7 +672,7 @@ def sections(results, config) -> list[Section]:
         Section(
             "What we found",
             [
-                *_findings(r),
+                *_reading(r),
                 "Intervals are over seeds (trained nets), not over test points; with "
                 f"{S} seeds a difference needs to be consistent across nets to be significant.",
             ],

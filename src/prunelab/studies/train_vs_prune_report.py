@@ -327,7 +327,7 @@ def _convnet_table(c, seeds: int) -> Table:
     )
 
 
-def _convnet_findings(c) -> list[str]:
+def _convnet_numbers(c) -> list[str]:
     """Prune first against train first on the convnet, per criterion (the numbers only)."""
     out = []
     for crit in dict.fromkeys(a.criterion for a in c.arms if a.criterion):
@@ -701,7 +701,7 @@ def _convnet_section(r, config) -> list[Section]:
                 "The fine-tune and the prune-first net get the full net's epochs. The weight "
                 "analyses above are specific to the spirals net's 50x50 matrix and are not "
                 "repeated here.",
-                *_convnet_findings(c),
+                *_convnet_numbers(c),
             ],
             [_convnet_table(c, len(r.seeds))],
         )
