@@ -92,3 +92,19 @@ def test_scoreboard_and_findings_command_read_every_run(tmp_path):
     assert "1 holds, 1 differs, 1 not measured" in result.output
     bad = CliRunner().invoke(app, ["findings", str(tmp_path / "nowhere")])
     assert bad.exit_code == 2 and "does not exist" in bad.output
+
+
+def test_direction_says_significant_same_direction_or_opposite():
+    sig = findings.estimate([0.9, 1.0, 1.1])  # [0.75, 1.25]
+    weak = findings.estimate([-1.0, 3.0])  # mean 1, interval holds 0
+    opposite = findings.estimate([-1.0, -1.1, -0.9])
+    assert findings.direction(sig).startswith("The interval lies above")
+    assert findings.direction(weak).startswith("Same direction")
+    assert findings.direction(opposite).startswith("The opposite direction")
+    assert findings.direction(opposite, above=False).startswith("The interval lies below")
+    assert findings.direction(weak, 2.0).startswith("The opposite")  # mean 1 is not above 2
+    assert findings.direction(weak, 2.0, above=False).startswith("Same direction")
+    f = findings.noted(findings.above("c", [-1.0, 3.0], detail="d."))
+    assert f.verdict == "differs" and f.detail.startswith("d. Same direction")
+    g = findings.above("c", [0.9, 1.0, 1.1])
+    assert findings.noted(g) == g  # a verdict that holds is left alone

@@ -3,12 +3,17 @@
 import dataclasses
 
 import pytest
+import scipy.stats
 import torch
 
 from prunelab import checkpoint, criteria, data, report, surgery, train
-from prunelab.studies import node_criteria, node_criteria_report
+from prunelab.studies import node_criteria
 
-CRITERIA = ("random", "activation_std", "taylor", "weight_in_norm")
+CRITERIA = (
+    "random", "activation_std", "taylor", "weight_in_norm", "weight_out_norm",
+    "activation_mean_abs", "apoz",
+)  # fmt: skip
+K = len(CRITERIA)
 
 
 @pytest.fixture(scope="module")
@@ -107,23 +112,23 @@ def test_summaries_are_consistent(tiny):
         # per-layer removal: one architecture per fraction, whatever the criterion or seed
         assert (layer.speedup == layer.speedup[0, 0]).all()
         for p in n.panels:
-            assert p.accuracy.shape == (4, 2, 3)
+            assert p.accuracy.shape == (K, 2, 3)
             assert p.by_accuracy.delta_mean[base].item() == 0
             ranks = p.by_accuracy.rank_mean
-            assert ranks.sum().item() == pytest.approx(1 + 2 + 3 + 4)
+            assert ranks.sum().item() == pytest.approx(K * (K + 1) / 2)
             torch.testing.assert_close(p.accuracy_mean, p.accuracy.double().mean(1))
         # the contrast "mean - none, layer" is the paired difference of the two panels' areas
         c = next(c for c in n.contrasts if c.name == "mean - none, layer")
         diff = n.panel("layer", "mean").by_accuracy.area - n.panel("layer", "none").by_accuracy.area
         torch.testing.assert_close(c.mean, diff.mean(1))
-    assert r.overall_rank.shape == (4,)
+    assert r.overall_rank.shape == (K,)
 
 
 def test_finetune_equals_training_the_pruned_net_alone(tiny):
     config, r, out = tiny
     n = next(n for n in r.nets if n.name == "spirals")
     ft = n.finetune
-    assert ft.after_accuracy.shape == (4, 2, 1)
+    assert ft.after_accuracy.shape == (K, 2, 1)
     k, s = r.criteria.index("activation_std"), 0
     model, split, ref = _net(config, out, "spirals", s)
     scores = criteria.node_scores("activation_std", model, ref.x, ref.y)
@@ -151,9 +156,11 @@ def test_report_renders_and_results_round_trip(tiny, monkeypatch, tmp_path):
     r = dataclasses.replace(r, nets=[n for n in r.nets if n.name == "spirals"])
     monkeypatch.setitem(report.STUDIES, node_criteria.NAME, node_criteria)
     report.write_run(node_criteria, config, r, tmp_path)
-    html = (tmp_path / "report.html").read_text()
-    assert "After a short fine-tune" in html and html.count("<img") == 6
-    study, config2, r2, _ = report.load_run(tmp_path)
+    study, config2, r2, raw = report.load_run(tmp_path)
+    found = node_criteria.findings(r, config)
+    assert [f["verdict"] for f in raw["findings"]] == [f.verdict for f in found]
+    titles = {sec.title for sec in node_criteria.sections(r, config)}
+    assert all(f.section in titles for f in found if f.verdict != "not measured")
     assert config2 == config
     torch.testing.assert_close(r2.nets[0].panels[3].loss, r.nets[0].panels[3].loss)
     torch.testing.assert_close(r2.nets[0].panels[3].majority, r.nets[0].panels[3].majority)
@@ -178,8 +185,10 @@ def test_config_errors_name_the_option():
         node_criteria.Config(seeds=1)
 
 
-def test_report_of_a_run_without_collapse_measurements_renders(tiny, monkeypatch, tmp_path):
-    """Runs written before prediction collapse was measured still re-render (no figure)."""
+def test_a_run_without_collapse_measurements_renders_with_the_same_verdicts(
+    tiny, monkeypatch, tmp_path
+):
+    """Runs written before prediction collapse was measured still re-render and decide alike."""
     config, r, _ = tiny
     old = [
         dataclasses.replace(
@@ -188,27 +197,98 @@ def test_report_of_a_run_without_collapse_measurements_renders(tiny, monkeypatch
             panels=[dataclasses.replace(p, majority=None, majority_mean=None) for p in n.panels],
         )
         for n in r.nets
-        if n.name == "spirals"
     ]
     monkeypatch.setitem(report.STUDIES, node_criteria.NAME, node_criteria)
-    report.write_run(node_criteria, config, dataclasses.replace(r, nets=old), tmp_path)
-    html = (tmp_path / "report.html").read_text()
-    assert html.count("<img") == 5 and "Prediction collapse" not in html
+    r_old = dataclasses.replace(r, nets=old[1:2])
+    report.write_run(node_criteria, config, r_old, tmp_path)
+    new = [f.verdict for f in node_criteria.findings(r, config)]
+    assert [
+        f.verdict for f in node_criteria.findings(dataclasses.replace(r, nets=old), config)
+    ] == new
 
 
-def test_collapse_text_quotes_the_measured_shares(tiny):
-    _, r, _ = tiny
-    n, k = r.nets[0], r.criteria.index("random")
-    text = node_criteria_report._collapse_text(r, n, k)
-    f = max(i for i, frac in enumerate(r.fractions) if frac <= 0.8)
-    layer = {p.compensate: p for p in n.panels if p.scope == "layer"}
-    mean = layer["mean"].majority_mean[k, f].item()
-    assert f"{r.fractions[f]:.0%} random removal per layer" in text
-    assert f"takes {mean:.0%} of the test points with mean compensation" in text
-    assert ("collapse toward one class" in text) == (
-        mean > layer["none"].majority_mean[k, f].item()
+def _area(curve, fractions):
+    """Trapezoid area over the fractions divided by their range, by a loop."""
+    total = sum(
+        (fractions[i + 1] - fractions[i]) * (curve[i] + curve[i + 1]) / 2
+        for i in range(len(fractions) - 1)
     )
-    old = dataclasses.replace(
-        n, panels=[dataclasses.replace(p, majority=None, majority_mean=None) for p in n.panels]
-    )
-    assert "not measured in this run" in node_criteria_report._collapse_text(r, old, k)
+    return total / (fractions[-1] - fractions[0])
+
+
+def _t_interval(values):
+    v = [float(x) for x in values]
+    mean, sem = sum(v) / len(v), scipy.stats.sem(v)
+    return (mean, mean) if sem == 0 else scipy.stats.t.interval(0.95, len(v) - 1, mean, sem)
+
+
+def test_findings_are_paired_area_differences_decided_by_the_interval(tiny):
+    config, r, _ = tiny
+    found = {f.claim: f for f in node_criteria.findings(r, config)}
+    names, fr = r.criteria, r.fractions
+
+    def areas(n, scope, comp, name):
+        p = n.panel(scope, comp)
+        return [_area(p.accuracy[names.index(name), s].tolist(), fr) for s in range(2)]
+
+    def check(f, values):
+        lo, hi = _t_interval(values)
+        assert f.estimate.mean == pytest.approx(sum(values) / len(values), abs=1e-6), f.claim
+        assert (f.estimate.low, f.estimate.high) == (
+            pytest.approx(lo, abs=1e-6),
+            pytest.approx(hi, abs=1e-6),
+        )
+        assert f.verdict == ("holds" if lo > 0 else "differs"), f.claim
+
+    for n in r.nets:
+        std = f"{n.name}: Removing the nodes with the smallest activation std beats random removal"
+        for scope, comp, tail in (
+            ("layer", "mean", ", per layer with mean compensation (the source's procedure)."),
+            ("layer", "none", ", per layer without compensation."),
+            ("global", "none", ", globally without compensation."),
+        ):
+            a, b = areas(n, scope, comp, "activation_std"), areas(n, scope, comp, "random")
+            check(found[std + tail], [x - y for x, y in zip(a, b, strict=True)])
+        # the source's procedure says whether it rests on a collapsed baseline
+        gain = [
+            x - y
+            for x, y in zip(
+                areas(n, "layer", "mean", "random"),
+                areas(n, "layer", "none", "random"),
+                strict=True,
+            )
+        ]
+        main = found[std + ", per layer with mean compensation (the source's procedure)."]
+        assert ("rests on a collapsed baseline" in main.detail) == (_t_interval(gain)[1] < 0)
+        # mean compensation: the gain averaged over criteria and scopes, per seed
+        gains = [
+            sum(
+                areas(n, sc, "mean", c)[s] - areas(n, sc, "none", c)[s]
+                for sc in ("layer", "global")
+                for c in names
+            )
+            / (2 * len(names))
+            for s in range(2)
+        ]
+        check(next(f for c, f in found.items() if c.startswith(f"{n.name}: Replacing")), gains)
+        # Taylor against its strongest rival (highest mean area), per layer, no compensation
+        rivals = ("weight_in_norm", "weight_out_norm", "activation_mean_abs")
+        best = max(rivals, key=lambda v: sum(areas(n, "layer", "none", v)))
+        taylor = next(f for c, f in found.items() if c.startswith(f"{n.name}: Taylor"))
+        t, b = areas(n, "layer", "none", "taylor"), areas(n, "layer", "none", best)
+        check(taylor, [x - y for x, y in zip(t, b, strict=True)])
+        apoz = next(f for c, f in found.items() if c.startswith(f"{n.name}: Pruning the most"))
+        a, b = areas(n, "layer", "none", "apoz"), areas(n, "layer", "none", "random")
+        check(apoz, [x - y for x, y in zip(a, b, strict=True)])
+        # claims whose criteria this run lacks are listed as not measured, never dropped
+        missing = [
+            f for c, f in found.items() if c.startswith(n.name) and "Evci et al. 2018)." in c
+        ]
+        assert [f.verdict for f in missing] == ["not measured"]
+        assert (
+            found[
+                f"{n.name}: A second-order estimate of the loss change ranks better than the "
+                "first-order one (OBD)."
+            ].verdict
+            == "not measured"
+        )

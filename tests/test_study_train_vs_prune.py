@@ -7,8 +7,11 @@ recomputed by a plain forward pass.
 """
 
 import copy
+import dataclasses
+import math
 
 import pytest
+import scipy.stats
 import torch
 import torch.nn.functional as F
 
@@ -202,14 +205,122 @@ def test_report_renders_and_results_round_trip(run, monkeypatch):
     r, out = run
     monkeypatch.setitem(report.STUDIES, train_vs_prune.NAME, train_vs_prune)
     report.write_run(train_vs_prune, CONFIG, r, out)
-    html = (out / "report.html").read_text()
-    assert "Which of the source" in html and html.count("<img") == 5
     study, config2, r2, raw = report.load_run(out)
     assert config2 == CONFIG and study is train_vs_prune
     assert torch.allclose(r2.arms[3].test_loss, r.arms[3].test_loss)
     assert torch.equal(r2.training.died_mask, r.training.died_mask)
     assert r2.certificates[0].layers == [0, 1]
     assert raw["headline"] == pytest.approx(train_vs_prune.headline(r))
+    found = train_vs_prune.findings(r, CONFIG)
+    assert [f["verdict"] for f in raw["findings"]] == [f.verdict for f in found]
+    titles = {sec.title for sec in train_vs_prune.sections(r, CONFIG)}
+    assert all(f.section in titles for f in found if f.verdict != "not measured")
+
+
+def _t_interval(values):
+    v = [float(x) for x in values]
+    mean, sem = sum(v) / len(v), scipy.stats.sem(v)
+    return (mean, mean) if sem == 0 else scipy.stats.t.interval(0.95, len(v) - 1, mean, sem)
+
+
+def _check(f, values, threshold=0.0):
+    lo, hi = _t_interval(values)
+    assert f.estimate.mean == pytest.approx(sum(values) / len(values), abs=1e-6), f.claim
+    assert f.estimate.low == pytest.approx(lo, abs=1e-6), f.claim
+    assert f.verdict == ("holds" if lo > threshold else "differs"), f.claim
+
+
+def _acc(arms, key, c=""):
+    return [
+        100 * float(v)
+        for v in next(a for a in arms if a.key == key and a.criterion == c).test_accuracy
+    ]
+
+
+def _minus(a, b):
+    return [x - y for x, y in zip(a, b, strict=True)]
+
+
+def test_findings_recomputed_from_the_arms(run):
+    r, _ = run
+    found = {f.claim: f for f in train_vs_prune.findings(r, CONFIG)}
+    for prefix, arms in (("", r.arms), ("LeNet-5: ", r.convnet.arms)):
+        for c in CONFIG.criteria:
+            f = found[
+                prefix + "Folding the removed nodes' means into the next biases keeps more "
+                f"accuracy than deleting them ({c} half)."
+            ]
+            _check(f, _minus(_acc(arms, "prune", c), _acc(arms, "plain", c)))
+        f = next(f for k, f in found.items() if k.startswith(prefix + "Random pruning and"))
+        _check(f, _minus(_acc(arms, "init", "random"), _acc(arms, "prune", "random")))
+        f = next(f for k, f in found.items() if k.startswith(prefix + "Fine-tuning"))
+        _check(f, _minus(_acc(arms, "finetune", "random"), _acc(arms, "prune", "random")))
+        std = prefix + "Removing the nodes with the smallest activation std beats removing random "
+        f = found[std + "ones (mean-compensated, the source's procedure)."]
+        _check(f, _minus(_acc(arms, "prune", "activation_std"), _acc(arms, "prune", "random")))
+        gain = _minus(_acc(arms, "prune", "random"), _acc(arms, "plain", "random"))
+        assert ("rests on a collapsed baseline" in f.detail) == (_t_interval(gain)[1] < 0)
+        f = found[std + "ones, without compensation."]
+        _check(f, _minus(_acc(arms, "plain", "activation_std"), _acc(arms, "plain", "random")))
+    agree = next(a for a in r.arms if a.key == "prune" and a.criterion == "activation_std")
+    f = next(f for k, f in found.items() if k.startswith("Pruning half the nodes"))
+    _check(f, [100 * float(v) for v in agree.agreement], 99.0)
+    m = next(m for m in r.matrices if m.criterion == "activation_std")
+    f = next(f for k, f in found.items() if k.startswith("The surviving nodes take"))
+    roles = [
+        sum(
+            float(a) - float(b)
+            for a, b in zip(m.roles_matched[s], m.roles_unmatched[s], strict=True)
+        )
+        / m.roles_matched.shape[1]
+        for s in range(CONFIG.seeds)
+    ]
+    _check(f, roles)
+    f = next(f for k, f in found.items() if k.startswith("Training moves the other weights"))
+    lo, hi = _t_interval(r.training.shift_median.tolist())
+    assert f.verdict == ("holds" if lo <= 0.7 and hi >= 0.5 else "differs")
+    f = next(f for k, f in found.items() if k.startswith("Some weights of the main matrix"))
+    assert f.verdict == ("holds" if (r.training.unmoved > 0).all() else "differs")
+    assert sum(f.verdict == "not measured" for f in found.values()) == 1
+
+
+def _ratio(b, o):
+    """bound / observed; a zero observed change is certified by any bound (1 if both are 0)."""
+    b, o = float(b), float(o)
+    return b / o if o > 0 else (math.inf if b > 0 else 1.0)
+
+
+def _worst(r, bound):
+    """Per seed, the smallest bound / observed over criteria and layers (and the sums)."""
+    out = []
+    for s in range(CONFIG.seeds):
+        ratios = []
+        for c in r.certificates:
+            b = getattr(c, bound)
+            ratios += [_ratio(b[s, i], c.observed[s, i]) for i in range(len(c.layers))]
+            if bound == "bound":
+                ratios.append(_ratio(c.total_bound[s], c.total_observed[s]))
+        out.append(min(ratios))
+    return out
+
+
+def test_bound_findings_are_the_worst_ratios_and_fail_when_violated(run):
+    r, _ = run
+    for bound, start in (
+        ("source", "Removing a node with activation std X"),
+        ("bound", "The certified"),
+    ):
+        f = next(f for f in train_vs_prune.findings(r, CONFIG) if f.claim.startswith(start))
+        worst = _worst(r, bound)
+        assert f.estimate.mean == pytest.approx(sum(worst) / len(worst), rel=1e-6)
+        assert f.verdict == ("holds" if min(worst) >= 1 else "differs")
+    # a planted violation: one seed's observed change above the certificate
+    cert = r.certificates[0]
+    broken = dataclasses.replace(cert, observed=cert.observed.clone())
+    broken.observed[1, 0] = 2 * cert.bound[1, 0]
+    r2 = dataclasses.replace(r, certificates=[broken, *r.certificates[1:]])
+    f = next(f for f in train_vs_prune.findings(r2, CONFIG) if f.claim.startswith("The certified"))
+    assert f.verdict == "differs" and _worst(r2, "bound")[1] == pytest.approx(0.5)
 
 
 def test_config_errors_name_the_option():

@@ -178,3 +178,19 @@ def unit_statistics(acts: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
     std = torch.cat([a.std(0, correction=0) for a in flat])
     peak = torch.cat([a.abs().amax(0) for a in flat])
     return mean, std, peak
+
+
+def clipped_interval(
+    values: Tensor,
+    *,
+    dim: int = 0,
+    level: float = 0.95,
+    low: float = -math.inf,
+    high: float = math.inf,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Mean along ``dim`` and its Student-t interval ``[mean - half, mean + half]`` clipped to
+    ``[low, high]`` (e.g. an accuracy's [0, 1]): ``(mean, lower, upper)``, float64."""
+    if not low <= high:
+        raise ValueError(f"clipped_interval: low must be <= high; got {low}, {high}")
+    mean, half = mean_interval(values, dim=dim, level=level)
+    return mean, (mean - half).clamp(low, high), (mean + half).clamp(low, high)

@@ -176,3 +176,30 @@ def not_measured(claim: str, why: str, *, source: str = "", section: str = "") -
 def tally(findings: Sequence[Finding]) -> dict[str, int]:
     """How many findings have each verdict, in the order of ``VERDICTS``."""
     return {v: sum(f.verdict == v for f in findings) for v in VERDICTS}
+
+
+def direction(e: Estimate, threshold: float = 0.0, *, above: bool = True) -> str:
+    """What an estimate says about a claim that the mean lies above (``above=False``: below)
+    ``threshold``: significant, the same direction but not significant (the interval reaches
+    past ``threshold``), or the opposite direction (the mean on the other side)."""
+    sign = 1 if above else -1
+    side = "above" if above else "below"
+    low = e.low if above else -e.high
+    mean, t = sign * e.mean, sign * threshold
+    if low > t:
+        return f"The interval lies {side} {_num(threshold)}."
+    if mean > t:
+        return (
+            f"Same direction as the claim, not significant: the mean is {side} "
+            f"{_num(threshold)} but the interval reaches past it ({e.n} seeds)."
+        )
+    return f"The opposite direction: the mean is not {side} {_num(threshold)}."
+
+
+def noted(f: Finding, threshold: float = 0.0, *, above: bool = True) -> Finding:
+    """``f`` with :func:`direction` appended to its detail where the verdict is "differs"."""
+    if f.verdict != "differs" or f.estimate is None:
+        return f
+    note = direction(f.estimate, threshold, above=above)
+    detail = f"{f.detail} {note}" if f.detail else note
+    return Finding(f.claim, f.source, f.ours, f.verdict, f.rule, detail, f.section, f.estimate)

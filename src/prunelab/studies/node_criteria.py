@@ -11,6 +11,7 @@ on the same test points (``sweep.removal_metrics``, batched over plans, equal to
 (:mod:`.node_criteria_report`) shows accuracy and loss curves with 95% intervals, ranking
 tables, the parameter count and theoretical speed-up of every pruned model, and what a short
 fine-tune of the pruned models (``sweep.masked_equivalent`` + ``ensemble.fit_many``) changes.
+Findings and what the runs showed: ``docs/node-criteria.md``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ from ..base import checkpoint, data, files, models, stats, train
 from ..base.executor import SERIAL, Executor, Unit, run_units
 from ..base.progress import track
 from ..engines import ensemble, sweep
-from ..methods import costs, criteria, surgery
+from ..methods import costs, criteria, curves, surgery
+from ..methods import findings as findings_
+from ..methods.findings import Finding
 from .base import option
 from .node_criteria_report import sections  # noqa: F401 (the study's report)
 
@@ -563,3 +566,173 @@ def headline(results: Results) -> dict[str, float]:
             out[f"{key} best accuracy area"] = area.max().item()
             out[f"{key} random accuracy area"] = area[base].item()
     return out
+
+
+# --- the claims --------------------------------------------------------------------------------
+
+# (claim, criterion, compensation, rivals): literature claims checked on the per-layer panels
+CLAIMS = (
+    (
+        "Taylor importance ranks nodes better than weight norms and mean activation "
+        "(Molchanov et al. 2017/2019).",
+        "taylor",
+        "none",
+        ("weight_in_norm", "weight_out_norm", "activation_mean_abs"),
+    ),
+    (
+        "Mean replacement saliency suits mean-replacement pruning (Evci et al. 2018).",
+        "mean_replacement",
+        "mean",
+        ("taylor", "activation_mean_abs"),
+    ),
+    (
+        "Pruning the most often zero units (APoZ) beats random removal (Hu et al. 2016).",
+        "apoz",
+        "none",
+        (BASELINE,),
+    ),
+    (
+        "A second-order estimate of the loss change ranks better than the first-order one (OBD).",
+        "obd_mask_delta",
+        "none",
+        ("taylor",),
+    ),
+)
+STD = "activation_std"
+COMP_WORDS = {"none": "without compensation", "mean": "with mean compensation"}
+
+
+def section(net: str) -> str:
+    """The title of the report section holding a net's panels."""
+    return f"{net}: accuracy and loss as nodes are removed"
+
+
+def findings(results: Results, config: Config) -> list[Finding]:
+    """Per net: std pruning against random (the source's procedure, then without the
+    compensation per layer and globally), mean compensation against plain removal, and the
+    literature's claims, each a paired difference of accuracy areas over seeds."""
+    out = []
+    names = results.criteria
+    for n in results.nets:
+        out += _std_findings(n, names, results.fractions)
+        out.append(_compensation_finding(n, names))
+        for claim, name, comp, rivals in CLAIMS:
+            if name not in names or any(v not in names for v in rivals):
+                out.append(
+                    findings_.not_measured(
+                        f"{n.name}: {claim}",
+                        f"{name} or a rival ({', '.join(rivals)}) is not among this run's criteria",
+                    )
+                )
+                continue
+            area = n.panel("layer", comp).by_accuracy.area  # [K, S]
+            diff, j = curves.rival_difference(
+                area, names.index(name), [names.index(v) for v in rivals]
+            )
+            out.append(
+                _above(
+                    f"{n.name}: {claim}",
+                    diff,
+                    detail=f"Measured per layer {COMP_WORDS[comp]}: accuracy area of {name} "
+                    f"({findings_.estimate(area[names.index(name)])}) minus that of its strongest "
+                    f"rival, {names[j]} ({findings_.estimate(area[j])}). Our setting is one-shot "
+                    "removal from small nets without fine-tuning, not the sources' iterative "
+                    "pruning of large convnets.",
+                    section=section(n.name),
+                )
+            )
+    return out
+
+
+def _std_findings(n: NetStudy, names: list[str], fractions: list[float]) -> list[Finding]:
+    claim = f"{n.name}: Removing the nodes with the smallest activation std beats random removal"
+    if STD not in names:
+        return [findings_.not_measured(claim + ".", f"{STD} is not among this run's criteria")]
+    k, b = names.index(STD), names.index(BASELINE)
+    where = section(n.name)
+
+    def diff(scope, comp):
+        a = n.panel(scope, comp).by_accuracy.area
+        return a[k] - a[b]
+
+    rand = {c: n.panel("layer", c).by_accuracy.area[b] for c in COMPENSATIONS}
+    drop = findings_.estimate(rand["mean"] - rand["none"])
+    collapse = (
+        f"Random removal with mean compensation against without (accuracy area "
+        f"{findings_.estimate(rand['mean'])} against {findings_.estimate(rand['none'])}, paired "
+        f"difference {drop})"
+    )
+    if drop.high < 0:
+        collapse += ": the baseline collapses under mean compensation" + _collapse(n, b, fractions)
+        collapse += ", so this verdict rests on a collapsed baseline; see the findings without it"
+    elif drop.mean < 0:
+        collapse += (
+            f", not significant over {drop.n} seeds; part of the difference may come from a "
+            "weakened baseline; see the findings without compensation"
+        )
+    else:
+        collapse += "; the baseline does not lose under mean compensation"
+    return [
+        _above(
+            claim + ", per layer with mean compensation (the source's procedure).",
+            diff("layer", "mean"),
+            source="'visually indistinguishable' after std pruning",
+            detail=f"Measured: paired difference of accuracy areas, {STD} minus random. "
+            + collapse
+            + ".",
+            section=where,
+        ),
+        _above(
+            claim + ", per layer without compensation.",
+            diff("layer", "none"),
+            detail=f"Measured: paired difference of accuracy areas, {STD} minus random, both "
+            "deleting the nodes outright (no baseline collapse).",
+            section=where,
+        ),
+        _above(
+            claim + ", globally without compensation.",
+            diff("global", "none"),
+            detail=f"Measured: paired difference of accuracy areas, {STD} minus random, the "
+            "lowest scores of the whole net removed.",
+            section=where,
+        ),
+    ]
+
+
+def _compensation_finding(n: NetStudy, names: list[str]) -> Finding:
+    """Mean replacement against plain removal: per seed, the area gain averaged over every
+    criterion and both scopes; the detail counts the significant gains and losses."""
+    gains = [
+        n.panel(scope, "mean").by_accuracy.area - n.panel(scope, "none").by_accuracy.area
+        for scope in SCOPES
+    ]  # [K, S] each
+    each = [findings_.estimate(g[k]) for g in gains for k in range(len(names))]
+    up, down = sum(e.low > 0 for e in each), sum(e.high < 0 for e in each)
+    return _above(
+        f"{n.name}: Replacing removed nodes by their mean beats plain removal (Evci et al. "
+        "2018; the bias compensation of Hobson 2022).",
+        torch.stack(gains).mean((0, 1)),
+        detail="Measured: paired gain in accuracy area from mean compensation, averaged over "
+        f"all {len(names)} criteria and both scopes. Of the {len(each)} (criterion, scope) "
+        f"pairs, {up} gain significantly and {down} lose significantly (95% intervals).",
+        section="What we found",
+    )
+
+
+def _collapse(n: NetStudy, b: int, fractions: list[float]) -> str:
+    """The prediction collapse of random removal per layer at the largest fraction <= 80%."""
+    p = {c: n.panel("layer", c) for c in COMPENSATIONS}
+    if p["mean"].majority is None:
+        return ""
+    f = max([i for i, v in enumerate(fractions) if v <= 0.8 + 1e-9] or [0])
+    share = {c: findings_.estimate(p[c].majority[b, :, f]) for c in COMPENSATIONS}
+    return (
+        f" (at {fractions[f]:.0%} removed the most common predicted class takes "
+        f"{share['mean']} of the test points with mean compensation, {share['none']} without, "
+        f"{findings_.estimate(n.test_majority)} for the full nets)"
+    )
+
+
+def _above(claim, values, threshold: float = 0.0, **kw) -> Finding:
+    """``findings.above``, a "differs" saying whether it is the same direction or not."""
+    return findings_.noted(findings_.above(claim, values, threshold, **kw), threshold)

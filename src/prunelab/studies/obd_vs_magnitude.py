@@ -10,6 +10,7 @@ arms; finer steps at heavy sparsity for the best arms; fine-tuning at selected s
 two measurements of the source's explanation (the Hessian's cross terms): the off-diagonal share
 of exact layer Hessian blocks and of the whole Hessian, and OBD's predicted against the actual
 loss increase. The report is rendered by :mod:`.obd_vs_magnitude_report`.
+Findings and what the runs showed: ``docs/obd-vs-magnitude.md``.
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from ..base import data, files, models, ops, stats, train
+from ..base import data, files, models, ops, train
 from ..base.executor import SERIAL, Executor, Unit, run_units
 from ..engines import ensemble, hessian_blocks
-from ..methods import criteria, surgery
+from ..methods import criteria, curves, surgery
+from ..methods import findings as findings_
+from ..methods.findings import Finding
 from .base import option
 from .obd_vs_magnitude_report import sections  # noqa: F401 (the study's report)
 
@@ -189,18 +192,6 @@ class CrossTerms:
 
 
 @dataclass
-class Finding:
-    """One observation of the source and what our measurement says about it."""
-
-    claim: str
-    measure: str  # what was compared
-    value: float  # the compared difference (mean over seeds), or a level
-    half: float  # its 95% t-interval half-width (nan where not applicable)
-    verdict: str  # "reproduced", "same direction, not significant", "not reproduced"
-    detail: str
-
-
-@dataclass
 class Results:
     """One network's arms; the MLP's ``convnet`` holds the same for LeNet-5."""
 
@@ -216,7 +207,6 @@ class Results:
     fine: list[Curve]
     fine_tuned: list[FineTuned]
     cross_terms: list[CrossTerms]
-    findings: list[Finding]
     arch: str = "MLP"  # "MLP" or "LeNet-5"
     conv_weights: int = 0  # of ``weights``, those in Conv2d kernels
     convnet: Results | None = None
@@ -371,163 +361,165 @@ def _cross_terms(config, arch: Arch, nets, scores, x, y, kind: str) -> CrossTerm
 
 # --- the source's observations ----------------------------------------------------------------
 
-
-def _area(curve: Curve) -> Tensor:
-    """Mean accuracy over the levels above 0, per seed: [S] (the area under the curve)."""
-    return curve.accuracy[:, curve.levels > 0].mean(1)
-
-
-def _verdict(diffs: Tensor) -> tuple[float, float, str]:
-    """Mean, 95% half-width and verdict for per-seed differences expected to be positive."""
-    mean, half = stats.mean_interval(diffs.double())
-    mean, half = mean.item(), half.item()
-    if mean - half > 0:
-        return mean, half, "reproduced"
-    if mean > 0:
-        return mean, half, "same direction, not significant"
-    return mean, half, "not reproduced"
+ACCURACY = "Accuracy against sparsity, no retraining"
+HEAVY = "Even more pruning"
+DROPOUT = "Dropout"
+CROSS = "Testing the explanation: the Hessian's cross terms"
+LENET = "The same on a convnet: LeNet-5"
+LENET_CROSS = "LeNet-5: the Hessian's cross terms"
 
 
-def _drop_level(curve: Curve, points: float) -> float:
-    """First level where the mean accuracy is ``points`` below the unpruned model's (nan: never)."""
-    mean = curve.accuracy.mean(0)
-    below = (mean <= mean[0] - points).nonzero()
-    return curve.levels[below[0]].item() if len(below) else math.nan
+_HEAVY = 0.9 - 1e-6  # heavy pruning: levels from 90% on (levels may be stored as float32)
 
 
-def _findings(results: Results, config: Config) -> list[Finding]:
-    base = KINDS[0]
-    out = []
-    c = results.curve
-    mag = (
-        [c(base, "magnitude", s) for s in ("layer", "global")]
-        if "magnitude" in config.criteria
-        else []
-    )
-    obd_g = c(base, "obd", "global")
-    if mag:
-        obd = [c(base, "obd", s) for s in ("layer", "global")]
-        diffs = torch.stack([_area(o) - _area(m) for o, m in zip(obd, mag, strict=True)]).mean(0)
-        mean, half, verdict = _verdict(diffs)
-        drops = ", ".join(
-            f"{m.label}: 1 point at {_drop_level(m, 0.01):.0%}, 10 points at "
-            f"{_drop_level(m, 0.10):.0%}"
-            for m in [*mag, *obd]
-        )
-        out.append(
-            Finding(
-                "Magnitude pruning degrades steadily without retraining, worse than OBD.",
-                "mean accuracy over 1-99%: OBD minus magnitude in the same scope (mean of both)",
-                mean,
-                half,
-                verdict,
-                f"The mean accuracy falls below the unpruned model's by {drops}.",
-            )
-        )
-    for crit in config.criteria:
-        g, layer = c(base, crit, "global"), c(base, crit, "layer")
-        mean, half, verdict = _verdict(_area(g) - _area(layer))
-        heavy = g.levels >= 0.9
-        diff90 = (g.accuracy[:, heavy] - layer.accuracy[:, heavy]).mean().item()
-        out.append(
-            Finding(
-                f"Global ranking beats layer-wise ranking ({crit}).",
-                f"mean accuracy over 1-99%: {crit} global minus {crit} layer-wise",
-                mean,
-                half,
-                verdict,
-                f"At 90-99% sparsity the global arm is {100 * diff90:+.1f} points on average.",
-            )
-        )
-    arms = [a for a in results.curves if a.kind == base]
-    areas = {a.label: _area(a).mean().item() for a in arms}
-    ranked = sorted(areas, key=areas.get, reverse=True)
-    runner = next(a for a in arms if a.label == next(r for r in ranked if r != obd_g.label))
-    mean, half, verdict = _verdict(_area(obd_g) - _area(runner))
+def findings(results: Results, config: Config) -> list[Finding]:
+    """The source's observations on the MLP and (``results.convnet``) on LeNet-5, each decided
+    by a paired difference over seeds (accuracy differences in points)."""
+    out = _observations(results, config, "", (ACCURACY, DROPOUT, CROSS))
+    if results.convnet is not None:
+        out += _observations(results.convnet, config, "LeNet-5: ", (LENET, LENET, LENET_CROSS))
     out.append(
-        Finding(
-            "Global OBD is the best arm.",
-            f"mean accuracy over 1-99%: global OBD minus the best other arm ({runner.label})",
-            mean,
-            half,
-            verdict,
-            "Ranking by mean accuracy: "
-            + ", ".join(f"{name} {100 * areas[name]:.1f}%" for name in ranked)
-            + ".",
-        )
-    )
-    drop_g = c(KINDS[1], "obd", "global")
-    fine_n, fine_d = c(base, "obd", "global", fine=True), c(KINDS[1], "obd", "global", fine=True)
-    diff = drop_g.accuracy - obd_g.accuracy  # [S, L] dropout minus no dropout (seed pairs)
-    behind = (diff.mean(0) < 0).nonzero()  # levels where dropout is behind on average
-    if not len(behind):
-        crossing = 0.0
-    elif behind[-1] + 1 == len(obd_g.levels):
-        crossing = math.nan
-    else:
-        crossing = obd_g.levels[behind[-1] + 1].item()
-    early = (obd_g.levels > 0) & (obd_g.levels <= 0.5)
-    mean, half, verdict = _verdict(-diff[:, early].mean(1))
-    out.append(
-        Finding(
-            "The dropout model is worse at first (global OBD).",
-            "mean accuracy over 1-50%: no dropout minus dropout",
-            mean,
-            half,
-            verdict,
-            f"Unpruned test accuracy: no dropout {100 * obd_g.accuracy[:, 0].mean():.1f}%, "
-            f"dropout {100 * drop_g.accuracy[:, 0].mean():.1f}%.",
-        )
-    )
-    heavy_n, heavy_d = (
-        obd_g.accuracy[:, obd_g.levels >= 0.9],
-        drop_g.accuracy[:, obd_g.levels >= 0.9],
-    )
-    if fine_n is not None and fine_d is not None:  # the fine sweep covers the heavy end
-        heavy_n, heavy_d = fine_n.accuracy, fine_d.accuracy
-    mean, half, verdict = _verdict((heavy_d - heavy_n).mean(1))
-    out.append(
-        Finding(
-            "The dropout model is better under heavy pruning (global OBD).",
-            f"mean accuracy over {config.fine_start:.0%}-99.9%: dropout minus no dropout",
-            mean,
-            half,
-            verdict,
-            (
-                "On average the dropout model is never behind in the main sweep."
-                if crossing == 0
-                else "The mean curves cross (dropout stays ahead from there on) at "
-                + ("no level" if math.isnan(crossing) else f"{crossing:.0%}")
-                + " of the main sweep."
-            ),
-        )
-    )
-    terms = {t.kind: t for t in results.cross_terms}
-    n, d = terms[KINDS[0]], terms[KINDS[1]]
-    mean, half, verdict = _verdict(torch.tensor(d.last_layer) - torch.tensor(n.last_layer))
-    rel = {t.kind: (t.actual[:, -1] / t.predicted[:, -1]).mean().item() for t in (n, d)}
-    out.append(
-        Finding(
-            "Dropout strengthens the Hessian's cross terms, which OBD neglects.",
-            "off-diagonal share ||H - diag H||_F / ||H||_F of the last layer: dropout minus none",
-            mean,
-            half,
-            verdict,
-            f"Last layer {_fmt(n.last_layer)} (no dropout) vs {_fmt(d.last_layer)} (dropout); "
-            f"layer before it {_fmt(n.third_layer)} vs {_fmt(d.third_layer)}; whole network "
-            f"(estimated) {_fmt(n.network)} vs {_fmt(d.network)}. Actual / OBD-predicted "
-            f"training-loss increase at {config.prediction_max:.0%}: "
-            f"{rel[KINDS[0]]:.2f} vs {rel[KINDS[1]]:.2f}.",
+        findings_.not_measured(
+            "Low-magnitude weights scale down the signal the layers above rely on (the source's "
+            "reason why magnitude pruning fails).",
+            "a conjecture of the source; no arm measures the scale of the signals passed on",
         )
     )
     return out
 
 
+def _observations(r: Results, config: Config, prefix: str, where: tuple[str, ...]) -> list:
+    accuracy, dropout, cross = where
+    base, c = KINDS[0], r.curve
+    out = []
+    obd_g = c(base, "obd", "global")
+    if "magnitude" in config.criteria:
+        mag = [c(base, "magnitude", s) for s in ("layer", "global")]
+        obd = [c(base, "obd", s) for s in ("layer", "global")]
+        diffs = torch.stack(
+            [
+                curves.area_difference(o.accuracy, m.accuracy, o.levels)
+                for o, m in zip(obd, mag, strict=True)
+            ]
+        ).mean(0)
+        drops = ", ".join(
+            f"{m.label}: 1 point at {_pct(curves.drop_level(m.accuracy, m.levels, 0.01))}, 10 "
+            f"points at {_pct(curves.drop_level(m.accuracy, m.levels, 0.10))}"
+            for m in [*mag, *obd]
+        )
+        out.append(
+            _above(
+                prefix + "Magnitude pruning degrades steadily without retraining, worse than OBD.",
+                100 * diffs,
+                source="magnitude 'flat out decreases'; OBD above it",
+                detail="Measured: mean accuracy over the levels above 0, OBD minus magnitude in "
+                f"the same scope (mean of both scopes). The mean accuracy falls below the "
+                f"unpruned model's by {drops}.",
+                section=accuracy,
+                unit=" points",
+            )
+        )
+    for crit in config.criteria:
+        g, layer = c(base, crit, "global"), c(base, crit, "layer")
+        heavy = curves.band_mean(g.accuracy - layer.accuracy, g.levels, _HEAVY)
+        out.append(
+            _above(
+                prefix + f"Global ranking beats layer-wise ranking ({crit}).",
+                100 * curves.area_difference(g.accuracy, layer.accuracy, g.levels),
+                source="all-layer pruning does better than layer-wise",
+                detail=f"Measured: mean accuracy over the levels above 0, {crit} global minus "
+                f"{crit} layer-wise. At 90-99% sparsity the global arm is "
+                f"{100 * heavy.mean().item():+.1f} points on average.",
+                section=accuracy,
+                unit=" points",
+            )
+        )
+    arms = [a for a in r.curves if a.kind == base]
+    areas = torch.stack([curves.area(a.accuracy, a.levels) for a in arms])  # [K, S]
+    k = arms.index(obd_g)
+    diff, j = curves.rival_difference(areas, k, [i for i in range(len(arms)) if i != k])
+    ranked = sorted(range(len(arms)), key=lambda i: -areas[i].mean().item())
+    out.append(
+        _above(
+            prefix + "Global OBD is the best arm.",
+            100 * diff,
+            source="'all layer OBD based saliency for the win'",
+            detail=f"Measured: mean accuracy over the levels above 0, global OBD minus the best "
+            f"other arm ({arms[j].label}). Ranking: "
+            + ", ".join(f"{arms[i].label} {100 * areas[i].mean().item():.1f}%" for i in ranked)
+            + ".",
+            section=accuracy,
+            unit=" points",
+        )
+    )
+    drop_g = c(KINDS[1], "obd", "global")
+    diff = drop_g.accuracy - obd_g.accuracy  # [S, L] dropout minus no dropout (seed pairs)
+    crossing = curves.crossing_level(diff, obd_g.levels)
+    early = curves.band_mean(-diff, obd_g.levels, 0.0, 0.5)
+    out.append(
+        _above(
+            prefix + "The dropout model is worse at first (global OBD).",
+            100 * early,
+            source="dropout model below at first",
+            detail="Measured: mean accuracy over the levels in (0, 50%], no dropout minus "
+            f"dropout. Unpruned test accuracy: no dropout "
+            f"{100 * obd_g.accuracy[:, 0].mean():.1f}%, dropout "
+            f"{100 * drop_g.accuracy[:, 0].mean():.1f}%.",
+            section=dropout,
+            unit=" points",
+        )
+    )
+    fine_n, fine_d = c(base, "obd", "global", fine=True), c(KINDS[1], "obd", "global", fine=True)
+    if fine_n is not None and fine_d is not None:  # the fine sweep covers the heavy end
+        heavy = (fine_d.accuracy - fine_n.accuracy).mean(1)
+        band = f"{config.fine_start:.0%}-99.9% (fine sweep)"
+    else:
+        heavy = curves.band_mean(diff, obd_g.levels, _HEAVY)
+        band = "90-99%"
+    cross_text = (
+        "the dropout model is never behind on average in the main sweep"
+        if crossing == obd_g.levels[0].item()
+        else "the mean curves cross (dropout ahead from there on) at "
+        + ("no level" if math.isnan(crossing) else f"{crossing:.0%}")
+        + " of the main sweep"
+    )
+    out.append(
+        _above(
+            prefix + "The dropout model is better under heavy pruning (global OBD).",
+            100 * heavy,
+            source="dropout model ahead after a crossing point",
+            detail=f"Measured: mean accuracy over {band}, dropout minus no dropout; {cross_text}.",
+            section=dropout,
+            unit=" points",
+        )
+    )
+    terms = {t.kind: t for t in r.cross_terms}
+    n, d = terms[KINDS[0]], terms[KINDS[1]]
+    rel = {t.kind: (t.actual[:, -1] / t.predicted[:, -1]).mean().item() for t in (n, d)}
+    out.append(
+        _above(
+            prefix + "Dropout strengthens the Hessian's cross terms, which OBD neglects.",
+            torch.tensor(d.last_layer, dtype=torch.float64)
+            - torch.tensor(n.last_layer, dtype=torch.float64),
+            source="'dropout strongly encourages cross term dependency'",
+            detail="Measured: off-diagonal share ||H - diag H||_F / ||H||_F of the last layer's "
+            f"block, dropout minus none. Last layer {_fmt(n.last_layer)} (no dropout) vs "
+            f"{_fmt(d.last_layer)} (dropout); {n.second} {_fmt(n.third_layer)} vs "
+            f"{_fmt(d.third_layer)}; whole network (estimated) {_fmt(n.network)} vs "
+            f"{_fmt(d.network)}. Actual / OBD-predicted training-loss increase at "
+            f"{config.prediction_max:.0%}: {rel[KINDS[0]]:.2f} vs {rel[KINDS[1]]:.2f}.",
+            section=cross,
+        )
+    )
+    return out
+
+
+def _pct(level: float) -> str:
+    return "no level" if math.isnan(level) else f"{level:.0%}"
+
+
 def _fmt(values: list[float]) -> str:
-    if not values:
-        return "-"
-    mean, half = stats.mean_interval(torch.tensor(values, dtype=torch.float64))
-    return f"{mean.item():.3f} ± {half.item():.3f}"
+    return str(findings_.estimate(values)) if values else "-"
 
 
 # --- the study ---------------------------------------------------------------------------------
@@ -562,8 +554,6 @@ def run(
     results = [
         _study(config, parts[i * len(KINDS) : (i + 1) * len(KINDS)]) for i in range(len(archs))
     ]
-    for r in results:
-        r.findings = _findings(r, config)  # read from the CPU copy
     main = results[0]
     main.convnet = results[1] if len(results) > 1 else None
     return main
@@ -637,7 +627,7 @@ def _kind(config: Config, split: data.Split, arch: Arch, kind: str, p: float) ->
 
 
 def _study(config: Config, parts: list[dict]) -> Results:
-    """One network's results from its parts (one per kind, in ``KINDS`` order; no findings)."""
+    """One network's results from its parts (one per kind, in ``KINDS`` order)."""
     last = parts[-1]
     return Results(
         widths=last["widths"],
@@ -652,7 +642,6 @@ def _study(config: Config, parts: list[dict]) -> Results:
         fine=[c for p in parts for c in p["fine"]],
         fine_tuned=[t for p in parts for t in p["tuned"]],
         cross_terms=[p["terms"] for p in parts],
-        findings=[],
         arch=last["arch"],
         conv_weights=last["conv_weights"],
     )
@@ -702,3 +691,8 @@ def _at(curve: Curve, level: float) -> float:
     """Mean accuracy over seeds at the level nearest to ``level``."""
     i = int((curve.levels - level).abs().argmin())
     return curve.accuracy[:, i].mean().item()
+
+
+def _above(claim, values, threshold: float = 0.0, **kw) -> Finding:
+    """``findings.above``, a "differs" saying whether it is the same direction or not."""
+    return findings_.noted(findings_.above(claim, values, threshold, **kw), threshold)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from ..base import stats
@@ -28,14 +26,15 @@ def _colour(curve) -> str:
     return COLOURS.get((curve.criterion, curve.scope), "#bcbd22")
 
 
-def _band(ax, curve, values, *, label, colour, ls="-", lw=1.5, scale=100.0, band=True):
-    """Mean over seeds with a shaded 95% t-interval (``band=False``: the mean alone)."""
-    mean, half = stats.mean_interval(values.double())
+def _band(ax, curve, values, *, label, colour, ls="-", lw=1.5, scale=100.0, band=True, clip=True):
+    """Mean over seeds with a shaded 95% t-interval (``band=False``: the mean alone), clipped
+    to [0, 1] before scaling (``clip=False`` for differences)."""
+    bounds = dict(low=0.0, high=1.0) if clip else {}
+    mean, lo, hi = stats.clipped_interval(values.double(), **bounds)
     x = 100 * curve.levels.numpy()
     ax.plot(x, scale * mean.numpy(), color=colour, ls=ls, lw=lw, label=label)
     if band:
-        lo, hi = scale * (mean - half).numpy(), scale * (mean + half).numpy()
-        ax.fill_between(x, lo, hi, color=colour, alpha=0.15)
+        ax.fill_between(x, scale * lo.numpy(), scale * hi.numpy(), color=colour, alpha=0.15)
 
 
 def _mean_pm(values) -> str:
@@ -61,7 +60,7 @@ def _main_figure(r) -> Plot:
                 colour=_colour(cv), ls="-" if main else "--", lw=1.8 if main else 1.1, band=main
             )
             _band(ax[0, col], cv, cv.accuracy, label=cv.label, **style)
-            _band(ax[1, col], cv, cv.loss, label=cv.label, scale=1.0, **style)
+            _band(ax[1, col], cv, cv.loss, label=cv.label, scale=1.0, clip=False, **style)
         ax[0, col].set(
             title=f"{kind}: test accuracy",
             xlabel="weights pruned (%)",
@@ -131,13 +130,27 @@ def _dropout_figure(r) -> Plot:
     plain, drop = r.curve(KINDS[0], "obd", "global"), r.curve(KINDS[1], "obd", "global")
     _band(ax[0, 0], plain, plain.accuracy, label="no dropout", colour="#1f77b4")
     _band(ax[0, 0], drop, drop.accuracy, label="dropout (keep 0.8)", colour="#000000", ls=":")
-    _band(ax[0, 1], plain, drop.accuracy - plain.accuracy, label="global OBD", colour="#1f77b4")
+    _band(
+        ax[0, 1],
+        plain,
+        drop.accuracy - plain.accuracy,
+        label="global OBD",
+        colour="#1f77b4",
+        clip=False,
+    )
     fp, fd = (
         r.curve(KINDS[0], "obd", "global", fine=True),
         r.curve(KINDS[1], "obd", "global", fine=True),
     )
     if fp is not None and fd is not None:
-        _band(ax[0, 1], fp, fd.accuracy - fp.accuracy, label="fine steps", colour="#d62728")
+        _band(
+            ax[0, 1],
+            fp,
+            fd.accuracy - fp.accuracy,
+            label="fine steps",
+            colour="#d62728",
+            clip=False,
+        )
     ax[0, 1].axhline(0, color="grey", lw=0.8)
     ax[0, 0].set(
         title="global OBD", xlabel="weights pruned (%)", ylabel="test accuracy (%)", ylim=(0, 100)
@@ -182,12 +195,13 @@ def _cross_figure(r) -> Plot:
         for i, values in enumerate((t.last_layer, t.third_layer, t.network)):
             if not values:
                 continue
-            mean, half = stats.mean_interval(torch.tensor(values, dtype=torch.float64))
+            v = torch.tensor(values, dtype=torch.float64)
+            mean, lo, hi = stats.clipped_interval(v, low=0.0, high=1.0)  # a share
             ax[0, 1].bar(
                 i + (j - 0.5) * width,
                 mean.item(),
                 width,
-                yerr=half.item(),
+                yerr=[[(mean - lo).item()], [(hi - mean).item()]],
                 color=colours[t.kind],
                 alpha=0.7,
                 label=t.kind if i == 0 else None,
@@ -289,18 +303,12 @@ def sections(r, config) -> list[Section]:
                 "at first and better after a crossing point, and explained the early deficit by "
                 "OBD's diagonal assumption: dropout makes weights depend on each other, so the "
                 "neglected cross terms of the Hessian matter more.",
-                *[
-                    f"{f.claim} {f.verdict.capitalize()}: {f.measure} = "
-                    f"{100 * f.value:+.2f} ± {100 * f.half:.2f} points. {f.detail}"
-                    for f in r.findings
-                    if "dropout model" in f.claim
-                ],
+                "The findings table at the top gives the paired differences over seeds.",
             ],
             plots=[_dropout_figure(r)],
         ),
         _cross_section(r, config),
         _finetune_section(r),
-        _findings_section(r),
     ]
     if r.convnet is not None:
         out += _convnet_sections(r, r.convnet, config)
@@ -312,8 +320,8 @@ def _renamed(plot: Plot, prefix: str) -> Plot:
 
 
 def _convnet_sections(r, c, config) -> list[Section]:
-    """The LeNet-5 arm: the same arms and measurements, and the source's observations checked
-    on the convnet beside the MLP's verdicts."""
+    """The LeNet-5 arm: the same arms and measurements (its findings are in the table atop the
+    report, prefixed "LeNet-5: ")."""
     conv, dense = c.conv_weights, c.weights - c.conv_weights
     what = Section(
         "The same on a convnet: LeNet-5",
@@ -356,34 +364,7 @@ def _convnet_sections(r, c, config) -> list[Section]:
     cross.plots = [_renamed(p, "lenet5_") for p in cross.plots]
     tuned = _finetune_section(c, "train.fit per seed and level")
     tuned.title = "LeNet-5: with fine-tuning"
-    mlp = {f.claim: f for f in r.findings}
-    rows = [
-        [
-            f.claim,
-            f"{mlp[f.claim].verdict}" if f.claim in mlp else "-",
-            f"{100 * f.value:+.2f} ± {100 * f.half:.2f}"
-            if "share" not in f.measure
-            else f"{f.value:+.3f} ± {f.half:.3f}",
-            f.verdict,
-        ]
-        for f in c.findings
-    ]
-    holds = [f.claim.rstrip(".") for f in c.findings if f.verdict == "reproduced"]
-    fails = [f.claim.rstrip(".") for f in c.findings if f.verdict == "not reproduced"]
-    text = [
-        "The source's observations measured the same way on LeNet-5, beside the MLP's verdicts "
-        "(the same rule: 'reproduced' when the 95% interval over seeds excludes zero in the "
-        "source's direction).",
-        "Reproduced on the convnet: " + ("; ".join(holds) or "none") + ".",
-        "Not reproduced on the convnet: " + ("; ".join(fails) or "none") + ".",
-        *[f"{f.claim} {f.verdict.capitalize()} on LeNet-5. {f.detail}" for f in c.findings],
-    ]
-    findings = Section(
-        "LeNet-5: the source's observations, checked",
-        text,
-        [Table(["observation", "MLP", "LeNet-5 value", "LeNet-5 verdict"], rows)],
-    )
-    return [what, cross, tuned, findings]
+    return [what, cross, tuned]
 
 
 def _mean_at(curve, level) -> float:
@@ -498,10 +479,6 @@ def _cross_reading(r, config) -> list[str]:
         f"{_pct_pm(drop.zero_saliency)}% (dropout) of the weights have saliency exactly 0, so "
         "OBD prunes them first and predicts no change at all.",
     ]
-    verdict = [f for f in r.findings if "cross terms" in f.claim]
-    if verdict:
-        f = verdict[0]
-        text.append(f"{f.claim} {f.verdict.capitalize()}: {f.detail}")
     return text
 
 
@@ -532,36 +509,4 @@ def _finetune_section(r, how: str = "ensemble.fit_many, all seeds and levels at 
                 "Mean ± 95% t-interval half-width over seeds.",
             )
         ],
-    )
-
-
-def _findings_section(r) -> Section:
-    rows = [
-        [
-            f.claim,
-            f.measure,
-            f"{100 * f.value:+.2f} ± {100 * f.half:.2f}"
-            if "share" not in f.measure
-            else f"{f.value:+.3f} ± {f.half:.3f}",
-            f.verdict,
-        ]
-        for f in r.findings
-    ]
-    text = [
-        "Each observation of the source, the number we compare (per-seed differences: mean ± "
-        "95% t-interval half-width; accuracy differences in points), and whether our "
-        "measurement reproduces it ('reproduced' when the interval excludes zero in the "
-        "source's direction).",
-    ]
-    for verdict in ("reproduced", "same direction, not significant", "not reproduced"):
-        claims = [f.claim.rstrip(".") for f in r.findings if f.verdict == verdict]
-        if claims:
-            text.append(f"{verdict.capitalize()}: " + "; ".join(claims) + ".")
-    text += [f"{f.claim} {f.verdict.capitalize()}. {f.detail}" for f in r.findings]
-    if any(math.isnan(f.half) for f in r.findings):
-        text.append("A nan half-width marks a comparison without a seed-level interval.")
-    return Section(
-        "The source's observations, checked",
-        text,
-        [Table(["observation", "compared", "value", "verdict"], rows)],
     )

@@ -10,6 +10,7 @@ correlations, and the Lipschitz certificate of the discussion against the observ
 A LeNet-5 arm repeats the four arms on mnist5k with the same criteria and seeds (a unit is a
 conv channel or a dense feature), for the test scores only. The report is rendered by
 :mod:`.train_vs_prune_report`.
+Findings and what the runs showed: ``docs/train-vs-prune.md``.
 """
 
 from __future__ import annotations
@@ -22,14 +23,16 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from ..base import checkpoint, data, files, models, train
+from ..base import checkpoint, data, files, models, stats, train
 from ..base.executor import SERIAL, Executor, Unit, run_units
 from ..base.progress import track
 from ..engines import ensemble
-from ..methods import compare, criteria, surgery
+from ..methods import compare, criteria, curves, surgery
+from ..methods import findings as findings_
+from ..methods.findings import Finding
 from . import toy_nets
 from .base import option
-from .train_vs_prune_report import headline, sections  # noqa: F401 (the study's report)
+from .train_vs_prune_report import sections  # noqa: F401 (the study's report)
 
 NAME = "train-vs-prune"
 TITLE = "Train first vs prune first: a spirals net pruned before or after training"
@@ -579,3 +582,277 @@ def spirals_unit(config: Config, out: str, device: str) -> Results:
         convnet=None,
     )
     return files.to_cpu(results)
+
+
+# --- headline and findings ------------------------------------------------------------------------
+
+SOURCE_SHIFT = 0.59  # the source's typical training shift of the main matrix's weights
+SCORES = "What was done"  # the report sections holding the evidence
+WEIGHTS = "Weights that training never moved"
+ACROSS = "Weight against weight, across arms"
+BOUND = "The discussion's certificate"
+CONVNET = "A convnet: LeNet-5 on mnist5k"
+
+
+def _arm_of(arms, key: str, criterion: str = ""):
+    return next(a for a in arms if a.key == key and a.criterion == criterion)
+
+
+def _mean(values) -> float:
+    return findings_.estimate(values).mean
+
+
+def headline(results: Results) -> dict[str, float]:
+    r = results
+    out = {"full net: test accuracy": _mean(_arm_of(r.arms, "full").test_accuracy)}
+    for m in r.matrices:
+        c = m.criterion
+        out[f"{c}: train, prune: test accuracy"] = _mean(_arm_of(r.arms, "prune", c).test_accuracy)
+        out[f"{c}: prune at θ0, train: test accuracy"] = _mean(
+            _arm_of(r.arms, "init", c).test_accuracy
+        )
+    out["main matrix: weights training never moved"] = _mean(r.training.unmoved)
+    out["main matrix: median training shift"] = _mean(r.training.shift_median)
+    out["certificate / observed, smallest"] = min(
+        curves.bound_check(c.bound, c.observed).worst.min().item() for c in r.certificates
+    )
+    return out
+
+
+def findings(results: Results, config: Config) -> list[Finding]:
+    """The source's claims on the spirals nets and (``results.convnet``) on LeNet-5, each from
+    per-seed values (accuracies and their paired differences in points)."""
+    r = results
+    crits = [m.criterion for m in r.matrices]
+    out = _arm_findings(r.arms, crits, "", SCORES)
+    if "activation_std" in crits:
+        std = _arm_of(r.arms, "prune", "activation_std")
+        full = _arm_of(r.arms, "full")
+        out.append(
+            _above(
+                "Pruning half the nodes with the smallest activation std leaves the net "
+                "visually indistinguishable (at least 99% of the test points classified as "
+                "by the full net).",
+                100 * std.agreement.double(),
+                99.0,
+                source="'visually indistinguishable'",
+                detail="Measured: test points classified as by the full net, in %. Test "
+                f"accuracy {_pct(std.test_accuracy)} against the full "
+                f"net's {_pct(full.test_accuracy)}. Half a layer is more "
+                "than its dead nodes; the live nodes removed next can have a small std and "
+                "large outgoing weights (the discussion's own caveat).",
+                section=SCORES,
+                unit="%",
+            )
+        )
+        m = next(m for m in r.matrices if m.criterion == "activation_std")
+        rand = next((m for m in r.matrices if m.criterion == "random"), None)
+        out.append(
+            _above(
+                "The same (smallest-std) nodes removed at θ0 and then trained give weights "
+                "correlated with the train-then-prune net's.",
+                m.correlation,
+                source="'a significant correlation'",
+                detail="Measured: Pearson r of the surviving main-matrix block, train-then-prune "
+                f"against prune-then-train. Shifts from θ0: r = "
+                f"{findings_.estimate(m.shift_correlation)}"
+                + (
+                    f"; with random pruning r = {findings_.estimate(rand.correlation)}, so the "
+                    "correlation is not specific to std pruning when the two overlap"
+                    if rand is not None
+                    else ""
+                )
+                + ".",
+                section=ACROSS,
+            )
+        )
+        out.append(
+            _above(
+                "The surviving nodes take similar roles in both nets (node j of one correlates "
+                "more with node j of the other than with other nodes).",
+                (m.roles_matched.double() - m.roles_unmatched.double()).mean(1),
+                source="'the remaining neurons often end up in similar roles'",
+                detail="Measured: activation correlation of node j with node j minus that with "
+                "nodes k != j, averaged over the hidden layers (smallest-std pruning).",
+                section=ACROSS,
+            )
+        )
+    t = r.training
+    out.append(
+        findings_.every(
+            "Some weights of the main matrix are never updated by training (the exact "
+            "diagonal of the weight-vs-weight plot).",
+            t.unmoved,
+            lambda v: v > 0,
+            "at least one entry is unmoved",
+            source="a middle piece on the diagonal to machine precision",
+            detail=f"Measured: entries of the {t.size}-entry main matrix equal to θ0 to float32 "
+            "precision; their gradient is exactly zero while the two nodes are never active on a "
+            "common point.",
+            section=WEIGHTS,
+            unit=" entries",
+        )
+    )
+    out.append(
+        findings_.within(
+            f"Training moves the other weights by about ±{SOURCE_SHIFT} (taken as 0.5-0.7).",
+            t.shift_median,
+            0.5,
+            0.7,
+            source=f"±{SOURCE_SHIFT}",
+            detail="Measured: median |w_T - w_0| of the moved entries. The size of the shift "
+            f"follows from the initialisation (here U(±{t.init_bound:.3f})) and the optimiser's "
+            "settings (the source used Keras' Glorot initialisation and its own), so the "
+            "source's figure is a property of its recipe.",
+            section=WEIGHTS,
+        )
+    )
+    out += _bound_findings(r)
+    out.append(
+        findings_.not_measured(
+            "Some neurons are not doing anything, and no small change would make them helpful.",
+            "a conjecture of the source; no arm tests small changes to the removed nodes",
+        )
+    )
+    c = r.convnet
+    if c is not None:
+        out += _arm_findings(c.arms, crits, "LeNet-5: ", CONVNET)
+    return out
+
+
+def _arm_findings(arms, crits: list[str], prefix: str, section: str) -> list[Finding]:
+    """Compensation, commuting and std-vs-random claims from the arms' test accuracies."""
+    out = []
+
+    def acc(key, c=""):
+        return 100 * _arm_of(arms, key, c).test_accuracy.double()
+
+    for c in crits:
+        out.append(
+            _above(
+                prefix + f"Folding the removed nodes' means into the next biases keeps more "
+                f"accuracy than deleting them ({c} half).",
+                acc("prune", c) - acc("plain", c),
+                source="the compensated pruning the source uses throughout",
+                detail="Measured: test accuracy, mean-compensated minus plain deletion, paired "
+                f"by seed; {_pct(acc('prune', c) / 100)} against {_pct(acc('plain', c) / 100)}.",
+                section=section,
+                unit=" points",
+            )
+        )
+    if "random" in crits:
+        out.append(
+            _above(
+                prefix + "Random pruning and training do not commute: pruning at θ0 then "
+                "training beats training then pruning.",
+                acc("init", "random") - acc("prune", "random"),
+                source="the pruned-then-trained nets are good, the others are not",
+                detail="Measured: test accuracy, prune-then-train minus train-then-prune "
+                f"(mean-compensated); {_pct(acc('init', 'random') / 100)} against "
+                f"{_pct(acc('prune', 'random') / 100)}, full net {_pct(acc('full') / 100)}.",
+                section=section,
+                unit=" points",
+            )
+        )
+        out.append(
+            _above(
+                prefix + "Fine-tuning the randomly pruned net repairs it: fine-tuned beats pruned.",
+                acc("finetune", "random") - acc("prune", "random"),
+                source="the fine-tuned nets are good nets",
+                detail="Measured: test accuracy, train-prune-fine-tune minus train-prune; "
+                "against prune-then-train: "
+                f"{findings_.estimate(acc('finetune', 'random') - acc('init', 'random'))} points.",
+                section=section,
+                unit=" points",
+            )
+        )
+    if "random" in crits and "activation_std" in crits:
+        rand_gain = findings_.estimate(acc("prune", "random") - acc("plain", "random"))
+        collapse = _baseline(rand_gain, "the finding without compensation")
+        out.append(
+            _above(
+                prefix + "Removing the nodes with the smallest activation std beats removing "
+                "random ones (mean-compensated, the source's procedure).",
+                acc("prune", "activation_std") - acc("prune", "random"),
+                source="std pruning keeps the net, random pruning does not",
+                detail=f"Measured: test accuracy, std minus random, paired by seed; {collapse}.",
+                section=section,
+                unit=" points",
+            )
+        )
+        out.append(
+            _above(
+                prefix + "Removing the nodes with the smallest activation std beats removing "
+                "random ones, without compensation.",
+                acc("plain", "activation_std") - acc("plain", "random"),
+                detail="Measured: test accuracy, std minus random, both deleting the nodes.",
+                section=section,
+                unit=" points",
+            )
+        )
+    return out
+
+
+def _bound_findings(r: Results) -> list[Finding]:
+    """The discussion's bound, in its own form and in the certified form, on every seed."""
+    own = [curves.bound_check(c.source, c.observed) for c in r.certificates]
+    fixed = [curves.bound_check(c.bound, c.observed) for c in r.certificates]
+    total = [curves.bound_check(c.total_bound, c.total_observed) for c in r.certificates]
+    worst_own = torch.stack([b.worst for b in own]).amin(0)  # [S] over criteria and layers
+    worst_fixed = torch.stack([b.worst for b in fixed + total]).amin(0)
+    ratios = torch.cat([b.ratio.flatten() for b in fixed])
+    return [
+        findings_.every(
+            "Removing a node with activation std X raises the loss by at most K X, K the "
+            "product of the weight matrices' operator norms.",
+            worst_own,
+            lambda v: v >= 1,
+            "bound / observed mean |loss change| >= 1 for every criterion and layer",
+            source="loss increase <= K X",
+            detail="Measured: the smallest ratio of the discussion's bound to the observed mean "
+            "absolute loss change per seed, over the criteria and pruned layers (each layer's "
+            "step replaces its removed nodes by their means). The discussion's form omits "
+            "cross-entropy's Lipschitz constant sqrt(2).",
+            section=BOUND,
+        ),
+        findings_.every(
+            "The certified form of that bound (sqrt(2), downstream norms only, telescoped over "
+            "the layers) holds.",
+            worst_fixed,
+            lambda v: v >= 1,
+            "certificate / observed >= 1 for every criterion, layer and their sum",
+            source="",
+            detail="Measured: the smallest certificate / observed ratio per seed. It is a "
+            f"guarantee, not a prediction: the ratio ranges {ratios.min().item():.2g} to "
+            f"{ratios.max().item():.2g} over seeds, criteria and layers.",
+            section=BOUND,
+        ),
+    ]
+
+
+def _above(claim, values, threshold: float = 0.0, **kw) -> Finding:
+    """``findings.above``, a "differs" saying whether it is the same direction or not."""
+    return findings_.noted(findings_.above(claim, values, threshold, **kw), threshold)
+
+
+def _pct(values) -> str:
+    """An accuracy [0, 1] per seed as "mean [low, high]%", the interval clipped to [0, 100]."""
+    mean, low, high = stats.clipped_interval(100 * torch.as_tensor(values).double(), high=100.0)
+    return f"{mean.item():.3g} [{max(low.item(), 0):.3g}, {high.item():.3g}]%"
+
+
+def _baseline(gain: findings_.Estimate, what: str) -> str:
+    """What the random baseline does under mean compensation (``gain``: compensated minus
+    plain, per seed), so a verdict resting on a collapsed baseline says so."""
+    if gain.high < 0:
+        return (
+            f"random removal itself loses {gain} points under mean compensation against plain "
+            f"deletion: this verdict rests on a collapsed baseline; see {what}"
+        )
+    if gain.mean < 0:
+        return (
+            f"random removal loses {gain} points under mean compensation against plain "
+            f"deletion (not significant over {gain.n} seeds), so part of the difference may "
+            f"come from a weakened baseline; see {what}"
+        )
+    return f"random removal does not lose under mean compensation ({gain} points)"

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from matplotlib.ticker import MaxNLocator
 
 from ..base import stats
-from ..methods import compare
+from ..methods import compare, curves
 from . import plots
 from .base import Plot, Section, Table
 
@@ -40,31 +41,12 @@ def _range(values, digits: int = 3) -> str:
     return f"{v.min().item():.{digits}f}-{v.max().item():.{digits}f}"
 
 
-def _below(a, b) -> bool:
-    """The 95% interval of ``a`` lies entirely below that of ``b`` (over seeds)."""
-    (ma, ha), (mb, hb) = stats.mean_interval(a.double()), stats.mean_interval(b.double())
-    return bool(ma + ha < mb - hb)
-
-
 def _arm(r, key: str, criterion: str = ""):
     return next(a for a in r.arms if a.key == key and a.criterion == criterion)
 
 
 def _criteria(r) -> list[str]:
     return [m.criterion for m in r.matrices]
-
-
-def headline(results) -> dict[str, float]:
-    r = results
-    out = {"full net: test accuracy": _mean(_arm(r, "full").test_accuracy)}
-    for c in _criteria(r):
-        out[f"{c}: train, prune: test accuracy"] = _mean(_arm(r, "prune", c).test_accuracy)
-        out[f"{c}: prune at θ0, train: test accuracy"] = _mean(_arm(r, "init", c).test_accuracy)
-    out["main matrix: weights training never moved"] = _mean(r.training.unmoved)
-    out["main matrix: median training shift"] = _mean(r.training.shift_median)
-    ratios = [(cert.bound / cert.observed).min().item() for cert in r.certificates]
-    out["certificate / observed, smallest"] = min(ratios)
-    return out
 
 
 # --- figures ------------------------------------------------------------------------------------
@@ -125,8 +107,9 @@ def _scores(r) -> Plot:
                 v = values.numpy()
                 jitter = rng.uniform(-0.15, 0.15, len(v))
                 a.scatter(x + jitter, v, s=12, color=COLOURS[key], alpha=0.75, label=label)
-            mean, half = stats.mean_interval(arm.test_accuracy.double())
-            ax[0, 0].errorbar(x + 0.3, mean.item(), yerr=half.item(), fmt="_", color="k", lw=1)
+            mean, lo, hi = stats.clipped_interval(arm.test_accuracy.double(), low=0.0, high=1.0)
+            err = [[(mean - lo).item()], [(hi - mean).item()]]  # clipped to [0, 1]
+            ax[0, 0].errorbar(x + 0.3, mean.item(), yerr=err, fmt="_", color="k", lw=1)
             ax[0, 1].scatter(x + 0.3, arm.test_loss.double().mean().item(), marker="_", c="k")
             x += 1
         centres.append((start + x - 1) / 2)
@@ -139,7 +122,7 @@ def _scores(r) -> Plot:
         a.grid(alpha=0.3, axis="y")
     ax[0, 0].set(
         title="test accuracy per seed (bar: mean, 95% interval)", ylabel="accuracy", ylim=(0, 1.02)
-    )  # few seeds give t-intervals wider than [0, 1]
+    )
     ax[0, 1].set(title="test loss per seed (bar: mean)", ylabel="cross-entropy")
     ax[0, 1].set_yscale("log")
     ax[0, 0].legend(fontsize=6, loc="lower left")
@@ -205,6 +188,7 @@ def _training_figure(r) -> Plot:
         xlabel="trained - θ0",
         ylabel="entries",
     )
+    ax[0, 1].yaxis.set_major_locator(MaxNLocator(integer=True))  # counts
     ax[0, 1].legend(fontsize=7)
     return Plot(
         "training_shift",
@@ -343,24 +327,17 @@ def _convnet_table(c, seeds: int) -> Table:
     )
 
 
-def _convnet_findings(c) -> list[str]:
-    """Prune first against train first on the convnet, per criterion, with the rule stated."""
+def _convnet_numbers(c) -> list[str]:
+    """Prune first against train first on the convnet, per criterion (the numbers only)."""
     out = []
     for crit in dict.fromkeys(a.criterion for a in c.arms if a.criterion):
         arm = {a.key: a for a in c.arms if a.criterion == crit}
-        first, after = arm["init"].test_accuracy, arm["finetune"].test_accuracy
-        if _below(first, after):
-            verdict = "lower than"
-        elif _below(after, first):
-            verdict = "higher than"
-        else:
-            verdict = "not distinguishable from"
         out.append(
             f"{_name(crit)}: pruning at θ0 then training reaches test accuracy "
-            f"{_ci(first)}, {verdict} training, pruning and fine-tuning ({_ci(after)}); "
-            f"pruning the trained net without fine-tuning gives {_ci(arm['prune'].test_accuracy)} "
-            f"with mean compensation and {_ci(arm['plain'].test_accuracy)} without. (Rule: "
-            "'lower'/'higher' when the 95% intervals over seeds do not overlap.)"
+            f"{_ci(arm['init'].test_accuracy)}, training, pruning and fine-tuning "
+            f"{_ci(arm['finetune'].test_accuracy)}; pruning the trained net without fine-tuning "
+            f"gives {_ci(arm['prune'].test_accuracy)} with mean compensation and "
+            f"{_ci(arm['plain'].test_accuracy)} without."
         )
     return out
 
@@ -479,8 +456,8 @@ def _certificate_table(r) -> Table:
                     _ci(cert.observed[:, i]),
                     _ci(cert.bound[:, i], 2),
                     _ci(cert.source[:, i], 1),
-                    _range(cert.bound[:, i] / cert.observed[:, i], 1),
-                    bool((cert.bound[:, i] >= cert.observed[:, i]).all()),
+                    _range(curves.bound_check(cert.bound[:, i], cert.observed[:, i]).ratio, 1),
+                    bool(curves.bound_check(cert.bound[:, i], cert.observed[:, i]).holds.all()),
                 ]
             )
         rows.append(
@@ -490,8 +467,8 @@ def _certificate_table(r) -> Table:
                 _ci(cert.total_observed),
                 _ci(cert.total_bound, 2),
                 "-",
-                _range(cert.total_bound / cert.total_observed, 1),
-                bool((cert.total_bound >= cert.total_observed).all()),
+                _range(curves.bound_check(cert.total_bound, cert.total_observed).ratio, 1),
+                bool(curves.bound_check(cert.total_bound, cert.total_observed).holds.all()),
             ]
         )
     return Table(
@@ -502,7 +479,7 @@ def _certificate_table(r) -> Table:
             "certificate",
             "source's form",
             "certificate / observed",
-            "holds on every seed",
+            "bound >= observed, every seed",
         ],
         rows,
         caption="On the training data, whose means the compensation uses (the certificate is "
@@ -521,16 +498,13 @@ def _conclusions(r) -> list[str]:
     if "random" in crits:
         tp, plain, pt = (_arm(r, k, "random") for k in ("prune", "plain", "init"))
         ft = _arm(r, "finetune", "random")
-        holds = _mean(pt.test_accuracy) - _mean(tp.test_accuracy) > 0.05
         out.append(
-            f"Random pruning does not commute with training: {'holds' if holds else 'does not hold'}. "
-            f"Pruning half of each hidden layer of the trained net at random leaves a test "
+            "Random pruning. Pruning half of each hidden layer of the trained net at random leaves a test "
             f"accuracy of {_ci(tp.test_accuracy)} with the mean folded into the next bias "
             f"({_ci(plain.test_accuracy)} without), against {_ci(full.test_accuracy)} for the "
             f"full net, while removing the same nodes at θ0 and then training gives "
-            f"{_ci(pt.test_accuracy)}, and fine-tuning the pruned net {_ci(ft.test_accuracy)}. "
-            "As in the source, the trained-then-pruned nets misclassify large parts of the "
-            "plane; the pruned-then-trained (and fine-tuned) ones are good nets."
+            f"{_ci(pt.test_accuracy)}, and fine-tuning the pruned net {_ci(ft.test_accuracy)} "
+            "(the decision regions show where each arm misclassifies the plane)."
         )
     t = r.training
     unmoved = _mean(t.unmoved)
@@ -538,7 +512,7 @@ def _conclusions(r) -> list[str]:
     dead_share = 1 - int(t.unmoved_live.sum()) / max(total, 1)
     co_share = 1 - int(t.unmoved_coactive.sum()) / max(total, 1)
     out.append(
-        f"Weights that training never moved: holds. {unmoved:.0f} of the {t.size} entries of "
+        f"Weights that training never moved: {unmoved:.0f} of the {t.size} entries of "
         f"the main matrix ({100 * unmoved / t.size:.0f}%, range {_range(t.unmoved, 0)} over "
         "seeds) end training exactly at their initial value. The gradient of w_ij sums "
         "delta_i a_j over the examples, so it is exactly zero unless node j feeds a nonzero "
@@ -554,8 +528,8 @@ def _conclusions(r) -> list[str]:
     )
     med, mean = _mean(t.shift_median), _mean(t.shift_mean)
     out.append(
-        f"A typical training shift of about {SOURCE_SHIFT}: not reproduced as a number. The "
-        f"moved entries shift by a median of {med:.2f} (mean {mean:.2f}), about "
+        f"The typical training shift (the source: about {SOURCE_SHIFT}). The moved entries "
+        f"shift by a median of {med:.2f} (mean {mean:.2f}), about "
         f"{med / t.init_bound:.1f} times the initial scale {t.init_bound:.3f}, with tails "
         "beyond ±2. The histogram of the shifts has one sharp peak near zero, and it has a "
         f"cause: training kills {_ci(t.died.sum(1).double(), 1)} nodes that were alive at θ0, "
@@ -572,12 +546,10 @@ def _conclusions(r) -> list[str]:
             continue
         tp, pt = _arm(r, "prune", c), _arm(r, "init", c)
         m = next(m for m in r.matrices if m.criterion == c)
-        drop = _mean(full.test_accuracy) - _mean(tp.test_accuracy)
         if c == "activation_std":
-            verdict = "holds" if drop < 0.01 else "does not hold in general"
             out.append(
                 f"Pruning the nodes with the smallest activation std leaves the net nearly "
-                f"unchanged ('visually indistinguishable'): {verdict}. Test accuracy "
+                f"unchanged (the source: 'visually indistinguishable'). Test accuracy "
                 f"{_ci(tp.test_accuracy)} (seeds {_range(tp.test_accuracy)}), and the "
                 f"pruned net classifies {_ci(tp.agreement)} of the test points as the full net "
                 f"does. The criterion removes every dead node first (dead among the removed: "
@@ -600,9 +572,8 @@ def _conclusions(r) -> list[str]:
             roles = " / ".join(_ci(m.roles_matched[:, ell], 2) for ell in range(L))
             chance = " / ".join(_ci(m.roles_unmatched[:, ell], 2) for ell in range(L))
             text = (
-                "The same nodes removed first and then trained give a net similar to "
-                f"train-then-prune but different: holds (here because train-then-prune is "
-                f"itself damaged). Prune-then-train reaches "
+                "The same nodes removed first and then trained (the source: similar to "
+                "train-then-prune but different). Prune-then-train reaches "
                 f"{_ci(pt.test_accuracy)}; the two arms classify {_ci(m.agreement)} of the "
                 f"test points alike. Their surviving weights correlate (r = "
                 f"{_ci(m.correlation)}; r of the shifts from θ0 {_ci(m.shift_correlation)}, "
@@ -612,45 +583,22 @@ def _conclusions(r) -> list[str]:
                 "the surviving nodes do tend to take the same roles."
             )
             if rand is not None:
-                weaker = _below(rand.correlation, m.correlation)
                 text += (
-                    " With random pruning the weights correlate "
-                    + ("less" if weaker else "about as much")
-                    + f" (r = {_ci(rand.correlation)})"
-                    + (
-                        ". "
-                        if weaker
-                        else ", so the weight correlation is no evidence specific to std "
-                        "pruning: it comes from training the surviving weights from the same "
-                        "θ0 on the same data (the shifts correlate as much as the weights). "
-                    )
-                    + "The second hidden layer's nodes keep their roles "
-                    + (
-                        "clearly more often after std pruning"
-                        if _below(rand.roles_matched[:, -1], m.roles_matched[:, -1])
-                        else "about as often after either pruning"
-                    )
-                    + f" (node j vs node j: {_ci(m.roles_matched[:, -1], 2)} for std, "
-                    f"{_ci(rand.roles_matched[:, -1], 2)} for random)."
+                    f" With random pruning the weights correlate at r = {_ci(rand.correlation)} "
+                    "(training the surviving weights from the same θ0 on the same data "
+                    "correlates them whatever the criterion), and the second hidden layer's "
+                    f"node j vs node j correlation is {_ci(m.roles_matched[:, -1], 2)} for std "
+                    f"against {_ci(rand.roles_matched[:, -1], 2)} for random."
                 )
             out.append(text)
-    cert_ok = all(bool((c.bound >= c.observed).all()) for c in r.certificates)
     ratios = torch.cat([(c.bound / c.observed).flatten() for c in r.certificates])
     looser = torch.cat([(c.source / c.bound).flatten() for c in r.certificates])
-    src_ok = all(bool((c.source >= c.observed).all()) for c in r.certificates)
     out.append(
-        "The discussion's bound (loss increase at most K times the pruned node's std): "
-        + ("holds" if cert_ok else "VIOLATED")
-        + " in the corrected form (with CE's Lipschitz constant sqrt(2), downstream norms "
-        f"only), on every seed and layer, but it is loose: {ratios.min().item():.0f} to "
-        f"{ratios.max().item():.0f} times the observed mean |loss change|. The source's own "
-        "form (the product of all operator norms) is "
-        + (
-            "also above the observed change here"
-            if src_ok
-            else "below the observed change in places"
-        )
-        + f" and {looser.min().item():.0f} to {looser.max().item():.0f} times looser still. "
+        "The discussion's bound (loss increase at most K times the pruned node's std), in the "
+        "corrected form (with CE's Lipschitz constant sqrt(2), downstream norms only): "
+        f"{ratios.min().item():.0f} to {ratios.max().item():.0f} times the observed mean |loss "
+        "change| over seeds and layers; the source's own form (the product of all operator "
+        f"norms) is {looser.min().item():.0f} to {looser.max().item():.0f} times larger still. "
         "It is a guarantee (zero-variance nodes cost nothing; small-variance nodes behind "
         "small weights cost little), not a prediction of the loss change."
     )
@@ -729,7 +677,7 @@ def sections(results, config) -> list[Section]:
             [_certificate_table(r)],
             [_certificate_figure(r)],
         ),
-        Section("Which of the source's conclusions hold", _conclusions(r)),
+        Section("Reading the results", _conclusions(r)),
         *_convnet_section(r, config),
     ]
 
@@ -753,7 +701,7 @@ def _convnet_section(r, config) -> list[Section]:
                 "The fine-tune and the prune-first net get the full net's epochs. The weight "
                 "analyses above are specific to the spirals net's 50x50 matrix and are not "
                 "repeated here.",
-                *_convnet_findings(c),
+                *_convnet_numbers(c),
             ],
             [_convnet_table(c, len(r.seeds))],
         )
