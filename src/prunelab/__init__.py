@@ -43,7 +43,7 @@ MODULES = {
     **dict.fromkeys(
         (
             "ablation", "alignment", "bounds", "compare", "coreset", "coreset_eval", "costs",
-            "criteria", "decoy", "findings", "guarantees", "l0", "relevance", "surgery",
+            "criteria", "curves", "decoy", "findings", "guarantees", "l0", "relevance", "surgery",
         ),
         "methods",
     ),
