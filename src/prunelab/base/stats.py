@@ -178,3 +178,33 @@ def unit_statistics(acts: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
     std = torch.cat([a.std(0, correction=0) for a in flat])
     peak = torch.cat([a.abs().amax(0) for a in flat])
     return mean, std, peak
+
+
+def critical_correlation(n: int, *, alpha: float = 0.05) -> float:
+    """The smallest ``|r|`` of ``n`` pairs that is significant at ``alpha`` (two-sided), the
+    inverse of :func:`correlation_p_value`: ``r = t / sqrt(n - 2 + t^2)``, ``t`` the Student
+    quantile ``t_{1 - alpha/2, n-2}``. Needs ``n >= 3``."""
+    if n < 3:
+        raise ValueError(f"critical_correlation needs n >= 3 pairs; got {n}")
+    t = scipy.stats.t.ppf(1 - alpha / 2, n - 2)
+    return float(t / math.sqrt(n - 2 + t * t))
+
+
+def outside_disc(r2: float, *, half: float = 1.0) -> float:
+    """Share of the square ``[-half, half]^2`` with ``x0^2 + x1^2 > r2`` (uniform points).
+
+    With ``r = sqrt(r2)`` and ``a = half``: ``1 - pi r^2 / (4 a^2)`` for ``r <= a``; for
+    ``a < r < a sqrt(2)`` the disc's part of a quadrant is ``a sqrt(r^2 - a^2) + r^2 (pi/4 -
+    arccos(a / r))``; 0 beyond. The circle task's rule ``r2 = 2/pi`` gives 1/2; the source's
+    code compared with ``sqrt(2/pi)``, which gives 0.373.
+    """
+    if r2 < 0 or half <= 0:
+        raise ValueError(f"outside_disc: r2 must be >= 0 and half > 0; got {r2}, {half}")
+    r, a = math.sqrt(r2), half
+    if r <= a:
+        inside = math.pi * r2 / 4
+    elif r < a * math.sqrt(2):
+        inside = a * math.sqrt(r2 - a * a) + r2 * (math.pi / 4 - math.acos(a / r))
+    else:
+        inside = a * a
+    return 1 - inside / (a * a)
