@@ -165,3 +165,11 @@ def test_outside_disc_closed_forms_of_the_circle_task():
     assert share == pytest.approx(source, abs=3e-3)
     with pytest.raises(ValueError, match="r2 must be"):
         stats.outside_disc(-1.0)
+
+
+def test_excess_kurtosis_and_skewness_equal_scipys():
+    import scipy.stats
+
+    v = torch.distributions.Laplace(0.0, 1.0).sample((500,)).double()
+    assert stats.excess_kurtosis(v) == pytest.approx(scipy.stats.kurtosis(v.numpy()), rel=1e-9)
+    assert stats.skewness(v) == pytest.approx(scipy.stats.skew(v.numpy()), rel=1e-9)

@@ -63,6 +63,14 @@ def skewness(values: Tensor) -> float:
     return ((d**3).mean() / (d**2).mean() ** 1.5).item()
 
 
+def excess_kurtosis(values: Tensor) -> float:
+    """Sample excess kurtosis g2 = m4 / m2^2 - 3 (moments about the mean, 1/M): > 0 means a
+    sharper peak and heavier tails than a normal distribution."""
+    v = values.detach().double().reshape(-1)
+    d = v - v.mean()
+    return ((d**4).mean() / (d**2).mean() ** 2 - 3).item()
+
+
 def normal_pdf(points: Tensor, mean: float, std: float) -> Tensor:
     """Density of N(mean, std^2) at ``points``."""
     t = points.double()
