@@ -84,13 +84,13 @@ def test_silent_units_are_those_zero_everywhere_and_dead_nodes_agree():
 
 
 def _gap_loop(mean, std, ratio, ceiling):
-    """The gap rule by brute force over every split."""
+    """The gap rule by brute force over every split: the highest qualifying one."""
     cv = sorted(std[j] / abs(mean[j]) for j in range(len(mean)) if mean[j] != 0)
-    best, k_best = 0.0, None
+    k_best = None
     for k in range(len(cv) - 1):
-        if cv[k] < ceiling and cv[k + 1] / max(cv[k], 1e-300) > best:
-            best, k_best = cv[k + 1] / max(cv[k], 1e-300), k
-    if k_best is None or best < ratio:
+        if cv[k] < ceiling and cv[k + 1] / max(cv[k], 1e-300) >= ratio:
+            k_best = k
+    if k_best is None:
         return set()
     return {j for j in range(len(mean)) if mean[j] != 0 and std[j] / abs(mean[j]) <= cv[k_best]}
 
@@ -106,6 +106,10 @@ def test_bias_like_rules_on_the_case_of_the_issue():
     assert gap.units.nonzero().flatten().tolist() == [0, 1, 2, 3, 4, 5]
     assert (gap.below, gap.above) == (0.17, 1.35) and gap.ratio == pytest.approx(1.35 / 0.17)
     assert torch.isinf(compare.variation(mean, std)[-1])
+    # a constant unit (cv 0) does not split the cluster: the highest gap counts
+    mean3 = torch.ones(4, dtype=torch.float64)
+    std3 = torch.tensor([0.0, 0.006, 0.15, 1.7], dtype=torch.float64)
+    assert compare.bias_like_gap(mean3, std3).units.tolist() == [True, True, True, False]
     # no gap of 3x below the ceiling: none
     even = torch.tensor([0.2, 0.3, 0.45, 0.6, 0.9, 1.2], dtype=torch.float64)
     assert not compare.bias_like_gap(torch.ones(6, dtype=torch.float64), even).units.any()

@@ -225,8 +225,8 @@ def bias_like(mean: Tensor, std: Tensor, threshold: float) -> Tensor:
 @dataclass(frozen=True)
 class Gap:
     """The bias-like units by the gap rule (:func:`bias_like_gap`): ``units`` bool ``[H]``,
-    ``below`` and ``above`` the coefficients of variation either side of the widest gap,
-    ``ratio = above / below`` (0 and 0 when there is no qualifying gap)."""
+    ``below`` and ``above`` the coefficients of variation either side of the gap, ``ratio =
+    above / below`` (all 0 when there is no qualifying gap)."""
 
     units: Tensor
     below: float
@@ -237,11 +237,11 @@ class Gap:
 def bias_like_gap(mean: Tensor, std: Tensor, *, ratio: float = 3.0, ceiling: float = 1.0) -> Gap:
     """Units acting as a bias by a gap in the distribution of ``cv = std / |mean|``.
 
-    Sort the ``cv`` of the units with a non-zero mean, ``c_1 <= ... <= c_n``. Among the splits
-    ``k < n`` with ``c_k < ceiling`` (a bias varies less than its mean), take the one with the
-    widest gap ``c_{k+1} / c_k``; if that gap is at least ``ratio``, the units with
-    ``cv <= c_k`` are bias-like, else none are. ``mean, std: [H]``. Unlike a fixed threshold,
-    the rule does not split a cluster of nearly constant units.
+    Sort the ``cv`` of the units with a non-zero mean, ``c_1 <= ... <= c_n``. A split ``k < n``
+    qualifies if ``c_k < ceiling`` (a bias varies less than its mean) and ``c_{k+1} / c_k >=
+    ratio`` (a gap); the units with ``cv <= c_k`` for the largest qualifying ``k`` are
+    bias-like (the whole cluster of nearly constant units), none if no split qualifies.
+    ``mean, std: [H]``. Unlike a fixed threshold, the rule does not split such a cluster.
     """
     if ratio <= 1 or ceiling <= 0:
         raise ValueError(
@@ -254,10 +254,10 @@ def bias_like_gap(mean: Tensor, std: Tensor, *, ratio: float = 3.0, ceiling: flo
     if len(c) < 2:
         return none
     gaps = c[1:] / c[:-1]
-    gaps[c[:-1] >= ceiling] = 0
-    k = int(gaps.argmax())
-    if gaps[k] < ratio:
+    ok = ((gaps >= ratio) & (c[:-1] < ceiling)).nonzero().flatten()
+    if len(ok) == 0:
         return none
+    k = int(ok[-1])
     return Gap(live & (cv <= c[k]), c[k].item(), c[k + 1].item(), gaps[k].item())
 
 

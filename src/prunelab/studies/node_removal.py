@@ -68,15 +68,14 @@ class Config:
     max_pair_nodes: int = option(
         40, "all pairs among at most this many units (the most and least harmful alone)"
     )
-    seeds: int = option(
-        5, "training seeds for the robustness table, at most (toy net or a recorded recipe)"
-    )
+    seeds: int = option(5, "training seeds of the main arm, at most (toy net or a recorded recipe)")
+    robust_seeds: int = option(3, "training seeds of the robustness arm, at most --seeds")
     bias_cv: float = option(
         0.1, "fixed-threshold rule: a unit acts as a bias if std/|mean| of its activation is below"
     )
     bias_gap: float = option(
         3.0,
-        "gap rule: the units below the widest gap (at least this factor) in the sorted "
+        "gap rule: the units below the highest gap of at least this factor in the sorted "
         "std/|mean| under 1 act as a bias (compare.bias_like_gap)",
     )
     budget: float = option(
@@ -733,10 +732,12 @@ def _subject(
 # --- the study -------------------------------------------------------------------------------
 
 
-def _seeds(recipe, model, split, x, y, config, sc, dtype, device, chunk, advance):
-    """Headline rows of ``sc.seeds`` nets trained from the recipe (MLPs together with
-    ``fit_many``, convnets one by one with ``train.fit``), and a note if there are none.
-    ``recipe["epochs"]`` sets the arm (the main one or the robustness arm)."""
+def _seeds(
+    recipe, model, split, x, y, config, sc, dtype, device, chunk, advance, count=None, first=0
+):
+    """Headline rows of nets trained from the recipe, seeds ``config.seed + k`` for ``first <=
+    k < count`` (default ``sc.seeds``; MLPs together with ``fit_many``, convnets one by one with
+    ``train.fit``), and a note if there are none. ``recipe["epochs"]`` sets the arm."""
     if recipe is None:
         return [], "The checkpoint carries no training recipe, so no other seeds were trained."
     if sc.seeds == 0:
@@ -747,8 +748,10 @@ def _seeds(recipe, model, split, x, y, config, sc, dtype, device, chunk, advance
             "--budget (0: no limit) to train them."
         )
     shape, classes = tuple(split.train.x.shape[1:]), split.train.classes
-    seeds = [config.seed + k for k in range(sc.seeds)]
+    seeds = [config.seed + k for k in range(first, sc.seeds if count is None else count)]
     nets = [_fresh(recipe, shape, classes, s).to(device) for s in seeds]
+    if not nets:
+        return [], ""
     if masks.hidden_sizes(nets[0]) != masks.hidden_sizes(model):
         return [], (
             f"No other seeds were trained: the recorded recipe ({recipe['arch']}) builds hidden "
@@ -820,8 +823,10 @@ def run(
         or config.robust_epochs == config.circle_epochs
     ):
         robust = None  # the robustness arm is the toy net's
-    arms = (1 + (robust is not None)) * (sc.seeds if recipe else 0)
-    total = per_net + sc.pairs + arms * per_net
+    toy = not config.checkpoint  # the studied net is the main arm's first seed
+    n_robust = min(config.robust_seeds, sc.seeds) if robust is not None else 0
+    total = per_net + sc.pairs + ((sc.seeds - toy) if recipe else 0) * per_net
+    total += n_robust * per_net
     with track(total, "node removal (masks)", enabled=progress) as advance:
         subsets = []
         for p in config.probabilities:
@@ -837,16 +842,20 @@ def run(
         if not view.conv and test.shape == (2,):
             advance(0, status="heatmaps")
             maps = _maps(model, split.train, test, config)
-        seeds, note = _seeds(recipe, model, split, x, y, config, sc, dtype, device, chunk, advance)
+        full = train.evaluate(model, data.Dataset(x, y, test.name, test.classes))
+        epochs = recipe["epochs"] if recipe else 0
+        main = _row(config.seed, epochs, full, subsets, paths, units, removal.single, H)
+        seeds, note = _seeds(
+            recipe, model, split, x, y, config, sc, dtype, device, chunk, advance, first=toy
+        )
+        if toy and sc.seeds:
+            seeds = [main, *seeds]
         longer = []
-        if robust is not None:
+        if n_robust:
             advance(0, status=f"robustness arm: {config.robust_epochs} epochs")
             longer, _ = _seeds(
-                robust, model, split, x, y, config, sc, dtype, device, chunk, advance
+                robust, model, split, x, y, config, sc, dtype, device, chunk, advance, n_robust
             )
-    full = train.evaluate(model, data.Dataset(x, y, test.name, test.classes))
-    epochs = recipe["epochs"] if recipe else 0
-    main = _row(config.seed, epochs, full, subsets, paths, units, removal.single, H)
     results = Results(
         model=description,
         data=test.name,
@@ -1097,7 +1106,7 @@ def findings(results: Results, config: Config) -> list[Finding]:
     )
     threshold = rules.estimate(_per_seed(rows, lambda s: s.bias_threshold))
     gap = (
-        f"gap rule: the {ws} below the widest gap (>= {config.bias_gap}x) in the sorted "
+        f"gap rule: the {ws} below the highest gap of >= {config.bias_gap}x in the sorted "
         "std/|mean| under 1"
     )
     bias_detail = (

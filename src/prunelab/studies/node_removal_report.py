@@ -662,7 +662,7 @@ def sections(r, config) -> list[Section]:
     )
     u = r.units
     gap = (
-        f"the widest gap in the sorted std/|mean| below 1 lies between {u.gap_below:.3g} and "
+        f"the highest such gap lies between {u.gap_below:.3g} and "
         f"{u.gap_above:.3g} ({u.gap_above / u.gap_below:.1f}x)"
         if u is not None and u.gap_above
         else f"no gap of {config.bias_gap}x or more lies below std/|mean| = 1"
@@ -673,7 +673,7 @@ def sections(r, config) -> list[Section]:
             t["bias"],
             [
                 f"A {w} acts as a bias when it is nearly constant over the data. We count them by "
-                f"a gap rule (compare.bias_like_gap): the {ws} below the widest gap, of at least "
+                f"a gap rule (compare.bias_like_gap): the {ws} below the highest gap, of at least "
                 f"{config.bias_gap}x, in the sorted coefficient of variation std/|mean| under 1. "
                 f"Here {gap}: {len(r.bias_nodes)} of {H} ({_listed(r, r.bias_nodes)}). The fixed "
                 f"threshold std < {config.bias_cv} |mean| gives {len(threshold)} "
