@@ -36,9 +36,7 @@ class Config:
     seed: int = option(0, "seed of the data, the initialisation and the training order")
     circle_width: int = option(20, "hidden width of the circle net (2-W-2)")
     circle_epochs: int = option(
-        60,
-        "epochs for the circle net (the source: 20, which gives 0.963-0.978 test accuracy "
-        "over seeds 0-4 on the balanced circle; 60 gives 0.980-0.986)",
+        60, "epochs for the circle net (the source: 20; see docs/toy-nets.md for why 60)"
     )
     circle_lr: float = option(0.01, "Adam learning rate for the circle net (the source: 0.01)")
     circle_train: int = option(1000, "training points for the circle net (the source: 1000)")
@@ -409,10 +407,10 @@ def sections(results: Results, config: Config) -> list[Section]:
                 f"{config.batch_size}, and a {'-'.join(map(str, config.spirals_widths))} net on "
                 "two interleaved spiral arms. Their checkpoints are saved in this run folder for "
                 "the node-removal and pruning studies.",
-                "The source trained its circle net for 20 epochs. On our balanced circle that "
-                "gives 0.963-0.978 test accuracy over seeds 0-4 (0.963 for seed 0), below the "
-                "0.97 we want for a clean starting point, so the default is 60 epochs "
-                "(0.980-0.986); --circle-epochs 20 restores the source's recipe.",
+                f"The source trained its circle net for {SOURCE_EPOCHS} epochs; this run trains "
+                f"{config.circle_epochs} (docs/toy-nets.md says why), and --circle-epochs "
+                f"{SOURCE_EPOCHS} restores the source's recipe. The node-removal study trains the "
+                "source's recipe over seeds.",
             ],
             [table],
         ),

@@ -1,5 +1,7 @@
 """The interactive explorer: one self-contained HTML page to take units out of a network by hand.
 
+How to read it and why its defaults are what they are: docs/explorer.md.
+
 :func:`page` embeds a network's weights (float64; an eval-mode BatchNorm folded into its Linear
 or Conv2d in Python), a sample of its data, the hidden units' activation statistics and, for
 2-D inputs, a ``G x G`` grid over ``[-lim, lim]^2`` with its labels, as base64 arrays in a JSON
