@@ -186,10 +186,10 @@ def _expected_verdicts(r) -> dict[str, str]:
         "The log-loss is": word(all(min(s.shapiro_p) >= 0.05 for s in rows)),
         "The mean gradient of": word(_t_interval([max(s.gradient_mean) for s in rows])[1] < 0),
         "The mean gradient times": word(all(0.8 <= s.sanity_ratio <= 1.25 for s in rows)),
-        "At p = 0.5, d log L / d m of a node that is on": word(
+        "d log L / d m of a node that is on": word(
             _t_interval([s.log_on_mean for s in rows])[0] > 0
         ),
-        "At p = 0.5, d log L / d m of a node that is off": word(
+        "d log L / d m of a node that is off": word(
             _t_interval([s.log_off_mean for s in rows])[1] < 0
         ),
         "The mask gradients": word(all(min(s.gradient_kurtosis) > 0 for s in rows)),
@@ -207,7 +207,7 @@ def _check_findings(r, config):
     for f in found:
         assert f.section in titles or f.verdict == "not measured", f.section
         for start, verdict in expected.items():
-            if f.claim.startswith(start):
+            if start in f.claim:
                 assert f.verdict == verdict, (f.claim, f.ours, f.rule)
                 checked += 1
     assert checked == len(expected)

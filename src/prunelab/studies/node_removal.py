@@ -939,6 +939,7 @@ def findings(results: Results, config: Config) -> list[Finding]:
     if not rows:
         return [rules.not_measured("every claim", "results of an older version: no seed rows")]
     n, P = len(rows), rows[0].paths
+    mid_p = r.probabilities[len(r.probabilities) // 2]  # the source split at p = 0.5
     arm = (
         f"Main arm: {n} seeds of the studied recipe"
         + (f" ({r.epochs} epochs)" if r.epochs else "")
@@ -993,6 +994,7 @@ def findings(results: Results, config: Config) -> list[Finding]:
             source="1.028 > 0.878 > 0.584",
             section=t["loss"],
             detail=arm,
+            unit=" (smallest fall)",
         )
     )
     out.append(
@@ -1046,7 +1048,7 @@ def findings(results: Results, config: Config) -> list[Finding]:
     )
     out.append(
         rules.above(
-            f"At p = 0.5, d log L / d m of a {w} that is on is positive on average",
+            f"At p = {mid_p}, d log L / d m of a {w} that is on is positive on average",
             _per_seed(rows, lambda s: s.log_on_mean),
             0.0,
             source="0.056",
@@ -1056,7 +1058,7 @@ def findings(results: Results, config: Config) -> list[Finding]:
     )
     out.append(
         rules.below(
-            f"At p = 0.5, d log L / d m of a {w} that is off is negative on average",
+            f"At p = {mid_p}, d log L / d m of a {w} that is off is negative on average",
             _per_seed(rows, lambda s: s.log_off_mean),
             0.0,
             source="-0.173",
