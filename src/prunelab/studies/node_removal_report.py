@@ -460,7 +460,8 @@ def _scale_section(r, config) -> Section:
         ["masks per p", config.masks, sc.masks],
         ["flip paths", config.paths, sc.paths],
         [f"pairs (among at most {config.max_pair_nodes} {_word(r, True)})", "-", sc.pairs],
-        ["extra training seeds", config.seeds, len(r.seeds)],
+        ["training seeds, main arm", config.seeds, len(r.seeds)],
+        ["training seeds, robustness arm", config.robust_seeds, len(r.robust)],
     ]
     return Section(
         "How the work was sized", text, [Table(["quantity", "configured (at most)", "used"], rows)]
@@ -555,8 +556,9 @@ def sections(r, config) -> list[Section]:
             _over_seeds(r, lambda q, i=k[s.p]: q.log_loss_std[i]),
             _src("log-loss std", s.p),
             s.log_loss_fit.ks,
-            s.log_loss_fit.shapiro,
+            _over_seeds(r, lambda q, i=k[s.p]: q.ks[i]),
             s.log_loss_fit.shapiro_p,
+            _over_seeds(r, lambda q, i=k[s.p]: q.shapiro_p[i]),
         ]
         for s in r.subsets
     ]
@@ -577,9 +579,10 @@ def sections(r, config) -> list[Section]:
                         "source",
                         "std over seeds",
                         "source",
-                        "KS distance",
-                        "Shapiro W",
-                        "Shapiro p",
+                        "KS distance (studied net)",
+                        "over seeds",
+                        "Shapiro p (studied net)",
+                        "over seeds",
                     ],
                     rows,
                 )
