@@ -383,6 +383,7 @@ def sections(results: Results, config: Config) -> list[Section]:
             title=f"{n.data}: training curves",
             ylabel="loss / accuracy",
         )
+        plots.integer_ticks(ax)
     heat, haxes = plots.figure(2, 1, width=5.4, height=4.6)
     for ax, n in zip(haxes[0], nets, strict=True):
         plots.plane(
