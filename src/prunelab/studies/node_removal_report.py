@@ -417,6 +417,8 @@ def _seeds_section(r, config) -> Section:
         return Section(title, [r.seeds_note])
     ps = r.probabilities
     how = "trained one by one with train.fit" if _conv(r) else "trained together with fit_many"
+    if r.toy:
+        how = f"seed {r.seeds[0].seed} is the studied net; the others {how}"
     epochs = f" ({r.epochs} epochs)" if r.epochs else ""
     text = [
         f"The main arm: {len(r.seeds)} networks trained from different seeds with the studied "
