@@ -2,13 +2,16 @@
 
 import math
 
+import numpy as np
 import pytest
+import scipy.stats
 import torch
+import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from prunelab import checkpoint, costs, data, models, report, surgery, train
+from prunelab import checkpoint, costs, data, masks, models, report, surgery, train
 from prunelab.faces.cli import app
 from prunelab.studies import node_removal
 
@@ -55,34 +58,208 @@ def test_single_removal_equals_physically_removing_the_node(tiny):
     assert r.removal.pairs_checked == 15
 
 
-def test_statistics_are_consistent(tiny):
-    model, config, r, _ = tiny
-    test = data.load("circle", seed=0).test[:300]
-    assert r.full_loss == pytest.approx(train.evaluate(model, test)["loss"], rel=1e-6)
-    for s in r.subsets:
-        assert len(s.loss) == 40 and 1 <= s.distinct <= 40 and s.all_on <= s.distinct
-        assert s.log_loss_fit.mean == pytest.approx(s.loss.log().mean().item())
-        assert torch.trapezoid(s.loss_density.y, s.loss_density.x).item() == pytest.approx(
-            1, abs=0.02
-        )
-    assert r.sanity["expected extra nodes"] == pytest.approx(0.5 * 6)
-    cov = r.paths.covariance.cov
-    assert cov.shape == (7, 7) and torch.allclose(cov, cov.T)
-    assert r.maps.probability.shape == (16, 16) and r.maps.gradients.shape == (6, 8, 8)
-    assert len(r.seeds) == 2 and r.seeds[0].seed == 0
-
-
-def test_report_renders_and_results_round_trip(tiny):
+def test_results_round_trip(tiny):
     _, config, r, out = tiny
     report.write_run(node_removal, config, r, out)
-    html = (out / "report.html").read_text()
-    assert "How much do N flips matter?" in html and html.count("<img") >= 6
     study, config2, r2, _ = report.load_run(out)
     assert config2 == config
     assert torch.allclose(r2.removal.single, r.removal.single.double().float())
     assert r2.subsets[0].log_loss_fit == r.subsets[0].log_loss_fit
     assert r2.removal.best_pairs[0][:2] == r.removal.best_pairs[0][:2]
-    report.rerender(out)
+    assert r2.main == r.main and r2.units.bias == r.units.bias
+    assert [f.verdict for f in node_removal.findings(r2, config2)] == [
+        f.verdict for f in node_removal.findings(r, config)
+    ]
+
+
+def _masked_loss(model, x, y, m):
+    """Cross-entropy of the 2-H-2 MLP with hidden node j multiplied by m[j] after its ReLU: a
+    hand-written forward in float64, nothing of the mask engine."""
+    first, last = model[0], model[-1]
+    h = torch.relu(x.double() @ first.weight.double().T + first.bias.double()) * m
+    return F.cross_entropy(h @ last.weight.double().T + last.bias.double(), y)
+
+
+def test_mask_statistics_equal_autograd_on_the_same_masks(tiny):
+    """Loss, d L/dm, d log L/dm and their on/off split per p, against autograd of a hand-written
+    forward on the masks the study draws (its generator, in its order)."""
+    model, config, r, _ = tiny
+    test = data.load("circle", seed=0).test[:300]
+    g = torch.Generator().manual_seed(config.seed)
+    for s in r.subsets:
+        m = masks.bernoulli(config.masks, 6, s.p, generator=g)
+        loss, grad, log_grad = [], [], []
+        for mk in m.double():
+            mk = mk.clone().requires_grad_(True)
+            value = _masked_loss(model, test.x, test.y, mk)
+            (d,) = torch.autograd.grad(value, mk, retain_graph=True)
+            (dlog,) = torch.autograd.grad(value.log(), mk)
+            loss.append(value.item())
+            grad.append(d)
+            log_grad.append(dlog)
+        loss, grad, log_grad = torch.tensor(loss), torch.stack(grad), torch.stack(log_grad)
+        on, off = m == 1, m == 0
+        close = dict(rel=1e-4, abs=1e-6)
+        assert s.mean_loss == pytest.approx(loss.mean().item(), **close)
+        assert s.gradient_mean == pytest.approx(grad.mean().item(), **close)
+        assert s.log_gradient_mean == pytest.approx(log_grad.mean().item(), **close)
+        assert s.on_mean == pytest.approx(grad[on].mean().item(), **close)
+        assert s.off_mean == pytest.approx(grad[off].mean().item(), **close)
+        assert s.log_on_mean == pytest.approx(log_grad[on].mean().item(), **close)
+        assert s.log_off_mean == pytest.approx(log_grad[off].mean().item(), **close)
+        assert s.log_on_std == pytest.approx(log_grad[on].std(correction=0).item(), **close)
+        for j in range(6):
+            want = grad[on[:, j], j].mean().item()
+            assert s.node_on_mean[j].item() == pytest.approx(want, **close)
+        assert s.loss_skewness == pytest.approx(scipy.stats.skew(loss.numpy()), rel=1e-3)
+        assert s.gradient_kurtosis == pytest.approx(
+            scipy.stats.kurtosis(grad.flatten().numpy()), rel=1e-3, abs=1e-4
+        )
+        shapiro = scipy.stats.shapiro(loss.log().numpy())
+        assert s.log_loss_fit.shapiro_p == pytest.approx(shapiro.pvalue, rel=1e-2, abs=1e-6)
+    assert r.sanity["expected extra nodes"] == pytest.approx(0.5 * 6)
+
+
+def _acts(model, x):
+    return torch.relu(x.double() @ model[0].weight.double().T + model[0].bias.double())
+
+
+def test_units_rows_and_removal_numbers_against_loops(tiny):
+    model, config, r, _ = tiny
+    test = data.load("circle", seed=0).test[:300]
+    a = _acts(model, test.x)
+    assert r.dead_nodes == [j for j in range(6) if all(a[n, j] == 0 for n in range(300))]
+    mean, std = a.mean(0), a.std(0, correction=0)
+    assert r.units.bias_threshold == [
+        j for j in range(6) if mean[j] != 0 and std[j] < config.bias_cv * mean[j]
+    ]
+    main = r.main
+    assert main.decorrelated_after == r.paths.covariance.decorrelated_after
+    assert main.complement_correlation == r.paths.complement_correlation
+    live = [j for j in range(6) if j not in r.dead_nodes]
+    least = min(r.removal.single[j].item() for j in live)
+    assert main.least_harm == pytest.approx((least - r.full_loss) / r.full_loss, rel=1e-6)
+    lo, hi = r.subsets[0], r.subsets[-1]
+    mid = r.subsets[len(r.subsets) // 2]
+    predicted = mid.gradient_mean * (hi.p - lo.p) * 6
+    assert main.sanity_ratio == pytest.approx(predicted / (hi.mean_loss - lo.mean_loss))
+
+
+def test_bias_and_dead_units_of_a_planted_net():
+    """Units with known spread on x uniform in [-1, 1]^2: constant (cv 0), cv 0.006, cv 0.15,
+    a ReLU of x0 (cv 1.7), and a dead one. The threshold 0.1 keeps the first two; the gap rule
+    the whole nearly constant cluster of three."""
+    model = models.mlp((2, 5, 2), seed=0, dtype=torch.float64)
+    with torch.no_grad():
+        model[0].weight.copy_(
+            torch.tensor([[0, 0], [0.01, 0], [0.26, 0], [1, 0], [1, 1]], dtype=torch.float64)
+        )
+        model[0].bias.copy_(torch.tensor([1, 1, 1, 0, -10], dtype=torch.float64))
+    x = torch.rand(4000, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    units = node_removal._units(model, 2 * x - 1, node_removal.Config())
+    assert units.dead == [4]
+    assert units.bias_threshold == [0, 1]
+    assert units.bias == [0, 1, 2]
+    assert units.gap_below == pytest.approx(0.26 / math.sqrt(3), rel=0.05)
+
+
+def _t_interval(v):
+    v = np.asarray(v, dtype=float)
+    if len(v) < 2 or v.std() == 0:
+        return v.mean(), v.mean()
+    return scipy.stats.t.interval(0.95, len(v) - 1, loc=v.mean(), scale=scipy.stats.sem(v))
+
+
+def _expected_verdicts(r) -> dict[str, str]:
+    """Each finding's verdict decided here, from the seed rows, by its stated rule."""
+    rows = r.seeds or [r.main]
+
+    def word(ok):
+        return "holds" if ok else "differs"
+
+    n = rows[0].paths - 2
+    t = scipy.stats.t.ppf(0.975, n)
+    crit = t / math.sqrt(n + t * t)
+    return {
+        "More": word(all(np.all(np.diff(s.mean_loss) < 0) for s in rows)),
+        "The loss distribution": word(all(min(s.skewness) > 0 for s in rows)),
+        "The log-loss is": word(all(min(s.shapiro_p) >= 0.05 for s in rows)),
+        "The mean gradient of": word(_t_interval([max(s.gradient_mean) for s in rows])[1] < 0),
+        "The mean gradient times": word(all(0.8 <= s.sanity_ratio <= 1.25 for s in rows)),
+        "d log L / d m of a node that is on": word(
+            _t_interval([s.log_on_mean for s in rows])[0] > 0
+        ),
+        "d log L / d m of a node that is off": word(
+            _t_interval([s.log_off_mean for s in rows])[1] < 0
+        ),
+        "The mask gradients": word(all(min(s.gradient_kurtosis) > 0 for s in rows)),
+        "Along a flip path": word(all(5 <= s.decorrelated_after <= 6 for s in rows)),
+        "The log-losses of a mask": word(all(s.complement_correlation > crit for s in rows)),
+        "Removing the least": word(all(s.least_harm < 0.05 for s in rows)),
+    }
+
+
+def _check_findings(r, config):
+    found = node_removal.findings(r, config)
+    titles = {s.title for s in node_removal.sections(r, config)}
+    expected = _expected_verdicts(r)
+    checked = 0
+    for f in found:
+        assert f.section in titles or f.verdict == "not measured", f.section
+        for start, verdict in expected.items():
+            if start in f.claim:
+                assert f.verdict == verdict, (f.claim, f.ours, f.rule)
+                checked += 1
+    assert checked == len(expected)
+    return found
+
+
+def test_findings_follow_their_rules_on_a_checkpoint(tiny):
+    _, config, r, _ = tiny
+    found = _check_findings(r, config)
+    by = {f.claim: f for f in found}
+    # a checkpoint is not the source's net: its absolute numbers are not measured against it
+    claim = "With every node on, the trained net's cross-entropy is 0.117"
+    assert by[claim].verdict == "not measured"
+    bias = next(f for f in found if "act as a bias" in f.claim)
+    holds = _t_interval([s.bias_nodes for s in r.seeds])[0] > 0
+    assert bias.verdict == ("holds" if holds else "differs")
+    assert all(f.estimate.n == 2 for f in found if f.estimate is not None)
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    """The toy circle net with the source's recipe cut short (3 epochs) and a 6-epoch
+    robustness arm, two seeds each."""
+    config = node_removal.Config(
+        circle_epochs=3,
+        robust_epochs=6,
+        masks=30,
+        n_test=300,
+        paths=20,
+        grid=8,
+        gradient_grid=4,
+        seeds=2,
+        max_pair_nodes=4,
+    )
+    return config, node_removal.run(config, tmp_path_factory.mktemp("toy"), progress=False)
+
+
+def test_toy_arms_and_findings(toy):
+    config, r = toy
+    assert [s.epochs for s in r.seeds] == [3, 3] and [s.epochs for s in r.robust] == [6, 6]
+    assert (r.epochs, r.robust_epochs) == (3, 6)
+    assert r.main.full_loss == pytest.approx(r.full_loss)
+    assert r.seeds[0] == r.main  # seed 0 of the main arm is the studied net
+    assert r.source_outside == pytest.approx(1 - math.sqrt(2 * math.pi) / 4)
+    found = _check_findings(r, config)
+    by = {f.claim: f for f in found}
+    full = by["With every node on, the trained net's cross-entropy is 0.117"]
+    lo, hi = _t_interval([s.full_loss for s in r.seeds])
+    assert full.verdict == ("holds" if lo <= 0.117 <= hi else "differs")
+    assert "37%" in full.detail and "Robustness arm (6 epochs)" in full.detail
+    bias = next(f for f in found if "act as a bias" in f.claim)
+    assert bias.verdict == ("holds" if all(s.bias_nodes == 4 for s in r.seeds) else "differs")
 
 
 # --- convnets: a LeNet-5 checkpoint written by `prunelab train` --------------------------------

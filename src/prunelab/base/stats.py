@@ -63,6 +63,14 @@ def skewness(values: Tensor) -> float:
     return ((d**3).mean() / (d**2).mean() ** 1.5).item()
 
 
+def excess_kurtosis(values: Tensor) -> float:
+    """Sample excess kurtosis g2 = m4 / m2^2 - 3 (moments about the mean, 1/M): > 0 means a
+    sharper peak and heavier tails than a normal distribution."""
+    v = values.detach().double().reshape(-1)
+    d = v - v.mean()
+    return ((d**4).mean() / (d**2).mean() ** 2 - 3).item()
+
+
 def normal_pdf(points: Tensor, mean: float, std: float) -> Tensor:
     """Density of N(mean, std^2) at ``points``."""
     t = points.double()
@@ -194,3 +202,33 @@ def clipped_interval(
         raise ValueError(f"clipped_interval: low must be <= high; got {low}, {high}")
     mean, half = mean_interval(values, dim=dim, level=level)
     return mean, (mean - half).clamp(low, high), (mean + half).clamp(low, high)
+
+
+def critical_correlation(n: int, *, alpha: float = 0.05) -> float:
+    """The smallest ``|r|`` of ``n`` pairs that is significant at ``alpha`` (two-sided), the
+    inverse of :func:`correlation_p_value`: ``r = t / sqrt(n - 2 + t^2)``, ``t`` the Student
+    quantile ``t_{1 - alpha/2, n-2}``. Needs ``n >= 3``."""
+    if n < 3:
+        raise ValueError(f"critical_correlation needs n >= 3 pairs; got {n}")
+    t = scipy.stats.t.ppf(1 - alpha / 2, n - 2)
+    return float(t / math.sqrt(n - 2 + t * t))
+
+
+def outside_disc(r2: float, *, half: float = 1.0) -> float:
+    """Share of the square ``[-half, half]^2`` with ``x0^2 + x1^2 > r2`` (uniform points).
+
+    With ``r = sqrt(r2)`` and ``a = half``: ``1 - pi r^2 / (4 a^2)`` for ``r <= a``; for
+    ``a < r < a sqrt(2)`` the disc's part of a quadrant is ``a sqrt(r^2 - a^2) + r^2 (pi/4 -
+    arccos(a / r))``; 0 beyond. The circle task's rule ``r2 = 2/pi`` gives 1/2; the source's
+    code compared with ``sqrt(2/pi)``, which gives 0.373.
+    """
+    if r2 < 0 or half <= 0:
+        raise ValueError(f"outside_disc: r2 must be >= 0 and half > 0; got {r2}, {half}")
+    r, a = math.sqrt(r2), half
+    if r <= a:
+        inside = math.pi * r2 / 4
+    elif r < a * math.sqrt(2):
+        inside = a * math.sqrt(r2 - a * a) + r2 * (math.pi / 4 - math.acos(a / r))
+    else:
+        inside = a * a
+    return 1 - inside / (a * a)

@@ -192,12 +192,73 @@ def surviving_weights(model: nn.Module, layer: int, remove: Mapping[int, Iterabl
 # --- nodes and decisions -------------------------------------------------------------------------
 
 
+def silent(acts: list[Tensor]) -> list[Tensor]:
+    """Units whose activation is exactly zero on every sample (and every position of a
+    channel's map): bool ``[H_l]`` per layer, from ``acts``: ``[N, H_l]`` or ``[N, H_l, h, w]``
+    per hidden layer (as :func:`prunelab.masks.hidden_activations` returns them)."""
+    return [a.abs().movedim(1, -1).reshape(-1, a.shape[1]).amax(0) == 0 for a in acts]
+
+
 def dead_nodes(model: nn.Module, x: Tensor) -> list[Tensor]:
     """Hidden nodes whose activation is exactly zero on every row of ``x``: bool ``[H_l]`` per
-    layer (dropout off). Every weight into or out of such a node gets a zero gradient."""
+    layer (dropout off; :func:`silent`). Every weight into or out of such a node gets a zero
+    gradient."""
     net = models.parse(model, method="dead_nodes")
     x = _as_input(net, x)
-    return [a.abs().amax(0) == 0 for a in net.activations(x)]
+    return silent(net.activations(x))
+
+
+def variation(mean: Tensor, std: Tensor) -> Tensor:
+    """Coefficient of variation ``std / |mean|`` per unit ``[H]``; ``inf`` where the mean is 0."""
+    return torch.where(mean != 0, std / mean.abs(), torch.inf)
+
+
+def bias_like(mean: Tensor, std: Tensor, threshold: float) -> Tensor:
+    """Units acting as a bias by a fixed threshold: ``std < threshold |mean|`` (bool ``[H]``).
+
+    ``mean, std: [H]`` of each unit's activation over the data; a dead unit (mean 0) never
+    qualifies.
+    """
+    return (std < threshold * mean.abs()) & (mean != 0)
+
+
+@dataclass(frozen=True)
+class Gap:
+    """The bias-like units by the gap rule (:func:`bias_like_gap`): ``units`` bool ``[H]``,
+    ``below`` and ``above`` the coefficients of variation either side of the gap, ``ratio =
+    above / below`` (all 0 when there is no qualifying gap)."""
+
+    units: Tensor
+    below: float
+    above: float
+    ratio: float
+
+
+def bias_like_gap(mean: Tensor, std: Tensor, *, ratio: float = 3.0, ceiling: float = 1.0) -> Gap:
+    """Units acting as a bias by a gap in the distribution of ``cv = std / |mean|``.
+
+    Sort the ``cv`` of the units with a non-zero mean, ``c_1 <= ... <= c_n``. A split ``k < n``
+    qualifies if ``c_k < ceiling`` (a bias varies less than its mean) and ``c_{k+1} / c_k >=
+    ratio`` (a gap); the units with ``cv <= c_k`` for the largest qualifying ``k`` are
+    bias-like (the whole cluster of nearly constant units), none if no split qualifies.
+    ``mean, std: [H]``. Unlike a fixed threshold, the rule does not split such a cluster.
+    """
+    if ratio <= 1 or ceiling <= 0:
+        raise ValueError(
+            f"bias_like_gap: ratio must be > 1 and ceiling > 0; got {ratio}, {ceiling}"
+        )
+    cv = variation(mean.double(), std.double())
+    live = torch.isfinite(cv)
+    c = cv[live].sort().values.clamp_min(1e-300)
+    none = Gap(torch.zeros(len(mean), dtype=torch.bool), 0.0, 0.0, 0.0)
+    if len(c) < 2:
+        return none
+    gaps = c[1:] / c[:-1]
+    ok = ((gaps >= ratio) & (c[:-1] < ceiling)).nonzero().flatten()
+    if len(ok) == 0:
+        return none
+    k = int(ok[-1])
+    return Gap(live & (cv <= c[k]), c[k].item(), c[k + 1].item(), gaps[k].item())
 
 
 def died(before: nn.Module, after: nn.Module, x: Tensor) -> list[Tensor]:

@@ -6,11 +6,15 @@ loss and per-unit gradients (2-D inputs only), single and pairwise removal, and 
 headline numbers over several training seeds. The default subject is the source's 2-20-2 toy
 net; ``checkpoint`` studies any network the mask engine takes (MLPs and convnets, BatchNorm
 included), a unit being a Linear feature or a Conv2d output channel. The work is sized to the
-network by one stated rule (:func:`scale`). The report is rendered by :mod:`.node_removal_report`.
+network by one stated rule (:func:`scale`). The toy net's main arm follows the source's recipe
+(20 epochs); a robustness arm trains the same seeds for 60 epochs (toy-nets' default). The
+findings (:func:`findings`) compare the main arm over seeds with the source. The report is rendered
+by :mod:`.node_removal_report`; measured behaviour is described in docs/node-removal.md.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,10 +26,12 @@ from torch import Tensor, nn
 from ..base import checkpoint, data, files, models, ops, stats, train
 from ..base.progress import track
 from ..engines import ensemble, masks
-from ..methods import ablation, costs
+from ..methods import ablation, compare, costs
+from ..methods import findings as rules
+from ..methods.findings import Finding
 from . import toy_nets
 from .base import option
-from .node_removal_report import sections  # noqa: F401 (the study's report)
+from .node_removal_report import sections, titles  # noqa: F401 (the study's report)
 
 NAME = "node-removal"
 TITLE = "Node removal: a network with random parts taken out"
@@ -45,9 +51,12 @@ class Config:
     )
     data: str = option("", "data set of the checkpoint (default: its metadata, else circle)")
     circle_epochs: int = option(
+        20, "epochs of the toy circle net when no checkpoint is given (the source's recipe: 20)"
+    )
+    robust_epochs: int = option(
         60,
-        "epochs of the toy circle net when no checkpoint is given "
-        "(toy-nets' default; 20 is the source's recipe)",
+        "epochs of the robustness arm: the toy circle net's seeds trained longer "
+        "(toy-nets' default, 60); 0: no robustness arm",
     )
     probabilities: tuple[float, ...] = option((0.25, 0.5, 0.75), "keep-probabilities p")
     masks: int = option(1000, "random masks per p, at most (the source: 1000; see budget)")
@@ -59,10 +68,16 @@ class Config:
     max_pair_nodes: int = option(
         40, "all pairs among at most this many units (the most and least harmful alone)"
     )
-    seeds: int = option(
-        5, "training seeds for the robustness table, at most (toy net or a recorded recipe)"
+    seeds: int = option(5, "training seeds of the main arm, at most (toy net or a recorded recipe)")
+    robust_seeds: int = option(3, "training seeds of the robustness arm, at most --seeds")
+    bias_cv: float = option(
+        0.1, "fixed-threshold rule: a unit acts as a bias if std/|mean| of its activation is below"
     )
-    bias_cv: float = option(0.1, "a unit acts as a bias if std/|mean| of its activation is below")
+    bias_gap: float = option(
+        3.0,
+        "gap rule: the units below the highest gap of at least this factor in the sorted "
+        "std/|mean| under 1 act as a bias (compare.bias_like_gap)",
+    )
     budget: float = option(
         1e13,
         "multiply-adds the run may spend, 1e13 by default (0: no limit). Over it, test points, "
@@ -86,6 +101,8 @@ class Config:
         for name in ("masks", "n_test", "paths", "grid", "gradient_grid", "seeds"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
+        if self.robust_epochs < 0:
+            raise ValueError(f"robust_epochs must be >= 0; got {self.robust_epochs}")
         if self.max_pair_nodes < 0:
             raise ValueError(f"max_pair_nodes must be >= 0; got {self.max_pair_nodes}")
         if not self.budget >= 0:
@@ -121,6 +138,11 @@ class Subsets:
     on_std: float
     off_mean: float
     off_std: float
+    log_on_mean: float  # d log L / dm of units that are on (the source's split)
+    log_on_std: float
+    log_off_mean: float
+    log_off_std: float
+    gradient_kurtosis: float  # excess kurtosis of d L / dm over masks and units
     on_density: Density
     off_density: Density
     node_on_mean: Tensor  # [H]
@@ -143,6 +165,7 @@ class Paths:
     covariance: stats.PathCovariance
     complement_correlation: float  # corr(log-loss of the start, of its complement = the end)
     complement_p: float
+    count: int = 0  # paths P
 
 
 @dataclass
@@ -170,18 +193,45 @@ class Removal:
 
 
 @dataclass
+class Units:
+    """Activity of each unit over the test data: dead and bias-like units by two rules."""
+
+    mean: Tensor  # [H] (a channel: over samples and positions)
+    std: Tensor  # [H]
+    dead: list[int]  # always 0 (compare.silent)
+    bias: list[int]  # the gap rule (compare.bias_like_gap)
+    bias_threshold: list[int]  # the fixed threshold config.bias_cv (compare.bias_like)
+    gap_below: float  # std/|mean| either side of the gap (0, 0: no gap)
+    gap_above: float
+
+
+@dataclass
 class SeedRow:
-    """Headline numbers of one training seed."""
+    """Headline numbers of one training seed (lists: one value per p)."""
 
     seed: int
     test_accuracy: float
     full_loss: float
-    mean_loss: list[float]  # per p
+    mean_loss: list[float]
     log_loss_mean: list[float]
     log_loss_std: list[float]
     gradient_mean: list[float]
     decorrelated_after: int
     complement_correlation: float
+    complement_p: float = math.nan
+    paths: int = 0
+    epochs: int = 0
+    skewness: list[float] = field(default_factory=list)  # of the loss
+    shapiro_p: list[float] = field(default_factory=list)  # of the log-loss
+    ks: list[float] = field(default_factory=list)  # of the log-loss against its normal fit
+    gradient_kurtosis: list[float] = field(default_factory=list)
+    log_on_mean: float = math.nan  # at the middle p
+    log_off_mean: float = math.nan
+    sanity_ratio: float = math.nan  # mean gradient x extra units / mean loss difference
+    bias_nodes: int = 0  # the gap rule
+    bias_threshold: int = 0  # the fixed threshold
+    dead_nodes: int = 0
+    least_harm: float = math.nan  # relative loss increase of the cheapest single removal
 
 
 @dataclass
@@ -218,11 +268,17 @@ class Results:
     removal: Removal
     activation_mean: Tensor  # [H] over the test data (a channel: over samples and positions)
     activation_std: Tensor  # [H]
-    bias_nodes: list[int]
+    bias_nodes: list[int]  # the gap rule
     dead_nodes: list[int]
     maps: Maps | None = None
-    seeds: list[SeedRow] = field(default_factory=list)
+    seeds: list[SeedRow] = field(default_factory=list)  # the main arm (the studied recipe)
     seeds_note: str = ""
+    main: SeedRow | None = None  # the studied net's own row
+    units: Units | None = None
+    robust: list[SeedRow] = field(default_factory=list)  # the toy net trained robust_epochs
+    epochs: int = 0  # of the main arm's recipe (0: unknown)
+    robust_epochs: int = 0
+    source_outside: float = math.nan  # share of the source's points outside its circle
     kinds: list[str] = field(default_factory=list)  # per hidden layer: "conv" or "linear"
     in_shape: tuple[int, ...] = ()  # one sample's shape
     toy: bool = True  # the source's toy circle net (no checkpoint)
@@ -339,6 +395,14 @@ def _or_all(part: Tensor, everything: Tensor) -> Tensor:
     return part if len(part) > 1 else everything
 
 
+def _mean(v: Tensor) -> float:
+    return v.mean().item() if len(v) else math.nan
+
+
+def _std(v: Tensor) -> float:
+    return v.std(correction=0).item() if len(v) > 1 else math.nan
+
+
 def _shown_units(sizes: list[int]) -> list[int]:
     """At most ``SHOWN_UNITS`` units for the per-unit plots: all of them if few, else an equal
     share of each hidden layer, evenly spaced within it."""
@@ -353,43 +417,57 @@ def _shown_units(sizes: list[int]) -> list[int]:
     return out[:SHOWN_UNITS]
 
 
-def _subsets(model, x, y, p: float, M: int, config: Config, g: torch.Generator, chunk) -> Subsets:
+def _subsets(
+    model, x, y, p: float, M: int, config: Config, g: torch.Generator, chunk, curves: bool = True
+) -> Subsets:
+    """The statistics of ``M`` Bernoulli(p) masks; ``curves=False`` skips the density curves
+    (a seed row needs only the numbers)."""
     sizes = masks.hidden_sizes(model)
     H = sum(sizes)
     # drawn on the CPU generator, then moved: the same masks on every device
     m = masks.bernoulli(M, H, p, generator=g, dtype=x.dtype).to(x.device)  # (M, H)
     loss, grad = ablation.mask_losses(model, x, y, m, chunk_bytes=chunk)
-    log_grad = grad / loss[:, None]
-    on, off = grad[m == 1], grad[m == 0]
+    log_grad = ablation.log_mask_gradients(loss, grad)
+    on, off = ablation.on_off(grad, m)
+    log_on, log_off = ablation.on_off(log_grad, m)
     w = config.kernel_width
-    node_on = torch.where(m == 1, grad, torch.nan).nanmean(0)
-    node_off = torch.where(m == 0, grad, torch.nan).nanmean(0)
-    shown = _shown_units(sizes)
+    node_on, node_off = ablation.node_on_off_means(grad, m)
+    shown = _shown_units(sizes) if curves else []
+    empty = Density(torch.zeros(0), torch.zeros(0))
+
+    def density(values: Tensor) -> Density:
+        return _density(values, w) if curves else empty
+
     return Subsets(
         p=p,
         loss=loss,
         distinct=len(torch.unique(m, dim=0)),
         all_on=int(m.all(1).sum()),
         loss_skewness=stats.skewness(loss),
-        loss_density=_density(loss, w),
-        log_loss_density=_density(loss.log(), w),
+        loss_density=density(loss),
+        log_loss_density=density(loss.log()),
         log_loss_fit=stats.normal_fit(loss.log()),
         gradient_mean=grad.mean().item(),
         gradient_std=grad.std(correction=0).item(),
         log_gradient_mean=log_grad.mean().item(),
         log_gradient_std=log_grad.std(correction=0).item(),
-        gradient_density=_density(grad.flatten(), w),
-        on_mean=on.mean().item() if len(on) else math.nan,
-        on_std=on.std(correction=0).item() if len(on) > 1 else math.nan,
-        off_mean=off.mean().item() if len(off) else math.nan,
-        off_std=off.std(correction=0).item() if len(off) > 1 else math.nan,
-        on_density=_density(_or_all(on, grad.flatten()), w),
-        off_density=_density(_or_all(off, grad.flatten()), w),
+        gradient_density=density(grad.flatten()),
+        on_mean=_mean(on),
+        on_std=_std(on),
+        off_mean=_mean(off),
+        off_std=_std(off),
+        log_on_mean=_mean(log_on),
+        log_on_std=_std(log_on),
+        log_off_mean=_mean(log_off),
+        log_off_std=_std(log_off),
+        gradient_kurtosis=stats.excess_kurtosis(grad),
+        on_density=density(_or_all(on, grad.flatten())),
+        off_density=density(_or_all(off, grad.flatten())),
         node_on_mean=node_on,
         node_off_mean=node_off,
         node_std=grad.std(0, correction=0),
-        node_on_densities=[_density(_or_all(grad[m[:, j] == 1, j], grad[:, j]), w) for j in shown],
-        node_off_densities=[_density(_or_all(grad[m[:, j] == 0, j], grad[:, j]), w) for j in shown],
+        node_on_densities=[density(_or_all(grad[m[:, j] == 1, j], grad[:, j])) for j in shown],
+        node_off_densities=[density(_or_all(grad[m[:, j] == 0, j], grad[:, j])) for j in shown],
         shown_units=shown,
     )
 
@@ -412,7 +490,7 @@ def _paths(model, x, y, P: int, g: torch.Generator, chunk: int, advance) -> Path
     log_loss = loss.log().reshape(P, H + 1)  # (P, H+1)
     cov = stats.path_covariance(log_loss)
     r = stats.pearson(log_loss[:, 0], log_loss[:, -1])  # the end is the start's complement
-    return Paths(log_loss.mean(0), cov, r, stats.correlation_p_value(r, P).item())
+    return Paths(log_loss.mean(0), cov, r, stats.correlation_p_value(r, P).item(), P)
 
 
 def _removal(model, x, y, config: Config, chunk: int, advance) -> Removal:
@@ -459,16 +537,52 @@ def _maps(model, net_data: data.Dataset, test: data.Dataset, config: Config) -> 
     )
 
 
-def _headline_row(
-    seed: int, model: nn.Module, x: Tensor, y: Tensor, config: Config, sc: Scale, chunk, advance
-) -> SeedRow:
-    g = torch.Generator().manual_seed(config.seed)
-    subsets = []
-    for p in config.probabilities:
-        subsets.append(_subsets(model, x, y, p, sc.masks, config, g, chunk))
-        advance(sc.masks)
-    paths = _paths(model, x, y, sc.paths, g, chunk, advance)
-    full = train.evaluate(model, data.Dataset(x, y, "test"))
+def _units(model: nn.Module, x: Tensor, config: Config) -> Units:
+    """Mean and spread of each unit's activation; dead units and bias-like ones by both rules."""
+    acts = masks.hidden_activations(model, x)
+    mean, std, _ = stats.unit_statistics(acts)
+    gap = compare.bias_like_gap(mean, std, ratio=config.bias_gap)
+    listed = lambda b: b.nonzero().flatten().tolist()  # noqa: E731
+    return Units(
+        mean,
+        std,
+        listed(torch.cat(compare.silent(acts))),
+        listed(gap.units),
+        listed(compare.bias_like(mean, std, config.bias_cv)),
+        gap.below,
+        gap.above,
+    )
+
+
+def _sanity(subsets: list[Subsets], H: int) -> dict[str, float]:
+    """The source's check: the mean gradient at the middle p times the expected number of extra
+    units between the lowest and highest p, against the difference of their mean losses."""
+    ps = [s.p for s in subsets]
+    lo, hi = subsets[ps.index(min(ps))], subsets[ps.index(max(ps))]
+    mid = subsets[len(subsets) // 2]
+    return {
+        "p_low": lo.p,
+        "p_high": hi.p,
+        "p_gradient": mid.p,
+        "expected extra nodes": (hi.p - lo.p) * H,
+        "mean gradient x extra nodes": mid.gradient_mean * (hi.p - lo.p) * H,
+        "mean loss difference": hi.mean_loss - lo.mean_loss,
+    }
+
+
+def _least_harm(single: Tensor, dead: list[int], full: float) -> float:
+    """Relative loss increase of the cheapest removal of one live unit (a dead unit's removal
+    changes nothing); NaN if every unit is dead."""
+    live = torch.ones(len(single), dtype=torch.bool)
+    live[dead] = False
+    return (single[live].min().item() - full) / full if live.any() else math.nan
+
+
+def _row(seed, epochs, full, subsets, paths, units, single, H) -> SeedRow:
+    """The headline numbers of one net from its measured pieces."""
+    sn = _sanity(subsets, H)
+    mid = subsets[len(subsets) // 2]
+    diff = sn["mean loss difference"]
     return SeedRow(
         seed,
         full["accuracy"],
@@ -479,7 +593,45 @@ def _headline_row(
         [s.gradient_mean for s in subsets],
         paths.covariance.decorrelated_after,
         paths.complement_correlation,
+        complement_p=paths.complement_p,
+        paths=paths.count,
+        epochs=epochs,
+        skewness=[s.loss_skewness for s in subsets],
+        shapiro_p=[s.log_loss_fit.shapiro_p for s in subsets],
+        ks=[s.log_loss_fit.ks for s in subsets],
+        gradient_kurtosis=[s.gradient_kurtosis for s in subsets],
+        log_on_mean=mid.log_on_mean,
+        log_off_mean=mid.log_off_mean,
+        sanity_ratio=sn["mean gradient x extra nodes"] / diff if diff else math.nan,
+        bias_nodes=len(units.bias),
+        bias_threshold=len(units.bias_threshold),
+        dead_nodes=len(units.dead),
+        least_harm=_least_harm(single, units.dead, full["loss"]),
     )
+
+
+def _headline_row(
+    seed: int,
+    epochs: int,
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    config: Config,
+    sc: Scale,
+    chunk,
+    advance,
+) -> SeedRow:
+    g = torch.Generator().manual_seed(config.seed)
+    subsets = []
+    for p in config.probabilities:
+        subsets.append(_subsets(model, x, y, p, sc.masks, config, g, chunk, curves=False))
+        advance(sc.masks)
+    paths = _paths(model, x, y, sc.paths, g, chunk, advance)
+    H = sum(masks.hidden_sizes(model))
+    one_each = masks.removals(H, [[j] for j in range(H)], dtype=x.dtype).to(x.device)
+    single = _losses(model, x, y, one_each, chunk, advance)
+    full = train.evaluate(model, data.Dataset(x, y, "test"))
+    return _row(seed, epochs, full, subsets, paths, _units(model, x, config), single, H)
 
 
 # --- the subject -----------------------------------------------------------------------------
@@ -580,9 +732,12 @@ def _subject(
 # --- the study -------------------------------------------------------------------------------
 
 
-def _seeds(recipe, model, split, x, y, config, sc, dtype, device, chunk, advance):
-    """Headline rows of ``sc.seeds`` nets trained from the recipe (MLPs together with
-    ``fit_many``, convnets one by one with ``train.fit``), and a note if there are none."""
+def _seeds(
+    recipe, model, split, x, y, config, sc, dtype, device, chunk, advance, count=None, first=0
+):
+    """Headline rows of nets trained from the recipe, seeds ``config.seed + k`` for ``first <=
+    k < count`` (default ``sc.seeds``; MLPs together with ``fit_many``, convnets one by one with
+    ``train.fit``), and a note if there are none. ``recipe["epochs"]`` sets the arm."""
     if recipe is None:
         return [], "The checkpoint carries no training recipe, so no other seeds were trained."
     if sc.seeds == 0:
@@ -593,8 +748,10 @@ def _seeds(recipe, model, split, x, y, config, sc, dtype, device, chunk, advance
             "--budget (0: no limit) to train them."
         )
     shape, classes = tuple(split.train.x.shape[1:]), split.train.classes
-    seeds = [config.seed + k for k in range(sc.seeds)]
+    seeds = [config.seed + k for k in range(first, sc.seeds if count is None else count)]
     nets = [_fresh(recipe, shape, classes, s).to(device) for s in seeds]
+    if not nets:
+        return [], ""
     if masks.hidden_sizes(nets[0]) != masks.hidden_sizes(model):
         return [], (
             f"No other seeds were trained: the recorded recipe ({recipe['arch']}) builds hidden "
@@ -617,7 +774,7 @@ def _seeds(recipe, model, split, x, y, config, sc, dtype, device, chunk, advance
             advance(0, status=f"training seed {s}")
             train.fit(net, split.train, seed=s, **fit)
         net = net.to(dtype).eval()
-        rows.append(_headline_row(s, net, x, y, config, sc, chunk, advance))
+        rows.append(_headline_row(s, fit["epochs"], net, x, y, config, sc, chunk, advance))
     return rows, ""
 
 
@@ -658,8 +815,18 @@ def run(
     chunk = config.chunk_mb * 2**20
     g = torch.Generator().manual_seed(config.seed)
     n_p = len(config.probabilities)
-    per_net = n_p * sc.masks + sc.paths * (H + 1)  # masks of one headline analysis
-    total = per_net + H + sc.pairs + (sc.seeds if recipe else 0) * per_net
+    per_net = n_p * sc.masks + sc.paths * (H + 1) + H  # masks of one headline analysis
+    robust = dict(recipe, epochs=config.robust_epochs) if recipe else None
+    if (
+        config.checkpoint
+        or not config.robust_epochs
+        or config.robust_epochs == config.circle_epochs
+    ):
+        robust = None  # the robustness arm is the toy net's
+    toy = not config.checkpoint  # the studied net is the main arm's first seed
+    n_robust = min(config.robust_seeds, sc.seeds) if robust is not None else 0
+    total = per_net + sc.pairs + ((sc.seeds - toy) if recipe else 0) * per_net
+    total += n_robust * per_net
     with track(total, "node removal (masks)", enabled=progress) as advance:
         subsets = []
         for p in config.probabilities:
@@ -670,26 +837,25 @@ def run(
         paths = _paths(model, x, y, sc.paths, g, chunk, advance)
         advance(0, status="single and pair removal")
         removal = _removal(model, x, y, config, chunk, advance)
-        mean, std, peak = stats.unit_statistics(masks.hidden_activations(model, x))
-        dead = (peak == 0).nonzero().flatten().tolist()
-        bias = ((std < config.bias_cv * mean.abs()) & (mean.abs() > 0)).nonzero().flatten().tolist()
+        units = _units(model, x, config)
         maps = None
         if not view.conv and test.shape == (2,):
             advance(0, status="heatmaps")
             maps = _maps(model, split.train, test, config)
-        seeds, note = _seeds(recipe, model, split, x, y, config, sc, dtype, device, chunk, advance)
-    full = train.evaluate(model, data.Dataset(x, y, test.name, test.classes))
-    lo, hi = min(config.probabilities), max(config.probabilities)
-    s_lo, s_hi = subsets[config.probabilities.index(lo)], subsets[config.probabilities.index(hi)]
-    mid = subsets[len(subsets) // 2]
-    sanity = {
-        "p_low": lo,
-        "p_high": hi,
-        "p_gradient": mid.p,
-        "expected extra nodes": (hi - lo) * H,
-        "mean gradient x extra nodes": mid.gradient_mean * (hi - lo) * H,
-        "mean loss difference": s_hi.mean_loss - s_lo.mean_loss,
-    }
+        full = train.evaluate(model, data.Dataset(x, y, test.name, test.classes))
+        epochs = recipe["epochs"] if recipe else 0
+        main = _row(config.seed, epochs, full, subsets, paths, units, removal.single, H)
+        seeds, note = _seeds(
+            recipe, model, split, x, y, config, sc, dtype, device, chunk, advance, first=toy
+        )
+        if toy and sc.seeds:
+            seeds = [main, *seeds]
+        longer = []
+        if n_robust:
+            advance(0, status=f"robustness arm: {config.robust_epochs} epochs")
+            longer, _ = _seeds(
+                robust, model, split, x, y, config, sc, dtype, device, chunk, advance, n_robust
+            )
     results = Results(
         model=description,
         data=test.name,
@@ -700,13 +866,13 @@ def run(
         test_accuracy=full["accuracy"],
         probabilities=list(config.probabilities),
         subsets=subsets,
-        sanity=sanity,
+        sanity=_sanity(subsets, H),
         paths=paths,
         removal=removal,
-        activation_mean=mean,
-        activation_std=std,
-        bias_nodes=bias,
-        dead_nodes=dead,
+        activation_mean=units.mean,
+        activation_std=units.std,
+        bias_nodes=units.bias,
+        dead_nodes=units.dead,
         maps=maps,
         seeds=seeds,
         seeds_note=note,
@@ -714,14 +880,292 @@ def run(
         in_shape=shape,
         toy=not config.checkpoint,
         scale=sc,
+        main=main,
+        units=units,
+        robust=longer,
+        epochs=epochs,
+        robust_epochs=config.robust_epochs if robust is not None else 0,
+        source_outside=stats.outside_disc(math.sqrt(2 / math.pi)),
     )
     return files.to_cpu(results)
 
 
 def headline(results: Results) -> dict[str, float]:
+    """The studied net's key numbers (seed ``config.seed``; the findings give the seeds' means)."""
     out = {"full loss": results.full_loss}
     for s in results.subsets:
         out[f"mean loss, p={s.p}"] = s.mean_loss
     out["flips until decorrelated"] = results.paths.covariance.decorrelated_after
     out["complement log-loss correlation"] = results.paths.complement_correlation
+    out["bias-like nodes (gap rule)"] = len(results.bias_nodes)
+    return out
+
+
+# The source's figures (Hobson 2022, part 1): its 2-20-2 net, 20 epochs, 1000 masks per p.
+SOURCE_FULL_LOSS = 0.117
+SOURCE_MEAN_LOSS = {0.25: 1.0277, 0.5: 0.8782, 0.75: 0.5844}
+SOURCE_BIAS_NODES = 4
+SOURCE_FLIPS = (5, 6)
+HARM = 0.05  # "barely noticeable": the cheapest single removal raises the loss by under 5%
+SANITY = (0.8, 1.25)  # "reasonably close": the gradient's prediction within 25% of the change
+
+
+def _smallest_fall(values: list[float], ps: list[float]) -> float:
+    """The smallest drop of ``values`` from one p to the next larger p (> 0: falling)."""
+    ordered = [v for _, v in sorted(zip(ps, values, strict=True))]
+    return min((a - b for a, b in itertools.pairwise(ordered)), default=math.nan)
+
+
+def _per_seed(rows: list[SeedRow], value) -> list[float]:
+    return [float(value(r)) for r in rows]
+
+
+def _robust(results: Results, value, fmt: str = "{:.3g}") -> str:
+    """The robustness arm's mean of ``value`` per seed, as a clause for a finding's detail."""
+    rows = results.robust
+    if not rows:
+        return ""
+    e = rules.estimate(_per_seed(rows, value))
+    return f" Robustness arm ({results.robust_epochs} epochs): {e}."
+
+
+def findings(results: Results, config: Config) -> list[Finding]:
+    """The source's claims about its toy net, each against the main arm over seeds (the
+    studied net alone when no seeds were trained), with the robustness arm in the detail."""
+    r = results
+    rows = r.seeds or ([r.main] if r.main else [])
+    t = titles(r)
+    w, ws = t["word"], t["words"]
+    if not rows:
+        return [rules.not_measured("every claim", "results of an older version: no seed rows")]
+    n, P = len(rows), rows[0].paths
+    mid_p = r.probabilities[len(r.probabilities) // 2]  # the source split at p = 0.5
+    arm = (
+        f"Main arm: {n} seeds of the studied recipe"
+        + (f" ({r.epochs} epochs)" if r.epochs else "")
+        + "."
+    )
+    toy = r.toy
+    out: list[Finding] = []
+    why_not = (
+        f"the studied net is {r.model}, not the source's 2-20-2 circle net, so absolute numbers "
+        "are not comparable"
+    )
+    unbalanced = (
+        f"Cause, in part: the source's circle leaves {100 * r.source_outside:.0f}% of its points "
+        "outside (its code compares |x|^2 with sqrt(2/pi); ours with 2/pi: 50%, "
+        "stats.outside_disc), and Keras' initialisation is not PyTorch's."
+    )
+    claim = "With every node on, the trained net's cross-entropy is 0.117"
+    if toy:
+        out.append(
+            rules.within(
+                claim,
+                _per_seed(rows, lambda s: s.full_loss),
+                SOURCE_FULL_LOSS,
+                SOURCE_FULL_LOSS,
+                source="0.117",
+                section=t["seeds"],
+                detail=f"{arm} {unbalanced}" + _robust(r, lambda s: s.full_loss),
+            )
+        )
+        for k, p in enumerate(r.probabilities):
+            if p not in SOURCE_MEAN_LOSS:
+                continue
+            out.append(
+                rules.within(
+                    f"The mean loss over random subsets at p = {p} is {SOURCE_MEAN_LOSS[p]}",
+                    _per_seed(rows, lambda s, k=k: s.mean_loss[k]),
+                    SOURCE_MEAN_LOSS[p],
+                    SOURCE_MEAN_LOSS[p],
+                    source=f"{SOURCE_MEAN_LOSS[p]:.3f}",
+                    section=t["loss"],
+                    detail=f"{arm} {unbalanced}" + _robust(r, lambda s, k=k: s.mean_loss[k]),
+                )
+            )
+    else:
+        out.append(rules.not_measured(claim, why_not, source="0.117"))
+    out.append(
+        rules.every(
+            f"More {ws} kept, lower mean loss",
+            _per_seed(rows, lambda s: _smallest_fall(s.mean_loss, r.probabilities)),
+            lambda v: v > 0,
+            "the mean loss falls from each p to the next (smallest fall > 0)",
+            source="1.028 > 0.878 > 0.584",
+            section=t["loss"],
+            detail=arm,
+            unit=" (smallest fall)",
+        )
+    )
+    out.append(
+        rules.every(
+            "The loss distribution is skewed to the right",
+            _per_seed(rows, lambda s: min(s.skewness)),
+            lambda v: v > 0,
+            "the skewness of the loss is > 0 at every p",
+            source="by eye",
+            section=t["loss"],
+            detail=arm,
+            unit=" (smallest skewness)",
+        )
+    )
+    ks = max(max(s.ks) for s in rows)
+    out.append(
+        rules.every(
+            "The log-loss is close to normal (the loss log-normal)",
+            _per_seed(rows, lambda s: min(s.shapiro_p)),
+            lambda v: v >= 0.05,
+            "the Shapiro-Wilk test keeps normality (p >= 0.05) at every p",
+            source="by eye",
+            section=t["lognormal"],
+            detail=f"{arm} Largest Kolmogorov-Smirnov distance to the fitted normal: {ks:.3f}."
+            + _robust(r, lambda s: min(s.shapiro_p)),
+            unit=" (smallest Shapiro p)",
+        )
+    )
+    out.append(
+        rules.below(
+            f"The mean gradient of the loss w.r.t. the mask is negative at every p (more {ws} "
+            "help on average)",
+            _per_seed(rows, lambda s: max(s.gradient_mean)),
+            0.0,
+            source="-0.069, -0.048, -0.027",
+            section=t["gradients"],
+            detail=arm,
+            unit=" (largest over p)",
+        )
+    )
+    out.append(
+        rules.every(
+            f"The mean gradient times the expected extra {ws} predicts the change of mean loss",
+            _per_seed(rows, lambda s: s.sanity_ratio),
+            lambda v: SANITY[0] <= v <= SANITY[1],
+            f"the ratio prediction / change lies in [{SANITY[0]}, {SANITY[1]}]",
+            source="-0.475 vs -0.443 (ratio 1.07)",
+            section=t["gradients"],
+            detail=arm + _robust(r, lambda s: s.sanity_ratio),
+        )
+    )
+    out.append(
+        rules.above(
+            f"At p = {mid_p}, d log L / d m of a {w} that is on is positive on average",
+            _per_seed(rows, lambda s: s.log_on_mean),
+            0.0,
+            source="0.056",
+            section=t["gradients"],
+            detail=arm + _robust(r, lambda s: s.log_on_mean),
+        )
+    )
+    out.append(
+        rules.below(
+            f"At p = {mid_p}, d log L / d m of a {w} that is off is negative on average",
+            _per_seed(rows, lambda s: s.log_off_mean),
+            0.0,
+            source="-0.173",
+            section=t["gradients"],
+            detail=arm + _robust(r, lambda s: s.log_off_mean),
+        )
+    )
+    out.append(
+        rules.every(
+            "The mask gradients are sharper-peaked and heavier-tailed than a normal",
+            _per_seed(rows, lambda s: min(s.gradient_kurtosis)),
+            lambda v: v > 0,
+            "the excess kurtosis of d L / d m is > 0 at every p",
+            source="by eye",
+            section=t["gradients"],
+            detail=arm,
+            unit=" (smallest excess kurtosis)",
+        )
+    )
+    lo, hi = SOURCE_FLIPS
+    out.append(
+        rules.every(
+            "Along a flip path the log-loss decorrelates from the start after 5-6 flips",
+            _per_seed(rows, lambda s: s.decorrelated_after),
+            lambda v: lo <= v <= hi,
+            f"the correlation with the start stops being significant after {lo} to {hi} flips",
+            source="5-6 flips",
+            section=t["paths"],
+            detail=f"{arm} First flip count whose correlation with the start is not significant "
+            f"at 5% over {P} paths; more paths make smaller correlations significant, so the "
+            "count grows with the paths (the source does not give its number)."
+            + _robust(r, lambda s: s.decorrelated_after),
+            unit=" flips",
+        )
+    )
+    crit = stats.critical_correlation(P) if P >= 3 else math.inf
+    out.append(
+        rules.every(
+            "The log-losses of a mask and of its complement correlate positively",
+            _per_seed(rows, lambda s: s.complement_correlation),
+            lambda v: v > crit,
+            f"r > {crit:.3f} (positive and significant at 5% over {P} paths)",
+            source="positive, significant",
+            section=t["paths"],
+            detail=arm + _robust(r, lambda s: s.complement_correlation),
+        )
+    )
+    threshold = rules.estimate(_per_seed(rows, lambda s: s.bias_threshold))
+    gap = (
+        f"gap rule: the {ws} below the highest gap of >= {config.bias_gap}x in the sorted "
+        "std/|mean| under 1"
+    )
+    bias_detail = (
+        f"{arm} Counted by the {gap}; the fixed threshold std < {config.bias_cv} |mean| counts "
+        f"{threshold}, splitting a cluster of nearly constant {ws}."
+        + _robust(r, lambda s: s.bias_nodes)
+    )
+    if toy:
+        out.append(
+            rules.every(
+                "4 of the 20 nodes act as a bias (nearly constant over the data)",
+                _per_seed(rows, lambda s: s.bias_nodes),
+                lambda v: v == SOURCE_BIAS_NODES,
+                f"the gap rule finds {SOURCE_BIAS_NODES} bias-like nodes",
+                source="4 of 20",
+                section=t["bias"],
+                detail=bias_detail,
+                unit=" nodes",
+            )
+        )
+    else:
+        out.append(
+            rules.above(
+                f"Some {ws} act as a bias (nearly constant over the data)",
+                _per_seed(rows, lambda s: s.bias_nodes),
+                0.0,
+                source="4 of 20",
+                section=t["bias"],
+                detail=bias_detail,
+                unit=f" {ws}",
+            )
+        )
+    out.append(
+        rules.every(
+            f"Removing the least important live {w} alone barely changes the loss",
+            _per_seed(rows, lambda s: 100 * s.least_harm),
+            lambda v: v < 100 * HARM,
+            f"the cheapest removal of one live {w} raises the loss by less than {100 * HARM:.0f}%",
+            source="+1.7% (0.117 to 0.119)",
+            section=t["removal"],
+            detail=arm,
+            unit="%",
+        )
+    )
+    out.append(
+        rules.not_measured(
+            "The covariance with the start and with the end agree (symmetry under reversal)",
+            "no test of equality of the two curves; the figure draws both",
+            source="by eye",
+            section=t["paths"],
+        )
+    )
+    out.append(
+        rules.not_measured(
+            "A pruned net scores well when its nodes balance out, which its complement inherits",
+            "the source's explanation; no measurement of balance is made",
+            section=t["paths"],
+        )
+    )
     return out

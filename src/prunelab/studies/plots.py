@@ -104,3 +104,18 @@ def curves(
         ax.set_yscale("log")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+
+
+def integer_ticks(ax, *, x: bool = True, y: bool = False) -> None:
+    """Only whole-number ticks on the chosen axes (node indices, flip counts, seeds)."""
+    from matplotlib.ticker import MaxNLocator
+
+    if x:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if y:
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def shared_colorbar(fig, axes, mappable, label: str) -> None:
+    """One colour bar for a grid of heat maps that share a colour scale."""
+    fig.colorbar(mappable, ax=list(axes), shrink=0.6, label=label)

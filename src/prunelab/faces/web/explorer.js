@@ -17,8 +17,16 @@
   const STD = decode(DATA.std);
   const MEAN = decode(DATA.mean);
   const INPUT_BOX = DIN > 12 || NET.stages[0].kind === "conv"; // the input as one box
-  const unitName = (i) => (CONV[i] ? "channel" : "node");
-  const layerName = (i) => (CONV[i] ? "conv layer" : "hidden layer");
+  // names as the reports give them: "node t" (the mask index) on an MLP; "conv2 ch 5" and
+  // "fc1 #17" (layers counted from 1 per kind, the unit within its layer) on a convnet
+  const ANY_CONV = CONV.some(Boolean);
+  const nthOfKind = (i) => CONV.slice(0, i + 1).filter((c) => c === CONV[i]).length;
+  const layerLabel = (i) => (ANY_CONV ? `${CONV[i] ? "conv" : "fc"}${nthOfKind(i)}` : `layer ${i + 1}`);
+  const unitLabel = (t) => {
+    const i = LAYER_OF[t], j = t - OFFSET[i];
+    if (!ANY_CONV) return `node ${t}`;
+    return CONV[i] ? `${layerLabel(i)} ch ${j}` : `${layerLabel(i)} #${j}`;
+  };
 
   // ---------------------------------------------------------------------------------------
   // state
@@ -121,9 +129,8 @@
         layout.r[t] = sp * (0.16 + 0.3 * rel);
       }
       // convnets: conv1, conv2, fc1, ... as the node-removal report names them
-      const nth = CONV.slice(0, i + 1).filter((c) => c === CONV[i]).length;
       const anyConv = CONV.some(Boolean);
-      const label = anyConv ? `${CONV[i] ? "conv" : "fc"}${nth} (${h})` : `hidden ${i} (${h})`;
+      const label = `${layerLabel(i)} (${h})`;
       columns.push({ kind: "hidden", layer: i, x: x + cols * sp / 2, count: h, label, xs, ys, sp });
       x += cols * sp + gap;
     }
@@ -180,7 +187,7 @@
       const i = LAYER_OF[t], j = t - OFFSET[i];
       const sp = columns[i + 1].sp;
       const g = el("g", { class: CONV[i] ? "node chan on" : "node on", tabindex: 0, role: "switch",
-        "aria-checked": "true", "data-node": t, "aria-label": `${layerName(i)} ${i}, ${unitName(i)} ${j}` }, nodes);
+        "aria-checked": "true", "data-node": t, "aria-label": unitLabel(t) }, nodes);
       el("circle", { cx: layout.x[t], cy: layout.y[t], r: sp / 2, class: "hit" }, g);
       el("circle", { cx: layout.x[t], cy: layout.y[t], r: Math.min(sp / 2, layout.r[t] + 2.5), class: "ring" }, g);
       el("circle", { cx: layout.x[t], cy: layout.y[t], r: layout.r[t], class: "dot" }, g);
@@ -245,7 +252,7 @@
     const grad = dataField.unitGradient(t);
     const status = state.on[t] ? "on" : state.compensate ? "removed, held at its mean" : "removed (output 0)";
     tooltip.innerHTML =
-      `<b>${layerName(i)} ${i}, ${unitName(i)} ${j}</b> <span class=muted>(mask index ${t})</span><br>` +
+      `<b>${unitLabel(t)}</b> <span class=muted>(${ANY_CONV ? `mask index ${t}, ` : ""}${layerLabel(i)}, ${CONV[i] ? "channel" : "node"} ${j} of it)</span><br>` +
       `${status}<br>activation std ${fmt(STD[t])}, mean ${fmt(MEAN[t])}` +
       (CONV[i] ? " (over samples and positions)" : "") + "<br>" +
       `dL/dm on the data: ${fmt(grad)}${state.compensate ? " (m fades it towards its mean)" : ""}` +
@@ -320,7 +327,7 @@
       const scale = q > 0 ? q : sorted[sorted.length - 1] || 1, color = lut(LUT.grad);
       paint((g) => color((Math.max(-1, Math.min(1, v[g] / scale)) + 1) / 2));
       const i = LAYER_OF[state.gradient];
-      title.textContent = `gradient d loss / d m of ${layerName(i)} ${i}, ${unitName(i)} ${state.gradient - OFFSET[i]}`;
+      title.textContent = `gradient d loss / d m of ${unitLabel(state.gradient)}`;
       [lo, mid, hi] = [`≤ ${fmt(-scale, 2)}`, "0", `≥ ${fmt(scale, 2)}`];
       drawBar(LUT.grad);
     } else if (C === 2) {
@@ -596,10 +603,15 @@
     render();
   }
 
-  function removeLowest(k) {
+  // The train-vs-prune source removed the lowest-std nodes with bias compensation (b_j +=
+  // sum_i mean(x_i) w_ij), which holds them at their means: the default here too.
+  function removeLowest(k, compensate = true) {
     const order = Array.from({ length: H }, (_, t) => t).sort((a, b) => STD[a] - STD[b] || a - b);
     state.on.fill(1);
     for (const t of order.slice(0, Math.max(0, Math.min(H, k)))) state.on[t] = 0;
+    state.compensate = !!compensate;
+    document.getElementById("compensate").checked = state.compensate;
+    document.getElementById("lowest-compensate").checked = state.compensate;
     render();
   }
 
@@ -657,7 +669,7 @@
     document.getElementById("random").addEventListener("click", () =>
       randomSubset(number("keep", 0, 1, 0.5), Math.round(number("seed", 0, 2 ** 32 - 1, 0))));
     document.getElementById("lowest").addEventListener("click", () =>
-      removeLowest(Math.round(number("k", 0, H, 0))));
+      removeLowest(Math.round(number("k", 0, H, 0)), document.getElementById("lowest-compensate").checked));
     render();
   }
 

@@ -1,5 +1,7 @@
 """The interactive explorer: one self-contained HTML page to take units out of a network by hand.
 
+How to read it and why its defaults are what they are: docs/explorer.md.
+
 :func:`page` embeds a network's weights (float64; an eval-mode BatchNorm folded into its Linear
 or Conv2d in Python), a sample of its data, the hidden units' activation statistics and, for
 2-D inputs, a ``G x G`` grid over ``[-lim, lim]^2`` with its labels, as base64 arrays in a JSON
@@ -34,15 +36,18 @@ Each number the page shows equals a Python function on the same sample (float64)
   ``x_g`` with the labels ``y_g = data.plane_labels(sample, grid)``: in plain mode
   ``ablation.point_mask_gradients(model, grid, labels, m)``; with compensation as above.
 
-"Remove the k lowest-std units" ranks all hidden units of the network together (ties by
-index). "Random subset" keeps unit ``t`` iff ``u_t < p``, the ``u_t`` drawn in unit order from a
+Units are named as the reports name them: ``node t`` (the mask index) on an MLP, ``conv2 ch 5``
+and ``fc1 #17`` on a convnet. "Remove the k lowest-std units" ranks all hidden units of the
+network together (ties by index) and, by default, switches mean compensation on: the
+train-vs-prune source pruned that way (bias compensation, which equals holding the units at
+their means). "Random subset" keeps unit ``t`` iff ``u_t < p``, the ``u_t`` drawn in unit order from a
 mulberry32 generator seeded with the given seed: the same seed gives the same subset.
 
 A toggle updates incrementally: the layer reading a changed unit gets that unit's contribution
 corrected (a rank-one update of a Linear's pre-activations, one input channel of a
 convolution), later layers are recomputed; on a 2-50-50-2 net with a 200 x 200 grid that is a
 few million multiply-adds, tens of milliseconds, and on a digits LeNet-5 (200 images) about
-as much (``tests/test_explorer_browser.py`` prints the measured times).
+as much (``benchmarks/explorer_toggle.py`` prints the measured times).
 """
 
 from __future__ import annotations

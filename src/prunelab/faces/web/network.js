@@ -402,6 +402,10 @@ const Network = (DATA) => {
           if (this.ownMeans) channelMeans(this.units(s), n, h, st.unitPos, this.means, o);
         }
         for (let j = 0; j < h; j++) c[o + j] = compensate ? (consts || this.means)[o + j] : 0;
+        const hold = this.hold[s], Q = this.out(s);
+        // the held maps enter every unit's gradient (Q - hold), so they follow c even in a
+        // stage whose outputs did not change (compensation switched with no unit of it off)
+        holdMaps(st, c, o, hold);
         let changed = null;
         if (!dirty) {
           changed = [];
@@ -411,8 +415,6 @@ const Network = (DATA) => {
           }
           if (changed.length === 0) continue;
         }
-        const hold = this.hold[s], Q = this.out(s);
-        holdMaps(st, c, o, hold);
         if (changed && 4 * changed.length <= h) {
           const D = new Float64Array(n * qp);
           for (const j of changed) {
