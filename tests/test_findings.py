@@ -108,3 +108,15 @@ def test_direction_says_significant_same_direction_or_opposite():
     assert f.verdict == "differs" and f.detail.startswith("d. Same direction")
     g = findings.above("c", [0.9, 1.0, 1.1])
     assert findings.noted(g) == g  # a verdict that holds is left alone
+
+
+def test_bounds_clip_the_interval_to_the_quantitys_range():
+    # two seeds, 50% and 99% agreement: the t interval reaches past 100% and below 0
+    raw = findings.estimate([50.0, 99.0])
+    assert raw.low < 0 and raw.high > 100
+    e = findings.estimate([50.0, 99.0], bounds=(0.0, 100.0))
+    assert (e.mean, e.low, e.high) == (raw.mean, 0.0, 100.0)
+    f = findings.above("agree", [50.0, 99.0], 99.0, bounds=(0.0, 100.0), unit="%")
+    assert f.verdict == "differs" and "[0, 100]%" in f.ours
+    with pytest.raises(ValueError, match="bounds"):
+        findings.estimate([1.0], bounds=(1.0, 0.0))

@@ -15,10 +15,14 @@ Rules (``values``: one number per seed):
     below(values, t)        holds iff it lies below t
     within(values, lo, hi)  holds iff the interval of the mean meets the source's range [lo, hi]
     every(values, pred)     holds iff pred holds on every seed (a claim about each run)
+
+Each rule takes ``bounds``, the quantity's range (an accuracy in %: ``(0, 100)``), to which the
+interval is clipped: two seeds give wide intervals, never ones past what the quantity can be.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -70,8 +74,14 @@ class Finding:
             raise ValueError(f"verdict {self.verdict!r}: choose from {', '.join(VERDICTS)}")
 
 
-def estimate(values: Tensor | Sequence[float], *, level: float = LEVEL) -> Estimate:
-    """Mean of per-seed ``values`` [S] and its Student-t interval (zero width for one seed).
+def estimate(
+    values: Tensor | Sequence[float],
+    *,
+    level: float = LEVEL,
+    bounds: tuple[float, float] | None = None,
+) -> Estimate:
+    """Mean of per-seed ``values`` [S] and its Student-t interval (zero width for one seed),
+    the interval clipped to the quantity's range ``bounds`` (an accuracy in %: (0, 100)).
 
     Non-finite values are an error: a claim measured as NaN is not measured.
     """
@@ -82,7 +92,10 @@ def estimate(values: Tensor | Sequence[float], *, level: float = LEVEL) -> Estim
         raise ValueError(f"estimate: values must be finite; got {v.tolist()}")
     mean, half = stats.mean_interval(v, level=level)
     m, h = mean.item(), half.item()
-    return Estimate(m, m - h, m + h, v.numel())
+    lo, hi = bounds if bounds is not None else (-math.inf, math.inf)
+    if not lo <= hi:
+        raise ValueError(f"estimate: bounds must be (low, high) with low <= high; got {bounds}")
+    return Estimate(m, min(max(m - h, lo), hi), max(min(m + h, hi), lo), v.numel())
 
 
 def _num(x: float) -> str:
@@ -105,9 +118,10 @@ def above(
     detail: str = "",
     section: str = "",
     unit: str = "",
+    bounds: tuple[float, float] | None = None,
 ) -> Finding:
     """Holds iff the 95% interval of the mean of ``values`` lies above ``threshold``."""
-    e = estimate(values)
+    e = estimate(values, bounds=bounds)
     rule = f"holds iff the 95% interval of the mean lies above {_num(threshold)}"
     return _finding(claim, source, e, e.low > threshold, rule, detail, section, unit)
 
@@ -121,9 +135,10 @@ def below(
     detail: str = "",
     section: str = "",
     unit: str = "",
+    bounds: tuple[float, float] | None = None,
 ) -> Finding:
     """Holds iff the 95% interval of the mean of ``values`` lies below ``threshold``."""
-    e = estimate(values)
+    e = estimate(values, bounds=bounds)
     rule = f"holds iff the 95% interval of the mean lies below {_num(threshold)}"
     return _finding(claim, source, e, e.high < threshold, rule, detail, section, unit)
 
@@ -138,12 +153,13 @@ def within(
     detail: str = "",
     section: str = "",
     unit: str = "",
+    bounds: tuple[float, float] | None = None,
 ) -> Finding:
     """Holds iff the 95% interval of the mean of ``values`` meets the source's range
     ``[low, high]`` (a single figure: ``low == high``)."""
     if not low <= high:
         raise ValueError(f"within: low must be <= high; got {low}, {high}")
-    e = estimate(values)
+    e = estimate(values, bounds=bounds)
     span = _num(low) if low == high else f"[{_num(low)}, {_num(high)}]"
     rule = f"holds iff the 95% interval of the mean meets the source's {span}"
     holds = e.low <= high and e.high >= low
@@ -160,9 +176,10 @@ def every(
     detail: str = "",
     section: str = "",
     unit: str = "",
+    bounds: tuple[float, float] | None = None,
 ) -> Finding:
     """Holds iff ``predicate`` is true for the value of every seed; ``condition`` states it."""
-    e = estimate(values)
+    e = estimate(values, bounds=bounds)
     v = torch.as_tensor(values, dtype=torch.float64).flatten().tolist()
     rule = f"holds iff {condition} on every seed"
     return _finding(claim, source, e, all(predicate(x) for x in v), rule, detail, section, unit)

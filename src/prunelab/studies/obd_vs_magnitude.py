@@ -417,6 +417,7 @@ def _observations(r: Results, config: Config, prefix: str, where: tuple[str, ...
                 f"unpruned model's by {drops}.",
                 section=accuracy,
                 unit=" points",
+                bounds=(-100.0, 100.0),  # accuracy points
             )
         )
     for crit in config.criteria:
@@ -432,6 +433,7 @@ def _observations(r: Results, config: Config, prefix: str, where: tuple[str, ...
                 f"{100 * heavy.mean().item():+.1f} points on average.",
                 section=accuracy,
                 unit=" points",
+                bounds=(-100.0, 100.0),  # accuracy points
             )
         )
     arms = [a for a in r.curves if a.kind == base]
@@ -450,6 +452,7 @@ def _observations(r: Results, config: Config, prefix: str, where: tuple[str, ...
             + ".",
             section=accuracy,
             unit=" points",
+            bounds=(-100.0, 100.0),  # accuracy points
         )
     )
     drop_g = c(KINDS[1], "obd", "global")
@@ -467,6 +470,7 @@ def _observations(r: Results, config: Config, prefix: str, where: tuple[str, ...
             f"{100 * drop_g.accuracy[:, 0].mean():.1f}%.",
             section=dropout,
             unit=" points",
+            bounds=(-100.0, 100.0),  # accuracy points
         )
     )
     fine_n, fine_d = c(base, "obd", "global", fine=True), c(KINDS[1], "obd", "global", fine=True)
@@ -491,6 +495,7 @@ def _observations(r: Results, config: Config, prefix: str, where: tuple[str, ...
             detail=f"Measured: mean accuracy over {band}, dropout minus no dropout; {cross_text}.",
             section=dropout,
             unit=" points",
+            bounds=(-100.0, 100.0),  # accuracy points
         )
     )
     terms = {t.kind: t for t in r.cross_terms}

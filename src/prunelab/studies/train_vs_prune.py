@@ -643,6 +643,7 @@ def findings(results: Results, config: Config) -> list[Finding]:
                 "large outgoing weights (the discussion's own caveat).",
                 section=SCORES,
                 unit="%",
+                bounds=(0.0, 100.0),
             )
         )
         m = next(m for m in r.matrices if m.criterion == "activation_std")
@@ -738,6 +739,7 @@ def _arm_findings(arms, crits: list[str], prefix: str, section: str) -> list[Fin
                 f"by seed; {_pct(acc('prune', c) / 100)} against {_pct(acc('plain', c) / 100)}.",
                 section=section,
                 unit=" points",
+                bounds=(-100.0, 100.0),  # accuracy points
             )
         )
     if "random" in crits:
@@ -752,6 +754,7 @@ def _arm_findings(arms, crits: list[str], prefix: str, section: str) -> list[Fin
                 f"{_pct(acc('prune', 'random') / 100)}, full net {_pct(acc('full') / 100)}.",
                 section=section,
                 unit=" points",
+                bounds=(-100.0, 100.0),  # accuracy points
             )
         )
         out.append(
@@ -764,6 +767,7 @@ def _arm_findings(arms, crits: list[str], prefix: str, section: str) -> list[Fin
                 f"{findings_.estimate(acc('finetune', 'random') - acc('init', 'random'))} points.",
                 section=section,
                 unit=" points",
+                bounds=(-100.0, 100.0),  # accuracy points
             )
         )
     if "random" in crits and "activation_std" in crits:
@@ -778,6 +782,7 @@ def _arm_findings(arms, crits: list[str], prefix: str, section: str) -> list[Fin
                 detail=f"Measured: test accuracy, std minus random, paired by seed; {collapse}.",
                 section=section,
                 unit=" points",
+                bounds=(-100.0, 100.0),  # accuracy points
             )
         )
         out.append(
@@ -788,6 +793,7 @@ def _arm_findings(arms, crits: list[str], prefix: str, section: str) -> list[Fin
                 detail="Measured: test accuracy, std minus random, both deleting the nodes.",
                 section=section,
                 unit=" points",
+                bounds=(-100.0, 100.0),  # accuracy points
             )
         )
     return out
