@@ -247,3 +247,87 @@ def test_vgg_arm_measures_a_thin_vgg(tmp_path):
         if max(row.samples) > config.vgg_max_samples:
             assert row.sparsity == [0.0] * config.draws
     assert [row.layer for row in v.layerwise] == [0, 1, 2]
+
+
+def _finding(found, start):
+    (f,) = [f for f in found if f.claim.startswith(start)]
+    return f
+
+
+def test_findings_against_loops_over_the_results(tiny):
+    """Each finding's number recomputed with plain loops over the Results (one seed), and its
+    verdict from the threshold its rule states."""
+    config, r, _ = tiny
+    found = ab.findings(r, config)
+    eps = r.epsilon_first
+    for e in eps:  # one seed: the per-seed means are the pooled ones
+        if e.error_seed and not math.isnan(e.error_seed[0]):
+            assert e.error_seed[0] == pytest.approx(e.error_mean)
+            assert e.ratio[0] == pytest.approx(e.bound[0] / e.error_mean)
+        if e.method == ab.NEURONS and e.ball_seed and not math.isnan(e.ball_seed[0]):
+            assert e.ball_seed[0] == pytest.approx(e.ball_mean)
+    over = sum(e.samples[0] > e.size for e in eps) / len(eps)
+    f = _finding(found, "epsilon-first pruning needs more draws")
+    assert f.estimate.mean == pytest.approx(over) and (f.verdict == "holds") == (over > 0.5)
+    ratio = min(e.bound[0] / e.error_mean for e in eps if e.error_mean > 0)
+    f = _finding(found, "the bounds lie far above")
+    assert f.estimate.mean == pytest.approx(ratio) and (f.verdict == "holds") == (ratio > 10)
+    sparse = max(sum(e.sparsity) / len(e.sparsity) for e in eps if e.method == ab.NEURONS)
+    f = _finding(found, "coreset neuron pruning reaches little")
+    assert f.estimate.mean == pytest.approx(sparse) and (f.verdict == "holds") == (sparse < 0.1)
+    share = max(sum(s.implied_share) / len(s.implied_share) for s in r.sparsity_first)
+    f = _finding(found, "sparsity-first, the draws guarantee few")
+    assert f.estimate.mean == pytest.approx(share) and (f.verdict == "holds") == (share < 0.5)
+    gain = max(t.after[0] - t.before[0] for t in r.finetune)
+    f = _finding(found, "fine-tuning after pruning adds")
+    assert f.estimate.mean == pytest.approx(gain) and (f.verdict == "holds") == (gain > 0.5)
+    det = [t for t in r.finetune if t.method == "SiPP (deterministic)"]
+    rose = sum(t.raw_after[0] > t.raw_before[0] for t in det) / len(det)
+    f = _finding(found, "fine-tuning raises the raw logit error")
+    assert f.estimate.mean == pytest.approx(rose) and (f.verdict == "holds") == (rose > 0.5)
+    million = sum(e.samples[0] > 1e6 for e in eps) / len(eps)
+    assert _finding(found, "the draws required exceed").estimate.mean == pytest.approx(million)
+    by = {g.name: g for g in r.regimes}
+    diff = by["dropout"].sensitivity[0] - by["plain"].sensitivity[0]
+    f = _finding(found, "dropout raises the sensitivities")
+    assert f.estimate.mean == pytest.approx(diff) and (f.verdict == "holds") == (diff > 0)
+    drop = max(
+        sum(e.sparsity) / len(e.sparsity)
+        for e in eps
+        if e.regime == "dropout" and e.method == ab.NEURONS
+    )
+    f = _finding(found, "after dropout training")
+    assert f.estimate.mean == pytest.approx(drop) and (f.verdict == "holds") == (drop < 0.05)
+    samples = [a.samples[0] for a in r.alpha]
+    f = _finding(found, "scaling the final layer")
+    assert f.estimate.mean == pytest.approx(max(samples) / min(samples))
+    assert (f.verdict == "holds") == (max(samples) / min(samples) < 1.2)
+    ball = min(e.bound[0] / e.ball_mean for e in eps if e.method == ab.NEURONS and e.ball_mean > 0)
+    f = _finding(found, "on inputs from the theorem's L2 ball")
+    assert f.estimate.mean == pytest.approx(ball) and (f.verdict == "holds") == (ball > 1)
+    # every layer-by-layer stage was over the budget in this config: not measured, with why
+    f = _finding(found, "layer by layer")
+    assert all(row.skipped for row in r.layerwise) and f.verdict == "not measured"
+    assert "budget" in f.detail
+    sections = {s.title for s in ab.sections(r, config)}
+    assert all(f.section in sections for f in found)  # every link has its target
+
+
+def test_vgg_findings_are_prefixed_and_side_by_side(tiny):
+    """A second arm (here the same results stand in for it) gets its own findings, prefixed,
+    and the side-by-side table pairs each claim of the two arms."""
+    import dataclasses
+
+    config, r, _ = tiny
+    twin = dataclasses.replace(r, model="VGG11 ×0.0625")
+    both = dataclasses.replace(r, vgg=twin)
+    found = ab.findings(both, config)
+    mine = ab.findings(r, config)
+    assert len(found) == 2 * len(mine)
+    for a, b in zip(mine, found[len(mine) :], strict=True):
+        assert b.claim == f"VGG11 ×0.0625: {a.claim}" and b.verdict == a.verdict
+    titles = {s.title: s for s in ab.sections(both, config)}
+    assert all(f.section in titles for f in found)
+    (table,) = titles["LeNet-300-100 and VGG11 ×0.0625 side by side"].tables
+    assert [row[3] for row in table.rows] == [row[5] for row in table.rows]
+    assert [row[3] for row in table.rows] == [f.verdict for f in mine]

@@ -41,7 +41,10 @@ from torch import Tensor, nn
 from ..base import checkpoint, data, files, models, ops, train
 from ..base.progress import track
 from ..engines import ensemble
-from ..methods import coreset, coreset_eval, guarantees, l0
+from ..methods import bound_checks, coreset, coreset_eval, guarantees, l0
+from ..methods import findings as rules
+from ..methods.findings import Finding
+from . import approximation_bounds_report as titles
 from .approximation_bounds_report import sections  # noqa: F401 (the study's report)
 from .base import option
 
@@ -242,6 +245,11 @@ class EpsilonFirst:
     ball_mean: float = math.nan
     ball_std: float = math.nan
     ball_violation: float = math.nan
+    error_seed: list[float] = field(default_factory=list)  # mean error per seed (nan: not drawn)
+    ball_seed: list[float] = field(default_factory=list)  # the same on the ball (neurons only)
+    ratio: list[float] = field(default_factory=list)  # per seed, bound / mean error
+    ball_ratio: list[float] = field(default_factory=list)  # per seed, ball error / data error
+    ball_bound_ratio: list[float] = field(default_factory=list)  # per seed, bound / ball error
 
 
 @dataclass
@@ -529,6 +537,8 @@ def _epsilon_row(regime, method, share, size, trials: list[_Trial]) -> EpsilonFi
     ball = [t for tr in trials for t in tr.ball]
     ball_bounds = [tr.bound for tr in trials for _ in tr.ball]
     ball_mean, ball_std = _pooled(ball)
+    error_seed = [_pooled(tr.error)[0] for tr in trials]
+    ball_seed = [_pooled(tr.ball)[0] for tr in trials]
     return EpsilonFirst(
         regime=regime,
         method=method,
@@ -550,6 +560,13 @@ def _epsilon_row(regime, method, share, size, trials: list[_Trial]) -> EpsilonFi
         ball_mean=ball_mean,
         ball_std=ball_std,
         ball_violation=_violation(ball, ball_bounds),
+        error_seed=error_seed,
+        ball_seed=ball_seed,
+        ratio=bound_checks.bound_ratio([[tr.bound for tr in trials]], [error_seed]).tolist(),
+        ball_ratio=bound_checks.bound_ratio([ball_seed], [error_seed]).tolist(),
+        ball_bound_ratio=bound_checks.bound_ratio(
+            [[tr.bound for tr in trials]], [ball_seed]
+        ).tolist(),
     )
 
 
@@ -946,21 +963,231 @@ def _mean(values: list[float]) -> float:
 def headline(results: Results) -> dict[str, float]:
     out: dict[str, float] = {}
     first = results.regimes[0].name
+    top = max(r.share for r in results.epsilon_first)
     for row in results.epsilon_first:
-        if row.regime == first and row.share == max(r.share for r in results.epsilon_first):
+        if row.regime == first and row.share == top:
             tag = "neurons" if row.method == NEURONS else "weights"
             out[f"{tag}: samples / layer size at {row.share:.0%} ({first})"] = (
                 _mean(row.samples) / row.size
             )
-            out[f"{tag}: observed error / bound at {row.share:.0%} ({first})"] = (
-                row.error_mean / _mean(row.bound)
-            )
-    out["sparsity-first: largest share of correct labels guaranteed"] = max(
-        _mean(row.implied_share) for row in results.sparsity_first
+            out[f"{tag}: bound / observed error at {row.share:.0%} ({first})"] = _mean(row.ratio)
+    S = len(results.regimes[0].accuracy)
+    out["sparsity-first: largest share of correct labels guaranteed"] = _mean(
+        bound_checks.largest(_seed_table(results.sparsity_first, "implied_share", S)).tolist()
     )
-    for row in results.finetune:
-        if row.regime == first and row.method in ("L0", "magnitude"):
-            key = f"{row.method}: accuracy gain from fine-tuning (max over levels, {first})"
-            gain = _mean(row.after) - _mean(row.before)
-            out[key] = max(out.get(key, -math.inf), gain)
+    for method in ("L0", "magnitude"):
+        rows = [t for t in results.finetune if t.regime == first and t.method == method]
+        if rows:
+            gain = bound_checks.largest_gain([t.after for t in rows], [t.before for t in rows])
+            out[f"{method}: accuracy gain from fine-tuning (max over levels, {first})"] = _mean(
+                gain.tolist()
+            )
+    return out
+
+
+# --- findings ----------------------------------------------------------------------------------
+
+
+def _rule(rule, claim: str, values: Tensor, *args, why: str, **kw) -> Finding:
+    """``rule(claim, values, *args)``, or not measured (``why``) where a seed has no value."""
+    v = torch.as_tensor(values, dtype=torch.float64)
+    if v.numel() == 0 or not v.isfinite().all():
+        return rules.not_measured(
+            claim, why, source=kw.get("source", ""), section=kw.get("section", "")
+        )
+    return rule(claim, v, *args, **kw)
+
+
+def _seed_table(rows, attr: str, seeds: int) -> Tensor:
+    """[K, S]: per row, the per-seed means of ``attr`` (a seed x draw list)."""
+    return torch.stack([bound_checks.seed_means(getattr(r, attr), seeds) for r in rows])
+
+
+def _arm_findings(r: Results) -> list[Finding]:
+    """The source's claims on one network (``r``): each a rule on per-seed values."""
+    pre = "" if r.model == "LeNet-300-100" else f"{r.model}: "
+    S = len(r.regimes[0].accuracy)
+
+    def sec(title: str) -> str:
+        return titles.arm_title(r.model, title)
+
+    eps, out = r.epsilon_first, []
+    neurons = [e for e in eps if e.method == NEURONS]
+    samples = torch.tensor([e.samples for e in eps], dtype=torch.float64)  # [K, S]
+    never = "no setting was sampled (each needed more than max_samples draws)"
+    out.append(
+        rules.above(
+            pre + "epsilon-first pruning needs more draws than the layer has neurons or weights",
+            bound_checks.exceed_share(samples, [e.size for e in eps]),
+            0.5,
+            source="samples > layer size (Figs. 2, 6, 10)",
+            section=sec(titles.EPSILON),
+            detail="share of the (regime, method, guaranteed share) settings needing more draws "
+            "than units; holds when more than half do",
+        )
+    )
+    out.append(
+        _rule(
+            rules.above,
+            pre + "the bounds lie far above the observed errors",
+            bound_checks.smallest([e.ratio for e in eps]),
+            10.0,
+            why=never,
+            source="bound >> observed error (Figs. 2, 6)",
+            section=sec(titles.EPSILON),
+            unit="×",
+            detail="the smallest bound / mean observed error over the sampled settings; holds "
+            "when it is above 10",
+        )
+    )
+    out.append(
+        rules.below(
+            pre + "coreset neuron pruning reaches little or no sparsity",
+            bound_checks.largest(_seed_table(neurons, "sparsity", S)),
+            0.1,
+            source="sparsity about 0 (Figs. 6, 7, 10)",
+            section=sec(titles.EPSILON),
+            detail="the largest neuron sparsity over the epsilon-first settings",
+        )
+    )
+    out.append(
+        rules.below(
+            pre + "sparsity-first, the draws guarantee few of the correct labels",
+            bound_checks.largest(_seed_table(r.sparsity_first, "implied_share", S)),
+            0.5,
+            source="vacuous guarantee (Fig. 8)",
+            section=sec(titles.SPARSITY),
+            detail="the largest guaranteed share of the correct labels over the kept fractions",
+        )
+    )
+    tuned = [t for t in r.finetune if len(t.before) == S]
+    gain = bound_checks.largest_gain([t.after for t in tuned], [t.before for t in tuned])
+    out.append(
+        rules.above(
+            pre + "fine-tuning after pruning adds more than 50 accuracy points",
+            gain,
+            0.5,
+            source="> 50 points (Fig. 3)",
+            section=sec(titles.HEURISTICS),
+            detail="the largest dev accuracy gain from fine-tuning over methods and levels",
+        )
+    )
+    det = [t for t in tuned if t.method == "SiPP (deterministic)"]
+    rise = torch.tensor([t.raw_after for t in det], dtype=torch.float64) - torch.tensor(
+        [t.raw_before for t in det], dtype=torch.float64
+    )
+    claim = pre + "fine-tuning raises the raw logit error (deterministic SiPP)"
+    out.append(
+        rules.above(
+            claim,
+            bound_checks.exceed_share(rise, 0.0),
+            0.5,
+            source="error rises (Fig. 3, middle)",
+            section=sec(titles.GAP),
+            detail="share of the fine-tuned deterministic SiPP nets whose mean max_c |Delta_c| "
+            "rose; holds when more than half did",
+        )
+        if det
+        else rules.not_measured(claim, "no deterministic SiPP net was fine-tuned")
+    )
+    out.append(
+        _rule(
+            rules.above,
+            pre + "the draws required exceed the source's budget of 1M",
+            bound_checks.exceed_share(samples, 1e6),
+            0.5,
+            why=never,
+            source="> 1M samples (Fig. 10, VGG-16)",
+            section=sec(titles.EPSILON),
+            detail="share of the epsilon-first settings needing more than 1e6 draws",
+        )
+    )
+    out += _dropout_findings(r, pre, sec)
+    claim = pre + "on inputs from the theorem's L2 ball the errors stay below the bound"
+    out.append(
+        _rule(
+            rules.above,
+            claim,
+            bound_checks.smallest([e.ball_bound_ratio for e in neurons]),
+            1.0,
+            why=never,
+            source="Fig. 11 (no direction stated)",
+            section=sec(titles.BALL),
+            unit="×",
+            detail="the smallest bound / mean ball error over the sampled neuron settings",
+        )
+    )
+    if r.alpha:
+        out.append(
+            _rule(
+                rules.below,
+                pre + "scaling the final layer by alpha leaves the draws required "
+                "unchanged (within 20%)",
+                bound_checks.spread([a.samples for a in r.alpha]),
+                1.2,
+                why="no draws were computed",
+                source="Fig. 12",
+                section=sec(titles.ALPHA),
+                unit="×",
+                detail="largest / smallest draws required over the factors alpha",
+            )
+        )
+    if r.layerwise:
+        sampled = [row for row in r.layerwise if not row.skipped]
+        claim = pre + "layer by layer, the output errors stay within the bubbled-up bound"
+        out.append(
+            rules.above(
+                claim,
+                bound_checks.smallest([[row.within] for row in sampled]),
+                0.9,
+                source="Fig. 1, right",
+                section=titles.LAYERS,
+                detail="the smallest share of dev inputs within the implied output bound over "
+                "the sampled stages (first seed); holds above 1 - delta = 0.9",
+            )
+            if sampled
+            else rules.not_measured(
+                claim, "no layer could be sampled within the budget", section=titles.LAYERS
+            )
+        )
+    return out
+
+
+def _dropout_findings(r: Results, pre: str, sec) -> list[Finding]:
+    """Fig. 7: dropout raises the sensitivities and leaves no sparsity."""
+    by = {g.name: g for g in r.regimes}
+    c1 = pre + "dropout raises the sensitivities"
+    c2 = pre + "after dropout training, coreset neuron pruning reaches a sparsity of 0"
+    if "dropout" not in by or len(by) < 2:
+        why = "needs the dropout regime and another one (option regimes)"
+        return [rules.not_measured(c, why, source="Fig. 7") for c in (c1, c2)]
+    others = torch.tensor([g.sensitivity for g in r.regimes if g.name != "dropout"])
+    drop = torch.tensor(by["dropout"].sensitivity)
+    rows = [e for e in r.epsilon_first if e.regime == "dropout" and e.method == NEURONS]
+    return [
+        rules.above(
+            c1,
+            drop - bound_checks.largest(others),
+            0.0,
+            source="Fig. 7",
+            section=titles.arm_title(r.model, titles.REGIMES),
+            detail="the dropout nets' mean total sensitivity minus the largest other regime's",
+        ),
+        rules.below(
+            c2,
+            bound_checks.largest(_seed_table(rows, "sparsity", len(drop))),
+            0.05,
+            source="sparsity 0 (Fig. 7)",
+            section=titles.arm_title(r.model, titles.EPSILON),
+            detail="the largest neuron sparsity of the dropout nets over the guaranteed shares",
+        ),
+    ]
+
+
+def findings(results: Results, config: Config | None = None) -> list[Finding]:
+    """The source's claims on LeNet-300-100 (or the checkpoint) and, prefixed with its name,
+    on the VGG arm's network."""
+    out = _arm_findings(results)
+    if results.vgg is not None:
+        out += _arm_findings(results.vgg)
     return out
