@@ -178,3 +178,20 @@ def unit_statistics(acts: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
     std = torch.cat([a.std(0, correction=0) for a in flat])
     peak = torch.cat([a.abs().amax(0) for a in flat])
     return mean, std, peak
+
+
+def share_within(values: Tensor, tol: float) -> float:
+    """Share of ``values`` [N] whose magnitude is at most ``tol`` (NaN counts as outside);
+    e.g. the images whose relative conservation error is within a tolerance."""
+    v = values.detach().flatten().double()
+    if v.numel() == 0:
+        raise ValueError("share_within: values is empty")
+    return (v.abs() <= tol).double().mean().item()
+
+
+def nanmedian(values: Tensor) -> float:
+    """The median of the values [N] that are not NaN (the lower of the two middle ones for an
+    even count, as torch.median); NaN if all are."""
+    v = values.detach().flatten()
+    v = v[~v.isnan()]
+    return v.median().item() if v.numel() else float("nan")
