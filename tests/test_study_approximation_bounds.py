@@ -285,8 +285,8 @@ def test_findings_against_loops_over_the_results(tiny):
     rose = sum(t.raw_after[0] > t.raw_before[0] for t in det) / len(det)
     f = _finding(found, "fine-tuning raises the raw logit error")
     assert f.estimate.mean == pytest.approx(rose) and (f.verdict == "holds") == (rose > 0.5)
-    million = sum(e.samples[0] > 1e6 for e in eps) / len(eps)
-    assert _finding(found, "the draws required exceed").estimate.mean == pytest.approx(million)
+    f = _finding(found, "VGG-16: the draws required exceed")  # the VGG arm is off
+    assert f.verdict == "not measured" and "arch none" in f.detail
     by = {g.name: g for g in r.regimes}
     diff = by["dropout"].sensitivity[0] - by["plain"].sensitivity[0]
     f = _finding(found, "dropout raises the sensitivities")
@@ -310,7 +310,7 @@ def test_findings_against_loops_over_the_results(tiny):
     assert all(row.skipped for row in r.layerwise) and f.verdict == "not measured"
     assert "budget" in f.detail
     sections = {s.title for s in ab.sections(r, config)}
-    assert all(f.section in sections for f in found)  # every link has its target
+    assert all(f.section in sections for f in found if f.section)  # every link has its target
 
 
 def test_vgg_findings_are_prefixed_and_side_by_side(tiny):
@@ -322,9 +322,14 @@ def test_vgg_findings_are_prefixed_and_side_by_side(tiny):
     twin = dataclasses.replace(r, model="VGG11 ×0.0625")
     both = dataclasses.replace(r, vgg=twin)
     found = ab.findings(both, config)
-    mine = ab.findings(r, config)
-    assert len(found) == 2 * len(mine)
-    for a, b in zip(mine, found[len(mine) :], strict=True):
+    mine = [f for f in ab.findings(r, config) if not f.claim.startswith("VGG-16")]
+    theirs = [f for f in found if f.claim.startswith("VGG11")]
+    assert found[: len(mine)] == mine and len(found) == len(mine) + len(theirs)
+    million = [f for f in theirs if "budget of 1M" in f.claim]  # the source's VGG-16 budget
+    (f,) = million
+    share = sum(e.samples[0] > 1e6 for e in r.epsilon_first) / len(r.epsilon_first)
+    assert f.estimate.mean == pytest.approx(share) and (f.verdict == "holds") == (share > 0.5)
+    for a, b in zip(mine, [f for f in theirs if f not in million], strict=True):
         assert b.claim == f"VGG11 ×0.0625: {a.claim}" and b.verdict == a.verdict
     titles = {s.title: s for s in ab.sections(both, config)}
     assert all(f.section in titles for f in found)
