@@ -23,7 +23,8 @@ turn (:func:`prunelab.coreset.layer_by_layer`; the source's Figure 1, right).
 Training regimes. The source names easy, moderate and difficult training circumstances and
 does not define them in its text; we train under three named regimes instead, plain (Adam,
 no regularisation), dropout (0.5 in the hidden layers, the rate of the source's Figure 7) and
-weight decay, and do not map them onto the source's names.
+weight decay, and do not map them onto the source's names. The findings' rules and
+thresholds: ``docs/approximation-bounds.md``.
 """
 
 from __future__ import annotations

@@ -7,8 +7,9 @@ which biases carry the decision where (per layer and channel in the LeNet-5); a 
 table and an agreement matrix compare the methods per classifier; the LeNet-5's max pools are
 explained under the source's two maximum rules, gradient and radial; and the decoy experiment
 tries the source's alignment idea (train with a penalty on relevance in a forbidden region, here
-a patch that gives the label away, in a corner or over the strokes) with MLPs and LeNet-5s. The
-report is rendered by :mod:`.relevance_report`.
+a patch that gives the label away, in a corner or over the strokes) with MLPs and LeNet-5s; the
+penalty weight is picked on a dev split held out of the training images. The report is rendered
+by :mod:`.relevance_report`; the findings' rules and caveats: ``docs/relevance.md``.
 """
 
 from __future__ import annotations
