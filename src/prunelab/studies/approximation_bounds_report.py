@@ -101,6 +101,13 @@ def _num(x: float) -> str:
     return f"{x:.3g}"
 
 
+def _share_err(values_per_row) -> np.ndarray:
+    """Error bars of mean ± std for shares, clipped to [0, 1]: [2, rows] (below, above)."""
+    means = np.array([_m(v) for v in values_per_row])
+    sds = np.array([_sd(v) for v in values_per_row])
+    return np.stack([means - np.clip(means - sds, 0, 1), np.clip(means + sds, 0, 1) - means])
+
+
 def _span(values) -> tuple[float, float]:
     v = [x for x in values if math.isfinite(x)]
     return (min(v), max(v)) if v else (math.nan, math.nan)
@@ -274,7 +281,7 @@ def _epsilon_figure(r) -> Plot:
             ax[i, 2].errorbar(
                 x,
                 [_m(e.sparsity) for e in rows],
-                yerr=[_sd(e.sparsity) for e in rows],
+                yerr=_share_err([e.sparsity for e in rows]),
                 fmt="o-",
                 color=c,
                 capsize=3,
@@ -491,7 +498,7 @@ def _sparsity_figure(r) -> Plot:
             ax[i, 0].errorbar(
                 x,
                 [_m(s.preserved) for s in rows],
-                yerr=[_sd(s.preserved) for s in rows],
+                yerr=_share_err([s.preserved for s in rows]),
                 fmt="o-",
                 color=c,
                 capsize=3,

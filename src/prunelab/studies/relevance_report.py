@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from matplotlib.colors import ListedColormap
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import MaxNLocator
 
 from ..base import stats
 from ..methods.relevance import METHODS
@@ -30,10 +31,10 @@ def _v(values: torch.Tensor, q: float = 0.99) -> float:
 
 
 def _diverging(ax, values, lim, title, *, prob=None, reference=()):
-    """A [G, G] map over [-lim, lim]^2 on a symmetric red-blue scale, its limit in the title
-    (no colour bar: small multiples stay light), with the net's decision boundary."""
+    """A [G, G] map over [-lim, lim]^2 on a symmetric red-blue scale with its colour bar (the
+    limit also in the title), with the net's decision boundary."""
     v = _v(values)
-    ax.imshow(
+    image = ax.imshow(
         values.detach().numpy(),
         origin="lower",
         extent=(-lim, lim, -lim, lim),
@@ -42,6 +43,7 @@ def _diverging(ax, values, lim, title, *, prob=None, reference=()):
         vmax=v,
         interpolation="nearest",
     )
+    _colourbar(ax, image)
     if prob is not None:
         g = np.linspace(-lim, lim, prob.shape[0])
         ax.contour(g, g, prob.numpy(), levels=[0.5], colors="black", linewidths=0.8)
@@ -51,6 +53,12 @@ def _diverging(ax, values, lim, title, *, prob=None, reference=()):
     ax.set_title(f"{title}  (±{v:.3g})", fontsize=8)
     ax.set_xticks([])  # every panel covers [-lim, lim]^2; tick labels cost most of the drawing
     ax.set_yticks([])
+
+
+def _colourbar(ax, image) -> None:
+    """A small colour bar beside one heat map panel."""
+    bar = ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.02)
+    bar.ax.tick_params(labelsize=5)
 
 
 def _tag(model: str) -> str:
@@ -75,8 +83,9 @@ def _plane_figure(p, methods) -> Plot:
     M = len(methods)
     fig, ax = plots.figure(3, M + 1, width=2.7, height=2.35)
     a = ax[0, 0]
-    a.imshow(p.probability.numpy(), origin="lower", extent=(-p.lim, p.lim, -p.lim, p.lim),
-             cmap="viridis", vmin=0, vmax=1, interpolation="nearest")  # fmt: skip
+    image = a.imshow(p.probability.numpy(), origin="lower", extent=(-p.lim, p.lim, -p.lim, p.lim),
+                     cmap="viridis", vmin=0, vmax=1, interpolation="nearest")  # fmt: skip
+    _colourbar(a, image)
     for c in p.reference:
         a.plot(c[:, 0].numpy(), c[:, 1].numpy(), color="white", lw=0.8, ls="--")
     a.set_title("P(class 1)  (dark 0, yellow 1)", fontsize=8)
@@ -194,7 +203,7 @@ def _image_figure(im, methods) -> Plot:
             r = im.input[i, s]
             v = _v(r, 0.995)
             b = ax[s, i + 1]
-            b.imshow(r.reshape(side, side).numpy(), cmap="RdBu_r", vmin=-v, vmax=v)
+            _colourbar(b, b.imshow(r.reshape(side, side).numpy(), cmap="RdBu_r", vmin=-v, vmax=v))
             if s == 0:
                 b.set_title(m, fontsize=7)
     for a in ax.flat:
@@ -213,7 +222,7 @@ def _agreement_figure(im, methods) -> Plot:
     for a, (mat, kind) in zip(
         ax[0], ((im.agreement_spearman, "Spearman"), (im.agreement_pearson, "Pearson")), strict=True
     ):
-        a.imshow(mat.numpy(), cmap="RdBu_r", vmin=-1, vmax=1)
+        _colourbar(a, a.imshow(mat.numpy(), cmap="RdBu_r", vmin=-1, vmax=1))
         for i in range(len(methods)):
             for j in range(len(methods)):
                 a.text(j, i, f"{mat[i, j]:.2f}", ha="center", va="center", fontsize=6)
@@ -241,6 +250,7 @@ def _blame_bars(b) -> Plot:
         what = "channel" if b.conv[k] else "unit"
         a.set_title(f"{name}: per {what}, share {b.layer_share[k].item():+.1%}", fontsize=8)
         a.set_xlabel(what, fontsize=7)
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))
         a.tick_params(labelsize=6)
         a.grid(alpha=0.3, axis="y")
     a = ax[0, L]
@@ -273,7 +283,9 @@ def _max_rules_figure(mr) -> Plot:
                 r = maps[k, s]
                 v = _v(r, 0.995)
                 b = ax[s, 1 + 2 * k + j]
-                b.imshow(r.reshape(side, side).numpy(), cmap="RdBu_r", vmin=-v, vmax=v)
+                _colourbar(
+                    b, b.imshow(r.reshape(side, side).numpy(), cmap="RdBu_r", vmin=-v, vmax=v)
+                )
                 if s == 0:
                     b.set_title(f"{m}\nmax: {rule}", fontsize=7)
     for a in ax.flat:
@@ -369,8 +381,9 @@ def _decoy_bars(d, methods) -> Plot:
     )
     for axis, (title, get) in zip(ax[0], panels, strict=True):
         means, halves = zip(*(stats.mean_interval(get(a).double()) for a in d.arms), strict=True)
-        axis.bar(xs, [m.item() for m in means], yerr=[h.item() for h in halves],
-                 color=_colours(len(names)), capsize=3)  # fmt: skip
+        m, h = np.array([x.item() for x in means]), np.array([x.item() for x in halves])
+        below, above = m - np.clip(m - h, 0, 1), np.clip(m + h, 0, 1) - m  # shares: in [0, 1]
+        axis.bar(xs, m, yerr=np.stack([below, above]), color=_colours(len(names)), capsize=3)
         for s in range(len(d.seeds)):
             axis.scatter(xs, [get(a)[s].item() for a in d.arms], color="black", s=6, zorder=3)
         axis.set_xticks(xs, names, rotation=35, ha="right", fontsize=7)
@@ -416,7 +429,9 @@ def _decoy_maps(d) -> Plot:
     fig, ax = plots.figure(n, 1, width=2.2, height=2.3)
     for i, a in enumerate(d.arms):
         m = a.mean_relevance.reshape(d.side, d.side).numpy()
-        ax[0, i].imshow(m, cmap="magma", vmin=0, vmax=max(float(m.max()), 1e-12))
+        _colourbar(
+            ax[0, i], ax[0, i].imshow(m, cmap="magma", vmin=0, vmax=max(float(m.max()), 1e-12))
+        )
         _outline(ax[0, i], d.region, d.side)
         ax[0, i].set_title(a.name, fontsize=8)
         ax[0, i].set_xticks([])
