@@ -64,3 +64,11 @@ def test_share_within_and_nanmedian_against_loops():
     ordered = sorted(x for x in v.tolist() if not math.isnan(x))
     assert stats.nanmedian(v) == pytest.approx(ordered[(len(ordered) - 1) // 2])
     assert math.isnan(stats.nanmedian(torch.tensor([float("nan")])))
+
+
+def test_nanmin_against_a_loop():
+    from prunelab.base import stats
+
+    v = torch.tensor([0.3, float("nan"), -0.2, 0.9])
+    assert stats.nanmin(v) == pytest.approx(min(x for x in v.tolist() if not math.isnan(x)))
+    assert math.isnan(stats.nanmin(torch.tensor([float("nan")])))

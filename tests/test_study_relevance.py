@@ -67,6 +67,11 @@ def test_bias_blame_lives_where_the_unit_is_on(tiny):
         assert (p.blame[~p.blame_active] == 0).all()
         assert p.dominant.max() < len(p.blame_names)
         assert len(p.blame_names) == sum(p.widths[1:])
+        on = [u for k, u in enumerate(p.blame_shown) if p.blame_active[k].all()]
+        assert p.always_on == sum(not p.blame_names[u].startswith("out") for u in on)
+        peaks = [max(abs(v) for v in layer.flatten().tolist()) for layer in p.blame_layers]
+        assert p.layer_peaks == pytest.approx(peaks)
+        assert p.logit_peak == pytest.approx(max(abs(v) for v in p.logit.flatten().tolist()))
     assert r.circle.blame_names[-1] == "out.1" and r.spirals.blame_names[0] == "h1.0"
 
 
@@ -156,6 +161,10 @@ def test_bias_blame_per_channel(tiny, lenet):
         torch.testing.assert_close(b.layer_share[k], share, rtol=1e-5, atol=1e-6)
     assert b.input_share == pytest.approx((e.input.sum((1, 2, 3)) / e.output).mean().item())
     assert b.input_share + b.layer_share.sum().item() == pytest.approx(1.0, abs=1e-5)
+    conv = [s for s, c in zip(b.layer_share.tolist(), b.conv, strict=True) if c]
+    assert b.conv_share == pytest.approx(sum(conv))
+    shares = [abs(s) for s in b.layer_share.tolist()]
+    assert b.largest_layer == b.layers[shares.index(max(shares))]
 
 
 def test_max_rules_equal_explain_with_each_rule(tiny, lenet):
@@ -171,6 +180,15 @@ def test_max_rules_equal_explain_with_each_rule(tiny, lenet):
         for n in (0, 17, 39):
             p = np.corrcoef(g.input[n].detach().flatten(), a.input[n].detach().flatten())[0, 1]
             assert mr.pearson[k, n].item() == pytest.approx(p, abs=1e-9)
+        p = [v for v in mr.pearson[k].tolist() if not np.isnan(v)]
+        lower_middle = sorted(p)[(len(p) - 1) // 2]  # torch's median of an even count
+        assert mr.pearson_median[k] == pytest.approx(lower_middle) and mr.pearson_min[k] == min(p)
+        for got, errors in (
+            (mr.error_median_gradient[k], mr.error_gradient[k]),
+            (mr.error_median_radial[k], mr.error_radial[k]),
+            (mr.bias_median_gradient[k], mr.bias_gradient[k]),
+        ):
+            assert got == pytest.approx(sorted(errors.tolist())[(len(errors) - 1) // 2])
         for got, e in ((mr.error_gradient[k], g), (mr.error_radial[k], a)):
             torch.testing.assert_close(got, (e.total - e.output).abs() / e.output.abs())
             assert got.max() < 1e-4  # both rules pass R(b) on whole

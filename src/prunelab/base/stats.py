@@ -195,3 +195,10 @@ def nanmedian(values: Tensor) -> float:
     v = values.detach().flatten()
     v = v[~v.isnan()]
     return v.median().item() if v.numel() else float("nan")
+
+
+def nanmin(values: Tensor) -> float:
+    """The smallest value of ``values`` [N] that is not NaN; NaN if all are."""
+    v = values.detach().flatten()
+    v = v[~v.isnan()]
+    return v.min().item() if v.numel() else float("nan")

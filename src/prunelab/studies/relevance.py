@@ -173,6 +173,9 @@ class PlaneMaps:
     blame_active: Tensor  # [K, G, G] bool: the shown bias's unit is on (a > 0)
     blame_layers: Tensor  # [L, G, G] total bias relevance per layer
     dominant: Tensor  # [G, G] index into blame_names of the bias with the largest |relevance|
+    always_on: int = 0  # shown hidden biases whose unit is on at every grid point
+    layer_peaks: list[float] = field(default_factory=list)  # per layer max |its bias relevance|
+    logit_peak: float = float("nan")  # max |f_1| over the grid
 
 
 @dataclass
@@ -255,6 +258,8 @@ class BiasBlame:
     input_share: float  # mean over images of (input relevance) / f_t(x)
     output: float  # mean f_t(x), the explained (predicted) logit
     n_scored: int
+    conv_share: float = float("nan")  # the convolutions' biases together
+    largest_layer: str = ""  # the layer whose biases carry the largest share in size
 
 
 @dataclass
@@ -278,6 +283,13 @@ class MaxRules:
     composed_share: float = float("nan")  # share of them with d > DISAGREE
     composed_median: float = float("nan")  # median d
     composed_share_black: float = float("nan")  # share with d > DISAGREE, black reference
+    # per method [K]: medians over the scored images (stats.nanmedian) and the lowest Pearson
+    pearson_median: list[float] = field(default_factory=list)
+    pearson_min: list[float] = field(default_factory=list)
+    error_median_gradient: list[float] = field(default_factory=list)
+    error_median_radial: list[float] = field(default_factory=list)
+    bias_median_gradient: list[float] = field(default_factory=list)
+    bias_median_radial: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -336,6 +348,9 @@ def _plane(
         blame_active=active[:, shown].T.reshape(-1, G, G),
         blame_layers=torch.stack([b.sum(1).reshape(G, G) for b in blame.bias]),
         dominant=per_bias.abs().argmax(1).reshape(G, G),
+        always_on=sum(bool(active[:, u].all()) for u in shown if not names[u].startswith("out")),
+        layer_peaks=[b.sum(1).abs().max().item() for b in blame.bias],
+        logit_peak=rs[0].output.abs().max().item(),
     )
 
 
@@ -471,6 +486,14 @@ def _bias_blame(model: nn.Sequential, split: data.Split, config: Config) -> Bias
         input_share=(r.input.flatten(1).sum(1) / r.output).mean().item(),
         output=r.output.mean().item(),
         n_scored=len(r.output),
+        conv_share=sum(
+            (b.sum(1) / r.output).mean().item()
+            for b, layer in zip(per_unit, ops.parse(model).layers, strict=True)
+            if layer.conv
+        ),
+        largest_layer=layer_names(model)[
+            max(range(len(per_unit)), key=lambda k: abs((per_unit[k].sum(1) / r.output).mean()))
+        ],
     )
 
 
@@ -504,7 +527,26 @@ def _max_rules(model: nn.Sequential, split: data.Split, config: Config) -> MaxRu
         bias_gradient=each(lambda g, r: alignment.bias_fraction(g)),
         bias_radial=each(lambda g, r: alignment.bias_fraction(r)),
         **_composed(model, x, split.train.x.mean(0, keepdim=True)),
+        **_medians(rs, ms),
     )
+
+
+def _medians(rs: dict, ms: list[str]) -> dict[str, list[float]]:
+    """Per method: the medians over images behind the max-rules table (stats.nanmedian)."""
+    out: dict[str, list[float]] = {}
+    for m in ms:
+        g, r = rs[m, "gradient"], rs[m, "radial"]
+        p = alignment.row_correlation(g.input.flatten(1), r.input.flatten(1), kind="pearson")
+        for key, value in (
+            ("pearson_median", stats.nanmedian(p)),
+            ("pearson_min", stats.nanmin(p)),
+            ("error_median_gradient", stats.nanmedian(alignment.conservation_error(g))),
+            ("error_median_radial", stats.nanmedian(alignment.conservation_error(r))),
+            ("bias_median_gradient", stats.nanmedian(alignment.bias_fraction(g))),
+            ("bias_median_radial", stats.nanmedian(alignment.bias_fraction(r))),
+        ):
+            out.setdefault(key, []).append(value)
+    return out
 
 
 def _composed(model: nn.Sequential, x: Tensor, x_mean: Tensor) -> dict:
@@ -792,9 +834,9 @@ def headline(results: Results) -> dict[str, float]:
             ].item(),
         }
         for k, name in enumerate(mr.methods):
-            out[f"LeNet-5 {name}: Pearson(gradient, radial max rule), median"] = (
-                mr.pearson[k].nanmedian().item()
-            )
+            out[f"LeNet-5 {name}: Pearson(gradient, radial max rule), median"] = mr.pearson_median[
+                k
+            ]
     for d in results.convnet_decoys:
         arms = {a.name: a for a in d.arms}
         best = arms[d.selected]

@@ -66,11 +66,6 @@ def _tag(model: str) -> str:
     return "" if model == "MLP" else "_" + model.lower().replace("-", "")
 
 
-def _lowest(t: torch.Tensor) -> float:
-    """The smallest value that is not NaN (a constant map has no correlation)."""
-    return t[~t.isnan()].min().item()
-
-
 def _mean_ci(t: torch.Tensor) -> str:
     mean, half = stats.mean_interval(t.double())
     return f"{mean.item():.3f} ± {half.item():.3f}"
@@ -304,16 +299,15 @@ def _max_rules_figure(mr) -> Plot:
 def _max_rules_table(mr) -> Table:
     rows = []
     for k, m in enumerate(mr.methods):
-        p = mr.pearson[k]
         rows.append(
             [
                 m,
-                p.nanmedian().item(),
-                _lowest(p),
-                mr.error_gradient[k].median().item(),
-                mr.error_radial[k].median().item(),
-                mr.bias_gradient[k].median().item(),
-                mr.bias_radial[k].median().item(),
+                mr.pearson_median[k],
+                mr.pearson_min[k],
+                mr.error_median_gradient[k],
+                mr.error_median_radial[k],
+                mr.bias_median_gradient[k],
+                mr.bias_median_radial[k],
             ]
         )
     return Table(
@@ -596,23 +590,6 @@ def _conservation_table(im, methods) -> Table:
     )
 
 
-def _peak(t) -> float:
-    return t.abs().max().item()
-
-
-def _layer_peaks(p) -> list[float]:
-    return [_peak(layer) for layer in p.blame_layers]
-
-
-def _always_on(p) -> int:
-    """How many of the shown biases belong to hidden units that are on at every grid point."""
-    return sum(
-        bool(p.blame_active[k].all())
-        for k, u in enumerate(p.blame_shown)
-        if not p.blame_names[u].startswith("out")
-    )
-
-
 def where(d) -> str:
     """Where a decoy's patch is, in words."""
     return "centre" if d.corner == "centre" else d.corner.replace("_", " ") + " corner"
@@ -676,11 +653,8 @@ def _convnet_image_sections(r, methods) -> list[Section]:
     if c is None:
         return []
     gxi, lrp, bb = (methods.index(m) for m in ("gradient_x_input", "lrp_epsilon", "blame_bias"))
-    conv_share = sum(s for s, k in zip(b.layer_share.tolist(), b.conv, strict=True) if k)
-    biggest = max(range(len(b.layers)), key=lambda k: abs(b.layer_share[k].item()))
-    same = mr.error_gradient.median(1).values - mr.error_radial.median(1).values
     p = ", ".join(
-        f"{m} {mr.pearson[k].nanmedian().item():.3f} (min {_lowest(mr.pearson[k]):.3f})"
+        f"{m} {mr.pearson_median[k]:.3f} (min {mr.pearson_min[k]:.3f})"
         for k, m in enumerate(mr.methods)
     )
     return [
@@ -714,8 +688,8 @@ def _convnet_image_sections(r, methods) -> list[Section]:
                 + ", ".join(
                     f"{n} {s:+.2%}" for n, s in zip(b.layers, b.layer_share.tolist(), strict=True)
                 )
-                + f" (the convolutions together {conv_share:+.2%}; the largest in size: "
-                f"{b.layers[biggest]}). Input and bias shares add up to "
+                + f" (the convolutions together {b.conv_share:+.2%}; the largest in size: "
+                f"{b.largest_layer}). Input and bias shares add up to "
                 f"{b.input_share + b.layer_share.sum().item():.6f} (conservation).",
             ],
             plots=[_blame_bars(b)],
@@ -728,8 +702,13 @@ def _convnet_image_sections(r, methods) -> list[Section]:
                 "the positive inputs in proportion to their values (s_i = a_i / sum of the "
                 "positive a_j; all of it to the winner only if no other input is positive). "
                 "Both pass on exactly R(b), so conservation is the same under either (median "
-                "error difference "
-                + ", ".join(f"{v:+.1e}" for v in same.tolist())
+                "error "
+                + ", ".join(
+                    f"{m} {g:.1e} against {r:.1e}"
+                    for m, g, r in zip(
+                        mr.methods, mr.error_median_gradient, mr.error_median_radial, strict=True
+                    )
+                )
                 + "), but after a ReLU every input of a pool window is >= 0, so the radial "
                 "rule hands relevance also to the losers of the window, and the maps spread "
                 "from the winning positions to their neighbours. Per-image Pearson correlation "
@@ -833,14 +812,14 @@ def sections(results, config) -> list[Section]:
                 "dashes) and its path to the output is open. In the one-hidden-layer circle net "
                 "df_1/db_j is the unit's output weight wherever the unit is on, so each bias "
                 "blames a constant b_j w_1j on its unit's half-plane and nothing elsewhere. "
-                f"{_always_on(c)} of the {len(c.blame_shown)} largest belong to units that are "
+                f"{c.always_on} of the {len(c.blame_shown)} largest belong to units that are "
                 "on over the whole plane: constant 'bias nodes' like those the node-removal "
                 "part of the source found. The units whose half-plane edge cuts the circle add "
                 "their constants on one side of it, and the decision boundary is where these "
                 "constants and the input relevance balance. In the spirals net the biases of "
                 "the layers reach "
-                + ", ".join(f"±{v:.3g}" for v in _layer_peaks(s))
-                + f" (first hidden layer to output; the logit reaches ±{_peak(s.logit):.3g} "
+                + ", ".join(f"±{v:.3g}" for v in s.layer_peaks)
+                + f" (first hidden layer to output; the logit reaches ±{s.logit_peak:.3g} "
                 "on the plane): the first-layer biases carry most of it, with both signs, "
                 "largest far from the data.",
             ],
