@@ -164,7 +164,16 @@ def test_report_renders_and_results_round_trip(tiny, monkeypatch):
     report.write_run(ab, config, r, out)
     assert (out / "report.html").is_file()
     study, config2, r2, _ = report.load_run(out)
-    assert r2.layerwise == r.layerwise and r2.vgg is None
+    assert r2.vgg is None and len(r2.layerwise) == len(r.layerwise)
+    for a, b in zip(r2.layerwise, r.layerwise, strict=True):
+        assert {k: v for k, v in vars(a).items() if k != "ratio"} == {
+            k: v for k, v in vars(b).items() if k != "ratio"
+        }
+        assert a.ratio == b.ratio or (math.isnan(a.ratio) and math.isnan(b.ratio))
+        if b.observed > 0:  # the layer's bound over its observed error
+            assert b.ratio == pytest.approx(b.eps / b.observed)
+        else:
+            assert math.isnan(b.ratio)
     assert config2 == config
     assert r2.epsilon_first[0].bound == r.epsilon_first[0].bound
     assert r2.finetune[0].after == r.finetune[0].after
@@ -281,6 +290,16 @@ def test_findings_against_loops_over_the_results(tiny):
     gain = max(t.after[0] - t.before[0] for t in r.finetune)
     f = _finding(found, "fine-tuning after pruning adds")
     assert f.estimate.mean == pytest.approx(gain) and (f.verdict == "holds") == (gain > 0.5)
+    by = {(t.regime, t.method, t.level): t.after[0] for t in r.finetune}
+    pairs = [
+        (after, by[(regime, coreset_, level)])
+        for (regime, method, level), after in by.items()
+        for heuristic, coreset_ in (("L0", "Mussay coreset"), ("magnitude", "SiPP (random)"))
+        if method == heuristic and (regime, coreset_, level) in by
+    ]
+    matched = sum(h >= c - 0.01 for h, c in pairs) / len(pairs)
+    f = _finding(found, "fine-tuned heuristics without a guarantee")
+    assert f.estimate.mean == pytest.approx(matched) and (f.verdict == "holds") == (matched > 0.5)
     det = [t for t in r.finetune if t.method == "SiPP (deterministic)"]
     rose = sum(t.raw_after[0] > t.raw_before[0] for t in det) / len(det)
     f = _finding(found, "fine-tuning raises the raw logit error")
