@@ -120,6 +120,8 @@ def test_sparsity_first_implied_bound_is_the_inverse_of_hoeffding(tiny):
                 assert implied == pytest.approx(eps * F[row.regime], rel=1e-9)
         assert all(0 <= s <= 1 for s in row.implied_share + row.preserved + row.accuracy)
         assert all(g <= p + 1e-12 for g, p in zip(row.implied_share, row.preserved, strict=True))
+        implied = sum(row.implied) / len(row.implied)  # one seed: its draws
+        assert row.ratio[0] == pytest.approx(implied / row.raw_mean)
 
 
 def test_heuristics_are_matched_in_sparsity(tiny):

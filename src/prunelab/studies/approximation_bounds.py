@@ -269,6 +269,7 @@ class SparsityFirst:
     accuracy: list[float]
     raw_mean: float  # observed max_c |Delta_c|, pooled
     raw_std: float
+    ratio: list[float] = field(default_factory=list)  # per seed, implied bound / observed raw
 
 
 @dataclass
@@ -628,7 +629,12 @@ def _weights_sparse(sub: _Subject, keep: float, config, g) -> dict:
 def _sparsity_row(regime, method, keep, size, parts: list[dict]) -> SparsityFirst:
     joined = {k: [v for p in parts for v in p[k]] for k in parts[0]}
     raw_mean, raw_std = _pooled(joined.pop("raw"))
-    return SparsityFirst(regime, method, keep, size, **joined, raw_mean=raw_mean, raw_std=raw_std)
+    implied = [bound_checks.seed_means(p["implied"], 1).item() for p in parts]
+    raw = [_pooled(p["raw"])[0] for p in parts]
+    ratio = bound_checks.bound_ratio([implied], [raw]).tolist()
+    return SparsityFirst(
+        regime, method, keep, size, **joined, raw_mean=raw_mean, raw_std=raw_std, ratio=ratio
+    )
 
 
 # --- heuristics and fine-tuning ----------------------------------------------------------------

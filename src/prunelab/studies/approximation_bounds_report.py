@@ -581,7 +581,7 @@ def _sparsity_section(r) -> Section:
         "The implied bound is what the theorem gives for those draws.",
     )
     best = max((_m(s.implied_share) for s in r.sparsity_first), default=math.nan)
-    lo, hi = _span([_m(s.implied) / s.raw_mean for s in r.sparsity_first if s.raw_mean > 0])
+    lo, hi = _span([_m(s.ratio) for s in r.sparsity_first])
     half = [s for s in r.sparsity_first if s.keep == max(x.keep for x in r.sparsity_first)]
     kept = _span([_m(s.preserved) for s in half])
     guarantee = (
