@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from matplotlib.colors import ListedColormap
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import ListedColormap, Normalize
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
@@ -31,19 +32,19 @@ def _v(values: torch.Tensor, q: float = 0.99) -> float:
 
 
 def _diverging(ax, values, lim, title, *, prob=None, reference=()):
-    """A [G, G] map over [-lim, lim]^2 on a symmetric red-blue scale with its colour bar (the
-    limit also in the title), with the net's decision boundary."""
+    """A [G, G] map over [-lim, lim]^2 on a symmetric red-blue scale, divided by its limit v
+    (in the title; the figure's shared colour bar reads value / v), with the net's decision
+    boundary."""
     v = _v(values)
-    image = ax.imshow(
-        values.detach().numpy(),
+    ax.imshow(
+        values.detach().numpy() / v,
         origin="lower",
         extent=(-lim, lim, -lim, lim),
         cmap="RdBu_r",
-        vmin=-v,
-        vmax=v,
+        vmin=-1,
+        vmax=1,
         interpolation="nearest",
     )
-    _colourbar(ax, image)
     if prob is not None:
         g = np.linspace(-lim, lim, prob.shape[0])
         ax.contour(g, g, prob.numpy(), levels=[0.5], colors="black", linewidths=0.8)
@@ -59,6 +60,14 @@ def _colourbar(ax, image) -> None:
     """A small colour bar beside one heat map panel."""
     bar = ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.02)
     bar.ax.tick_params(labelsize=5)
+
+
+def _shared_bar(fig, axes, label: str) -> None:
+    """One colour bar for small multiples each drawn as value / its own limit, on [-1, 1]."""
+    mappable = ScalarMappable(Normalize(-1, 1), "RdBu_r")
+    bar = fig.colorbar(mappable, ax=list(np.ravel(axes)), shrink=0.5, aspect=30, pad=0.01)
+    bar.set_label(label, fontsize=8)
+    bar.ax.tick_params(labelsize=6)
 
 
 def _tag(model: str) -> str:
@@ -107,6 +116,7 @@ def _plane_figure(p, methods) -> Plot:
         for j in range(2):
             _diverging(ax[i + 1, j], p.input[i, j], p.lim, f"{m}: {kind}(x{j})", prob=p.probability)
         _diverging(ax[i + 1, 2], p.bias[i], p.lim, f"{m}: all biases", prob=p.probability)
+    _shared_bar(fig, [ax[0, 1], *ax[1:].ravel()], "value / the panel's limit ±v (in its title)")
     return Plot(
         f"{p.name}_relevance",
         fig,
@@ -138,6 +148,7 @@ def _blame_figure(p) -> list[Plot]:
                 linewidths=1.0,
                 linestyles="--",
             )
+    _shared_bar(fig, ax, "relevance / the panel's limit ±v (in its title)")
     small = Plot(
         f"{p.name}_bias_blame",
         fig,
@@ -175,6 +186,7 @@ def _blame_figure(p) -> list[Plot]:
     for k in range(L):
         name = "output bias" if k == L - 1 else f"layer {k + 1} biases"
         _diverging(ax2[0, k + 1], p.blame_layers[k], p.lim, f"sum over {name}", prob=p.probability)
+    _shared_bar(fig2, ax2[0, 1:], "relevance / the panel's limit ±v (in its title)")
     overview = Plot(
         f"{p.name}_bias_layers",
         fig2,
@@ -198,12 +210,13 @@ def _image_figure(im, methods) -> Plot:
             r = im.input[i, s]
             v = _v(r, 0.995)
             b = ax[s, i + 1]
-            _colourbar(b, b.imshow(r.reshape(side, side).numpy(), cmap="RdBu_r", vmin=-v, vmax=v))
+            b.imshow(r.reshape(side, side).numpy() / v, cmap="RdBu_r", vmin=-1, vmax=1)
             if s == 0:
                 b.set_title(m, fontsize=7)
     for a in ax.flat:
         a.set_xticks([])
         a.set_yticks([])
+    _shared_bar(fig, ax[:, 1:], "R / the panel's 99.5% quantile of |R|")
     return Plot(
         f"image_relevance{_tag(im.model)}",
         fig,
@@ -278,14 +291,13 @@ def _max_rules_figure(mr) -> Plot:
                 r = maps[k, s]
                 v = _v(r, 0.995)
                 b = ax[s, 1 + 2 * k + j]
-                _colourbar(
-                    b, b.imshow(r.reshape(side, side).numpy(), cmap="RdBu_r", vmin=-v, vmax=v)
-                )
+                b.imshow(r.reshape(side, side).numpy() / v, cmap="RdBu_r", vmin=-1, vmax=1)
                 if s == 0:
                     b.set_title(f"{m}\nmax: {rule}", fontsize=7)
     for a in ax.flat:
         a.set_xticks([])
         a.set_yticks([])
+    _shared_bar(fig, ax[:, 1:], "R / the panel's 99.5% quantile of |R|")
     return Plot(
         "lenet5_max_rules",
         fig,
