@@ -337,3 +337,21 @@ def test_decoy_findings_follow_their_rules(tiny):
             else:
                 low = high = mean
             assert (f.verdict == "holds") == ((low > threshold) if above else (high < threshold))
+
+
+def test_a_collapsed_pick_is_said_in_the_decoy_findings(tiny):
+    import dataclasses
+
+    r, _ = tiny
+    d = r.decoys[0]
+    arms = [
+        dataclasses.replace(a, accuracy_clean=torch.full_like(a.accuracy_clean, 0.1))
+        if a.name == d.selected
+        else a
+        for a in d.arms
+    ]
+    ref = next(a for a in d.arms if a.weight == 0 and a.trained_on == "random patch")
+    assert 0.1 < 0.5 * ref.accuracy_clean.mean().item()  # the rule: below half the reference
+    found = relevance._decoy_findings(dataclasses.replace(d, arms=arms), r.methods)
+    assert all("collapsed: clean test accuracy 0.100" in f.detail for f in found)
+    assert not any("collapsed" in f.detail for f in relevance._decoy_findings(d, r.methods))

@@ -892,6 +892,12 @@ def _decoy_findings(d: Decoy, methods: list[str]) -> list[Finding]:
     where = f"{d.model}, patch in the {titles.where(d)}"
     section = titles.decoy_title(d)
     picked = f"{d.selected}, picked on {d.n_dev} held-out training images"
+    clean, clean_ref = chosen.accuracy_clean.mean().item(), ref.accuracy_clean.mean().item()
+    if clean < 0.5 * clean_ref:  # a collapsed classifier hides nothing and follows nothing
+        picked += (
+            f" (collapsed: clean test accuracy {clean:.3f} against the reference's "
+            f"{clean_ref:.3f}; the verdicts rest on a net that hardly classifies)"
+        )
     return [
         rules.below(
             f"{where}: training against the patch's relevance lowers the relevance measured on it",
