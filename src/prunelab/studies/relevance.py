@@ -955,6 +955,23 @@ def findings(results: Results, config: Config | None = None) -> list[Finding]:
             "the study does not compare the two; the source marks it as a guess",
         )
     )
+    out += [
+        rules.not_measured(
+            "rewritten with Q = R / a, LRP's normalized matrix and ignore rules become the "
+            "gradient and slope rules",
+            "checked by the library's tests (relevance.explain with q_form=True against the "
+            "R form, tests/test_relevance.py), not shown by the study's runs",
+        ),
+        rules.not_measured(
+            "the baseline-difference rule is symmetric in the image and the baseline",
+            "the study explains against a black image only",
+        ),
+        rules.not_measured(
+            "scaling equivalence: gradient and slope, and normalized and ignore, treat a "
+            "constant factor the same way",
+            "the study does not rescale any layer",
+        ),
+    ]
     for d in (*results.decoys, *results.convnet_decoys):
         out += _decoy_findings(d, m)
     return out
