@@ -180,6 +180,7 @@ def test_report_renders_and_results_round_trip(tiny, monkeypatch):
     assert r2.epsilon_first[0].bound == r.epsilon_first[0].bound
     assert r2.finetune[0].after == r.finetune[0].after
     assert r2.regimes[0].inactive == r.regimes[0].inactive
+    assert r2.tally == pytest.approx(r.tally)
 
 
 def test_layer_by_layer_arm_is_the_library_call_on_the_first_net(tiny, plain_net):
@@ -357,3 +358,38 @@ def test_vgg_findings_are_prefixed_and_side_by_side(tiny):
     (table,) = titles["LeNet-300-100 and VGG11 ×0.0625 side by side"].tables
     assert [row[3] for row in table.rows] == [row[5] for row in table.rows]
     assert [row[3] for row in table.rows] == [f.verdict for f in mine]
+
+
+def test_tally_against_loops(tiny):
+    """The counts the heuristics and fine-tuning sections state, recomputed with plain loops
+    (one seed: a row's mean over seeds is its only value)."""
+    _, r, _ = tiny
+    t, rows = r.tally, r.finetune
+    assert t["nets"] == len(rows)
+    assert t["accuracy_up"] == sum(x.after[0] > x.before[0] for x in rows)
+    assert t["raw_up"] == sum(x.raw_after[0] > x.raw_before[0] for x in rows)
+    assert t["raw_down"] == sum(x.raw_after[0] < x.raw_before[0] for x in rows)
+    assert t["centred_down"] == sum(x.centred_after[0] < x.centred_before[0] for x in rows)
+    assert t["accuracy_and_raw_up"] == sum(
+        x.after[0] > x.before[0] and x.raw_after[0] > x.raw_before[0] for x in rows
+    )
+    assert t["gain"] == pytest.approx(max(x.after[0] - x.before[0] for x in rows))
+    sure = [x.guaranteed[0] for x in rows if not math.isnan(x.guaranteed[0])]
+    assert t["certified"] == pytest.approx(max(sure))
+    by = {(x.regime, x.method, x.level): x for x in rows}
+    for tag, heuristic, coreset_ in (
+        ("L0", "L0", "Mussay coreset"),
+        ("magnitude", "magnitude", "SiPP (random)"),
+    ):
+        pairs = [
+            (x, by[(x.regime, coreset_, x.level)])
+            for x in rows
+            if x.method == heuristic and (x.regime, coreset_, x.level) in by
+        ]
+        if not pairs:
+            assert f"pairs {tag}" not in t
+            continue
+        assert t[f"pairs {tag}"] == len(pairs)
+        for when in ("before", "after"):
+            within = sum(getattr(h, when)[0] >= getattr(c, when)[0] - 0.01 for h, c in pairs)
+            assert t[f"{tag} within {when}"] == within

@@ -345,6 +345,7 @@ class Results:
     weight_share: float = math.nan  # the pruned final layer's share of all the net's weights
     layerwise: list[LayerRow] = field(default_factory=list)
     vgg: Results | None = None  # the VGG arm
+    tally: dict[str, float] = field(default_factory=dict)  # counts behind the text (_tally)
 
 
 # --- one trained net -----------------------------------------------------------------------------
@@ -902,6 +903,7 @@ def _arm(config: Config, split, nets_of, model: str, g, advance) -> Results:
         max_samples=config.max_samples,
         weight_share=share,
         layerwise=layerwise,
+        tally=_tally(tune_rows),
     )
 
 
@@ -1199,6 +1201,69 @@ def _pairs(rows: list[FineTune], family: str, heuristic: str, coreset_: str):
         for t in by.values()
         if t.method == heuristic and (t.regime, coreset_, t.level) in by
     ]
+
+
+def _row_means(rows: list[FineTune], attr: str) -> Tensor:
+    """[K, 1]: per fine-tuned row, the mean over seeds of ``attr`` (NaN skipped)."""
+    return torch.stack([bound_checks.seed_means(getattr(t, attr), 1) for t in rows])
+
+
+def _count(diff: Tensor, limit: float = 0.0) -> int:
+    """How many of the rows of ``diff`` [K, 1] exceed ``limit``."""
+    return round(bound_checks.exceed_share(diff, limit).item() * len(diff)) if len(diff) else 0
+
+
+def _tally(rows: list[FineTune]) -> dict[str, float]:
+    """Counts and extremes over the fine-tuned nets (means over seeds per row) that the
+    heuristics and fine-tuning sections state: "within one point" is a difference above -0.01."""
+    out: dict[str, float] = {}
+    if not rows:
+        return out
+    after, before = _row_means(rows, "after"), _row_means(rows, "before")
+    raw_a, raw_b = _row_means(rows, "raw_after"), _row_means(rows, "raw_before")
+    cen_a, cen_b = _row_means(rows, "centred_after"), _row_means(rows, "centred_before")
+    gain = bound_checks.largest_gain(after, before).item()
+    top = max(range(len(rows)), key=lambda k: (after[k] - before[k]).nan_to_num(-1).item())
+    out |= dict(
+        nets=len(rows),
+        gain=gain,
+        gain_row=top,
+        certified=bound_checks.largest(_row_means(rows, "guaranteed")).item(),
+        accuracy_up=_count(after - before),
+        raw_up=_count(raw_a - raw_b),
+        raw_down=_count(raw_b - raw_a),
+        centred_down=_count(cen_b - cen_a),
+        accuracy_and_raw_up=_count(torch.minimum(after - before, raw_a - raw_b)),
+    )
+    for method in dict.fromkeys(t.method for t in rows):
+        k = [i for i, t in enumerate(rows) if t.method == method]
+        out[f"raw_up {method}"] = _count(raw_a[k] - raw_b[k])
+        out[f"nets {method}"] = len(k)
+    det = [i for i, t in enumerate(rows) if t.method == "SiPP (deterministic)"]
+    if det:
+        out["det_gain"] = bound_checks.largest_gain(after[det], before[det]).item()
+        out["det_certified"] = bound_checks.largest(_row_means(rows, "guaranteed")[det]).item()
+    one_point = -0.01 - 1e-9  # within one point: a tie at exactly one point counts
+    for tag, family, heuristic, coreset_ in (
+        ("L0", NEURONS, "L0", "Mussay coreset"),
+        ("magnitude", WEIGHTS, "magnitude", "SiPP (random)"),
+        ("deterministic", WEIGHTS, "SiPP (deterministic)", "SiPP (random)"),
+    ):
+        pairs = _pairs(rows, family, heuristic, coreset_)
+        if not pairs:
+            continue
+        h = [rows.index(a) for a, _ in pairs]
+        c = [rows.index(b) for _, b in pairs]
+        out[f"pairs {tag}"] = len(pairs)
+        out[f"{tag} within before"] = _count(before[h] - before[c], one_point)
+        out[f"{tag} within after"] = _count(after[h] - after[c], one_point)
+        out[f"{tag} below before"] = _count(before[c] - before[h])
+        lowest = min(rows[i].level for i in h)
+        top_h = [i for i in h if rows[i].level == lowest]
+        top_c = [c[h.index(i)] for i in top_h]
+        out[f"{tag} pairs at the highest sparsity"] = len(top_h)
+        out[f"{tag} coreset ahead at the highest sparsity"] = _count(after[top_c] - after[top_h])
+    return out
 
 
 def _smallest_at(eps: list[EpsilonFirst]) -> str:

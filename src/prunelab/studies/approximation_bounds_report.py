@@ -679,44 +679,29 @@ def _tune_table(r) -> Table:
     )
 
 
-def _pairs(r, family, heuristic, coreset):
-    """(heuristic row, coreset row) at the same regime and level."""
-    rows = {(t.regime, t.method, t.level): t for t in r.finetune if t.family == family}
-    return [
-        (t, rows[(t.regime, coreset, t.level)])
-        for t in rows.values()
-        if t.method == heuristic and (t.regime, coreset, t.level) in rows
-    ]
-
-
 def _heuristics_section(r) -> Section:
-    gains = [(_m(t.after) - _m(t.before), t) for t in r.finetune]
-    big, top = max(gains, key=lambda p: p[0] if math.isfinite(p[0]) else -1)
-    l0 = _pairs(r, NEURONS, "L0", "Mussay coreset")
-    mag = _pairs(r, WEIGHTS, "magnitude", "SiPP (random)")
-    sure = max(
-        (_m(t.guaranteed) for t in r.finetune if math.isfinite(_m(t.guaranteed))),
-        default=math.nan,
-    )
-    l0_ok = sum(_m(h.after) >= _m(c.after) - 0.01 for h, c in l0)
-    l0_before = sum(_m(h.before) >= _m(c.before) - 0.01 for h, c in l0)
-    mag_ok = sum(_m(h.after) >= _m(c.after) - 0.01 for h, c in mag)
-    mag_before = sum(_m(h.before) >= _m(c.before) - 0.01 for h, c in mag)
-    top_pairs = [(h, c) for h, c in mag if h.level == min(t.level for t, _ in mag)]
-    top_ahead = sum(_m(c.after) > _m(h.after) for h, c in top_pairs)
+    t = r.tally
+    if not t:  # results written before the counts were stored
+        return Section(HEURISTICS, [], [_tune_table(r)], [_heuristics_figure(r)])
+    top = r.finetune[int(t["gain_row"])]
+
+    def of(tag: str, what: str) -> str:
+        return f"{int(t.get(f'{tag} {what}', 0))} of {int(t.get(f'pairs {tag}', 0))}"
+
     text = [
-        f"Fine-tuning lifts the dev accuracy of the pruned nets by up to {100 * big:.0f} "
+        f"Fine-tuning lifts the dev accuracy of the pruned nets by up to {100 * t['gain']:.0f} "
         f"accuracy points ({top.method}, {top.regime}, sparsity {_pct(_m(top.sparsity))}), the "
         "source's 'fine-tuning gap'. What the pruned layer computes right after pruning, all a "
         "bound speaks about, says little about what the net reaches after a few epochs.",
-        f"Neurons: L0 (whose weights were trained with the gates) is within one point of the "
-        f"Mussay coreset or better in {l0_before} of {len(l0)} cases before fine-tuning and in "
-        f"{l0_ok} of {len(l0)} after. Weights: magnitude pruning is within one point of SiPP "
-        f"sampling or better in {mag_before} of {len(mag)} cases before fine-tuning and in "
-        f"{mag_ok} of {len(mag)} after. At the highest sparsity SiPP sampling stays ahead "
-        f"after fine-tuning in {top_ahead} of {len(top_pairs)} regimes: a good pruning rule, "
-        "though its bound certifies nothing there.",
-        f"The largest accuracy any bound certifies in this section is {_pct(sure)}.",
+        "Neurons: L0 (whose weights were trained with the gates) is within one point of the "
+        f"Mussay coreset or better in {of('L0', 'within before')} cases before fine-tuning and "
+        f"in {of('L0', 'within after')} after. Weights: magnitude pruning is within one point "
+        f"of SiPP sampling or better in {of('magnitude', 'within before')} cases before "
+        f"fine-tuning and in {of('magnitude', 'within after')} after. At the highest sparsity "
+        "SiPP sampling stays ahead after fine-tuning in "
+        f"{int(t.get('magnitude coreset ahead at the highest sparsity', 0))} of "
+        f"{int(t.get('magnitude pairs at the highest sparsity', 0))} regimes.",
+        f"The largest accuracy any bound certifies in this section is {_pct(t['certified'])}.",
     ]
     return Section(HEURISTICS, text, [_tune_table(r)], [_heuristics_figure(r)])
 
@@ -762,38 +747,25 @@ def _gap_figure(r) -> Plot:
 
 
 def _gap_section(r) -> Section:
-    tuned = r.finetune
-    methods = list(dict.fromkeys(t.method for t in tuned))
-    per = []
-    for method in methods:
-        rows = [t for t in tuned if t.method == method]
-        up = sum(_m(t.raw_after) > _m(t.raw_before) for t in rows)
-        per.append(f"{method} {up} of {len(rows)}")
-    acc_up = sum(_m(t.after) > _m(t.before) for t in tuned)
-    both = sum(_m(t.after) > _m(t.before) and _m(t.raw_after) > _m(t.raw_before) for t in tuned)
-    cen_down = sum(_m(t.centred_after) < _m(t.centred_before) for t in tuned)
-    raw_down = sum(_m(t.raw_after) < _m(t.raw_before) for t in tuned)
-    det = [t for t in tuned if t.method == "SiPP (deterministic)"]
-    det_gain = max((_m(t.after) - _m(t.before) for t in det), default=math.nan)
-    certified = max((_m(t.guaranteed) for t in det), default=math.nan)
-    det_worse = sum(
-        _m(h.before) < _m(c.before)
-        for h, c in _pairs(r, WEIGHTS, "SiPP (deterministic)", "SiPP (random)")
-    )
+    t = r.tally
+    if not t:  # results written before the counts were stored
+        return Section(GAP, [], [], [_gap_figure(r)])
+    methods = list(dict.fromkeys(row.method for row in r.finetune))
+    per = [f"{m} {int(t[f'raw_up {m}'])} of {int(t[f'nets {m}'])}" for m in methods]
+    cen_down, raw_down = int(t["centred_down"]), int(t["raw_down"])
     text = [
-        f"Deterministic SiPP certifies at most {_pct(certified)} accuracy, is below SiPP "
-        f"sampling right after pruning in {det_worse} of {len(det)} cases, and gains up to "
-        f"{100 * det_gain:.0f} accuracy points from fine-tuning: the certificate under-"
-        "estimates the pruned net, and the pruned net under-estimates the fine-tuned one.",
-        f"Over the {len(tuned)} pruned nets of the previous section, fine-tuning raised the "
-        f"accuracy of {acc_up}. It raised the raw logit error in {both} of them while raising "
-        f"the accuracy (by method: {', '.join(per)}), lowered the raw error in {raw_down} and "
-        f"lowered the centred error in {cen_down}. Fine-tuning does not aim at the unpruned "
-        "logits: it moves them wherever the loss is lower, including by common shifts that "
-        "softmax ignores, so the centred error, which ignores them too, falls "
-        + ("more" if cen_down > raw_down else "no more")
-        + " often than the raw one. A bound on the raw error therefore says little about "
-        "the fine-tuned net.",
+        f"Deterministic SiPP certifies at most {_pct(t.get('det_certified', math.nan))} "
+        "accuracy, is below SiPP sampling right after pruning in "
+        f"{int(t.get('deterministic below before', 0))} of {int(t.get('pairs deterministic', 0))} "
+        f"cases, and gains up to {100 * t.get('det_gain', math.nan):.0f} accuracy points from "
+        "fine-tuning.",
+        f"Over the {int(t['nets'])} pruned nets of the previous section, fine-tuning raised the "
+        f"accuracy of {int(t['accuracy_up'])}. It raised the raw logit error in "
+        f"{int(t['accuracy_and_raw_up'])} of them while raising the accuracy (raw error up, by "
+        f"method: {', '.join(per)}), lowered the raw error in {raw_down} and lowered the "
+        f"centred error in {cen_down}. Fine-tuning does not aim at the unpruned logits: it "
+        "moves them wherever the loss is lower, including by common shifts that softmax "
+        "ignores, which the centred error ignores too.",
     ]
     return Section(GAP, text, [], [_gap_figure(r)])
 
