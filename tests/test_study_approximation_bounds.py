@@ -120,6 +120,8 @@ def test_sparsity_first_implied_bound_is_the_inverse_of_hoeffding(tiny):
                 assert implied == pytest.approx(eps * F[row.regime], rel=1e-9)
         assert all(0 <= s <= 1 for s in row.implied_share + row.preserved + row.accuracy)
         assert all(g <= p + 1e-12 for g, p in zip(row.implied_share, row.preserved, strict=True))
+        implied = sum(row.implied) / len(row.implied)  # one seed: its draws
+        assert row.ratio[0] == pytest.approx(implied / row.raw_mean)
 
 
 def test_heuristics_are_matched_in_sparsity(tiny):
@@ -164,11 +166,21 @@ def test_report_renders_and_results_round_trip(tiny, monkeypatch):
     report.write_run(ab, config, r, out)
     assert (out / "report.html").is_file()
     study, config2, r2, _ = report.load_run(out)
-    assert r2.layerwise == r.layerwise and r2.vgg is None
+    assert r2.vgg is None and len(r2.layerwise) == len(r.layerwise)
+    for a, b in zip(r2.layerwise, r.layerwise, strict=True):
+        assert {k: v for k, v in vars(a).items() if k != "ratio"} == {
+            k: v for k, v in vars(b).items() if k != "ratio"
+        }
+        assert a.ratio == b.ratio or (math.isnan(a.ratio) and math.isnan(b.ratio))
+        if b.observed > 0:  # the layer's bound over its observed error
+            assert b.ratio == pytest.approx(b.eps / b.observed)
+        else:
+            assert math.isnan(b.ratio)
     assert config2 == config
     assert r2.epsilon_first[0].bound == r.epsilon_first[0].bound
     assert r2.finetune[0].after == r.finetune[0].after
     assert r2.regimes[0].inactive == r.regimes[0].inactive
+    assert r2.tally == pytest.approx(r.tally)
 
 
 def test_layer_by_layer_arm_is_the_library_call_on_the_first_net(tiny, plain_net):
@@ -247,3 +259,137 @@ def test_vgg_arm_measures_a_thin_vgg(tmp_path):
         if max(row.samples) > config.vgg_max_samples:
             assert row.sparsity == [0.0] * config.draws
     assert [row.layer for row in v.layerwise] == [0, 1, 2]
+
+
+def _finding(found, start):
+    (f,) = [f for f in found if f.claim.startswith(start)]
+    return f
+
+
+def test_findings_against_loops_over_the_results(tiny):
+    """Each finding's number recomputed with plain loops over the Results (one seed), and its
+    verdict from the threshold its rule states."""
+    config, r, _ = tiny
+    found = ab.findings(r, config)
+    eps = r.epsilon_first
+    for e in eps:  # one seed: the per-seed means are the pooled ones
+        if e.error_seed and not math.isnan(e.error_seed[0]):
+            assert e.error_seed[0] == pytest.approx(e.error_mean)
+            assert e.ratio[0] == pytest.approx(e.bound[0] / e.error_mean)
+        if e.method == ab.NEURONS and e.ball_seed and not math.isnan(e.ball_seed[0]):
+            assert e.ball_seed[0] == pytest.approx(e.ball_mean)
+    over = sum(e.samples[0] > e.size for e in eps) / len(eps)
+    f = _finding(found, "epsilon-first pruning needs more draws")
+    assert f.estimate.mean == pytest.approx(over) and (f.verdict == "holds") == (over > 0.5)
+    ratio = min(e.bound[0] / e.error_mean for e in eps if e.error_mean > 0)
+    f = _finding(found, "the bounds lie far above")
+    assert f.estimate.mean == pytest.approx(ratio) and (f.verdict == "holds") == (ratio > 10)
+    sparse = max(sum(e.sparsity) / len(e.sparsity) for e in eps if e.method == ab.NEURONS)
+    f = _finding(found, "coreset neuron pruning reaches little")
+    assert f.estimate.mean == pytest.approx(sparse) and (f.verdict == "holds") == (sparse < 0.1)
+    share = max(sum(s.implied_share) / len(s.implied_share) for s in r.sparsity_first)
+    f = _finding(found, "sparsity-first, the draws guarantee few")
+    assert f.estimate.mean == pytest.approx(share) and (f.verdict == "holds") == (share < 0.5)
+    gain = max(t.after[0] - t.before[0] for t in r.finetune)
+    f = _finding(found, "fine-tuning after pruning adds")
+    assert f.estimate.mean == pytest.approx(gain) and (f.verdict == "holds") == (gain > 0.5)
+    by = {(t.regime, t.method, t.level): t.after[0] for t in r.finetune}
+    pairs = [
+        (after, by[(regime, coreset_, level)])
+        for (regime, method, level), after in by.items()
+        for heuristic, coreset_ in (("L0", "Mussay coreset"), ("magnitude", "SiPP (random)"))
+        if method == heuristic and (regime, coreset_, level) in by
+    ]
+    matched = sum(h >= c - 0.01 for h, c in pairs) / len(pairs)
+    f = _finding(found, "fine-tuned heuristics without a guarantee")
+    assert f.estimate.mean == pytest.approx(matched) and (f.verdict == "holds") == (matched > 0.5)
+    det = [t for t in r.finetune if t.method == "SiPP (deterministic)"]
+    rose = sum(t.raw_after[0] > t.raw_before[0] for t in det) / len(det)
+    f = _finding(found, "fine-tuning raises the raw logit error")
+    assert f.estimate.mean == pytest.approx(rose) and (f.verdict == "holds") == (rose > 0.5)
+    f = _finding(found, "VGG-16: the draws required exceed")  # the VGG arm is off
+    assert f.verdict == "not measured" and "arch none" in f.detail
+    by = {g.name: g for g in r.regimes}
+    diff = by["dropout"].sensitivity[0] - by["plain"].sensitivity[0]
+    f = _finding(found, "dropout raises the sensitivities")
+    assert f.estimate.mean == pytest.approx(diff) and (f.verdict == "holds") == (diff > 0)
+    drop = max(
+        sum(e.sparsity) / len(e.sparsity)
+        for e in eps
+        if e.regime == "dropout" and e.method == ab.NEURONS
+    )
+    f = _finding(found, "after dropout training")
+    assert f.estimate.mean == pytest.approx(drop) and (f.verdict == "holds") == (drop < 0.05)
+    samples = [a.samples[0] for a in r.alpha]
+    f = _finding(found, "scaling the final layer")
+    assert f.estimate.mean == pytest.approx(max(samples) / min(samples))
+    assert (f.verdict == "holds") == (max(samples) / min(samples) < 1.2)
+    ball = min(e.bound[0] / e.ball_mean for e in eps if e.method == ab.NEURONS and e.ball_mean > 0)
+    f = _finding(found, "on inputs from the theorem's L2 ball")
+    assert f.estimate.mean == pytest.approx(ball) and (f.verdict == "holds") == (ball > 1)
+    # every layer-by-layer stage was over the budget in this config: not measured, with why
+    f = _finding(found, "layer by layer")
+    assert all(row.skipped for row in r.layerwise) and f.verdict == "not measured"
+    assert "budget" in f.detail
+    sections = {s.title for s in ab.sections(r, config)}
+    assert all(f.section in sections for f in found if f.section)  # every link has its target
+
+
+def test_vgg_findings_are_prefixed_and_side_by_side(tiny):
+    """A second arm (here the same results stand in for it) gets its own findings, prefixed,
+    and the side-by-side table pairs each claim of the two arms."""
+    import dataclasses
+
+    config, r, _ = tiny
+    twin = dataclasses.replace(r, model="VGG11 ×0.0625")
+    both = dataclasses.replace(r, vgg=twin)
+    found = ab.findings(both, config)
+    mine = [f for f in ab.findings(r, config) if not f.claim.startswith("VGG-16")]
+    theirs = [f for f in found if f.claim.startswith("VGG11")]
+    assert found[: len(mine)] == mine and len(found) == len(mine) + len(theirs)
+    million = [f for f in theirs if "budget of 1M" in f.claim]  # the source's VGG-16 budget
+    (f,) = million
+    share = sum(e.samples[0] > 1e6 for e in r.epsilon_first) / len(r.epsilon_first)
+    assert f.estimate.mean == pytest.approx(share) and (f.verdict == "holds") == (share > 0.5)
+    for a, b in zip(mine, [f for f in theirs if f not in million], strict=True):
+        assert b.claim == f"VGG11 ×0.0625: {a.claim}" and b.verdict == a.verdict
+    titles = {s.title: s for s in ab.sections(both, config)}
+    assert all(f.section in titles for f in found)
+    (table,) = titles["LeNet-300-100 and VGG11 ×0.0625 side by side"].tables
+    assert [row[3] for row in table.rows] == [row[5] for row in table.rows]
+    assert [row[3] for row in table.rows] == [f.verdict for f in mine]
+
+
+def test_tally_against_loops(tiny):
+    """The counts the heuristics and fine-tuning sections state, recomputed with plain loops
+    (one seed: a row's mean over seeds is its only value)."""
+    _, r, _ = tiny
+    t, rows = r.tally, r.finetune
+    assert t["nets"] == len(rows)
+    assert t["accuracy_up"] == sum(x.after[0] > x.before[0] for x in rows)
+    assert t["raw_up"] == sum(x.raw_after[0] > x.raw_before[0] for x in rows)
+    assert t["raw_down"] == sum(x.raw_after[0] < x.raw_before[0] for x in rows)
+    assert t["centred_down"] == sum(x.centred_after[0] < x.centred_before[0] for x in rows)
+    assert t["accuracy_and_raw_up"] == sum(
+        x.after[0] > x.before[0] and x.raw_after[0] > x.raw_before[0] for x in rows
+    )
+    assert t["gain"] == pytest.approx(max(x.after[0] - x.before[0] for x in rows))
+    sure = [x.guaranteed[0] for x in rows if not math.isnan(x.guaranteed[0])]
+    assert t["certified"] == pytest.approx(max(sure))
+    by = {(x.regime, x.method, x.level): x for x in rows}
+    for tag, heuristic, coreset_ in (
+        ("L0", "L0", "Mussay coreset"),
+        ("magnitude", "magnitude", "SiPP (random)"),
+    ):
+        pairs = [
+            (x, by[(x.regime, coreset_, x.level)])
+            for x in rows
+            if x.method == heuristic and (x.regime, coreset_, x.level) in by
+        ]
+        if not pairs:
+            assert f"pairs {tag}" not in t
+            continue
+        assert t[f"pairs {tag}"] == len(pairs)
+        for when in ("before", "after"):
+            within = sum(getattr(h, when)[0] >= getattr(c, when)[0] - 0.01 for h, c in pairs)
+            assert t[f"{tag} within {when}"] == within

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import scipy.stats
 import torch
 
 from prunelab import alignment, data, decoy, models, report, train
@@ -66,6 +67,11 @@ def test_bias_blame_lives_where_the_unit_is_on(tiny):
         assert (p.blame[~p.blame_active] == 0).all()
         assert p.dominant.max() < len(p.blame_names)
         assert len(p.blame_names) == sum(p.widths[1:])
+        on = [u for k, u in enumerate(p.blame_shown) if p.blame_active[k].all()]
+        assert p.always_on == sum(not p.blame_names[u].startswith("out") for u in on)
+        peaks = [max(abs(v) for v in layer.flatten().tolist()) for layer in p.blame_layers]
+        assert p.layer_peaks == pytest.approx(peaks)
+        assert p.logit_peak == pytest.approx(max(abs(v) for v in p.logit.flatten().tolist()))
     assert r.circle.blame_names[-1] == "out.1" and r.spirals.blame_names[0] == "h1.0"
 
 
@@ -87,7 +93,9 @@ def test_decoy_arms_against_plain_train_fit(tiny):
     assert torch.equal(r.decoys[1].region, decoy.patch_region(8, 2, "centre"))
     d = r.decoys[0]
     split = data.load("digits", seed=0)
-    task = decoy.decoy_task(split, decoy.patch_region(8, 2), seed=0)
+    n_dev = relevance.n_dev(split, CONFIG)
+    task = decoy.decoy_task(split, decoy.patch_region(8, 2), seed=0, dev=n_dev)
+    assert d.n_dev == n_dev == len(task.dev) and len(task.train) == len(split.train) - n_dev
     arms = {a.name: a for a in d.arms}
     assert list(arms) == ["random patch (reference)", "plain", "penalty 5"]
     for name, ds in (("plain", task.train), ("random patch (reference)", task.train_random)):
@@ -97,6 +105,8 @@ def test_decoy_arms_against_plain_train_fit(tiny):
             scores = decoy.scores(model, task)
             assert arms[name].accuracy[s].item() == pytest.approx(scores["accuracy"])
             assert arms[name].follow_rate[s].item() == pytest.approx(scores["follow_rate"])
+            dev = train.evaluate(model, task.dev)["accuracy"]  # held out of training
+            assert arms[name].accuracy_dev[s].item() == pytest.approx(dev)
     pen = arms["penalty 5"]
     assert pen.penalty.shape == (2, 3) and pen.sweep_follow.shape == (2, len(d.sweep_values))
     assert ((pen.share >= 0) & (pen.share <= 1)).all()
@@ -151,6 +161,10 @@ def test_bias_blame_per_channel(tiny, lenet):
         torch.testing.assert_close(b.layer_share[k], share, rtol=1e-5, atol=1e-6)
     assert b.input_share == pytest.approx((e.input.sum((1, 2, 3)) / e.output).mean().item())
     assert b.input_share + b.layer_share.sum().item() == pytest.approx(1.0, abs=1e-5)
+    conv = [s for s, c in zip(b.layer_share.tolist(), b.conv, strict=True) if c]
+    assert b.conv_share == pytest.approx(sum(conv))
+    shares = [abs(s) for s in b.layer_share.tolist()]
+    assert b.largest_layer == b.layers[shares.index(max(shares))]
 
 
 def test_max_rules_equal_explain_with_each_rule(tiny, lenet):
@@ -166,6 +180,15 @@ def test_max_rules_equal_explain_with_each_rule(tiny, lenet):
         for n in (0, 17, 39):
             p = np.corrcoef(g.input[n].detach().flatten(), a.input[n].detach().flatten())[0, 1]
             assert mr.pearson[k, n].item() == pytest.approx(p, abs=1e-9)
+        p = [v for v in mr.pearson[k].tolist() if not np.isnan(v)]
+        lower_middle = sorted(p)[(len(p) - 1) // 2]  # torch's median of an even count
+        assert mr.pearson_median[k] == pytest.approx(lower_middle) and mr.pearson_min[k] == min(p)
+        for got, errors in (
+            (mr.error_median_gradient[k], mr.error_gradient[k]),
+            (mr.error_median_radial[k], mr.error_radial[k]),
+            (mr.bias_median_gradient[k], mr.bias_gradient[k]),
+        ):
+            assert got == pytest.approx(sorted(errors.tolist())[(len(errors) - 1) // 2])
         for got, e in ((mr.error_gradient[k], g), (mr.error_radial[k], a)):
             torch.testing.assert_close(got, (e.total - e.output).abs() / e.output.abs())
             assert got.max() < 1e-4  # both rules pass R(b) on whole
@@ -181,7 +204,7 @@ def test_convnet_decoy_against_a_retrained_lenet(tiny):
     assert all(a.weight_ratio is None for a in d.arms)  # a first Conv2d: not applicable
     split = data.load("digits", seed=0)
     region = decoy.patch_region(8, 2)
-    task = decoy.decoy_task(split, region, seed=0)
+    task = decoy.decoy_task(split, region, seed=0, dev=relevance.n_dev(split, CONFIG))
     model = models.lenet5(in_shape=(1, 8, 8), seed=0)
     history = alignment.fit_penalised(
         model, task.train, region=region, weight=5.0, epochs=2, lr=CONFIG.convnet_lr,
@@ -200,18 +223,16 @@ def test_convnet_decoy_against_a_retrained_lenet(tiny):
         decoy.patch_weight_ratio(plain, region)
 
 
-def test_report_renders_and_results_round_trip(tiny, monkeypatch):
+def test_results_and_findings_round_trip(tiny, monkeypatch):
     r, out = tiny
     monkeypatch.setitem(report.STUDIES, relevance.NAME, relevance)
     report.write_run(relevance, CONFIG, r, out)
-    html = (out / "report.html").read_text()
-    assert "Blaming the bias" in html and html.count("<img") >= 17
-    study, config2, r2, _ = report.load_run(out)
+    study, config2, r2, raw = report.load_run(out)
     assert config2 == CONFIG
     torch.testing.assert_close(r2.circle.input, r.circle.input)
     assert torch.equal(r2.circle.blame_active, r.circle.blame_active)
     assert torch.equal(r2.decoys[1].region, r.decoys[1].region)
-    assert r2.decoys[0].arms[1].name == "plain"
+    assert r2.decoys[0].arms[1].name == "plain" and r2.decoys[0].selected == r.decoys[0].selected
     assert r2.images.widths == r.images.widths
     torch.testing.assert_close(r2.convnet.input, r.convnet.input)
     for a, b in zip(r2.blame.channel, r.blame.channel, strict=True):
@@ -220,5 +241,117 @@ def test_report_renders_and_results_round_trip(tiny, monkeypatch):
     assert r2.convnet_decoys[0].model == "LeNet-5"
     assert r2.convnet_decoys[0].arms[2].weight_ratio is None
     torch.testing.assert_close(r2.decoys[0].arms[0].weight_ratio, r.decoys[0].arms[0].weight_ratio)
+    found = relevance.findings(r, CONFIG)
+    assert [f["verdict"] for f in raw["findings"]] == [f.verdict for f in found]
+    assert [f.verdict for f in relevance.findings(r2, config2)] == [f.verdict for f in found]
+    titles = {s.title for s in relevance.sections(r, CONFIG)}
+    assert all(f.section in titles for f in found if f.section)  # every link has its target
     h = relevance.headline(r)
     assert h["LeNet-5 test accuracy"] == r.convnet.test_accuracy
+
+
+def _finding(found, start):
+    (f,) = [f for f in found if f.claim.startswith(start)]
+    return f
+
+
+def test_classifier_findings_against_explain(tiny, lenet):
+    """LeNet-5: LRP-0 vs gradient x input (numpy Pearson per image) and the share of images
+    whose blame_bias relevance sums to the logit within the tolerance, from explain directly."""
+    r, _ = tiny
+    model, x = lenet
+    found = relevance.findings(r, CONFIG)
+    lrp = rel.explain(model, x, method="lrp_0").input.flatten(1).detach()
+    gxi = rel.explain(model, x, method="gradient_x_input").input.flatten(1).detach()
+    p = np.mean([np.corrcoef(lrp[n], gxi[n])[0, 1] for n in range(len(x))])
+    f = _finding(found, "LeNet-5: LRP-0 is gradient x input")
+    assert f.estimate.mean == pytest.approx(p, abs=1e-6) and (f.verdict == "holds") == (p > 0.999)
+    e = rel.explain(model, x, method="blame_bias")
+    err = ((e.total - e.output).abs() / e.output.abs()).detach().tolist()
+    share = sum(v <= relevance.CONSERVATION_TOL for v in err) / len(err)
+    f = _finding(found, "LeNet-5: with every bias as an input")
+    assert f.estimate.mean == pytest.approx(share) and (f.verdict == "holds") == (share > 0.99)
+
+
+def test_composed_maximum_finding_by_loops(tiny, lenet):
+    """The two constructions of the maximum on every window of the LeNet-5's first max pool,
+    windows cut out by hand, against the mean training image and a black one."""
+    r, _ = tiny
+    model, x = lenet
+    split = data.load("digits", seed=0)
+    body = model[:2]  # conv1, ReLU: the input of the first max pool
+    with torch.no_grad():
+        a = body(x)
+        shares = []
+        for ref_image in (split.train.x.mean(0, keepdim=True), torch.zeros_like(x[:1])):
+            b = body(ref_image)[0]
+            win, ref = [], []
+            N, C, H, W = a.shape
+            for n in range(N):
+                for c in range(C):
+                    for i in range(0, H, 2):
+                        for j in range(0, W, 2):
+                            win.append(a[n, c, i : i + 2, j : j + 2].flatten())
+                            ref.append(b[c, i : i + 2, j : j + 2].flatten())
+            win, ref = torch.stack(win), torch.stack(ref)
+            soft = rel.composed_max_relevance(win, ref, form="softmax", softness=1e-4)
+            hard = rel.composed_max_relevance(win, ref, form="relu")
+            dm = (win.amax(1) - ref.amax(1)).abs()
+            moved = dm > 0
+            d = (soft - hard).abs().sum(1)[moved] / (2 * dm[moved])
+            shares.append(((d > relevance.DISAGREE).double().mean().item(), int(moved.sum())))
+    mr = r.max_rules
+    assert mr.composed_share == pytest.approx(shares[0][0], abs=1e-3)
+    assert mr.composed_windows == shares[0][1]
+    assert mr.composed_share_black == pytest.approx(shares[1][0], abs=1e-3)
+    f = _finding(relevance.findings(r, CONFIG), "the two constructions of the maximum")
+    assert (f.verdict == "holds") == (shares[0][0] > 0.01)
+
+
+def test_decoy_findings_follow_their_rules(tiny):
+    """Per decoy: the penalised arm picked on the dev split, the seed-paired differences, and
+    verdicts from the stated thresholds on scipy's t interval."""
+    r, _ = tiny
+    found = relevance.findings(r, CONFIG)
+    for d in (*r.decoys, *r.convnet_decoys):
+        arms = {a.name: a for a in d.arms}
+        pen = [a for a in d.arms if a.weight > 0]
+        means = [a.accuracy_dev.mean().item() for a in pen]
+        assert d.selected == pen[means.index(max(means))].name  # dev, never test
+        chosen, plain = arms[d.selected], arms["plain"]
+        ref = arms["random patch (reference)"]
+        k = r.methods.index(d.method)
+        where = f"{d.model}, patch in the {'centre' if d.corner == 'centre' else 'top left corner'}"
+        for start, values, threshold, above in (
+            ("training against", chosen.share[:, k] - 0.5 * plain.share[:, k], 0.0, False),
+            ("the penalised net games", chosen.changed - ref.changed, 0.05, True),
+        ):
+            f = _finding(found, f"{where}: {start}")
+            v = values.double().tolist()
+            mean = sum(v) / len(v)
+            assert f.estimate.mean == pytest.approx(mean)
+            if len(v) > 1:
+                low, high = scipy.stats.t.interval(
+                    0.95, len(v) - 1, loc=mean, scale=scipy.stats.sem(v)
+                )
+            else:
+                low = high = mean
+            assert (f.verdict == "holds") == ((low > threshold) if above else (high < threshold))
+
+
+def test_a_collapsed_pick_is_said_in_the_decoy_findings(tiny):
+    import dataclasses
+
+    r, _ = tiny
+    d = r.decoys[0]
+    arms = [
+        dataclasses.replace(a, accuracy_clean=torch.full_like(a.accuracy_clean, 0.1))
+        if a.name == d.selected
+        else a
+        for a in d.arms
+    ]
+    ref = next(a for a in d.arms if a.weight == 0 and a.trained_on == "random patch")
+    assert 0.5 * ref.accuracy_clean.mean().item() > 0.1  # the rule: below half the reference
+    found = relevance._decoy_findings(dataclasses.replace(d, arms=arms), r.methods)
+    assert all("collapsed: clean test accuracy 0.100" in f.detail for f in found)
+    assert not any("collapsed" in f.detail for f in relevance._decoy_findings(d, r.methods))

@@ -42,8 +42,9 @@ MODULES = {
     **dict.fromkeys(("curvature", "ensemble", "hessian_blocks", "masks", "stacked", "sweep"), "engines"),
     **dict.fromkeys(
         (
-            "ablation", "alignment", "bounds", "compare", "coreset", "coreset_eval", "costs",
-            "criteria", "curves", "decoy", "findings", "guarantees", "l0", "relevance", "surgery",
+            "ablation", "alignment", "bound_checks", "bounds", "compare", "coreset", "coreset_eval",
+            "costs", "criteria", "curves", "decoy", "findings", "guarantees", "l0", "relevance",
+            "surgery",
         ),
         "methods",
     ),

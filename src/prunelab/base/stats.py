@@ -232,3 +232,27 @@ def outside_disc(r2: float, *, half: float = 1.0) -> float:
     else:
         inside = a * a
     return 1 - inside / (a * a)
+
+
+def share_within(values: Tensor, tol: float) -> float:
+    """Share of ``values`` [N] whose magnitude is at most ``tol`` (NaN counts as outside);
+    e.g. the images whose relative conservation error is within a tolerance."""
+    v = values.detach().flatten().double()
+    if v.numel() == 0:
+        raise ValueError("share_within: values is empty")
+    return (v.abs() <= tol).double().mean().item()
+
+
+def nanmedian(values: Tensor) -> float:
+    """The median of the values [N] that are not NaN (the lower of the two middle ones for an
+    even count, as torch.median); NaN if all are."""
+    v = values.detach().flatten()
+    v = v[~v.isnan()]
+    return v.median().item() if v.numel() else float("nan")
+
+
+def nanmin(values: Tensor) -> float:
+    """The smallest value of ``values`` [N] that is not NaN; NaN if all are."""
+    v = values.detach().flatten()
+    v = v[~v.isnan()]
+    return v.min().item() if v.numel() else float("nan")

@@ -86,14 +86,19 @@ class DecoyTask:
     test_clean: Dataset
     swapped_to: Tensor
     region: Tensor
+    dev: Dataset | None = None  # held-out training images with random patches (decoy_task dev)
 
     @property
     def classes(self) -> int:
         return self.train.classes
 
 
-def decoy_task(split: Split, region: Tensor, *, seed: int) -> DecoyTask:
+def decoy_task(split: Split, region: Tensor, *, seed: int, dev: int = 0) -> DecoyTask:
     """Build the decoy task from a split of images ``x`` [N, D] in [0, 1].
+
+    With ``dev > 0``, ``dev`` training images drawn at random (seeded) are held out of
+    ``train`` and ``train_random`` as ``DecoyTask.dev``, with random patches like ``test``:
+    choices (a penalty weight) are made there, never on the test images.
 
     Parameters
     ----------
@@ -115,8 +120,18 @@ def decoy_task(split: Split, region: Tensor, *, seed: int) -> DecoyTask:
         )
     if not region.any():
         raise ValueError("decoy_task: region is empty")
+    if not 0 <= dev < len(split.train):
+        raise ValueError(f"decoy_task: dev must be in 0..{len(split.train) - 1}; got {dev}")
     C, g = split.classes, torch.Generator().manual_seed(checks.seed(seed, "decoy_task"))
-    y, yt = split.train.y, split.test.y
+    held = None
+    if dev:  # a generator of its own: dev = 0 keeps the draws below as they were
+        order = torch.randperm(len(split.train), generator=torch.Generator().manual_seed(seed))
+        order = order.to(x.device)
+        held, x = (x[order[:dev]], split.train.y[order[:dev]]), x[order[dev:]]
+        y = split.train.y[order[dev:]]
+    else:
+        y = split.train.y
+    yt = split.test.y
     shift = torch.randint(1, C, yt.shape, generator=g)  # [N_test] in 1..C-1
     swapped_to = (yt + shift.to(yt.device)) % C
     name = split.train.name
@@ -133,6 +148,9 @@ def decoy_task(split: Split, region: Tensor, *, seed: int) -> DecoyTask:
         test_clean=Dataset(xt, yt, f"{name} (no patch)", C),
         swapped_to=swapped_to,
         region=region,
+        dev=None
+        if held is None
+        else data(*held, torch.rand(dev, generator=g), "dev, random patch"),
     )
 
 
@@ -158,6 +176,16 @@ def scores(model: nn.Module, task: DecoyTask) -> dict[str, float]:
         "accuracy_clean": train.evaluate(model, task.test_clean)["accuracy"],
         "follow_rate": follow_rate(model, task.test_swapped.x, task.swapped_to),
     }
+
+
+def select(dev_accuracy: Tensor) -> int:
+    """The arm with the highest mean dev accuracy over seeds (the first on a tie).
+    dev_accuracy: [A arms, S seeds] -> index into A."""
+    if dev_accuracy.dim() != 2 or 0 in dev_accuracy.shape:
+        raise ValueError(
+            f"decoy.select: dev_accuracy must be [A, S]; got {tuple(dev_accuracy.shape)}"
+        )
+    return int(dev_accuracy.double().mean(1).argmax())
 
 
 def patch_weight_ratio(model: nn.Module, region: Tensor) -> float:

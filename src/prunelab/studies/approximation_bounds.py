@@ -23,7 +23,8 @@ turn (:func:`prunelab.coreset.layer_by_layer`; the source's Figure 1, right).
 Training regimes. The source names easy, moderate and difficult training circumstances and
 does not define them in its text; we train under three named regimes instead, plain (Adam,
 no regularisation), dropout (0.5 in the hidden layers, the rate of the source's Figure 7) and
-weight decay, and do not map them onto the source's names.
+weight decay, and do not map them onto the source's names. The findings' rules and
+thresholds: ``docs/approximation-bounds.md``.
 """
 
 from __future__ import annotations
@@ -41,7 +42,10 @@ from torch import Tensor, nn
 from ..base import checkpoint, data, files, models, ops, train
 from ..base.progress import track
 from ..engines import ensemble
-from ..methods import coreset, coreset_eval, guarantees, l0
+from ..methods import bound_checks, coreset, coreset_eval, guarantees, l0
+from ..methods import findings as rules
+from ..methods.findings import Finding
+from . import approximation_bounds_report as titles
 from .approximation_bounds_report import sections  # noqa: F401 (the study's report)
 from .base import option
 
@@ -242,6 +246,11 @@ class EpsilonFirst:
     ball_mean: float = math.nan
     ball_std: float = math.nan
     ball_violation: float = math.nan
+    error_seed: list[float] = field(default_factory=list)  # mean error per seed (nan: not drawn)
+    ball_seed: list[float] = field(default_factory=list)  # the same on the ball (neurons only)
+    ratio: list[float] = field(default_factory=list)  # per seed, bound / mean error
+    ball_ratio: list[float] = field(default_factory=list)  # per seed, ball error / data error
+    ball_bound_ratio: list[float] = field(default_factory=list)  # per seed, bound / ball error
 
 
 @dataclass
@@ -260,6 +269,7 @@ class SparsityFirst:
     accuracy: list[float]
     raw_mean: float  # observed max_c |Delta_c|, pooled
     raw_std: float
+    ratio: list[float] = field(default_factory=list)  # per seed, implied bound / observed raw
 
 
 @dataclass
@@ -312,6 +322,7 @@ class LayerRow:
     implied: float
     output: float
     within: float
+    ratio: float = math.nan  # the layer's bound eps / its observed error (bound_checks)
 
 
 @dataclass
@@ -334,6 +345,7 @@ class Results:
     weight_share: float = math.nan  # the pruned final layer's share of all the net's weights
     layerwise: list[LayerRow] = field(default_factory=list)
     vgg: Results | None = None  # the VGG arm
+    tally: dict[str, float] = field(default_factory=dict)  # counts behind the text (_tally)
 
 
 # --- one trained net -----------------------------------------------------------------------------
@@ -529,6 +541,8 @@ def _epsilon_row(regime, method, share, size, trials: list[_Trial]) -> EpsilonFi
     ball = [t for tr in trials for t in tr.ball]
     ball_bounds = [tr.bound for tr in trials for _ in tr.ball]
     ball_mean, ball_std = _pooled(ball)
+    error_seed = [_pooled(tr.error)[0] for tr in trials]
+    ball_seed = [_pooled(tr.ball)[0] for tr in trials]
     return EpsilonFirst(
         regime=regime,
         method=method,
@@ -550,6 +564,13 @@ def _epsilon_row(regime, method, share, size, trials: list[_Trial]) -> EpsilonFi
         ball_mean=ball_mean,
         ball_std=ball_std,
         ball_violation=_violation(ball, ball_bounds),
+        error_seed=error_seed,
+        ball_seed=ball_seed,
+        ratio=bound_checks.bound_ratio([[tr.bound for tr in trials]], [error_seed]).tolist(),
+        ball_ratio=bound_checks.bound_ratio([ball_seed], [error_seed]).tolist(),
+        ball_bound_ratio=bound_checks.bound_ratio(
+            [[tr.bound for tr in trials]], [ball_seed]
+        ).tolist(),
     )
 
 
@@ -609,7 +630,12 @@ def _weights_sparse(sub: _Subject, keep: float, config, g) -> dict:
 def _sparsity_row(regime, method, keep, size, parts: list[dict]) -> SparsityFirst:
     joined = {k: [v for p in parts for v in p[k]] for k in parts[0]}
     raw_mean, raw_std = _pooled(joined.pop("raw"))
-    return SparsityFirst(regime, method, keep, size, **joined, raw_mean=raw_mean, raw_std=raw_std)
+    implied = [bound_checks.seed_means(p["implied"], 1).item() for p in parts]
+    raw = [_pooled(p["raw"])[0] for p in parts]
+    ratio = bound_checks.bound_ratio([implied], [raw]).tolist()
+    return SparsityFirst(
+        regime, method, keep, size, **joined, raw_mean=raw_mean, raw_std=raw_std, ratio=ratio
+    )
 
 
 # --- heuristics and fine-tuning ----------------------------------------------------------------
@@ -775,7 +801,14 @@ def _layerwise(config: Config, net: nn.Sequential, split, g) -> list[LayerRow]:
             generator=g,
             max_samples=config.layer_max_samples,
         )
-        rows += [LayerRow(target, **vars(st)) for st in stages]
+        rows += [
+            LayerRow(
+                target,
+                **vars(st),
+                ratio=bound_checks.bound_ratio([[st.eps]], [[st.observed]]).item(),
+            )
+            for st in stages
+        ]
     return rows
 
 
@@ -870,6 +903,7 @@ def _arm(config: Config, split, nets_of, model: str, g, advance) -> Results:
         max_samples=config.max_samples,
         weight_share=share,
         layerwise=layerwise,
+        tally=_tally(tune_rows),
     )
 
 
@@ -946,21 +980,345 @@ def _mean(values: list[float]) -> float:
 def headline(results: Results) -> dict[str, float]:
     out: dict[str, float] = {}
     first = results.regimes[0].name
+    top = max(r.share for r in results.epsilon_first)
     for row in results.epsilon_first:
-        if row.regime == first and row.share == max(r.share for r in results.epsilon_first):
+        if row.regime == first and row.share == top:
             tag = "neurons" if row.method == NEURONS else "weights"
             out[f"{tag}: samples / layer size at {row.share:.0%} ({first})"] = (
                 _mean(row.samples) / row.size
             )
-            out[f"{tag}: observed error / bound at {row.share:.0%} ({first})"] = (
-                row.error_mean / _mean(row.bound)
-            )
-    out["sparsity-first: largest share of correct labels guaranteed"] = max(
-        _mean(row.implied_share) for row in results.sparsity_first
+            out[f"{tag}: bound / observed error at {row.share:.0%} ({first})"] = _mean(row.ratio)
+    S = len(results.regimes[0].accuracy)
+    out["sparsity-first: largest share of correct labels guaranteed"] = _mean(
+        bound_checks.largest(_seed_table(results.sparsity_first, "implied_share", S)).tolist()
     )
-    for row in results.finetune:
-        if row.regime == first and row.method in ("L0", "magnitude"):
-            key = f"{row.method}: accuracy gain from fine-tuning (max over levels, {first})"
-            gain = _mean(row.after) - _mean(row.before)
-            out[key] = max(out.get(key, -math.inf), gain)
+    for method in ("L0", "magnitude"):
+        rows = [t for t in results.finetune if t.regime == first and t.method == method]
+        if rows:
+            gain = bound_checks.largest_gain([t.after for t in rows], [t.before for t in rows])
+            out[f"{method}: accuracy gain from fine-tuning (max over levels, {first})"] = _mean(
+                gain.tolist()
+            )
+    return out
+
+
+# --- findings ----------------------------------------------------------------------------------
+
+
+def _rule(rule, claim: str, values: Tensor, *args, why: str, **kw) -> Finding:
+    """``rule(claim, values, *args)``, or not measured (``why``) where a seed has no value."""
+    v = torch.as_tensor(values, dtype=torch.float64)
+    if v.numel() == 0 or not v.isfinite().all():
+        return rules.not_measured(
+            claim, why, source=kw.get("source", ""), section=kw.get("section", "")
+        )
+    return rule(claim, v, *args, **kw)
+
+
+def _seed_table(rows, attr: str, seeds: int) -> Tensor:
+    """[K, S]: per row, the per-seed means of ``attr`` (a seed x draw list)."""
+    return torch.stack([bound_checks.seed_means(getattr(r, attr), seeds) for r in rows])
+
+
+def _arm_findings(r: Results) -> list[Finding]:
+    """The source's claims on one network (``r``): each a rule on per-seed values."""
+    pre = "" if r.model == "LeNet-300-100" else f"{r.model}: "
+    S = len(r.regimes[0].accuracy)
+
+    def sec(title: str) -> str:
+        return titles.arm_title(r.model, title)
+
+    eps, out = r.epsilon_first, []
+    neurons = [e for e in eps if e.method == NEURONS]
+    samples = torch.tensor([e.samples for e in eps], dtype=torch.float64)  # [K, S]
+    never = "no setting was sampled (each needed more than max_samples draws)"
+    out.append(
+        rules.above(
+            pre + "epsilon-first pruning needs more draws than the layer has neurons or weights",
+            bound_checks.exceed_share(samples, [e.size for e in eps]),
+            0.5,
+            source="samples > layer size (Figs. 2, 6, 10)",
+            section=sec(titles.EPSILON),
+            detail="share of the (regime, method, guaranteed share) settings needing more draws "
+            "than units; holds when more than half do",
+        )
+    )
+    out.append(
+        _rule(
+            rules.above,
+            pre + "the bounds lie far above the observed errors",
+            bound_checks.smallest([e.ratio for e in eps]),
+            10.0,
+            why=never,
+            source="bound >> observed error (Figs. 2, 6)",
+            section=sec(titles.EPSILON),
+            unit="×",
+            detail="the smallest bound / mean observed error over the sampled settings; holds "
+            f"when it is above 10{_smallest_at(eps)}",
+        )
+    )
+    out.append(
+        rules.below(
+            pre + "coreset neuron pruning reaches little or no sparsity",
+            bound_checks.largest(_seed_table(neurons, "sparsity", S)),
+            0.1,
+            source="sparsity about 0 (Figs. 6, 7, 10)",
+            section=sec(titles.EPSILON),
+            detail="the largest neuron sparsity over the epsilon-first settings",
+        )
+    )
+    out.append(
+        rules.below(
+            pre + "sparsity-first, the draws guarantee few of the correct labels",
+            bound_checks.largest(_seed_table(r.sparsity_first, "implied_share", S)),
+            0.5,
+            source="vacuous guarantee (Fig. 8)",
+            section=sec(titles.SPARSITY),
+            detail="the largest guaranteed share of the correct labels over the kept fractions",
+        )
+    )
+    tuned = [t for t in r.finetune if len(t.before) == S]
+    gain = bound_checks.largest_gain([t.after for t in tuned], [t.before for t in tuned])
+    out.append(
+        rules.above(
+            pre + "fine-tuning after pruning adds more than 50 accuracy points",
+            gain,
+            0.5,
+            source="> 50 points (Fig. 3)",
+            section=sec(titles.HEURISTICS),
+            detail="the largest dev accuracy gain from fine-tuning over methods and levels",
+        )
+    )
+    pairs = _pairs(tuned, NEURONS, "L0", "Mussay coreset") + _pairs(
+        tuned, WEIGHTS, "magnitude", "SiPP (random)"
+    )
+    claim = pre + "fine-tuned heuristics without a guarantee do as well as the coresets"
+    out.append(
+        rules.above(
+            claim,
+            bound_checks.exceed_share(
+                torch.tensor([h.after for h, _ in pairs], dtype=torch.float64)
+                - torch.tensor([c.after for _, c in pairs], dtype=torch.float64),
+                -0.01 - 1e-9,  # within one point: a tie at exactly one point counts
+            ),
+            0.5,
+            source="Figs. 5, 9",
+            section=sec(titles.HEURISTICS),
+            detail="share of (regime, level) pairs, L0 against Mussay's coreset and magnitude "
+            "against SiPP sampling at the same sparsity, where the heuristic's dev accuracy "
+            "after fine-tuning is within one point of the coreset's or better; holds above 0.5",
+        )
+        if pairs
+        else rules.not_measured(claim, "no heuristic had a coreset at its sparsity")
+    )
+    det = [t for t in tuned if t.method == "SiPP (deterministic)"]
+    rise = torch.tensor([t.raw_after for t in det], dtype=torch.float64) - torch.tensor(
+        [t.raw_before for t in det], dtype=torch.float64
+    )
+    claim = pre + "fine-tuning raises the raw logit error (deterministic SiPP)"
+    out.append(
+        rules.above(
+            claim,
+            bound_checks.exceed_share(rise, 0.0),
+            0.5,
+            source="error rises (Fig. 3, middle)",
+            section=sec(titles.GAP),
+            detail="share of the fine-tuned deterministic SiPP nets whose mean max_c |Delta_c| "
+            "rose; holds when more than half did",
+        )
+        if det
+        else rules.not_measured(claim, "no deterministic SiPP net was fine-tuned")
+    )
+    if r.model != "LeNet-300-100":  # the source's budget is for VGG-16 (Fig. 10)
+        out.append(
+            _rule(
+                rules.above,
+                pre + "the draws required exceed the source's budget of 1M",
+                bound_checks.exceed_share(samples, 1e6),
+                0.5,
+                why=never,
+                source="> 1M samples (Fig. 10, VGG-16)",
+                section=sec(titles.EPSILON),
+                detail="share of the epsilon-first settings needing more than 1e6 draws",
+            )
+        )
+    out += _dropout_findings(r, pre, sec)
+    claim = pre + "on inputs from the theorem's L2 ball the errors stay below the bound"
+    out.append(
+        _rule(
+            rules.above,
+            claim,
+            bound_checks.smallest([e.ball_bound_ratio for e in neurons]),
+            1.0,
+            why=never,
+            source="Fig. 11 (no direction stated)",
+            section=sec(titles.BALL),
+            unit="×",
+            detail="the smallest bound / mean ball error over the sampled neuron settings",
+        )
+    )
+    if r.alpha:
+        out.append(
+            _rule(
+                rules.below,
+                pre + "scaling the final layer by alpha leaves the draws required "
+                "unchanged (within 20%)",
+                bound_checks.spread([a.samples for a in r.alpha]),
+                1.2,
+                why="no draws were computed",
+                source="Fig. 12",
+                section=sec(titles.ALPHA),
+                unit="×",
+                detail="largest / smallest draws required over the factors alpha",
+            )
+        )
+    if r.layerwise:
+        sampled = [row for row in r.layerwise if not row.skipped]
+        claim = pre + "layer by layer, the output errors stay within the bubbled-up bound"
+        out.append(
+            rules.above(
+                claim,
+                bound_checks.smallest([[row.within] for row in sampled]),
+                0.9,
+                source="Fig. 1, right",
+                section=titles.LAYERS,
+                detail="the smallest share of dev inputs within the implied output bound over "
+                "the sampled stages (first seed); holds above 1 - delta = 0.9",
+            )
+            if sampled
+            else rules.not_measured(
+                claim, "no layer could be sampled within the budget", section=titles.LAYERS
+            )
+        )
+    return out
+
+
+def _pairs(rows: list[FineTune], family: str, heuristic: str, coreset_: str):
+    """(heuristic row, coreset row) at the same regime and level."""
+    by = {(t.regime, t.method, t.level): t for t in rows if t.family == family}
+    return [
+        (t, by[(t.regime, coreset_, t.level)])
+        for t in by.values()
+        if t.method == heuristic and (t.regime, coreset_, t.level) in by
+    ]
+
+
+def _row_means(rows: list[FineTune], attr: str) -> Tensor:
+    """[K, 1]: per fine-tuned row, the mean over seeds of ``attr`` (NaN skipped)."""
+    return torch.stack([bound_checks.seed_means(getattr(t, attr), 1) for t in rows])
+
+
+def _count(diff: Tensor, limit: float = 0.0) -> int:
+    """How many of the rows of ``diff`` [K, 1] exceed ``limit``."""
+    return round(bound_checks.exceed_share(diff, limit).item() * len(diff)) if len(diff) else 0
+
+
+def _tally(rows: list[FineTune]) -> dict[str, float]:
+    """Counts and extremes over the fine-tuned nets (means over seeds per row) that the
+    heuristics and fine-tuning sections state: "within one point" is a difference above -0.01."""
+    out: dict[str, float] = {}
+    if not rows:
+        return out
+    after, before = _row_means(rows, "after"), _row_means(rows, "before")
+    raw_a, raw_b = _row_means(rows, "raw_after"), _row_means(rows, "raw_before")
+    cen_a, cen_b = _row_means(rows, "centred_after"), _row_means(rows, "centred_before")
+    gain = bound_checks.largest_gain(after, before).item()
+    top = max(range(len(rows)), key=lambda k: (after[k] - before[k]).nan_to_num(-1).item())
+    out |= dict(
+        nets=len(rows),
+        gain=gain,
+        gain_row=top,
+        certified=bound_checks.largest(_row_means(rows, "guaranteed")).item(),
+        accuracy_up=_count(after - before),
+        raw_up=_count(raw_a - raw_b),
+        raw_down=_count(raw_b - raw_a),
+        centred_down=_count(cen_b - cen_a),
+        accuracy_and_raw_up=_count(torch.minimum(after - before, raw_a - raw_b)),
+    )
+    for method in dict.fromkeys(t.method for t in rows):
+        k = [i for i, t in enumerate(rows) if t.method == method]
+        out[f"raw_up {method}"] = _count(raw_a[k] - raw_b[k])
+        out[f"nets {method}"] = len(k)
+    det = [i for i, t in enumerate(rows) if t.method == "SiPP (deterministic)"]
+    if det:
+        out["det_gain"] = bound_checks.largest_gain(after[det], before[det]).item()
+        out["det_certified"] = bound_checks.largest(_row_means(rows, "guaranteed")[det]).item()
+    one_point = -0.01 - 1e-9  # within one point: a tie at exactly one point counts
+    for tag, family, heuristic, coreset_ in (
+        ("L0", NEURONS, "L0", "Mussay coreset"),
+        ("magnitude", WEIGHTS, "magnitude", "SiPP (random)"),
+        ("deterministic", WEIGHTS, "SiPP (deterministic)", "SiPP (random)"),
+    ):
+        pairs = _pairs(rows, family, heuristic, coreset_)
+        if not pairs:
+            continue
+        h = [rows.index(a) for a, _ in pairs]
+        c = [rows.index(b) for _, b in pairs]
+        out[f"pairs {tag}"] = len(pairs)
+        out[f"{tag} within before"] = _count(before[h] - before[c], one_point)
+        out[f"{tag} within after"] = _count(after[h] - after[c], one_point)
+        out[f"{tag} below before"] = _count(before[c] - before[h])
+        lowest = min(rows[i].level for i in h)
+        top_h = [i for i in h if rows[i].level == lowest]
+        top_c = [c[h.index(i)] for i in top_h]
+        out[f"{tag} pairs at the highest sparsity"] = len(top_h)
+        out[f"{tag} coreset ahead at the highest sparsity"] = _count(after[top_c] - after[top_h])
+    return out
+
+
+def _smallest_at(eps: list[EpsilonFirst]) -> str:
+    """Where the smallest bound / observed ratio (mean over seeds) is, in words."""
+    means = [bound_checks.seed_means(e.ratio, 1).item() if e.ratio else math.nan for e in eps]
+    finite = [(m, e) for m, e in zip(means, eps, strict=True) if math.isfinite(m)]
+    if not finite:
+        return ""
+    _, e = min(finite, key=lambda t: t[0])
+    return f" (smallest: {e.method}, {e.regime}, guaranteed share {e.share:g})"
+
+
+def _dropout_findings(r: Results, pre: str, sec) -> list[Finding]:
+    """Fig. 7: dropout raises the sensitivities and leaves no sparsity."""
+    by = {g.name: g for g in r.regimes}
+    c1 = pre + "dropout raises the sensitivities"
+    c2 = pre + "after dropout training, coreset neuron pruning reaches a sparsity of 0"
+    if "dropout" not in by or len(by) < 2:
+        why = "needs the dropout regime and another one (option regimes)"
+        return [rules.not_measured(c, why, source="Fig. 7") for c in (c1, c2)]
+    others = torch.tensor([g.sensitivity for g in r.regimes if g.name != "dropout"])
+    drop = torch.tensor(by["dropout"].sensitivity)
+    rows = [e for e in r.epsilon_first if e.regime == "dropout" and e.method == NEURONS]
+    return [
+        rules.above(
+            c1,
+            drop - bound_checks.largest(others),
+            0.0,
+            source="Fig. 7",
+            section=titles.arm_title(r.model, titles.REGIMES),
+            detail="the dropout nets' mean total sensitivity minus the largest other regime's",
+        ),
+        rules.below(
+            c2,
+            bound_checks.largest(_seed_table(rows, "sparsity", len(drop))),
+            0.05,
+            source="sparsity 0 (Fig. 7)",
+            section=titles.arm_title(r.model, titles.EPSILON),
+            detail="the largest neuron sparsity of the dropout nets over the guaranteed shares",
+        ),
+    ]
+
+
+def findings(results: Results, config: Config | None = None) -> list[Finding]:
+    """The source's claims on LeNet-300-100 (or the checkpoint) and, prefixed with its name,
+    on the VGG arm's network."""
+    out = _arm_findings(results)
+    if results.vgg is not None:
+        out += _arm_findings(results.vgg)
+    elif results.model == "LeNet-300-100":
+        out.append(
+            rules.not_measured(
+                "VGG-16: the draws required exceed the source's budget of 1M",
+                "the VGG arm is off (option arch none)",
+                source="> 1M samples (Fig. 10, VGG-16)",
+            )
+        )
     return out

@@ -30,6 +30,22 @@ STYLE_KEY = [
     Line2D([], [], color="black", marker="o", ls="-", label="bound"),
     Line2D([], [], color="black", marker="s", ls="--", alpha=0.7, label="observed, mean ± std"),
 ]
+EPSILON = "Epsilon-first: the bound, the observed error and the samples required"
+REGIMES = "Training regimes and the samples required"
+SPARSITY = "Sparsity-first: what the samples imply"
+HEURISTICS = "Heuristics and the fine-tuning gap"
+GAP = "Raw and centred logit error before and after fine-tuning"
+BALL = "Inputs from the L2 ball instead of the data"
+ALPHA = "Scaling the final layer by α"
+ANSWER = "When are the bounds useful? Our answer"
+LAYERS = "Layer by layer: bubbling the errors up"
+
+
+def arm_title(model: str, title: str) -> str:
+    """A section's title on the arm of network ``model`` (LeNet-300-100's stay as they are)."""
+    return title if model == "LeNet-300-100" else f"{model}: {title[0].lower()}{title[1:]}"
+
+
 TUNE_KEY = [
     Line2D([], [], color="black", marker="o", ls="--", mfc="none", label="after pruning"),
     Line2D([], [], color="black", marker="o", ls="-", label="after fine-tuning"),
@@ -83,6 +99,13 @@ def _num(x: float) -> str:
     if x != 0 and (abs(x) >= 1e5 or abs(x) < 1e-3):
         return f"{x:.2e}"
     return f"{x:.3g}"
+
+
+def _share_err(values_per_row) -> np.ndarray:
+    """Error bars of mean ± std for shares, clipped to [0, 1]: [2, rows] (below, above)."""
+    means = np.array([_m(v) for v in values_per_row])
+    sds = np.array([_sd(v) for v in values_per_row])
+    return np.stack([means - np.clip(means - sds, 0, 1), np.clip(means + sds, 0, 1) - means])
 
 
 def _span(values) -> tuple[float, float]:
@@ -258,7 +281,7 @@ def _epsilon_figure(r) -> Plot:
             ax[i, 2].errorbar(
                 x,
                 [_m(e.sparsity) for e in rows],
-                yerr=[_sd(e.sparsity) for e in rows],
+                yerr=_share_err([e.sparsity for e in rows]),
                 fmt="o-",
                 color=c,
                 capsize=3,
@@ -301,6 +324,7 @@ def _epsilon_table(r) -> Table:
             _pct(e.share),
             _m(e.bound),
             f"{_num(e.error_mean)} ± {_num(e.error_std)}",
+            _ci(e.ratio),
             e.violation,
             _m(e.samples),
             _m(e.nominal_samples) if e.nominal_samples else "-",
@@ -317,6 +341,7 @@ def _epsilon_table(r) -> Table:
             "share",
             "bound",
             "observed (mean ± std)",
+            "bound / observed (95% CI over seeds)",
             "share over the bound",
             "samples required",
             "nominal samples",
@@ -336,7 +361,7 @@ def _epsilon_table(r) -> Table:
 def _epsilon_section(r) -> Section:
     eps = r.epsilon_first
     over = [e for e in eps if _m(e.samples) > e.size]
-    lo, hi = _span([_m(e.bound) / e.error_mean for e in eps if e.error_mean > 0])
+    lo, hi = _span([_m(e.ratio) for e in eps])
     worst = max((e.violation for e in eps if math.isfinite(e.violation)), default=math.nan)
     H = r.widths[-2]
     neuron_sparsity = _span([_m(e.sparsity) for e in eps if e.method == NEURONS])[1]
@@ -350,7 +375,8 @@ def _epsilon_section(r) -> Section:
         f"In {len(over)} of {len(eps)} settings the theorem asks for more draws than the layer "
         f"has units (neurons or weights). The bounds are {_num(lo)} to {_num(hi)} times the "
         "mean observed error, and at most "
-        f"{_pct(worst)} of the (draw, image) pairs exceed them: the bounds hold, loosely.",
+        f"{_pct(worst)} of the (draw, image) pairs exceed them (each bound may fail with "
+        f"probability δ = {r.delta:g}).",
         f"Neuron pruning reaches a sparsity of at most {_pct(neuron_sparsity)}: with that many "
         "draws every neuron with a non-negligible probability is drawn. Weight pruning reaches "
         + "; ".join(weight_rows)
@@ -362,7 +388,7 @@ def _epsilon_section(r) -> Section:
         "matters by a small factor, the verdict does not change.",
     ]
     return Section(
-        "Epsilon-first: the bound, the observed error and the samples required",
+        EPSILON,
         text,
         [_epsilon_table(r)],
         [_epsilon_figure(r)],
@@ -459,7 +485,7 @@ def _regime_section(r) -> Section:
         "bound. Regimes change F through the norms of the neurons and the output weights, and "
         "E through the gaps; the first section's table lists both."
     )
-    return Section("Training regimes and the samples required", text, [], [_regime_figure(r)])
+    return Section(REGIMES, text, [], [_regime_figure(r)])
 
 
 # --- sparsity-first ----------------------------------------------------------------------------
@@ -475,7 +501,7 @@ def _sparsity_figure(r) -> Plot:
             ax[i, 0].errorbar(
                 x,
                 [_m(s.preserved) for s in rows],
-                yerr=[_sd(s.preserved) for s in rows],
+                yerr=_share_err([s.preserved for s in rows]),
                 fmt="o-",
                 color=c,
                 capsize=3,
@@ -558,7 +584,7 @@ def _sparsity_section(r) -> Section:
         "The implied bound is what the theorem gives for those draws.",
     )
     best = max((_m(s.implied_share) for s in r.sparsity_first), default=math.nan)
-    lo, hi = _span([_m(s.implied) / s.raw_mean for s in r.sparsity_first if s.raw_mean > 0])
+    lo, hi = _span([_m(s.ratio) for s in r.sparsity_first])
     half = [s for s in r.sparsity_first if s.keep == max(x.keep for x in r.sparsity_first)]
     kept = _span([_m(s.preserved) for s in half])
     guarantee = (
@@ -570,7 +596,7 @@ def _sparsity_section(r) -> Section:
         f"{_pct(kept[1])} of them. The implied bounds are {_num(lo)} to {_num(hi)} times the "
         "observed errors: the guarantee is vacuous exactly where pruning is useful.",
     ]
-    return Section("Sparsity-first: what the samples imply", text, [table], [_sparsity_figure(r)])
+    return Section(SPARSITY, text, [table], [_sparsity_figure(r)])
 
 
 # --- heuristics and fine-tuning ------------------------------------------------------------------
@@ -653,48 +679,31 @@ def _tune_table(r) -> Table:
     )
 
 
-def _pairs(r, family, heuristic, coreset):
-    """(heuristic row, coreset row) at the same regime and level."""
-    rows = {(t.regime, t.method, t.level): t for t in r.finetune if t.family == family}
-    return [
-        (t, rows[(t.regime, coreset, t.level)])
-        for t in rows.values()
-        if t.method == heuristic and (t.regime, coreset, t.level) in rows
-    ]
-
-
 def _heuristics_section(r) -> Section:
-    gains = [(_m(t.after) - _m(t.before), t) for t in r.finetune]
-    big, top = max(gains, key=lambda p: p[0] if math.isfinite(p[0]) else -1)
-    l0 = _pairs(r, NEURONS, "L0", "Mussay coreset")
-    mag = _pairs(r, WEIGHTS, "magnitude", "SiPP (random)")
-    sure = max(
-        (_m(t.guaranteed) for t in r.finetune if math.isfinite(_m(t.guaranteed))),
-        default=math.nan,
-    )
-    l0_ok = sum(_m(h.after) >= _m(c.after) - 0.01 for h, c in l0)
-    l0_before = sum(_m(h.before) >= _m(c.before) - 0.01 for h, c in l0)
-    mag_ok = sum(_m(h.after) >= _m(c.after) - 0.01 for h, c in mag)
-    mag_before = sum(_m(h.before) >= _m(c.before) - 0.01 for h, c in mag)
-    top_pairs = [(h, c) for h, c in mag if h.level == min(t.level for t, _ in mag)]
-    top_ahead = sum(_m(c.after) > _m(h.after) for h, c in top_pairs)
+    t = r.tally
+    if not t:  # results written before the counts were stored
+        return Section(HEURISTICS, [], [_tune_table(r)], [_heuristics_figure(r)])
+    top = r.finetune[int(t["gain_row"])]
+
+    def of(tag: str, what: str) -> str:
+        return f"{int(t.get(f'{tag} {what}', 0))} of {int(t.get(f'pairs {tag}', 0))}"
+
     text = [
-        f"Fine-tuning lifts the dev accuracy of the pruned nets by up to {100 * big:.0f} "
+        f"Fine-tuning lifts the dev accuracy of the pruned nets by up to {100 * t['gain']:.0f} "
         f"accuracy points ({top.method}, {top.regime}, sparsity {_pct(_m(top.sparsity))}), the "
         "source's 'fine-tuning gap'. What the pruned layer computes right after pruning, all a "
         "bound speaks about, says little about what the net reaches after a few epochs.",
-        f"Neurons: L0 (whose weights were trained with the gates) is within one point of the "
-        f"Mussay coreset or better in {l0_before} of {len(l0)} cases before fine-tuning and in "
-        f"{l0_ok} of {len(l0)} after. Weights: magnitude pruning is within one point of SiPP "
-        f"sampling or better in {mag_before} of {len(mag)} cases before fine-tuning and in "
-        f"{mag_ok} of {len(mag)} after. At the highest sparsity SiPP sampling stays ahead "
-        f"after fine-tuning in {top_ahead} of {len(top_pairs)} regimes: a good pruning rule, "
-        "though its bound certifies nothing there.",
-        f"The largest accuracy any bound certifies in this section is {_pct(sure)}.",
+        "Neurons: L0 (whose weights were trained with the gates) is within one point of the "
+        f"Mussay coreset or better in {of('L0', 'within before')} cases before fine-tuning and "
+        f"in {of('L0', 'within after')} after. Weights: magnitude pruning is within one point "
+        f"of SiPP sampling or better in {of('magnitude', 'within before')} cases before "
+        f"fine-tuning and in {of('magnitude', 'within after')} after. At the highest sparsity "
+        "SiPP sampling stays ahead after fine-tuning in "
+        f"{int(t.get('magnitude coreset ahead at the highest sparsity', 0))} of "
+        f"{int(t.get('magnitude pairs at the highest sparsity', 0))} regimes.",
+        f"The largest accuracy any bound certifies in this section is {_pct(t['certified'])}.",
     ]
-    return Section(
-        "Heuristics and the fine-tuning gap", text, [_tune_table(r)], [_heuristics_figure(r)]
-    )
+    return Section(HEURISTICS, text, [_tune_table(r)], [_heuristics_figure(r)])
 
 
 def _gap_figure(r) -> Plot:
@@ -738,42 +747,27 @@ def _gap_figure(r) -> Plot:
 
 
 def _gap_section(r) -> Section:
-    tuned = r.finetune
-    methods = list(dict.fromkeys(t.method for t in tuned))
-    per = []
-    for method in methods:
-        rows = [t for t in tuned if t.method == method]
-        up = sum(_m(t.raw_after) > _m(t.raw_before) for t in rows)
-        per.append(f"{method} {up} of {len(rows)}")
-    acc_up = sum(_m(t.after) > _m(t.before) for t in tuned)
-    both = sum(_m(t.after) > _m(t.before) and _m(t.raw_after) > _m(t.raw_before) for t in tuned)
-    cen_down = sum(_m(t.centred_after) < _m(t.centred_before) for t in tuned)
-    raw_down = sum(_m(t.raw_after) < _m(t.raw_before) for t in tuned)
-    det = [t for t in tuned if t.method == "SiPP (deterministic)"]
-    det_gain = max((_m(t.after) - _m(t.before) for t in det), default=math.nan)
-    certified = max((_m(t.guaranteed) for t in det), default=math.nan)
-    det_worse = sum(
-        _m(h.before) < _m(c.before)
-        for h, c in _pairs(r, WEIGHTS, "SiPP (deterministic)", "SiPP (random)")
-    )
+    t = r.tally
+    if not t:  # results written before the counts were stored
+        return Section(GAP, [], [], [_gap_figure(r)])
+    methods = list(dict.fromkeys(row.method for row in r.finetune))
+    per = [f"{m} {int(t[f'raw_up {m}'])} of {int(t[f'nets {m}'])}" for m in methods]
+    cen_down, raw_down = int(t["centred_down"]), int(t["raw_down"])
     text = [
-        f"Deterministic SiPP certifies at most {_pct(certified)} accuracy, is below SiPP "
-        f"sampling right after pruning in {det_worse} of {len(det)} cases, and gains up to "
-        f"{100 * det_gain:.0f} accuracy points from fine-tuning: the certificate under-"
-        "estimates the pruned net, and the pruned net under-estimates the fine-tuned one.",
-        f"Over the {len(tuned)} pruned nets of the previous section, fine-tuning raised the "
-        f"accuracy of {acc_up}. It raised the raw logit error in {both} of them while raising "
-        f"the accuracy (by method: {', '.join(per)}), lowered the raw error in {raw_down} and "
-        f"lowered the centred error in {cen_down}. Fine-tuning does not aim at the unpruned "
-        "logits: it moves them wherever the loss is lower, including by common shifts that "
-        "softmax ignores, so the centred error, which ignores them too, falls "
-        + ("more" if cen_down > raw_down else "no more")
-        + " often than the raw one. A bound on the raw error therefore says little about "
-        "the fine-tuned net.",
+        f"Deterministic SiPP certifies at most {_pct(t.get('det_certified', math.nan))} "
+        "accuracy, is below SiPP sampling right after pruning in "
+        f"{int(t.get('deterministic below before', 0))} of {int(t.get('pairs deterministic', 0))} "
+        f"cases, and gains up to {100 * t.get('det_gain', math.nan):.0f} accuracy points from "
+        "fine-tuning.",
+        f"Over the {int(t['nets'])} pruned nets of the previous section, fine-tuning raised the "
+        f"accuracy of {int(t['accuracy_up'])}. It raised the raw logit error in "
+        f"{int(t['accuracy_and_raw_up'])} of them while raising the accuracy (raw error up, by "
+        f"method: {', '.join(per)}), lowered the raw error in {raw_down} and lowered the "
+        f"centred error in {cen_down}. Fine-tuning does not aim at the unpruned logits: it "
+        "moves them wherever the loss is lower, including by common shifts that softmax "
+        "ignores, which the centred error ignores too.",
     ]
-    return Section(
-        "Raw and centred logit error before and after fine-tuning", text, [], [_gap_figure(r)]
-    )
+    return Section(GAP, text, [], [_gap_figure(r)])
 
 
 # --- ball inputs -----------------------------------------------------------------------------
@@ -844,9 +838,9 @@ def _ball_section(r) -> Section:
         "Ball inputs are first-layer outputs a with ‖[a; 1]‖ ≤ β, uniform in the ball: signed "
         "and mostly near its surface, unlike the sparse non-negative data.",
     )
-    lo, hi = _span([e.ball_mean / e.error_mean for e in rows if e.error_mean > 0])
+    lo, hi = _span([_m(e.ball_ratio) for e in rows])
     side = "smaller than" if hi < 1 else ("larger than" if lo > 1 else "comparable to")
-    gap = _span([_m(e.bound) / e.ball_mean for e in rows if e.ball_mean > 0])
+    gap = _span([_m(e.ball_bound_ratio) for e in rows])
     text = [
         f"On inputs from the ball the pruned layer errs {_num(lo)} to {_num(hi)} times as much "
         f"as on the data ({side} it), and the bound is still {_num(gap[0])} to {_num(gap[1])} "
@@ -857,7 +851,7 @@ def _ball_section(r) -> Section:
         "stays loose even where its assumptions hold exactly: the looseness is the worst-case "
         "construction, not a mismatch between data and assumptions.",
     ]
-    return Section("Inputs from the L2 ball instead of the data", text, [table], [_ball_figure(r)])
+    return Section(BALL, text, [table], [_ball_figure(r)])
 
 
 # --- scaling ---------------------------------------------------------------------------------
@@ -947,87 +941,73 @@ def _alpha_section(r) -> Section:
         "the labels need barely moves: an additive bound cannot be made useful by rescaling the "
         "layer it is stated for.",
     ]
-    return Section("Scaling the final layer by α", text, [table], [_alpha_figure(r)])
+    return Section(ALPHA, text, [table], [_alpha_figure(r)])
 
 
 # --- the answer ------------------------------------------------------------------------------
 
 
-def _answer(r) -> Section:
+def _said(found, ending: str) -> str:
+    """A finding of this arm as text: our value and its verdict ('n/a' if absent)."""
+    f = next((f for f in found if f.claim.endswith(ending)), None)
+    return "n/a" if f is None else f"{f.ours}, {f.verdict}"
+
+
+def _answer(r, found) -> Section:
+    """The answer, its verdict read off the arm's findings ``found``: vacuous when both
+    'more draws than units' and 'few labels guaranteed' hold."""
     eps = r.epsilon_first
+    verdict = {f.claim.split(": ", 1)[-1]: f.verdict for f in found}
     n_lo, n_hi = _span([_m(e.samples) / e.size for e in eps if e.method == NEURONS])
     w_lo, w_hi = _span([_m(e.samples) / e.size for e in eps if e.method == WEIGHTS])
-    best_share = max((_m(s.implied_share) for s in r.sparsity_first), default=math.nan)
     certified = max(
         (_m(t.guaranteed) for t in r.finetune if math.isfinite(_m(t.guaranteed))),
         default=math.nan,
     )
-    gain = max((_m(t.after) - _m(t.before) for t in r.finetune), default=math.nan)
-    raw_up = sum(_m(t.raw_after) > _m(t.raw_before) for t in r.finetune)
-    ball_lo, ball_hi = _span([e.ball_mean / e.error_mean for e in eps if e.error_mean > 0])
-    a_samples = _span([_m(a.samples) for a in r.alpha])
-    by = {g.name: g for g in r.regimes}
-    vacuous = n_lo > 1 and w_lo > 1 and best_share < 0.05
-    pairs = _pairs(r, NEURONS, "L0", "Mussay coreset") + _pairs(
-        r, WEIGHTS, "magnitude", "SiPP (random)"
+    vacuous = all(
+        verdict.get(c) == "holds"
+        for c in (
+            "epsilon-first pruning needs more draws than the layer has neurons or weights",
+            "sparsity-first, the draws guarantee few of the correct labels",
+        )
     )
-    matched = sum(_m(h.after) >= _m(c.after) - 0.01 for h, c in pairs)
     text = [
         "The source asks when neural pruning approximation bounds are useful. For pruning the "
         f"final layer of {r.model} on {r.data} our measurements answer: "
-        + ("not in any setting we tried." if vacuous else "only in some settings (below)."),
+        + (
+            "not in any setting we tried: epsilon-first needs more draws than the layer has "
+            "units, and sparsity-first guarantees few labels (both findings hold)."
+            if vacuous
+            else "only in some settings: at least one of the findings 'more draws than units' "
+            "and 'few labels guaranteed' differs (see the Findings table)."
+        ),
         f"Epsilon-first, every guaranteed share asks for {_num(n_lo)} to {_num(n_hi)} times as "
         f"many draws as there are neurons and {_num(w_lo)} to {_num(w_hi)} times as many as "
-        "there are weights, so nothing is pruned beyond what was never used. Sparsity-first, "
-        f"the draws that give useful sparsity guarantee at most {_pct(best_share)} of the "
-        f"correct labels, and the best certified accuracy of any pruned net is "
-        f"{_pct(certified)}. The observed errors are far below the bounds, on the data and on "
-        "the theorem's own ball.",
-        "The bounds are loose, and they bound the wrong quantity: labels survive while the "
-        "logit change stays below half the gap, softmax ignores common shifts a raw bound "
-        f"counts, and fine-tuning, which adds up to {100 * gain:.0f} accuracy points, moves "
-        "the logits freely (their raw error rose in "
-        f"{raw_up} of {len(r.finetune)} fine-tuned nets). What matters in practice, the "
-        "accuracy after fine-tuning, is outside what the bounds speak about; heuristics "
-        f"without any guarantee (L0, magnitude), once fine-tuned, are within one point of the "
-        f"coresets at the same sparsity or better in {matched} of {len(pairs)} cases.",
+        "there are weights. Sparsity-first, the largest guaranteed share of the correct labels "
+        f"is {_said(found, 'guarantee few of the correct labels')}, and the best certified "
+        f"accuracy of any pruned net is {_pct(certified)}. The smallest bound over the mean "
+        f"observed error is {_said(found, 'far above the observed errors')} against the rule "
+        "'far above' (at least 10 times); on the theorem's own ball it is "
+        f"{_said(found, 'the errors stay below the bound')}.",
+        "The bounds bound the wrong quantity: labels survive while the logit change stays "
+        "below half the gap, softmax ignores common shifts a raw bound counts, and fine-tuning "
+        "moves the logits freely. The largest accuracy gain from fine-tuning is "
+        f"{_said(found, 'adds more than 50 accuracy points')} against the source's 50 points; "
+        "the share of fine-tuned deterministic SiPP nets whose raw logit error rose is "
+        f"{_said(found, 'raises the raw logit error (deterministic SiPP)')}. What matters in "
+        "practice, the accuracy after fine-tuning, is outside what the bounds speak about; the "
+        "share of cases where heuristics without any guarantee (L0, magnitude), once "
+        "fine-tuned, are within one point of the coresets at the same sparsity or better is "
+        f"{_said(found, 'do as well as the coresets')}.",
         "Where could they help? A bound computed on the very data it certifies needs no "
         "probability (deterministic SiPP's bound is exact on S), and milder pruning or weaker "
         "targets than keeping every label would ask less of it; but at the sparsities we "
         f"tried even that certificate reached only {_pct(certified)} accuracy.",
+        "The verdict on each of the source's claims, with its rule, is in the Findings table "
+        "at the top of the report. Figure 11's captions do not say which way the source's "
+        "errors went on ball inputs; ours are in the section on the L2 ball.",
     ]
-    det = [t for t in r.finetune if t.method == "SiPP (deterministic)"]
-    det_up = sum(_m(t.raw_after) > _m(t.raw_before) for t in det)
-    cen_down = sum(_m(t.centred_after) < _m(t.centred_before) for t in r.finetune)
-    checks = [
-        ("the bounds are vacuous at useful sparsity (Figures 2, 6, 8)", vacuous),
-        (
-            "dropout raises the sensitivities and leaves a sparsity of 0 (Figure 7)",
-            "dropout" in by
-            and all(
-                _m(by["dropout"].sensitivity) > _m(g.sensitivity)
-                for g in r.regimes
-                if g is not by["dropout"]
-            )
-            and all(_m(e.sparsity) < 0.05 for e in eps if e.regime == "dropout"),
-        ),
-        ("fine-tuning adds more than 50 accuracy points somewhere (Figures 3, 5)", gain > 0.5),
-        (
-            "scaling the layer leaves the samples required unchanged within 20% (Figure 12)",
-            a_samples[1] <= 1.2 * a_samples[0],
-        ),
-    ]
-    text.append(
-        "Against the source's findings: "
-        + "; ".join(f"{claim}: {'holds' if ok else 'does not hold here'}" for claim, ok in checks)
-        + ". That fine-tuning raises the raw logit error (Figure 3) holds only in part: it "
-        f"rose in {raw_up} of {len(r.finetune)} fine-tuned nets, and in {det_up} of {len(det)} "
-        f"for deterministic SiPP, the source's Figure 3 method; the centred error fell in "
-        f"{cen_down} of {len(r.finetune)}. Figure 11's captions do not say which way the source's errors went; ours are "
-        f"{_num(ball_lo)} to {_num(ball_hi)} times the data error on ball inputs, and far "
-        "below the bound either way.",
-    )
-    return Section("When are the bounds useful? Our answer", text)
+    return Section(ANSWER, text)
 
 
 # --- layer by layer ----------------------------------------------------------------------------
@@ -1115,9 +1095,9 @@ def _layer_section(arms, config) -> Section:
         "budget"
         + (
             f"; the sampled ones removed {_pct(min(r.sparsity for r in sampled))} to "
-            f"{_pct(max(r.sparsity for r in sampled))} of their layer's weights, with observed "
-            f"layer errors {_num(min(r.observed / r.eps for r in sampled if r.eps > 0))} to "
-            f"{_num(max(r.observed / r.eps for r in sampled if r.eps > 0))} times their bound."
+            f"{_pct(max(r.sparsity for r in sampled))} of their layer's weights, with layer "
+            f"bounds {_num(_span([r.ratio for r in sampled])[0])} to "
+            f"{_num(_span([r.ratio for r in sampled])[1])} times the observed layer error."
             if sampled
             else ": the products of cancellation factors make the lower layers' targets so "
             "small that no layer could be pruned."
@@ -1146,88 +1126,41 @@ def _layer_section(arms, config) -> Section:
         "layer error: mean over dev of max_i |ẑ_i − z_i| / (z⁺_i + z⁻_i). Output error: median "
         "over dev of max_c |f̂_c − f_c| / |f_c|.",
     )
-    return Section("Layer by layer: bubbling the errors up", text, [table], [_layer_figure(arms)])
+    return Section(LAYERS, text, [table], [_layer_figure(arms)])
 
 
 # --- the two networks side by side -------------------------------------------------------------
 
 
-def _claims(r) -> dict[str, tuple[str, float, bool]]:
-    """Per claim of the source: our number and whether it holds on the arm ``r``."""
-    eps = r.epsilon_first
-    over = sum(_m(e.samples) > e.size for e in eps) / len(eps)
-    ratio = _span([_m(e.bound) / e.error_mean for e in eps if e.error_mean > 0])[0]
-    sparse = max((_m(e.sparsity) for e in eps if e.method == NEURONS), default=math.nan)
-    best_share = max((_m(s.implied_share) for s in r.sparsity_first), default=math.nan)
-    gain = max((_m(t.after) - _m(t.before) for t in r.finetune), default=math.nan)
-    skipped = sum(_m(e.samples) > 1e6 for e in eps) / len(eps)
-    return {
-        "epsilon-first needs more draws than the layer has units (Fig. 2, 6, 10)": (
-            f"{_pct(over)} of settings",
-            over,
-            over > 0.5,
-        ),
-        "the bounds are far above the observed errors (Fig. 2, 6)": (
-            f"≥ {_num(ratio)}× the mean error",
-            ratio,
-            ratio > 10,
-        ),
-        "coreset neuron pruning reaches little or no sparsity (Fig. 6, 7, 10)": (
-            f"at most {_pct(sparse)}",
-            sparse,
-            sparse < 0.1,
-        ),
-        "sparsity-first guarantees few labels at useful sparsity (Fig. 8)": (
-            f"at most {_pct(best_share)} of correct labels",
-            best_share,
-            best_share < 0.5,
-        ),
-        "fine-tuning after pruning adds many accuracy points (Fig. 3, 5, 9)": (
-            f"up to {100 * gain:.0f} points",
-            gain,
-            gain > 0.1,
-        ),
-        "the samples required exceed the source's 1M budget (Fig. 10, VGG-16)": (
-            f"{_pct(skipped)} of settings",
-            skipped,
-            skipped > 0.5,
-        ),
-    }
-
-
-def _compare_section(r) -> Section:
-    left, right = _claims(r), _claims(r.vgg)
+def _compare_section(r, left, right) -> Section:
+    """The two networks' findings side by side (``left``: r's, ``right``: the VGG arm's)."""
+    theirs = {f.claim.split(": ", 1)[-1]: f for f in right}
     rows = [
-        [claim, a[0], "holds" if a[2] else "differs", b[0], "holds" if b[2] else "differs"]
-        for (claim, a), b in zip(left.items(), right.values(), strict=True)
+        [f.claim, f.source, f.ours, f.verdict, theirs[f.claim].ours, theirs[f.claim].verdict]
+        for f in left
+        if f.claim in theirs
     ]
-    rows.append(
-        ["share of the network's weights in the pruned final layer (source: about 0.4% for "
-         "LeNet-300-100)", _share(r.weight_share), "-", _share(r.vgg.weight_share), "-"]
-    )  # fmt: skip
-    agree = sum(a[2] == b[2] for a, b in zip(left.values(), right.values(), strict=True))
+    agree = sum(row[3] == row[5] for row in rows)
     text = [
         f"The source reports every figure for LeNet-300-100 and VGG-16; here {r.vgg.model} on "
         f"{r.vgg.data} stands in for VGG-16 on CIFAR-10 (run the source's own setting with "
-        "--arch vgg16 --width 1 --data cifar10 --data-root DIR --device cuda). A claim holds "
-        "on an arm when our number passes the stated threshold: more than half the settings "
-        "for the counts, a bound at least 10 times the observed error, a neuron sparsity below "
-        "10%, a guaranteed share below 50%, a fine-tuning gain above 10 points.",
-        f"The two networks agree on {agree} of {len(left)} claims. The VGG's final layer is a "
-        f"smaller share of its network ({_share(r.vgg.weight_share)} against "
-        f"{_share(r.weight_share)}), so even a perfect bound on it would prune little of the "
-        "network.",
+        "--arch vgg16 --width 1 --data cifar10 --data-root DIR --device cuda). Each row is one "
+        "of the source's claims with both networks' findings; the rules are in the Findings "
+        "table at the top of the report.",
+        f"The two networks get the same verdict on {agree} of {len(rows)} claims. The VGG's "
+        f"final layer is {_share(r.vgg.weight_share)} of its network's weights against "
+        f"{_share(r.weight_share)} for LeNet-300-100, so even a perfect bound on it would prune "
+        "little of the network.",
     ]
     table = Table(
-        ["the source's statement", r.model, "verdict", r.vgg.model, "verdict"],
+        ["the source's claim", "source", r.model, "verdict", r.vgg.model, "verdict"],
         rows,
-        "Our numbers for each of the source's statements on both networks (means over seeds "
-        "and regimes as in each arm's sections).",
+        "The findings of both networks (means and 95% intervals over seeds).",
     )
     return Section(f"{r.model} and {r.vgg.model} side by side", text, [table])
 
 
-def _arm_sections(r, config) -> list[Section]:
+def _arm_sections(r, config, found) -> list[Section]:
     """Every section for one network; plot names prefixed by the arm so files do not clash."""
     out = [
         _setup(r, config),
@@ -1238,23 +1171,27 @@ def _arm_sections(r, config) -> list[Section]:
         _gap_section(r),
         _ball_section(r),
         _alpha_section(r),
-        _answer(r),
+        _answer(r, found),
     ]
     if r.model == "LeNet-300-100":
         return out
     tag = "vgg" if r.regimes[0].name != "checkpoint" else "checkpoint"
     for sec in out[1:]:
-        sec.title = f"{r.model}: {sec.title[0].lower()}{sec.title[1:]}"
+        sec.title = arm_title(r.model, sec.title)
         for p in sec.plots:
             p.name = f"{tag}_{p.name}"
     return out
 
 
 def sections(r, config) -> list[Section]:
-    out = _arm_sections(r, config)
+    from .approximation_bounds import _arm_findings  # the findings this report formats
+
+    mine = _arm_findings(r)
+    out = _arm_sections(r, config, mine)
     arms = [r] if r.vgg is None else [r, r.vgg]
     if any(arm.layerwise for arm in arms):
         out.append(_layer_section(arms, config))
     if r.vgg is not None:
-        out += [_compare_section(r), *_arm_sections(r.vgg, config)]
+        theirs = _arm_findings(r.vgg)
+        out += [_compare_section(r, mine, theirs), *_arm_sections(r.vgg, config, theirs)]
     return out

@@ -7,8 +7,9 @@ which biases carry the decision where (per layer and channel in the LeNet-5); a 
 table and an agreement matrix compare the methods per classifier; the LeNet-5's max pools are
 explained under the source's two maximum rules, gradient and radial; and the decoy experiment
 tries the source's alignment idea (train with a penalty on relevance in a forbidden region, here
-a patch that gives the label away, in a corner or over the strokes) with MLPs and LeNet-5s. The
-report is rendered by :mod:`.relevance_report`.
+a patch that gives the label away, in a corner or over the strokes) with MLPs and LeNet-5s; the
+penalty weight is picked on a dev split held out of the training images. The report is rendered
+by :mod:`.relevance_report`; the findings' rules and caveats: ``docs/relevance.md``.
 """
 
 from __future__ import annotations
@@ -21,9 +22,13 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from ..base import data, files, models, ops, train
+from ..base import data, files, models, ops, stats, train
 from ..base.executor import SERIAL, Executor, Unit, run_units
 from ..methods import alignment, decoy, relevance
+from ..methods import findings as rules
+from ..methods.findings import Finding
+from ..methods.relevance.composed import max_disagreement, pool_windows
+from . import relevance_report as titles
 from . import toy_nets
 from .base import option
 from .relevance_report import sections  # noqa: F401 (the study's report)
@@ -33,6 +38,8 @@ TITLE = "Relevance: blame the bias, compare the methods, train against a decoy"
 SUMMARY = "Relevance maps of every method on toy nets and digits, bias blame, conservation, decoy."
 IMAGE_SETS = {"digits": 8, "mnist5k": 28}  # name: image side
 TARGET_CLASS = 1  # the toy nets' explained logit: class 1 (outside the circle / the second arm)
+CONSERVATION_TOL = 1e-4  # relative |input + bias - f| / |f| that counts as conserved (float32)
+DISAGREE = 0.01  # two max compositions disagree on a window when d > 1% (composed.max_disagreement)
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,9 @@ class Config:
     )
     penalty_method: str = option("gradient_x_input", "relevance method of the penalty")
     weights: tuple[float, ...] = option((1.0, 10.0, 100.0), "penalty weights lambda")
+    dev_fraction: float = option(
+        0.2, "share of the training images held out (seeded) to pick the penalty weight on"
+    )
     seeds: int = option(3, "seeds per decoy arm (init and batch order; one data split)")
     sweep_per_level: int = option(
         3, "patch brightness sweep: steps between training levels (odd: no ties at midpoints)"
@@ -134,6 +144,8 @@ class Config:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
+        if not 0 < self.dev_fraction < 1:
+            raise ValueError(f"dev_fraction must be in (0, 1); got {self.dev_fraction}")
         if not self.lim > 0 or not self.lr > 0 or not self.convnet_lr > 0 or self.batch_size < 1:
             raise ValueError(
                 f"lim, lr and convnet_lr must be > 0 and batch_size >= 1; got lim={self.lim}, "
@@ -161,6 +173,9 @@ class PlaneMaps:
     blame_active: Tensor  # [K, G, G] bool: the shown bias's unit is on (a > 0)
     blame_layers: Tensor  # [L, G, G] total bias relevance per layer
     dominant: Tensor  # [G, G] index into blame_names of the bias with the largest |relevance|
+    always_on: int = 0  # shown hidden biases whose unit is on at every grid point
+    layer_peaks: list[float] = field(default_factory=list)  # per layer max |its bias relevance|
+    logit_peak: float = float("nan")  # max |f_1| over the grid
 
 
 @dataclass
@@ -184,6 +199,7 @@ class ImageMaps:
     bias_fraction: Tensor  # [M] median (sum of bias relevance) / output
     agreement_spearman: Tensor  # [M, M]
     agreement_pearson: Tensor  # [M, M]
+    conserved: Tensor | None = None  # [M] share of scored images within CONSERVATION_TOL
 
 
 @dataclass
@@ -207,6 +223,7 @@ class DecoyArm:
     sweep_accuracy: Tensor  # [S, V]
     sweep_follow: Tensor  # [S, V]
     sweep_share: Tensor  # [S, V]
+    accuracy_dev: Tensor | None = None  # [S] dev split (held-out training images), random patch
 
 
 @dataclass
@@ -225,6 +242,8 @@ class Decoy:
     example_test: Tensor  # [4, D] test images with a random patch
     example_labels: Tensor  # [4]
     arms: list[DecoyArm]
+    selected: str = ""  # the penalised arm with the best mean dev accuracy (decoy.select)
+    n_dev: int = 0  # training images held out as the dev split
 
 
 @dataclass
@@ -239,6 +258,8 @@ class BiasBlame:
     input_share: float  # mean over images of (input relevance) / f_t(x)
     output: float  # mean f_t(x), the explained (predicted) logit
     n_scored: int
+    conv_share: float = float("nan")  # the convolutions' biases together
+    largest_layer: str = ""  # the layer whose biases carry the largest share in size
 
 
 @dataclass
@@ -256,6 +277,19 @@ class MaxRules:
     error_radial: Tensor  # [K, N]
     bias_gradient: Tensor  # [K, N] bias share of f_t(x)
     bias_radial: Tensor  # [K, N]
+    # the two compositions of the maximum (softmax limit, a + relu(b - a)), DeepLIFT relevance
+    # of every window of the first max pool (composed.max_disagreement d), scored images
+    composed_windows: int = 0  # windows whose maximum moves against the mean training image
+    composed_share: float = float("nan")  # share of them with d > DISAGREE
+    composed_median: float = float("nan")  # median d
+    composed_share_black: float = float("nan")  # share with d > DISAGREE, black reference
+    # per method [K]: medians over the scored images (stats.nanmedian) and the lowest Pearson
+    pearson_median: list[float] = field(default_factory=list)
+    pearson_min: list[float] = field(default_factory=list)
+    error_median_gradient: list[float] = field(default_factory=list)
+    error_median_radial: list[float] = field(default_factory=list)
+    bias_median_gradient: list[float] = field(default_factory=list)
+    bias_median_radial: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -314,6 +348,9 @@ def _plane(
         blame_active=active[:, shown].T.reshape(-1, G, G),
         blame_layers=torch.stack([b.sum(1).reshape(G, G) for b in blame.bias]),
         dominant=per_bias.abs().argmax(1).reshape(G, G),
+        always_on=sum(bool(active[:, u].all()) for u in shown if not names[u].startswith("out")),
+        layer_peaks=[b.sum(1).abs().max().item() for b in blame.bias],
+        logit_peak=rs[0].output.abs().max().item(),
     )
 
 
@@ -417,6 +454,12 @@ def _images(model: nn.Sequential, name: str, split: data.Split, config: Config) 
         bias_fraction=median(alignment.bias_fraction),
         agreement_spearman=alignment.agreement_matrix(flat, kind="spearman"),
         agreement_pearson=alignment.agreement_matrix(flat, kind="pearson"),
+        conserved=torch.tensor(
+            [
+                stats.share_within(alignment.conservation_error(rs[m]), CONSERVATION_TOL)
+                for m in methods
+            ]
+        ),
     )
 
 
@@ -443,6 +486,14 @@ def _bias_blame(model: nn.Sequential, split: data.Split, config: Config) -> Bias
         input_share=(r.input.flatten(1).sum(1) / r.output).mean().item(),
         output=r.output.mean().item(),
         n_scored=len(r.output),
+        conv_share=sum(
+            (b.sum(1) / r.output).mean().item()
+            for b, layer in zip(per_unit, ops.parse(model).layers, strict=True)
+            if layer.conv
+        ),
+        largest_layer=layer_names(model)[
+            max(range(len(per_unit)), key=lambda k: abs((per_unit[k].sum(1) / r.output).mean()))
+        ],
     )
 
 
@@ -475,7 +526,44 @@ def _max_rules(model: nn.Sequential, split: data.Split, config: Config) -> MaxRu
         error_radial=each(lambda g, r: alignment.conservation_error(r)),
         bias_gradient=each(lambda g, r: alignment.bias_fraction(g)),
         bias_radial=each(lambda g, r: alignment.bias_fraction(r)),
+        **_composed(model, x, split.train.x.mean(0, keepdim=True)),
+        **_medians(rs, ms),
     )
+
+
+def _medians(rs: dict, ms: list[str]) -> dict[str, list[float]]:
+    """Per method: the medians over images behind the max-rules table (stats.nanmedian)."""
+    out: dict[str, list[float]] = {}
+    for m in ms:
+        g, r = rs[m, "gradient"], rs[m, "radial"]
+        p = alignment.row_correlation(g.input.flatten(1), r.input.flatten(1), kind="pearson")
+        for key, value in (
+            ("pearson_median", stats.nanmedian(p)),
+            ("pearson_min", stats.nanmin(p)),
+            ("error_median_gradient", stats.nanmedian(alignment.conservation_error(g))),
+            ("error_median_radial", stats.nanmedian(alignment.conservation_error(r))),
+            ("bias_median_gradient", stats.nanmedian(alignment.bias_fraction(g))),
+            ("bias_median_radial", stats.nanmedian(alignment.bias_fraction(r))),
+        ):
+            out.setdefault(key, []).append(value)
+    return out
+
+
+def _composed(model: nn.Sequential, x: Tensor, x_mean: Tensor) -> dict:
+    """The two compositions of the maximum on every window of the first max pool, against the
+    mean training image and against a black one (relevance.composed.max_disagreement)."""
+    k = next(i for i, m in enumerate(model) if isinstance(m, nn.MaxPool2d))
+    pool, body = model[k], model[:k]
+    out = {}
+    for tag, x_ref in (("", x_mean), ("_black", torch.zeros_like(x_mean))):
+        a = pool_windows(body(x), pool.kernel_size, pool.stride)  # [W, K]
+        a_ref = body(x_ref).expand(len(x), -1, -1, -1)  # the reference beside every image
+        d = max_disagreement(a, pool_windows(a_ref, pool.kernel_size, pool.stride))
+        d = d[~d.isnan()]  # windows whose maximum does not move: nothing to split
+        out[f"composed_share{tag}"] = 1 - stats.share_within(d, DISAGREE)
+        if not tag:
+            out |= dict(composed_windows=len(d), composed_median=stats.nanmedian(d))
+    return out
 
 
 # --- the decoy experiment ----------------------------------------------------------------------
@@ -504,8 +592,13 @@ def _decoy_setup(split: data.Split, config: Config, corner: str):
     """The patch region, the decoy task and the sweep values of one corner."""
     side = IMAGE_SETS[config.images]
     region = decoy.patch_region(side, config.patch, corner).to(split.train.x.device)
-    task = decoy.decoy_task(split, region, seed=config.seed)
+    task = decoy.decoy_task(split, region, seed=config.seed, dev=n_dev(split, config))
     return side, region, task, decoy.sweep_values(split.classes, config.sweep_per_level)
+
+
+def n_dev(split: data.Split, config: Config) -> int:
+    """Training images held out as the decoy's dev split."""
+    return max(1, round(config.dev_fraction * len(split.train)))
 
 
 def _decoy_plan(weights: tuple[float, ...]) -> list[tuple[str, float, bool]]:
@@ -530,6 +623,7 @@ def decoy_unit(config: Config, arch: str, corner: str, arm: int, seed: int, devi
     _, region, task, values = _decoy_setup(split, config, corner)
     model, history = _decoy_run(task, net, weight, on_random, seed, config)
     scores = decoy.scores(model, task)
+    scores["accuracy_dev"] = train.evaluate(model, task.dev)["accuracy"]
     x = task.test_true.x
     with torch.no_grad():
         methods = list(relevance.METHODS)
@@ -589,8 +683,11 @@ def _decoy(
                 sweep_accuracy=torch.stack([r[4].accuracy for r in arm_rows]),
                 sweep_follow=torch.stack([r[4].follow for r in arm_rows]),
                 sweep_share=torch.stack([r[4].share for r in arm_rows]),
+                accuracy_dev=stack("accuracy_dev"),
             )
         )
+    penalised = [a for a in arms if a.weight > 0]
+    chosen = decoy.select(torch.stack([a.accuracy_dev for a in penalised]))
     return Decoy(
         data=config.images,
         model=arch,
@@ -606,6 +703,8 @@ def _decoy(
         example_test=task.test.x[:4].flatten(1),
         example_labels=task.test.y[:4],
         arms=arms,
+        selected=penalised[chosen].name,
+        n_dev=len(task.dev),
     )
 
 
@@ -701,7 +800,7 @@ def headline(results: Results) -> dict[str, float]:
     for i, d in enumerate(results.decoys):
         arms = {a.name: a for a in d.arms}
         plain, reference = arms["plain"], arms["random patch (reference)"]
-        best = max((a for a in d.arms if a.weight > 0), key=lambda a: a.accuracy.mean().item())
+        best = arms[d.selected]  # picked on the dev split
         k = m.index(d.method)
         where = "" if i == 0 else f" ({d.corner} patch)"
         out |= {
@@ -735,12 +834,12 @@ def headline(results: Results) -> dict[str, float]:
             ].item(),
         }
         for k, name in enumerate(mr.methods):
-            out[f"LeNet-5 {name}: Pearson(gradient, radial max rule), median"] = (
-                mr.pearson[k].nanmedian().item()
-            )
+            out[f"LeNet-5 {name}: Pearson(gradient, radial max rule), median"] = mr.pearson_median[
+                k
+            ]
     for d in results.convnet_decoys:
         arms = {a.name: a for a in d.arms}
-        best = max((a for a in d.arms if a.weight > 0), key=lambda a: a.accuracy.mean().item())
+        best = arms[d.selected]
         out |= {
             f"LeNet-5 decoy test accuracy, plain ({d.corner})": arms["plain"]
             .accuracy.mean()
@@ -751,4 +850,128 @@ def headline(results: Results) -> dict[str, float]:
             .item(),
             f"LeNet-5 decoy predictions changed, {best.name} ({d.corner})": best.changed.mean().item(),
         }
+    return out
+
+
+# --- findings ----------------------------------------------------------------------------------
+
+
+def _classifier_findings(im: ImageMaps, methods: list[str]) -> list[Finding]:
+    """LRP = gradient x input and exact conservation with biases as inputs, on one classifier."""
+    lrp0, gxi, bb = (methods.index(m) for m in ("lrp_0", "gradient_x_input", "blame_bias"))
+    section = titles.AGREEMENT
+    return [
+        rules.above(
+            f"{im.model}: LRP-0 is gradient x input on a ReLU net (the methods differ only in "
+            "how they treat the biases)",
+            [im.agreement_pearson[lrp0, gxi].item()],
+            0.999,
+            source="LRP in Q form is the gradient with the slope rule",
+            section=section,
+            detail=f"mean Pearson correlation of the two input maps over {im.n_scored} test "
+            "images (one trained net)",
+        ),
+        rules.above(
+            f"{im.model}: with every bias as an input fixed at 1, relevance is conserved exactly",
+            [im.conserved[bb].item()],
+            0.99,
+            source="biases as weights on constant inputs",
+            section=titles.CONSERVATION,
+            detail=f"share of {im.n_scored} test images whose blame_bias relevance (inputs and "
+            f"biases) sums to f_t(x) within a relative {CONSERVATION_TOL:g}; holds above 99%",
+        ),
+    ]
+
+
+def _decoy_findings(d: Decoy, methods: list[str]) -> list[Finding]:
+    """The alignment idea on one decoy: the penalised arm picked on the dev split against plain
+    training and the random-patch reference, paired by seed."""
+    arms = {a.name: a for a in d.arms}
+    chosen, plain, ref = arms[d.selected], arms["plain"], arms["random patch (reference)"]
+    k = methods.index(d.method)
+    where = f"{d.model}, patch in the {titles.where(d)}"
+    section = titles.decoy_title(d)
+    picked = f"{d.selected}, picked on {d.n_dev} held-out training images"
+    clean, clean_ref = chosen.accuracy_clean.mean().item(), ref.accuracy_clean.mean().item()
+    if clean < 0.5 * clean_ref:  # a collapsed classifier hides nothing and follows nothing
+        picked += (
+            f" (collapsed: clean test accuracy {clean:.3f} against the reference's "
+            f"{clean_ref:.3f}; the verdicts rest on a net that hardly classifies)"
+        )
+    return [
+        rules.below(
+            f"{where}: training against the patch's relevance lowers the relevance measured on it",
+            chosen.share[:, k] - 0.5 * plain.share[:, k],
+            0.0,
+            section=section,
+            detail=f"{picked}: its patch share of |{d.method}| minus half of plain training's, "
+            "per seed; holds when the interval lies below 0 (the share at least halved)",
+        ),
+        rules.above(
+            f"{where}: the penalised net games the metric (its predictions still follow the patch)",
+            chosen.changed - ref.changed,
+            0.05,
+            source="'rampantly goodharting'",
+            section=section,
+            detail=f"{picked}: share of predictions changed by swapping only the patch, minus "
+            "the reference's (trained on random patches), per seed; holds above 5 points. The "
+            "source's task (relevance inside a marked region, an MNIST variant) is not "
+            "published in detail",
+        ),
+    ]
+
+
+def findings(results: Results, config: Config | None = None) -> list[Finding]:
+    """The blame-the-bias source's claims, each by a stated rule on the Results."""
+    m, out = results.methods, []
+    for im in (results.images, results.convnet):
+        if im is not None:
+            out += _classifier_findings(im, m)
+    mr = results.max_rules
+    claim = (
+        "the two constructions of the maximum (softmax limit, a + relu(b - a)) give different "
+        "relevance"
+    )
+    if mr is not None and mr.composed_windows:
+        out.append(
+            rules.above(
+                claim,
+                [mr.composed_share],
+                0.01,
+                source="'these 2 computations suggest different relevancies'",
+                section=titles.MAX_RULES,
+                detail=f"share of {mr.composed_windows} windows of the LeNet-5's first max pool "
+                f"(DeepLIFT against the mean training image) where the two split the change of the "
+                f"maximum differently by more than {DISAGREE:g} (median {mr.composed_median:.3g}); "
+                f"against a black image: {mr.composed_share_black:.3g}, since its reference is "
+                "constant within a window",
+            )
+        )
+    else:
+        out.append(rules.not_measured(claim, "needs a convnet with max pools (option convnet)"))
+    out.append(
+        rules.not_measured(
+            "the radial maximum rule matches the slope nonlinearity for a maximum of two",
+            "the study does not compare the two; the source marks it as a guess",
+        )
+    )
+    out += [
+        rules.not_measured(
+            "rewritten with Q = R / a, LRP's normalized matrix and ignore rules become the "
+            "gradient and slope rules",
+            "checked by the library's tests (relevance.explain with q_form=True against the "
+            "R form, tests/test_relevance.py), not shown by the study's runs",
+        ),
+        rules.not_measured(
+            "the baseline-difference rule is symmetric in the image and the baseline",
+            "the study explains against a black image only",
+        ),
+        rules.not_measured(
+            "scaling equivalence: gradient and slope, and normalized and ignore, treat a "
+            "constant factor the same way",
+            "the study does not rescale any layer",
+        ),
+    ]
+    for d in (*results.decoys, *results.convnet_decoys):
+        out += _decoy_findings(d, m)
     return out

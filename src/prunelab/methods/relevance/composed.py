@@ -77,3 +77,23 @@ def composed_max_relevance(
     if not softness > 0:
         raise ValueError(f"composed_max_relevance: softness must be > 0; got {softness}")
     return MAX_COMPOSITIONS[form](a, a_ref.expand_as(a), softness)
+
+
+def max_disagreement(a: Tensor, a_ref: Tensor, *, softness: float = 1e-4) -> Tensor:
+    """How far the two compositions' relevances of max_i a_i lie apart, per row:
+    ``d = sum_i |C_softmax_i - C_relu_i| / (2 |max(a) - max(a_ref)|)``; 0 when they agree,
+    1 when they move the whole change of the maximum to different inputs. NaN where the
+    maximum does not change (nothing to split). a, a_ref: [N, K] -> [N]."""
+    soft = composed_max_relevance(a, a_ref, form="softmax", softness=softness)
+    hard = composed_max_relevance(a, a_ref, form="relu")
+    dm = (a.amax(1) - a_ref.expand_as(a).amax(1)).abs()  # [N]
+    diff = (soft - hard).abs().sum(1)  # [N]
+    return torch.where(dm > 0, diff / (2 * dm), torch.nan)
+
+
+def pool_windows(a: Tensor, kernel: int, stride: int | None = None) -> Tensor:
+    """The windows of a max pool over feature maps, one per row: [N, C, H, W] ->
+    [N * C * P, kernel**2], P windows per map (no padding, the windows of ``MaxPool2d``)."""
+    N, C = a.shape[:2]
+    cols = F.unfold(a.reshape(N * C, 1, *a.shape[2:]), kernel, stride=stride or kernel)
+    return cols.transpose(1, 2).reshape(-1, kernel * kernel)  # [N C, K, P] -> [N C P, K]
