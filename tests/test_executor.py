@@ -233,3 +233,15 @@ def test_cli_refuses_an_unknown_executor_and_a_ray_address_without_ray(tmp_path)
     assert bad.exit_code == 2 and not list(tmp_path.iterdir())
     lone = ["run", "toy-nets", "--ray-address", "localhost:6379", "--out", str(tmp_path)]
     assert runner.invoke(app, lone).exit_code == 2 and not list(tmp_path.iterdir())
+
+
+def test_other_code_never_reuses_a_stored_unit(tmp_path, monkeypatch):
+    from prunelab.base import executor
+
+    (unit,) = _units((0,))
+    run_units([unit], executor=kept(tmp_path), progress=False)
+    before = unit.filename()
+    monkeypatch.setattr(executor, "code_digest", lambda: "other code")
+    assert unit.filename() != before  # a changed prunelab (or torch) computes it again
+    run_units([unit], executor=kept(tmp_path), progress=False)
+    assert len(stored(tmp_path)) == 2

@@ -1,8 +1,8 @@
 """Units of work and the executors that run them: serially, in a local process pool, or on Ray.
 
 A *unit* is a pure function of its arguments (a study's config and the seed or arm it covers).
-Its result is stored under a name derived from a hash of what determines it (open_lth's
-convention: the folder ``<label>_<hash>/`` in the executor's ``store``, holding ``result.pt`` and
+Its result is stored under a name derived from a hash of what determines it (its arguments and
+the code that computes it; open_lth's convention: the folder ``<label>_<hash>/`` in the executor's ``store``, holding ``result.pt`` and
 any files the unit wrote), moved into place only when whole, and skipped when already there, so
 an interrupted run resumes where it stopped and a finished one re-renders without computing
 anything. A unit that writes files (``writes=True``: checkpoints) is given its own folder as
@@ -20,6 +20,7 @@ Ray is imported only when the ``ray`` executor is chosen (``pip install "prunela
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -59,11 +60,13 @@ class Unit:
     writes: bool = False
 
     def key(self) -> dict[str, Any]:
-        """What determines the result (JSON): the function's qualified name, its arguments and
-        the SHA-256 of each input file."""
+        """What determines the result (JSON): the function's qualified name, its arguments, the
+        SHA-256 of each input file, and the code (:func:`code_digest`: a changed prunelab or
+        torch never reuses results computed by another)."""
         args = {k: v for k, v in self.kwargs.items() if k not in NOT_HASHED}
         fn = f"{self.fn.__module__}.{self.fn.__qualname__}"
         key = {"fn": fn, "kwargs": json.loads(json.dumps(files.to_jsonable(args), default=str))}
+        key["code"] = code_digest()
         if self.inputs:
             key["inputs"] = {p: _file_digest(p) for p in self.inputs}
         return key
@@ -77,6 +80,19 @@ class Unit:
         """The name of the unit's folder in the store."""
         safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in self.label)
         return f"{safe}_{self.digest()}"
+
+
+@functools.cache
+def code_digest() -> str:
+    """SHA-256 over prunelab's own source files (path and bytes) and torch's version: a unit
+    stored by other code is computed again rather than loaded (its Results may have other
+    fields, or other numbers)."""
+    root = Path(__file__).resolve().parents[1]  # the prunelab package
+    h = hashlib.sha256(torch.__version__.encode())
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and path.suffix in (".py", ".js", ".html", ".css", ".json"):
+            h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
 
 
 def _file_digest(path: str) -> str:
