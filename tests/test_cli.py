@@ -7,7 +7,7 @@ import torch
 from prunelab.cli import app
 from typer.testing import CliRunner
 
-from prunelab import checkpoint, data
+from prunelab import checkpoint, data, files
 
 runner = CliRunner()
 TINY = [
@@ -90,9 +90,139 @@ def test_report_on_a_folder_without_results():
     assert result.exit_code == 2 and "no results.json" in result.output
 
 
+TINY_ALL = """
+seeds = 2
+[toy-nets]
+circle_epochs = 2
+spirals_epochs = 2
+n_test = 300
+grid = 24
+circle_train = 200
+spirals_train = 200
+[node-removal]
+masks = 20
+n_test = 200
+paths = 10
+grid = 12
+gradient_grid = 6
+robust_seeds = 1
+[train-vs-prune]
+widths = [2, 8, 6, 2]
+epochs = 4
+finetune_epochs = 2
+n_train = 160
+n_test = 120
+grid = 12
+lenet5_train = 200
+lenet5_epochs = 1
+[node-criteria]
+criteria = ["random", "activation_std", "taylor"]
+fractions = [0.25, 0.5]
+mnist_widths = [784, 12, 8, 10]
+mnist_train = 200
+mnist_epochs = 1
+spirals_widths = [2, 10, 8, 2]
+spirals_train = 200
+spirals_epochs = 3
+lenet5_train = 200
+lenet5_epochs = 1
+n_test = 100
+score_points = 100
+finetune_fractions = [0.5]
+finetune_epochs = 1
+[obd-vs-magnitude]
+widths = [784, 16, 12, 8, 10]
+n_train = 300
+n_test = 200
+epochs = 3
+score_samples = 200
+extra = ["snip"]
+step = 0.1
+fine_arms = 1
+fine_step = 0.02
+finetune_levels = [0.5]
+finetune_epochs = 1
+ratio_samples = 100
+ratio_probes = 4
+convnet = false
+[approximation-bounds]
+seeds = 1
+regimes = ["plain", "dropout"]
+epochs = 2
+n_train = 600
+n_dev = 300
+draws = 2
+shares = [0.5, 0.9]
+alpha_share = 0.5
+sensitivity_points = 100
+keep = [0.2]
+l0_penalties = [0.03]
+l0_epochs = 1
+finetune_epochs = 1
+ball_points = 50
+alphas = [1.0, 2.0]
+layer_eps = [10.0]
+arch = "none"
+[relevance]
+circle_epochs = 3
+spirals_epochs = 2
+grid = 12
+blame_nodes = 4
+images = "digits"
+image_hidden = [16]
+image_epochs = 3
+samples = 2
+agreement_samples = 40
+decoy_hidden = [16]
+patch = 2
+weights = [5.0]
+corners = ["top_left"]
+seeds = 2
+sweep_per_level = 1
+convnet = false
+"""
+
+
+def test_run_all_runs_every_study_and_scores_every_finding(tmp_path):
+    """All seven studies through `run all` on tiny settings: each run's findings are valid data
+    linked to a section of its own report, and the scoreboard (index and terminal) holds every
+    finding of every study, in run all's order."""
+    from prunelab.faces import cli
+    from prunelab.faces.report import load_run, scoreboard
+    from prunelab.methods import findings
+
+    cfg = tmp_path / "all.toml"
+    cfg.write_text(TINY_ALL)
+    args = ["run", "all", "--out", str(tmp_path), "--config", str(cfg), "--no-progress"]
+    result = runner.invoke(app, [*args, "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    total = 0
+    for name in cli.RUN_ALL:
+        study, config, results, raw = load_run(tmp_path / name)
+        stored = raw["findings"]
+        assert stored, f"{name} states no findings"
+        again = files.to_jsonable(study.findings(results, config))  # from the stored results
+        assert [(f["claim"], f["verdict"]) for f in stored] == [
+            (f["claim"], f["verdict"]) for f in again
+        ]
+        titles = {s.title for s in study.sections(results, config)}
+        for f in stored:
+            assert f["verdict"] in findings.VERDICTS and f["claim"] and f["rule"]
+            assert f["section"] in titles | {""}, (name, f["claim"], f["section"])
+        total += len(stored)
+    board = scoreboard([tmp_path / n for n in cli.RUN_ALL])
+    assert len(board) == total
+    assert [r["study"] for r in board] == sorted(
+        (r["study"] for r in board), key=list(cli.RUN_ALL).index
+    )
+    printed = runner.invoke(app, ["findings", str(tmp_path)])
+    assert printed.exit_code == 0
+    counts = {v: sum(r["verdict"] == v for r in board) for v in findings.VERDICTS}
+    assert ", ".join(f"{n} {v}" for v, n in counts.items()) in printed.output
+
+
 def test_run_all_writes_an_index(tmp_path, monkeypatch):
-    # every study runs in `run all`; here the two smallest stand for them (each study has its own
-    # test with a tiny config)
+    # the seed given on the line reaches every study (two of them here; all seven above)
     import prunelab.cli as cli
 
     monkeypatch.setattr(cli, "RUN_ALL", ("toy-nets", "node-removal"))
@@ -119,10 +249,14 @@ def test_run_all_writes_an_index(tmp_path, monkeypatch):
         ],
     )
     assert result.exit_code == 0, result.output
-    index = (tmp_path / "index.html").read_text()
-    assert "toy-nets/report.html" in index and "circle test accuracy" in index
-    assert "node-removal/report.html" in index
+    from prunelab.faces.report import scoreboard
+
+    runs = [tmp_path / "toy-nets", tmp_path / "node-removal"]
+    board = scoreboard(runs)
+    stored = [json.loads((r / "results.json").read_text())["findings"] for r in runs]
+    assert len(board) == sum(map(len, stored)) and all(stored)
     assert json.loads((tmp_path / "toy-nets" / "results.json").read_text())["seed"] == 2
+    assert (tmp_path / "index.html").is_file()
 
 
 def test_run_all_rejects_unknown_tables(tmp_path):

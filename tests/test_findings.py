@@ -120,3 +120,20 @@ def test_bounds_clip_the_interval_to_the_quantitys_range():
     assert f.verdict == "differs" and "[0, 100]%" in f.ours
     with pytest.raises(ValueError, match="bounds"):
         findings.estimate([1.0], bounds=(1.0, 0.0))
+
+
+def test_every_shows_each_seeds_value():
+    f = findings.every("flips", [8.0, 9.0], lambda x: 5 <= x <= 6, "5 <= flips <= 6", unit=" flips")
+    assert f.verdict == "differs" and f.ours == "8, 9 flips (2 seeds)"
+
+
+def test_a_non_finite_measurement_is_not_measured_and_names_its_seeds():
+    for rule in (
+        lambda v: findings.above("c", v, 0.0),
+        lambda v: findings.below("c", v, 0.0),
+        lambda v: findings.within("c", v, 0.0, 1.0),
+        lambda v: findings.every("c", v, lambda x: x > 0, "x > 0"),
+    ):
+        f = rule([1.0, float("nan"), 2.0])
+        assert f.verdict == "not measured" and "seed(s) 1 of 3" in f.detail
+        assert f.estimate is None and f.rule.startswith("holds iff")

@@ -167,8 +167,10 @@ def render(
     run_dir: str | os.PathLike,
     *,
     meta: Mapping[str, Any] | None = None,
+    found: Sequence[Finding] | None = None,
 ) -> Path:
-    """Write the figures (PNG) and ``report.html`` for ``results`` into ``run_dir``."""
+    """Write the figures (PNG) and ``report.html`` for ``results`` into ``run_dir``; ``found``:
+    the findings to show (default: the study's, computed from ``results``)."""
     run_dir = Path(run_dir)
     sections: Sequence[Section] = study.sections(results, config)
     meta = dict(meta or {})
@@ -188,7 +190,7 @@ def render(
                 "<table>", "<table class=headline>", 1
             )
         )
-    parts += _findings_part(findings_of(study, results, config))
+    parts += _findings_part(findings_of(study, results, config) if found is None else found)
     for section in sections:
         parts.append(f"<h2 id={anchor(section.title)}>{html.escape(section.title)}</h2>")
         parts += [f"<p>{html.escape(t)}</p>" for t in section.text]
@@ -236,6 +238,7 @@ def write_run(
         "versions": versions(),
         "device": device,
     }
+    found = findings_of(study, results, config)
     write_json(
         run_dir / "results.json",
         {
@@ -243,12 +246,12 @@ def write_run(
             "seed": getattr(config, "seed", None),
             **meta,
             "headline": study.headline(results),
-            "findings": findings_of(study, results, config),
+            "findings": found,
             "config": config,
             "results": results,
         },
     )
-    return render(study, config, results, run_dir, meta=meta)
+    return render(study, config, results, run_dir, meta=meta, found=found)
 
 
 def load_run(run_dir: str | os.PathLike) -> tuple[ModuleType, Any, Any, dict]:
@@ -278,12 +281,14 @@ def load_run(run_dir: str | os.PathLike) -> tuple[ModuleType, Any, Any, dict]:
 def rerender(run_dir: str | os.PathLike) -> Path:
     """Re-render ``report.html`` (and figures) of an existing run folder from its results.json."""
     study, config, results, raw = load_run(run_dir)
+    stored = raw.get("findings")  # as the run decided them (results.json rounds some numbers)
     return render(
         study,
         config,
         results,
         run_dir,
         meta={"created": raw.get("created", ""), "versions": raw.get("versions", {})},
+        found=None if stored is None else from_jsonable(list[Finding], stored),
     )
 
 

@@ -7,14 +7,16 @@ reader can check it.
 
     holds          the measurement satisfies the rule (at 95% over seeds where there are seeds)
     differs        it does not; ``detail`` gives the size and, where known, the cause
-    not measured   the study does not measure the claim (``detail`` says why)
+    not measured   the study does not measure the claim, or the measurement is not finite on
+                   some seed (``detail`` says why and which seeds)
 
 Rules (``values``: one number per seed):
 
     above(values, t)        holds iff the 95% interval of the mean lies above t
     below(values, t)        holds iff it lies below t
     within(values, lo, hi)  holds iff the interval of the mean meets the source's range [lo, hi]
-    every(values, pred)     holds iff pred holds on every seed (a claim about each run)
+    every(values, pred)     holds iff pred holds on every seed (a claim about each run; ours
+                            lists each seed's value)
 
 Each rule takes ``bounds``, the quantity's range (an accuracy in %: ``(0, 100)``), to which the
 interval is clipped: two seeds give wide intervals, never ones past what the quantity can be.
@@ -104,6 +106,18 @@ def _num(x: float) -> str:
     return f"{x:.2e}"
 
 
+def _unmeasured(claim, source, values, rule, detail, section) -> Finding | None:
+    """A "not measured" finding naming the seeds whose value is not finite (a NaN measurement
+    is stated, never averaged or dropped); None when every value is finite."""
+    v = torch.as_tensor(values, dtype=torch.float64).flatten()
+    bad = (~torch.isfinite(v)).nonzero().flatten().tolist()
+    if not bad:
+        return None
+    why = f"The measurement is not finite on seed(s) {', '.join(map(str, bad))} of {v.numel()}."
+    return Finding(claim, source, "not finite", "not measured", rule, f"{why} {detail}".strip(),
+                   section)  # fmt: skip
+
+
 def _finding(claim, source, e, holds, rule, detail, section, unit="") -> Finding:
     ours = f"{e}{unit}" + (f" ({e.n} seeds)" if e.n > 1 else "")
     return Finding(claim, source, ours, "holds" if holds else "differs", rule, detail, section, e)
@@ -121,8 +135,10 @@ def above(
     bounds: tuple[float, float] | None = None,
 ) -> Finding:
     """Holds iff the 95% interval of the mean of ``values`` lies above ``threshold``."""
-    e = estimate(values, bounds=bounds)
     rule = f"holds iff the 95% interval of the mean lies above {_num(threshold)}"
+    if (f := _unmeasured(claim, source, values, rule, detail, section)) is not None:
+        return f
+    e = estimate(values, bounds=bounds)
     return _finding(claim, source, e, e.low > threshold, rule, detail, section, unit)
 
 
@@ -138,8 +154,10 @@ def below(
     bounds: tuple[float, float] | None = None,
 ) -> Finding:
     """Holds iff the 95% interval of the mean of ``values`` lies below ``threshold``."""
-    e = estimate(values, bounds=bounds)
     rule = f"holds iff the 95% interval of the mean lies below {_num(threshold)}"
+    if (f := _unmeasured(claim, source, values, rule, detail, section)) is not None:
+        return f
+    e = estimate(values, bounds=bounds)
     return _finding(claim, source, e, e.high < threshold, rule, detail, section, unit)
 
 
@@ -159,9 +177,11 @@ def within(
     ``[low, high]`` (a single figure: ``low == high``)."""
     if not low <= high:
         raise ValueError(f"within: low must be <= high; got {low}, {high}")
-    e = estimate(values, bounds=bounds)
     span = _num(low) if low == high else f"[{_num(low)}, {_num(high)}]"
     rule = f"holds iff the 95% interval of the mean meets the source's {span}"
+    if (f := _unmeasured(claim, source, values, rule, detail, section)) is not None:
+        return f
+    e = estimate(values, bounds=bounds)
     holds = e.low <= high and e.high >= low
     return _finding(claim, source, e, holds, rule, detail, section, unit)
 
@@ -179,10 +199,17 @@ def every(
     bounds: tuple[float, float] | None = None,
 ) -> Finding:
     """Holds iff ``predicate`` is true for the value of every seed; ``condition`` states it."""
+    rule = f"holds iff {condition} on every seed"
+    if (f := _unmeasured(claim, source, values, rule, detail, section)) is not None:
+        return f
     e = estimate(values, bounds=bounds)
     v = torch.as_tensor(values, dtype=torch.float64).flatten().tolist()
-    rule = f"holds iff {condition} on every seed"
-    return _finding(claim, source, e, all(predicate(x) for x in v), rule, detail, section, unit)
+    holds = all(predicate(x) for x in v)
+    f = _finding(claim, source, e, holds, rule, detail, section, unit)
+    if len(v) > 1:  # a claim about each run: show each run's value, not an interval of the mean
+        ours = ", ".join(_num(x) for x in v) + f"{unit} ({len(v)} seeds)"
+        f = Finding(f.claim, f.source, ours, f.verdict, f.rule, f.detail, f.section, e)
+    return f
 
 
 def not_measured(claim: str, why: str, *, source: str = "", section: str = "") -> Finding:

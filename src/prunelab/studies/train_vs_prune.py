@@ -671,10 +671,11 @@ def findings(results: Results, config: Config) -> list[Finding]:
             _above(
                 "The surviving nodes take similar roles in both nets (node j of one correlates "
                 "more with node j of the other than with other nodes).",
-                (m.roles_matched.double() - m.roles_unmatched.double()).mean(1),
+                (m.roles_matched.double() - m.roles_unmatched.double()).nanmean(1),
                 source="'the remaining neurons often end up in similar roles'",
                 detail="Measured: activation correlation of node j with node j minus that with "
-                "nodes k != j, averaged over the hidden layers (smallest-std pruning).",
+                "nodes k != j, averaged over the hidden layers (smallest-std pruning); a layer "
+                "whose correlations are undefined (constant, dead nodes) is left out.",
                 section=ACROSS,
             )
         )
