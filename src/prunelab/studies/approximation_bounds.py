@@ -40,6 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from ..base import checkpoint, data, files, models, ops, train
+from ..base.executor import SERIAL, Executor, Unit, run_units
 from ..base.progress import track
 from ..engines import ensemble
 from ..methods import bound_checks, coreset, coreset_eval, guarantees, l0
@@ -928,48 +929,79 @@ def _load(config: Config, name: str, seed: int, **sizes):
     return data.load(name, seed=seed, root=root, **sizes)
 
 
+ARMS = ("lenet-300-100", "vgg", "checkpoint")  # the study's units of work
+
+
+def arm_unit(config: Config, arm: str, device: str, progress: bool = False) -> Results:
+    """One unit of work: one network's arm (``ARMS``), trained, pruned and measured.
+
+    Each arm draws its samples from its own generator seeded ``config.seed`` (on the CPU: the
+    same draws on every device), so an arm's results do not depend on which others run.
+    """
+    device_ = torch.device(device)
+    g = torch.Generator().manual_seed(config.seed)
+    regimes = 1 if arm == "checkpoint" else len(config.regimes)
+    with track(3 * regimes, f"approximation bounds: {arm}", enabled=progress) as advance:
+        if arm == "checkpoint":
+            net, split, described, meta = _checkpoint(config, device_)
+            wd = float((meta.get("train") or {}).get("weight_decay", 0.0) or 0.0)
+            nets = lambda _: ([net], [config.seed], wd)  # noqa: E731
+            return files.to_cpu(_arm(config, split, nets, described, g, advance))
+        if arm == "lenet-300-100":
+            split = data.load(
+                "mnist5k", seed=config.seed, n_train=config.n_train, n_test=config.n_dev
+            ).to(device=device_)  # dev: held-out images
+
+            def lenet(regime):
+                nets, wd = _regime_nets(config, regime, split)
+                return nets, [config.seed + k for k in range(config.seeds)], wd
+
+            return files.to_cpu(_arm(config, split, lenet, "LeNet-300-100", g, advance))
+        # a built-in set is cut to the LeNet arm's sizes; a folder set is read whole
+        sizes = {} if config.data_root else {"n_train": config.n_train, "n_test": config.n_dev}
+        vsplit = _load(config, config.data, config.seed, **sizes).to(device=device_)
+
+        def vgg(regime):
+            nets, wd = _vgg_nets(config, regime, vsplit)
+            return nets, [config.seed + k for k in range(config.vgg_seeds)], wd
+
+        name = f"{config.arch.upper()} ×{config.width:g}"
+        arm_config = dataclasses.replace(config, max_samples=config.vgg_max_samples)
+        return files.to_cpu(_arm(arm_config, vsplit, vgg, name, g, advance))
+
+
 def run(
-    config: Config, out: str | Path, *, progress: bool = True, device: str | torch.device = "cpu"
+    config: Config,
+    out: str | Path,
+    *,
+    progress: bool = True,
+    device: str | torch.device = "cpu",
+    executor: Executor = SERIAL,
 ) -> Results:
     """Train, prune, measure; every number of the report.
 
     Everything is computed on ``device`` (initialisations and data are drawn on the CPU and
-    moved there; the sampling generator stays on the CPU); the results come back on the CPU.
+    moved there; the sampling generators stay on the CPU); the results come back on the CPU.
+    The units of work are the arms (LeNet-300-100, the VGG, or the user's checkpoint, whose
+    bytes enter the unit's hash), run by ``executor`` (stored units are not computed again).
     """
-    device = torch.device(device)
-    g = torch.Generator().manual_seed(config.seed)  # on the CPU: the same draws on every device
-    regimes = 1 if config.checkpoint else len(config.regimes)
-    arms = 1 if config.checkpoint or config.arch == "none" else 2
-    with track(3 * regimes * arms, "approximation bounds", enabled=progress) as advance:
-        if config.checkpoint:
-            net, split, described, meta = _checkpoint(config, device)
-            wd = float((meta.get("train") or {}).get("weight_decay", 0.0) or 0.0)
-            results = _arm(
-                config, split, lambda _: ([net], [config.seed], wd), described, g, advance
-            )
-            return files.to_cpu(results)
-        split = data.load(
-            "mnist5k", seed=config.seed, n_train=config.n_train, n_test=config.n_dev
-        ).to(device=device)  # dev: held-out images
-
-        def lenet(regime):
-            nets, wd = _regime_nets(config, regime, split)
-            return nets, [config.seed + k for k in range(config.seeds)], wd
-
-        results = _arm(config, split, lenet, "LeNet-300-100", g, advance)
-        if config.arch != "none":
-            # a built-in set is cut to the LeNet arm's sizes; a folder set is read whole
-            sizes = {} if config.data_root else {"n_train": config.n_train, "n_test": config.n_dev}
-            vsplit = _load(config, config.data, config.seed, **sizes).to(device=device)
-
-            def vgg(regime):
-                nets, wd = _vgg_nets(config, regime, vsplit)
-                return nets, [config.seed + k for k in range(config.vgg_seeds)], wd
-
-            name = f"{config.arch.upper()} ×{config.width:g}"
-            arm = dataclasses.replace(config, max_samples=config.vgg_max_samples)
-            results.vgg = _arm(arm, vsplit, vgg, name, g, advance)
-    return files.to_cpu(results)
+    where, serial = str(torch.device(device)), executor.kind == "serial"
+    if config.checkpoint:
+        _checkpoint(config, torch.device("cpu"))  # a net or data it cannot take: refused now
+        arms, inputs = ["checkpoint"], (config.checkpoint,)
+    else:
+        arms, inputs = ["lenet-300-100"] + (["vgg"] if config.arch != "none" else []), ()
+    todo = [
+        Unit(arm, arm_unit, dict(config=config, arm=arm, device=where,
+                                 progress=progress and serial), inputs=inputs)
+        for arm in arms
+    ]  # fmt: skip
+    results, *vgg = run_units(
+        todo, out, executor=executor, progress=progress and not serial, description=NAME
+    )
+    if vgg:
+        results.vgg = vgg[0]
+    return results
 
 
 def _mean(values: list[float]) -> float:
