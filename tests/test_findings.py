@@ -43,14 +43,43 @@ def test_above_and_below_follow_the_interval(v, t):
     assert not (findings.above("c", v, t).verdict == findings.below("c", v, t).verdict == "holds")
 
 
+@settings(max_examples=60, deadline=None)
+@given(values, st.floats(-50, 50), st.floats(0, 50), st.floats(0, 10))
+def test_within_is_an_equivalence_test_on_the_band(v, low, width, tol):
+    high = low + width
+    t = torch.tensor(v, dtype=torch.float64)
+    sem = scipy.stats.sem(v)
+    lo, hi = (
+        (t.mean().item(),) * 2
+        if sem == 0
+        else scipy.stats.t.interval(0.95, len(v) - 1, loc=t.mean().item(), scale=sem)
+    )
+    a, b = low - tol, high + tol
+    if min(abs(lo - a), abs(lo - b), abs(hi - a), abs(hi - b)) < 1e-9:
+        return  # on an edge: float round-off decides
+    want = "holds" if a <= lo and hi <= b else "differs" if hi < a or lo > b else "not measured"
+    assert findings.within("c", v, low, high, tol=tol).verdict == want
+
+
+def test_one_seed_rules_speak_of_the_value_not_an_interval():
+    assert "the value (one seed)" in findings.above("c", [2.0], 1.0).rule
+    assert "95% interval" in findings.above("c", [2.0, 3.0], 1.0).rule
+    assert "on every seed" not in findings.every("c", [2.0], lambda x: x > 1, "x > 1").rule
+
+
 def test_rules_on_hand_decided_cases():
     # mean 1, sd 0.079 over 5 seeds: interval [0.902, 1.098]
     v = [0.9, 1.0, 1.1, 0.95, 1.05]
     assert findings.above("c", v, 0.8).verdict == "holds"
     assert findings.above("c", v, 1.0).verdict == "differs"  # the interval contains 1
-    assert findings.within("c", v, 1.09, 1.5).verdict == "holds"  # meets the source's range
-    assert findings.within("c", v, 1.1, 1.5).verdict == "differs"
+    assert findings.within("c", v, 0.9, 1.1).verdict == "holds"  # inside the source's range
+    assert findings.within("c", v, 1.0, 1.0, tol=0.1).verdict == "holds"  # 1 ± 0.1
+    assert findings.within("c", v, 1.09, 1.5).verdict == "not measured"  # straddles 1.09
+    assert "Undecided" in findings.within("c", v, 1.09, 1.5).detail
+    assert findings.within("c", v, 1.1, 1.5).verdict == "differs"  # wholly below 1.1
     assert findings.within("c", [8, 8, 8], 5, 6).verdict == "differs"  # 8 flips vs 5-6
+    assert findings.within("c", [0.12], 0.117, 0.117, tol=0.01).verdict == "holds"  # one seed
+    assert findings.within("c", [0.13], 0.117, 0.117, tol=0.01).verdict == "differs"
     assert findings.every("c", [3, 4], lambda x: x > 2, "x > 2").verdict == "holds"
     assert findings.every("c", [3, 1], lambda x: x > 2, "x > 2").verdict == "differs"
     f = findings.not_measured("c", "no study draws it")
@@ -64,6 +93,8 @@ def test_bad_input_is_refused_by_name():
         findings.estimate([])
     with pytest.raises(ValueError, match="low must be <= high"):
         findings.within("c", [1.0], 2, 1)
+    with pytest.raises(ValueError, match="tol must be >= 0"):
+        findings.within("c", [1.0], 1, 2, tol=-0.5)
     with pytest.raises(ValueError, match="holds, differs, not measured"):
         findings.Finding("c", "", "", "reproduced", "")
 

@@ -321,11 +321,11 @@ def test_findings_against_loops_over_the_results(tiny):
     f = _finding(found, "after dropout training")
     assert f.estimate.mean == pytest.approx(drop) and (f.verdict == "holds") == (drop < 0.05)
     samples = [a.samples[0] for a in r.alpha]
-    f = _finding(found, "scaling the final layer")
+    f = _finding(found, "our reading of Fig. 12")
     assert f.estimate.mean == pytest.approx(max(samples) / min(samples))
     assert (f.verdict == "holds") == (max(samples) / min(samples) < 1.2)
     ball = min(e.bound[0] / e.ball_mean for e in eps if e.method == ab.NEURONS and e.ball_mean > 0)
-    f = _finding(found, "on inputs from the theorem's L2 ball")
+    f = _finding(found, "our reading of Fig. 11")
     assert f.estimate.mean == pytest.approx(ball) and (f.verdict == "holds") == (ball > 1)
     # every layer-by-layer stage was over the budget in this config: not measured, with why
     f = _finding(found, "layer by layer")

@@ -219,7 +219,7 @@ def test_findings_follow_their_rules_on_a_checkpoint(tiny):
     found = _check_findings(r, config)
     by = {f.claim: f for f in found}
     # a checkpoint is not the source's net: its absolute numbers are not measured against it
-    claim = "With every node on, the trained net's cross-entropy is 0.117"
+    claim = "With every node on, the trained net's cross-entropy is 0.117 (within 25%)"
     assert by[claim].verdict == "not measured"
     bias = next(f for f in found if "act as a bias" in f.claim)
     holds = _t_interval([s.bias_nodes for s in r.seeds])[0] > 0
@@ -254,10 +254,11 @@ def test_toy_arms_and_findings(toy):
     assert r.source_outside == pytest.approx(1 - math.sqrt(2 * math.pi) / 4)
     found = _check_findings(r, config)
     by = {f.claim: f for f in found}
-    full = by["With every node on, the trained net's cross-entropy is 0.117"]
+    full = by["With every node on, the trained net's cross-entropy is 0.117 (within 25%)"]
     lo, hi = _t_interval([s.full_loss for s in r.seeds])
-    assert full.verdict == ("holds" if lo <= 0.117 <= hi else "differs")
-    assert "37%" in full.detail and "Robustness arm (6 epochs)" in full.detail
+    a, b = 0.75 * 0.117, 1.25 * 0.117  # the source's figure and its stated tolerance
+    inside, outside = a <= lo and hi <= b, hi < a or lo > b
+    assert full.verdict == ("holds" if inside else "differs" if outside else "not measured")
     bias = next(f for f in found if "act as a bias" in f.claim)
     assert bias.verdict == ("holds" if all(s.bias_nodes == 4 for s in r.seeds) else "differs")
 

@@ -264,7 +264,7 @@ def test_classifier_findings_against_explain(tiny, lenet):
     lrp = rel.explain(model, x, method="lrp_0").input.flatten(1).detach()
     gxi = rel.explain(model, x, method="gradient_x_input").input.flatten(1).detach()
     p = np.mean([np.corrcoef(lrp[n], gxi[n])[0, 1] for n in range(len(x))])
-    f = _finding(found, "LeNet-5: LRP-0 is gradient x input")
+    f = _finding(found, "LeNet-5: LRP-0 equals gradient x input")
     assert f.estimate.mean == pytest.approx(p, abs=1e-6) and (f.verdict == "holds") == (p > 0.999)
     e = rel.explain(model, x, method="blame_bias")
     err = ((e.total - e.output).abs() / e.output.abs()).detach().tolist()

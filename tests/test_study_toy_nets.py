@@ -45,7 +45,8 @@ def test_findings_follow_the_closed_form_and_their_rules(run):
     assert share.verdict == "differs" and "37.3%" in share.detail
     loss = found["The 2-20-2 net train"]
     if config.circle_epochs == 20:
-        assert loss.verdict == ("holds" if r.circle.test_loss == 0.117 else "differs")
+        inside = 0.75 * 0.117 <= r.circle.test_loss <= 1.25 * 0.117  # one seed: the value
+        assert loss.verdict == ("holds" if inside else "differs")
     else:
         assert loss.verdict == "not measured"
     titles = {s.title for s in toy_nets.sections(r, config)}

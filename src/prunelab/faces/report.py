@@ -160,6 +160,13 @@ def _explorer_link(run_dir: Path) -> list[str]:
     ]
 
 
+def _seeds(config: Any) -> str:
+    """The banner's seeds: "seed 0", or "seeds 0-4" where the tables are means over seeds
+    (every study trains seed, seed + 1, ...)."""
+    seed, n = getattr(config, "seed", ""), getattr(config, "seeds", 1)
+    return f"seeds {seed}-{seed + n - 1}" if isinstance(n, int) and n > 1 else f"seed {seed}"
+
+
 def render(
     study: ModuleType,
     config: Any,
@@ -176,8 +183,8 @@ def render(
     meta = dict(meta or {})
     parts = [
         f"<h1>{html.escape(study.TITLE)}</h1>",
-        f"<p class=meta>prunelab study <code>{html.escape(study.NAME)}</code> · seed "
-        f"{html.escape(str(getattr(config, 'seed', '')))} · "
+        f"<p class=meta>prunelab study <code>{html.escape(study.NAME)}</code> · "
+        f"{html.escape(_seeds(config))} · "
         f"{html.escape(str(meta.get('created', '')))} · "
         + " · ".join(f"{k} {html.escape(str(v))}" for k, v in meta.get("versions", {}).items())
         + "</p>",

@@ -7,16 +7,21 @@ reader can check it.
 
     holds          the measurement satisfies the rule (at 95% over seeds where there are seeds)
     differs        it does not; ``detail`` gives the size and, where known, the cause
-    not measured   the study does not measure the claim, or the measurement is not finite on
-                   some seed (``detail`` says why and which seeds)
+    not measured   the study does not measure the claim, the measurement is not finite on
+                   some seed, or (``within``) too few seeds to decide; ``detail`` says which
 
 Rules (``values``: one number per seed):
 
     above(values, t)        holds iff the 95% interval of the mean lies above t
     below(values, t)        holds iff it lies below t
-    within(values, lo, hi)  holds iff the interval of the mean meets the source's range [lo, hi]
+    within(values, lo, hi, tol)
+                            an equivalence test: holds iff the interval lies inside the band
+                            [lo - tol, hi + tol], differs iff it lies wholly outside it, and is
+                            not measured (undecided: more seeds decide) where it straddles an edge
     every(values, pred)     holds iff pred holds on every seed (a claim about each run; ours
                             lists each seed's value)
+
+With one seed the interval is the value itself, and the rule's text says so.
 
 Each rule takes ``bounds``, the quantity's range (an accuracy in %: ``(0, 100)``), to which the
 interval is clipped: two seeds give wide intervals, never ones past what the quantity can be.
@@ -106,6 +111,12 @@ def _num(x: float) -> str:
     return f"{x:.2e}"
 
 
+def _subject(values) -> str:
+    """What a rule decides on: the interval of the mean, or the value itself for one seed."""
+    n = torch.as_tensor(values).numel()
+    return "the 95% interval of the mean" if n > 1 else "the value (one seed)"
+
+
 def _unmeasured(claim, source, values, rule, detail, section) -> Finding | None:
     """A "not measured" finding naming the seeds whose value is not finite (a NaN measurement
     is stated, never averaged or dropped); None when every value is finite."""
@@ -135,7 +146,7 @@ def above(
     bounds: tuple[float, float] | None = None,
 ) -> Finding:
     """Holds iff the 95% interval of the mean of ``values`` lies above ``threshold``."""
-    rule = f"holds iff the 95% interval of the mean lies above {_num(threshold)}"
+    rule = f"holds iff {_subject(values)} lies above {_num(threshold)}"
     if (f := _unmeasured(claim, source, values, rule, detail, section)) is not None:
         return f
     e = estimate(values, bounds=bounds)
@@ -154,7 +165,7 @@ def below(
     bounds: tuple[float, float] | None = None,
 ) -> Finding:
     """Holds iff the 95% interval of the mean of ``values`` lies below ``threshold``."""
-    rule = f"holds iff the 95% interval of the mean lies below {_num(threshold)}"
+    rule = f"holds iff {_subject(values)} lies below {_num(threshold)}"
     if (f := _unmeasured(claim, source, values, rule, detail, section)) is not None:
         return f
     e = estimate(values, bounds=bounds)
@@ -167,23 +178,45 @@ def within(
     low: float,
     high: float,
     *,
+    tol: float = 0.0,
     source: str = "",
     detail: str = "",
     section: str = "",
     unit: str = "",
     bounds: tuple[float, float] | None = None,
 ) -> Finding:
-    """Holds iff the 95% interval of the mean of ``values`` meets the source's range
-    ``[low, high]`` (a single figure: ``low == high``)."""
+    """An equivalence test against the source's range ``[low, high]`` (a single figure:
+    ``low == high``) widened by the stated tolerance ``tol``: holds iff the 95% interval of the
+    mean lies inside ``[low - tol, high + tol]``, differs iff it lies wholly outside, and is
+    "not measured" where it straddles an edge (too few seeds to decide; the detail says so).
+
+    A rule that held whenever the interval merely met the range would favour "holds" exactly
+    when the seeds are few and the interval wide.
+    """
     if not low <= high:
         raise ValueError(f"within: low must be <= high; got {low}, {high}")
-    span = _num(low) if low == high else f"[{_num(low)}, {_num(high)}]"
-    rule = f"holds iff the 95% interval of the mean meets the source's {span}"
+    if not tol >= 0:
+        raise ValueError(f"within: tol must be >= 0; got {tol}")
+    a, b = low - tol, high + tol
+    band = _num(a) if a == b else f"[{_num(a)}, {_num(b)}]"
+    what = _num(low) if low == high else f"[{_num(low)}, {_num(high)}]"
+    told = f" ± {_num(tol)}" if tol else ""
+    rule = (
+        f"holds iff {_subject(values)} lies inside the source's {what}{told} = {band}; "
+        "differs iff it lies wholly outside"
+    )
     if (f := _unmeasured(claim, source, values, rule, detail, section)) is not None:
         return f
     e = estimate(values, bounds=bounds)
-    holds = e.low <= high and e.high >= low
-    return _finding(claim, source, e, holds, rule, detail, section, unit)
+    f = _finding(claim, source, e, a <= e.low and e.high <= b, rule, detail, section, unit)
+    if f.verdict == "differs" and e.low <= b and e.high >= a:  # straddles an edge of the band
+        why = (
+            f"Undecided: the interval {_num(e.low)} to {_num(e.high)} reaches both inside and "
+            f"outside {band} ({e.n} seed{'s' if e.n > 1 else ''}); more seeds would decide."
+        )
+        f = Finding(claim, source, f.ours, "not measured", rule, f"{why} {detail}".strip(),
+                    section, e)  # fmt: skip
+    return f
 
 
 def every(
@@ -199,7 +232,8 @@ def every(
     bounds: tuple[float, float] | None = None,
 ) -> Finding:
     """Holds iff ``predicate`` is true for the value of every seed; ``condition`` states it."""
-    rule = f"holds iff {condition} on every seed"
+    n = torch.as_tensor(values).numel()
+    rule = f"holds iff {condition} on every seed" if n > 1 else f"holds iff {condition}"
     if (f := _unmeasured(claim, source, values, rule, detail, section)) is not None:
         return f
     e = estimate(values, bounds=bounds)

@@ -404,7 +404,8 @@ def _panel_table(r, n, p) -> Table:
         caption=f"{n.name}, {SCOPE_WORDS[p.scope]}, {COMP_WORDS[p.compensate]}. Area: the "
         f"accuracy (loss) curve's mean height over {r.fractions[0]:g}..{r.fractions[-1]:g} "
         "removed (trapezoid rule); 'vs random': the difference to the random baseline on the "
-        "same net, mean ± 95% interval over seeds, * where the interval excludes 0.",
+        "same net, mean ± 95% interval over seeds, * where the interval excludes 0 (not "
+        "adjusted for the number of comparisons).",
     )
 
 
@@ -458,7 +459,8 @@ def _finetune_table(r, n) -> Table:
         caption=f"{n.name}: {SCOPE_WORDS[ft.scope]} removal with {COMP_WORDS[ft.compensate]}, "
         f"then {ft.epochs} epoch(s) of Adam (lr {ft.lr:g}) on the training set of the "
         "physically pruned net. Test accuracy, mean ± 95% interval over seeds; 'vs random': "
-        "paired difference of the mean accuracy over these fractions, * if significant.",
+        "paired difference of the mean accuracy over these fractions, * where the 95% interval "
+        "excludes 0 (not adjusted for the number of comparisons).",
     )
 
 
@@ -520,11 +522,19 @@ def _reading(r) -> list[str]:
             f"every criterion). {_collapse_text(r, n, k)}"
         )
     if "std_out_norm" in names and "lipschitz" in names:
+        i, j = names.index("std_out_norm"), names.index("lipschitz")
+        gap = max(
+            (p.accuracy[i] - p.accuracy[j]).abs().max().item()
+            for n in r.nets
+            for p in n.panels
+            if p.scope == "layer"
+        )
+        same = "identical" if gap == 0 else f"different (by up to {gap:.3f} in accuracy)"
         out.append(
-            "std_out_norm and lipschitz give identical per-layer results: the certified bound is "
+            f"std_out_norm and lipschitz give {same} per-layer results. The certified bound is "
             "std_out_norm times a factor shared by all nodes of a layer (sqrt 2 and the "
-            "downstream spectral norms), so it ranks a layer's nodes the same way. Under global "
-            "selection the factor differs between layers, and so do the results."
+            "downstream spectral norms), so it ranks a layer's nodes the same way up to ties. "
+            "Under global selection the factor differs between layers, and so do the results."
         )
     out.append(
         "The area averages over the whole range of fractions. Curves can cross: a criterion "
@@ -574,7 +584,10 @@ def _collapse_text(r, n, k: int) -> str:
         f"without and {n.test_majority.mean().item():.0%} for the full nets (figure "
         "'prediction collapse')."
     )
-    return text + f" Where the share is larger with mean compensation, the reason: {reason}"
+    return text + (
+        " Where the share is larger with mean compensation, a likely mechanism (not tested "
+        f"separately): {reason}"
+    )
 
 
 def sections(results, config) -> list[Section]:

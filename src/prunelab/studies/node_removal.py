@@ -891,19 +891,21 @@ def run(
 
 
 def headline(results: Results) -> dict[str, float]:
-    """The studied net's key numbers (seed ``config.seed``; the findings give the seeds' means)."""
+    """The studied net's key numbers (seed ``config.seed``; the findings give the seeds' means),
+    each key labelled as such."""
     out = {"full loss": results.full_loss}
     for s in results.subsets:
         out[f"mean loss, p={s.p}"] = s.mean_loss
     out["flips until decorrelated"] = results.paths.covariance.decorrelated_after
     out["complement log-loss correlation"] = results.paths.complement_correlation
     out["bias-like nodes (gap rule)"] = len(results.bias_nodes)
-    return out
+    return {f"{k} (studied net, first seed)": v for k, v in out.items()}
 
 
 # The source's figures (Hobson 2022, part 1): its 2-20-2 net, 20 epochs, 1000 masks per p.
 SOURCE_FULL_LOSS = 0.117
 SOURCE_MEAN_LOSS = {0.25: 1.0277, 0.5: 0.8782, 0.75: 0.5844}
+LOSS_TOL = 0.25  # a loss within a quarter of the source's (single-run) figure is the same
 SOURCE_BIAS_NODES = 4
 SOURCE_FLIPS = (5, 6)
 HARM = 0.05  # "barely noticeable": the cheapest single removal raises the loss by under 5%
@@ -956,7 +958,7 @@ def findings(results: Results, config: Config) -> list[Finding]:
         "outside (its code compares |x|^2 with sqrt(2/pi); ours with 2/pi: 50%, "
         "stats.outside_disc), and Keras' initialisation is not PyTorch's."
     )
-    claim = "With every node on, the trained net's cross-entropy is 0.117"
+    claim = "With every node on, the trained net's cross-entropy is 0.117 (within 25%)"
     if toy:
         out.append(
             rules.within(
@@ -964,6 +966,7 @@ def findings(results: Results, config: Config) -> list[Finding]:
                 _per_seed(rows, lambda s: s.full_loss),
                 SOURCE_FULL_LOSS,
                 SOURCE_FULL_LOSS,
+                tol=LOSS_TOL * SOURCE_FULL_LOSS,
                 source="0.117",
                 section=t["seeds"],
                 detail=f"{arm} {unbalanced}" + _robust(r, lambda s: s.full_loss),
@@ -974,10 +977,12 @@ def findings(results: Results, config: Config) -> list[Finding]:
                 continue
             out.append(
                 rules.within(
-                    f"The mean loss over random subsets at p = {p} is {SOURCE_MEAN_LOSS[p]}",
+                    f"The mean loss over random subsets at p = {p} is {SOURCE_MEAN_LOSS[p]} "
+                    "(within 25%)",
                     _per_seed(rows, lambda s, k=k: s.mean_loss[k]),
                     SOURCE_MEAN_LOSS[p],
                     SOURCE_MEAN_LOSS[p],
+                    tol=LOSS_TOL * SOURCE_MEAN_LOSS[p],
                     source=f"{SOURCE_MEAN_LOSS[p]:.3f}",
                     section=t["loss"],
                     detail=f"{arm} {unbalanced}" + _robust(r, lambda s, k=k: s.mean_loss[k]),

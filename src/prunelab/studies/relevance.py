@@ -862,8 +862,8 @@ def _classifier_findings(im: ImageMaps, methods: list[str]) -> list[Finding]:
     section = titles.AGREEMENT
     return [
         rules.above(
-            f"{im.model}: LRP-0 is gradient x input on a ReLU net (the methods differ only in "
-            "how they treat the biases)",
+            f"{im.model}: LRP-0 equals gradient x input on a ReLU net (the biases inside the "
+            "pre-activations of both)",
             [im.agreement_pearson[lrp0, gxi].item()],
             0.999,
             source="LRP in Q form is the gradient with the slope rule",
@@ -930,7 +930,7 @@ def findings(results: Results, config: Config | None = None) -> list[Finding]:
     mr = results.max_rules
     claim = (
         "the two constructions of the maximum (softmax limit, a + relu(b - a)) give different "
-        "relevance"
+        "relevance (DeepLIFT against the mean training image)"
     )
     if mr is not None and mr.composed_windows:
         out.append(

@@ -309,7 +309,10 @@ def findings(results: Results, config: Config) -> list[Finding]:
             unit=" of the points outside",
         )
     ]
-    claim = "The 2-20-2 net trained 20 epochs reaches cross-entropy 0.117 with every node on"
+    claim = (
+        "The 2-20-2 net trained 20 epochs reaches cross-entropy 0.117 with every node on "
+        "(within 25%)"
+    )
     if config.circle_epochs == SOURCE_EPOCHS and config.circle_width == 20:
         out.append(
             rules.within(
@@ -317,6 +320,7 @@ def findings(results: Results, config: Config) -> list[Finding]:
                 [r.circle.test_loss],
                 SOURCE_FULL_LOSS,
                 SOURCE_FULL_LOSS,
+                tol=0.25 * SOURCE_FULL_LOSS,
                 source="0.117",
                 section=COMPARE,
                 detail="One seed; the source's circle is unbalanced (see above), ours is not.",
