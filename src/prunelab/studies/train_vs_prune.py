@@ -701,6 +701,7 @@ def findings(results: Results, config: Config) -> list[Finding]:
             t.shift_median,
             0.5,
             0.7,
+            bounds=(0.0, float("inf")),  # a median of absolute changes
             source=f"±{SOURCE_SHIFT}",
             detail="Measured: median |w_T - w_0| of the moved entries. The size of the shift "
             f"follows from the initialisation (here U(±{t.init_bound:.3f})) and the optimiser's "
