@@ -336,12 +336,14 @@ def test_findings_against_loops_over_the_results(tiny):
 
 
 def test_vgg_findings_are_prefixed_and_side_by_side(tiny):
-    """A second arm (here the same results stand in for it) gets its own findings, prefixed,
-    and the side-by-side table pairs each claim of the two arms."""
+    """A second arm (here the same results, but fine-tuning that adds 60 points everywhere)
+    gets its own findings, prefixed, and the side-by-side table pairs each claim of the two
+    arms, verdicts that differ included."""
     import dataclasses
 
     config, r, _ = tiny
-    twin = dataclasses.replace(r, model="VGG11 ×0.0625")
+    tuned = [dataclasses.replace(t, after=[b + 0.6 for b in t.before]) for t in r.finetune]
+    twin = dataclasses.replace(r, model="VGG11 ×0.0625", finetune=tuned)
     both = dataclasses.replace(r, vgg=twin)
     found = ab.findings(both, config)
     mine = [f for f in ab.findings(r, config) if not f.claim.startswith("VGG-16")]
@@ -351,13 +353,17 @@ def test_vgg_findings_are_prefixed_and_side_by_side(tiny):
     (f,) = million
     share = sum(e.samples[0] > 1e6 for e in r.epsilon_first) / len(r.epsilon_first)
     assert f.estimate.mean == pytest.approx(share) and (f.verdict == "holds") == (share > 0.5)
-    for a, b in zip(mine, [f for f in theirs if f not in million], strict=True):
-        assert b.claim == f"VGG11 ×0.0625: {a.claim}" and b.verdict == a.verdict
+    paired = [f for f in theirs if f not in million]
+    for a, b in zip(mine, paired, strict=True):
+        assert b.claim == f"VGG11 ×0.0625: {a.claim}"
+    gain = _finding(theirs, "VGG11 ×0.0625: fine-tuning after pruning adds")
+    assert gain.estimate.mean == pytest.approx(0.6) and gain.verdict == "holds"
     titles = {s.title: s for s in ab.sections(both, config)}
     assert all(f.section in titles for f in found)
     (table,) = titles["LeNet-300-100 and VGG11 ×0.0625 side by side"].tables
-    assert [row[3] for row in table.rows] == [row[5] for row in table.rows]
     assert [row[3] for row in table.rows] == [f.verdict for f in mine]
+    assert [row[5] for row in table.rows] == [f.verdict for f in paired]
+    assert [row[4] for row in table.rows] == [f.ours for f in paired]
 
 
 def test_tally_against_loops(tiny):

@@ -40,7 +40,7 @@ def test_scores_are_those_of_the_saved_nets(run):
 def test_findings_follow_the_closed_form_and_their_rules(run):
     config, r, _ = run
     found = {f.claim[:20]: f for f in toy_nets.findings(r, config)}
-    share = found["The circle's radius "]
+    share = found["The source's circle "]
     assert r.source_outside == pytest.approx(1 - math.sqrt(2 * math.pi) / 4, abs=1e-12)
     assert share.verdict == "differs" and "37.3%" in share.detail
     loss = found["The 2-20-2 net train"]

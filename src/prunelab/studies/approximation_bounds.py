@@ -1037,6 +1037,9 @@ def headline(results: Results) -> dict[str, float]:
 # --- findings ----------------------------------------------------------------------------------
 
 
+SHARE, RATIO = (0.0, 1.0), (0.0, math.inf)  # the ranges the findings' intervals are clipped to
+
+
 def _rule(rule, claim: str, values: Tensor, *args, why: str, **kw) -> Finding:
     """``rule(claim, values, *args)``, or not measured (``why``) where a seed has no value."""
     v = torch.as_tensor(values, dtype=torch.float64)
@@ -1069,6 +1072,7 @@ def _arm_findings(r: Results) -> list[Finding]:
             pre + titles.CLAIMS["draws"],
             bound_checks.exceed_share(samples, [e.size for e in eps]),
             0.5,
+            bounds=SHARE,
             source="samples > layer size (Figs. 2, 6, 10)",
             section=sec(titles.EPSILON),
             detail="share of the (regime, method, guaranteed share) settings needing more draws "
@@ -1081,6 +1085,7 @@ def _arm_findings(r: Results) -> list[Finding]:
             pre + titles.CLAIMS["far"],
             bound_checks.smallest([e.ratio for e in eps]),
             10.0,
+            bounds=RATIO,
             why=never,
             source="bound >> observed error (Figs. 2, 6)",
             section=sec(titles.EPSILON),
@@ -1094,6 +1099,7 @@ def _arm_findings(r: Results) -> list[Finding]:
             pre + "coreset neuron pruning reaches little or no sparsity",
             bound_checks.largest(_seed_table(neurons, "sparsity", S)),
             0.1,
+            bounds=SHARE,
             source="sparsity about 0 (Figs. 6, 7, 10)",
             section=sec(titles.EPSILON),
             detail="the largest neuron sparsity over the epsilon-first settings",
@@ -1104,6 +1110,7 @@ def _arm_findings(r: Results) -> list[Finding]:
             pre + titles.CLAIMS["few"],
             bound_checks.largest(_seed_table(r.sparsity_first, "implied_share", S)),
             0.5,
+            bounds=SHARE,
             source="vacuous guarantee (Fig. 8)",
             section=sec(titles.SPARSITY),
             detail="the largest guaranteed share of the correct labels over the kept fractions",
@@ -1116,6 +1123,7 @@ def _arm_findings(r: Results) -> list[Finding]:
             pre + titles.CLAIMS["gain"],
             gain,
             0.5,
+            bounds=(-1.0, 1.0),
             source="> 50 points (Fig. 3)",
             section=sec(titles.HEURISTICS),
             detail="the largest dev accuracy gain from fine-tuning over methods and levels: a "
@@ -1135,6 +1143,7 @@ def _arm_findings(r: Results) -> list[Finding]:
                 -0.01 - 1e-9,  # within one point: a tie at exactly one point counts
             ),
             0.5,
+            bounds=SHARE,
             source="Figs. 5, 9",
             section=sec(titles.HEURISTICS),
             detail="share of (regime, level) pairs, L0 against Mussay's coreset and magnitude "
@@ -1154,6 +1163,7 @@ def _arm_findings(r: Results) -> list[Finding]:
             claim,
             bound_checks.exceed_share(rise, 0.0),
             0.5,
+            bounds=SHARE,
             source="error rises (Fig. 3, middle)",
             section=sec(titles.GAP),
             detail="share of the fine-tuned deterministic SiPP nets whose mean max_c |Delta_c| "
@@ -1169,6 +1179,7 @@ def _arm_findings(r: Results) -> list[Finding]:
                 pre + "the draws required exceed the source's budget of 1M",
                 bound_checks.exceed_share(samples, 1e6),
                 0.5,
+                bounds=SHARE,
                 why=never,
                 source="> 1M samples (Fig. 10, VGG-16)",
                 section=sec(titles.EPSILON),
@@ -1186,6 +1197,7 @@ def _arm_findings(r: Results) -> list[Finding]:
             claim,
             bound_checks.smallest([e.ball_bound_ratio for e in neurons]),
             1.0,
+            bounds=RATIO,
             why=never,
             source="Fig. 11 (no direction stated)",
             section=sec(titles.BALL),
@@ -1201,6 +1213,7 @@ def _arm_findings(r: Results) -> list[Finding]:
                 "final layer by alpha leaves the draws required unchanged (within 20%)",
                 bound_checks.spread([a.samples for a in r.alpha]),
                 1.2,
+                bounds=(1.0, math.inf),
                 why="no draws were computed",
                 source="Fig. 12",
                 section=sec(titles.ALPHA),
@@ -1216,6 +1229,7 @@ def _arm_findings(r: Results) -> list[Finding]:
                 claim,
                 bound_checks.smallest([[row.within] for row in sampled]),
                 0.9,
+                bounds=SHARE,
                 source="Fig. 1, right",
                 section=titles.LAYERS,
                 detail="the smallest share of dev inputs within the implied output bound over "
@@ -1338,6 +1352,7 @@ def _dropout_findings(r: Results, pre: str, sec) -> list[Finding]:
             c2,
             bound_checks.largest(_seed_table(rows, "sparsity", len(drop))),
             0.05,
+            bounds=SHARE,
             source="sparsity 0 (Fig. 7)",
             section=titles.arm_title(r.model, titles.EPSILON),
             detail="the largest neuron sparsity of the dropout nets over the guaranteed shares",

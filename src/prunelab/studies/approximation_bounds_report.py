@@ -1146,7 +1146,7 @@ def _layer_section(arms, config) -> Section:
 
 def _compare_section(r, left, right) -> Section:
     """The two networks' findings side by side (``left``: r's, ``right``: the VGG arm's)."""
-    theirs = {f.claim.split(": ", 1)[-1]: f for f in right}
+    theirs = {f.claim.removeprefix(f"{r.vgg.model}: "): f for f in right}
     rows = [
         [f.claim, f.source, f.ours, f.verdict, theirs[f.claim].ours, theirs[f.claim].verdict]
         for f in left

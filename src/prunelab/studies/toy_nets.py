@@ -294,7 +294,8 @@ def findings(results: Results, config: Config) -> list[Finding]:
     r = results
     out = [
         rules.within(
-            "The circle's radius sqrt(2/pi) puts half of the square's points outside it",
+            "The source's circle data put half of the square's points outside the circle "
+            "(radius sqrt(2/pi))",
             [r.source_outside],
             0.5,
             0.5,
