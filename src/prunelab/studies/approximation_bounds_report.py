@@ -608,7 +608,7 @@ def _sparsity_section(r) -> Section:
         f"while pruning to {_pct(half[0].keep)} of the units keeps {_pct(kept[0])} to "
         f"{_pct(kept[1])} of them. The implied bounds are {_num(lo)} to {_num(hi)} times the "
         "observed errors. Whether that makes the guarantee vacuous is decided by the finding "
-        "'the draws guarantee few of the correct labels' (Findings, at the top).",
+        f"'{CLAIMS['few']}' (Findings, at the top).",
     ]
     return Section(SPARSITY, text, [table], [_sparsity_figure(r)])
 
